@@ -1,0 +1,114 @@
+"""Static characterisation of one column's SAR ADC: transfer curve, DNL, INL, PNG plot.
+
+Uses the cycle-level SAR of ``imcsim.cycle`` with the chip's static CDAC mismatch and
+comparator offset (no dynamic noise), swept over held column values in fine fixed-point steps.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcsim.cycle import sar_convert_columns
+from kernels.analog import ANALOG_FRAC_BITS
+
+
+@dataclass
+class TransferCurve:
+    """inputs_rows : float64 (S,) held column values in rows; codes : int64 (S,).
+    thresholds_rows : float64 (L,) lowest input giving each code 1..L (nan if missing).
+    dnl, inl : float64 (L,) in LSB for codes 1..L (code L's width is unbounded: dnl[L-1] = nan).
+    """
+
+    full_scale: int
+    column: int
+    inputs_rows: np.ndarray
+    codes: np.ndarray
+    thresholds_rows: np.ndarray
+    dnl: np.ndarray
+    inl: np.ndarray
+
+    @property
+    def missing_codes(self) -> list[int]:
+        return [k + 1 for k in range(len(self.thresholds_rows)) if np.isnan(self.thresholds_rows[k])]
+
+    def summary(self) -> dict:
+        return {"full_scale": self.full_scale, "column": self.column,
+                "max_abs_dnl_lsb": float(np.nanmax(np.abs(self.dnl))) if np.any(~np.isnan(self.dnl)) else 0.0,
+                "max_abs_inl_lsb": float(np.nanmax(np.abs(self.inl))) if np.any(~np.isnan(self.inl)) else 0.0,
+                "missing_codes": self.missing_codes}
+
+
+def transfer_curve(macro, full_scale: int, column: int = 0, steps_per_lsb: int = 64) -> TransferCurve:
+    """Sweep one column's ADC from 0 to 1.02 * F rows.
+
+    Parameters
+    ----------
+    macro : Macro  supplies the static CDAC weights and comparator offset of the column.
+    full_scale : int  F in rows, within [L, rows].
+    column : int  physical column in [0, columns).
+    steps_per_lsb : int  input samples per ideal LSB (F / L rows), 4..4096.
+    """
+    c = macro.config
+    if isinstance(full_scale, bool) or not isinstance(full_scale, (int, np.integer)) \
+            or not c.top_code <= full_scale <= c.rows:
+        raise ValueError(f"full_scale: must be an int in [{c.top_code}, {c.rows}], got {full_scale}")
+    if isinstance(column, bool) or not isinstance(column, (int, np.integer)) \
+            or not 0 <= column < c.columns:
+        raise ValueError(f"column: must be an int in [0, {c.columns}), got {column}")
+    if isinstance(steps_per_lsb, bool) or not isinstance(steps_per_lsb, int) \
+            or not 4 <= steps_per_lsb <= 4096:
+        raise ValueError(f"steps_per_lsb: must be an int in [4, 4096], got {steps_per_lsb}")
+    L = c.top_code
+    lsb_fx = (int(full_scale) << ANALOG_FRAC_BITS) / L
+    n = int(np.ceil(1.02 * L * steps_per_lsb))
+    v = np.floor(np.arange(n) * lsb_fx / steps_per_lsb).astype(np.int64)
+    cdac = np.repeat(macro.cdac_weights[column][None, :], n, axis=0)
+    total = np.full(n, macro.cdac_totals[column], dtype=np.int64)
+    offset = np.full(n, macro.comparator_offsets[column], dtype=np.int64)
+    codes, _, _ = sar_convert_columns(v, offset, cdac, total, int(full_scale), c.adc_bits,
+                                      lambda s: 0)
+    inputs = v / float(1 << ANALOG_FRAC_BITS)
+    lsb = full_scale / L
+    thresholds = np.full(L, np.nan)
+    for k in range(1, L + 1):
+        hit = np.nonzero(codes >= k)[0]
+        if hit.size:
+            thresholds[k - 1] = inputs[hit[0]]
+    # a code k is missing when no input produces exactly k
+    present = np.zeros(L + 1, dtype=bool)
+    present[np.unique(codes)] = True
+    thresholds[~present[1:]] = np.nan
+    widths = np.full(L, np.nan)
+    for k in range(1, L):
+        lo = thresholds[k - 1] if present[k] else np.nan
+        nxt = np.nonzero(codes > k)[0]
+        if present[k] and nxt.size:
+            widths[k - 1] = inputs[nxt[0]] - lo
+        elif not present[k]:
+            widths[k - 1] = 0.0
+    dnl = widths / lsb - 1.0
+    inl = (thresholds - np.arange(1, L + 1) * lsb) / lsb
+    return TransferCurve(int(full_scale), int(column), inputs, codes.astype(np.int64),
+                         thresholds, dnl, inl)
+
+
+def plot_transfer_curve(curve: TransferCurve, path) -> None:
+    """Write a PNG: transfer curve, DNL and INL of one column."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from imcsim.plotting import save_figure
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=False)
+    axes[0].step(curve.inputs_rows, curve.codes, where="post", lw=0.8)
+    axes[0].set_xlabel("held column value [rows]")
+    axes[0].set_ylabel("code")
+    axes[0].set_title(f"column {curve.column} SAR ADC, F = {curve.full_scale} rows")
+    k = np.arange(1, len(curve.dnl) + 1)
+    axes[1].bar(k, np.nan_to_num(curve.dnl), width=1.0)
+    axes[1].set_ylabel("DNL [LSB]")
+    axes[2].plot(k, curve.inl, lw=0.8)
+    axes[2].set_ylabel("INL [LSB]")
+    axes[2].set_xlabel("code")
+    fig.tight_layout()
+    save_figure(fig, path)

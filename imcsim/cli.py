@@ -1,0 +1,281 @@
+"""Command-line interface: ``imcsim mvm``, ``imcsim trace``, ``imcsim adc``, ``imcsim config``."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from imcsim.config import (MacroConfig, NonIdealityConfig, VrefConfig, VrefMode, load_preset,
+                           preset_names)
+from imcsim.formats import parse_format
+
+
+def _friendly_errors(fn):
+    """Turn the library's validation errors into one-line CLI errors (exit status 1)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, OSError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0]) from None
+    return wrapper
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_npy(path, name) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot read {path} as .npy ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name}: {path} holds no single array")
+    return arr
+
+
+def build_config(preset, vref_mode, full_scale, dual_low, dual_high, nonideal_overrides,
+                 chip_seed, mask_zeros) -> MacroConfig:
+    """A MacroConfig from a preset plus command-line overrides."""
+    base = load_preset(preset)
+    v = base.vref
+    vref = VrefConfig(mode=VrefMode(vref_mode) if vref_mode else v.mode,
+                      full_scale=v.full_scale if full_scale is None else full_scale,
+                      dual_low=v.dual_low if dual_low is None else dual_low,
+                      dual_high=v.dual_high if dual_high is None else dual_high)
+    ni = base.nonideal.__dict__.copy()
+    ni.update({k: v for k, v in nonideal_overrides.items() if v is not None})
+    data = base.to_dict()
+    data["vref"] = {"mode": vref.mode.value, "full_scale": vref.full_scale,
+                    "dual_low": vref.dual_low, "dual_high": vref.dual_high}
+    data["nonideal"] = NonIdealityConfig(**ni).__dict__
+    if chip_seed is not None:
+        data["chip_seed"] = chip_seed
+    if mask_zeros is not None:
+        data["mask_zero_inputs"] = mask_zeros
+    return MacroConfig.from_dict(data)
+
+
+def _config_options(fn):
+    """Options shared by commands that build a macro."""
+    opts = [
+        click.option("--preset", default="paper", show_default=True,
+                     help=f"Macro preset from data/presets ({', '.join(preset_names())}) or a JSON path."),
+        click.option("--vref", "vref_mode", type=click.Choice([m.value for m in VrefMode]),
+                     help="ADC reference mode (default: the preset's)."),
+        click.option("--full-scale", type=int, help="Fixed-mode full scale F in rows (255..2304)."),
+        click.option("--dual-low", type=int, help="Dual mode low full scale in rows."),
+        click.option("--dual-high", type=int, help="Dual mode high full scale in rows."),
+        click.option("--cell-mismatch", type=float, help="Relative sigma of bit-cell capacitors."),
+        click.option("--parasitic", type=float, help="Column parasitic / total cell capacitance."),
+        click.option("--cdac-mismatch", type=float, help="Relative sigma of a CDAC unit capacitor."),
+        click.option("--comparator-offset", type=float, help="Comparator offset sigma [rows]."),
+        click.option("--comparator-noise", type=float, help="Comparator noise sigma [rows]."),
+        click.option("--sampling-noise", type=float, help="Sampling (kT/C) noise sigma [rows]."),
+        click.option("--chip-seed", type=int, help="Seed of the chip's static mismatch."),
+        click.option("--mask-zeros/--no-mask-zeros", default=None,
+                     help="Mask rows whose binary input is 0."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _config_from_kwargs(kw) -> MacroConfig:
+    return build_config(
+        kw.pop("preset"), kw.pop("vref_mode"), kw.pop("full_scale"), kw.pop("dual_low"),
+        kw.pop("dual_high"),
+        {"cell_cap_sigma": kw.pop("cell_mismatch"), "parasitic_ratio": kw.pop("parasitic"),
+         "cdac_unit_sigma": kw.pop("cdac_mismatch"),
+         "comparator_offset_sigma": kw.pop("comparator_offset"),
+         "comparator_noise_sigma": kw.pop("comparator_noise"),
+         "sampling_noise_sigma": kw.pop("sampling_noise")},
+        kw.pop("chip_seed"), kw.pop("mask_zeros"))
+
+
+@click.group()
+@click.version_option(package_name="imcsim")
+def main():
+    """imcsim: bit-accurate emulator of the 2304 x 256 charge-domain IMC macro."""
+
+
+def random_operands(rng, x_format, w_format, batch, inner, outputs, density):
+    """Seeded random operands for a demo: X (batch x inner) and W (inner x outputs)."""
+    W = rng.integers(-w_format.max_value, w_format.max_value + 1, (inner, outputs))
+    if x_format.kind == "binary":
+        X = rng.integers(-x_format.max_value, x_format.max_value + 1, (batch, inner))
+        X = np.where(rng.random((batch, inner)) < density, X, 0)
+    else:
+        e = rng.integers(-x_format.exponent_bias, x_format.exponent_bias + 1, (batch, inner))
+        sign = np.where(rng.random((batch, inner)) < 0.5, -1.0, 1.0)
+        X = np.where(rng.random((batch, inner)) < density, sign * 4.0 ** e, 0.0)
+    return X, W
+
+
+@main.command()
+@click.option("--w", "w_path", type=click.Path(dir_okay=False), help="W (M x N) integers, .npy.")
+@click.option("--x", "x_path", type=click.Path(dir_okay=False), help="X (B x M) values, .npy.")
+@click.option("--x-format", default="binary:6", show_default=True,
+              help="Streamed operand format: binary:K or radix4:K.")
+@click.option("--w-format", default="binary:5", show_default=True,
+              help="Stored operand format: binary:K.")
+@_config_options
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dynamic noise.")
+@click.option("--random-shape", nargs=3, type=int, default=(8, 600, 12), show_default=True,
+              help="B M N of the seeded random operands used when --x/--w are not given.")
+@click.option("--density", default=1.0, show_default=True, type=float,
+              help="Share of non-zero elements in random X (radix-4: try 0.1).")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="Write Y (.npy).")
+@click.option("--codes", "codes_path", type=click.Path(dir_okay=False),
+              help="Write every ADC code (.npy, shape row_tiles x B x planes x N x Kw).")
+@click.option("--trace", "trace_path", type=click.Path(dir_okay=False),
+              help="Run the cycle-level path and write an HDF5 trace.")
+@click.option("--trace-vectors", help="Vectors to record, start:stop.")
+@click.option("--trace-cycles", help="Serial cycles within a tile operation, start:stop.")
+@click.option("--trace-tiles", help="Tile operations to record, e.g. '0,0;1,0'.")
+@click.option("--trace-planes", help="Input planes to record, e.g. '0,3'.")
+@click.option("--traced/--fast", default=False, help="Use the cycle-level path even without a trace.")
+@_friendly_errors
+def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_path, codes_path,
+        trace_path, trace_vectors, trace_cycles, trace_tiles, trace_planes, traced, **kw):
+    """Run Y = X @ W on the macro; with no --x/--w, on seeded random operands."""
+    from imcsim.macro import Macro
+    from imcsim.trace import TraceSelection, check_writable
+    config = _config_from_kwargs(kw)
+    xf, wf = parse_format(x_format), parse_format(w_format)
+    if wf.kind != "binary":
+        raise ValueError(f"w-format: the stored operand must be binary:K, got {w_format}")
+    outputs = [check_writable(p) for p in (out_path, codes_path, trace_path) if p]
+    if len(set(outputs)) != len(outputs):
+        raise ValueError("out, codes, trace: output paths must differ")
+    if (w_path is None) != (x_path is None):
+        raise ValueError("x, w: give both files or neither")
+    if w_path:
+        W, X = _load_npy(w_path, "W"), _load_npy(x_path, "X")
+        source = f"X from {x_path}, W from {w_path}"
+    else:
+        B, M, N = random_shape
+        if min(B, M, N) < 1:
+            raise ValueError(f"random-shape: B, M, N must be >= 1, got {random_shape}")
+        if not 0.0 <= density <= 1.0:
+            raise ValueError(f"density: must lie in [0, 1], got {density}")
+        X, W = random_operands(np.random.default_rng(seed), xf, wf, B, M, N, density)
+        source = f"seeded random operands (seed {seed}, density {density})"
+    macro = Macro(config)
+    if trace_path or traced:
+        tiles = None
+        if trace_tiles:
+            try:
+                tiles = tuple(tuple(int(v) for v in t.split(",")) for t in trace_tiles.split(";"))
+            except ValueError:
+                raise ValueError(f"trace-tiles: expected 't,u;t,u', got {trace_tiles!r}") from None
+        planes = tuple(int(p) for p in trace_planes.split(",")) if trace_planes else None
+        selection = TraceSelection(tiles=tiles, vectors=trace_vectors, planes=planes,
+                                   cycles=trace_cycles)
+        res = macro.mvm_traced(X, W, xf, wf, seed=seed, trace=trace_path, selection=selection)
+    else:
+        res = macro.mvm(X, W, xf, wf, seed=seed, return_codes=codes_path is not None)
+    if out_path:
+        _save_npy(Path(out_path), res.y)
+    if codes_path:
+        _save_npy(Path(codes_path), res.codes)
+    exact = np.asarray(X, dtype=np.float64) @ np.asarray(W, dtype=np.float64)
+    ev = res.events.total()
+    err = np.abs(res.y - exact)
+    click.echo(f"Y = X @ W: X {X.shape[0]}x{X.shape[1]} ({xf.spec()}), W {W.shape[0]}x{W.shape[1]} "
+               f"({wf.spec()}); {source}")
+    click.echo(f"  path {res.meta['path']}, vref {res.meta['vref']}, seed {seed}, "
+               f"tiles {res.full_scale.shape[0]} x {res.events.per_tile['array_cycles'].shape[1]}")
+    click.echo(f"  |Y - exact|: max {err.max():.6g}, mean {err.mean():.6g}; "
+               f"exact outputs {int((err == 0).sum())}/{err.size}")
+    click.echo(f"  ADC conversions {ev['adc_conversions']}, clipped {ev['clipped_conversions']}, "
+               f"high-Vref {ev['high_vref_conversions']}; bit-cell mults {ev['bitcell_mults']}; "
+               f"array cycles {ev['array_cycles']}")
+    for label, path in (("Y", out_path), ("codes", codes_path), ("trace", trace_path)):
+        if path:
+            click.echo(f"  wrote {label}: {path}")
+
+
+@main.group()
+def trace():
+    """Inspect and convert HDF5 traces."""
+
+
+@trace.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--cycle", "cycle_index", type=int, help="Print one recorded cycle in readable form.")
+@click.option("--columns", default=8, show_default=True, type=int, help="Columns to print.")
+@_friendly_errors
+def trace_show(file, cycle_index, columns):
+    """Summary of a trace, and optionally one cycle."""
+    from imcsim.trace import TraceFile
+    with TraceFile(file) as tf:
+        click.echo(tf.summary())
+        if cycle_index is not None:
+            click.echo(tf.format_cycle(cycle_index, max_columns=columns))
+
+
+@trace.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--vcd", "vcd_path", required=True, type=click.Path(dir_okay=False),
+              help="Write a VCD waveform here.")
+@click.option("--columns", type=int, help="Export only the first N columns.")
+@_friendly_errors
+def trace_export(file, vcd_path, columns):
+    """Export a trace for waveform viewers (VCD)."""
+    from imcsim.trace import TraceFile
+    with TraceFile(file) as tf:
+        tf.export_vcd(vcd_path, max_columns=columns)
+    click.echo(f"wrote {vcd_path}")
+
+
+@main.command()
+@_config_options
+@click.option("--column", default=0, show_default=True, type=int, help="Physical column.")
+@click.option("--steps-per-lsb", default=64, show_default=True, type=int)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_friendly_errors
+def adc(column, steps_per_lsb, plot_path, as_json, **kw):
+    """Static transfer curve, DNL and INL of one column's SAR ADC."""
+    from imcsim.adc import plot_transfer_curve, transfer_curve
+    from imcsim.macro import Macro
+    config = _config_from_kwargs(kw)
+    fs = config.vref.full_scale if config.vref.mode is VrefMode.FIXED else config.vref.dual_high
+    curve = transfer_curve(Macro(config), fs, column, steps_per_lsb)
+    summary = curve.summary()
+    if plot_path:
+        plot_transfer_curve(curve, plot_path)
+        summary["plot"] = plot_path
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"column {column}, F = {fs} rows: max |DNL| {summary['max_abs_dnl_lsb']:.3f} LSB, "
+                   f"max |INL| {summary['max_abs_inl_lsb']:.3f} LSB, missing codes "
+                   f"{summary['missing_codes'] or 'none'} (resolution 1/{steps_per_lsb} LSB)")
+        if plot_path:
+            click.echo(f"wrote {plot_path}")
+
+
+@main.command("config")
+@_config_options
+@_friendly_errors
+def show_config(**kw):
+    """Print the effective macro configuration as JSON."""
+    click.echo(_config_from_kwargs(kw).to_json())
+
+
+if __name__ == "__main__":
+    main()

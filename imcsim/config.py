@@ -1,0 +1,265 @@
+"""Configuration of the macro: frozen, validated dataclasses; presets live in ``data/presets``.
+
+Every register width, rounding and saturation rule of docs/hardware-model.md is a named field
+here.  ``MacroConfig.to_dict`` / ``from_dict`` round-trip through JSON.
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from kernels.analog import SIGMA_FRAC_BITS
+
+
+MAX_ROWS = 16384
+
+
+class VrefMode(enum.Enum):
+    """How the ADC's Vref,p (full scale F, in rows) is chosen for each array cycle."""
+
+    FIXED = "fixed"
+    VARIABLE = "variable"
+    DUAL = "dual"
+
+
+class Overflow(enum.Enum):
+    """What an NMC accumulator does when a sum leaves its range."""
+
+    SATURATE = "saturate"
+    WRAP = "wrap"
+
+
+class Rounding(enum.Enum):
+    """Rounding of the NMC output shift."""
+
+    FLOOR = "floor"
+    HALF_UP = "half_up"
+    HALF_EVEN = "half_even"
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: must lie in [{lo}, {hi}], got {value}")
+
+
+def _check_float(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not (lo <= float(value) <= hi):
+        raise ValueError(f"{name}: must lie in [{lo}, {hi}], got {value}")
+
+
+def _check_enum(name, value, enum_type):
+    if not isinstance(value, enum_type):
+        raise TypeError(f"{name}: expected {enum_type.__name__}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VrefConfig:
+    """ADC reference mode and levels, all as full scales F in rows (Vref,p = F * vdd / rows)."""
+
+    mode: VrefMode = VrefMode.VARIABLE
+    full_scale: int = 2304
+    dual_low: int = 255
+    dual_high: int = 2304
+
+    def __post_init__(self):
+        _check_enum("vref.mode", self.mode, VrefMode)
+        for name in ("full_scale", "dual_low", "dual_high"):
+            _check_int(f"vref.{name}", getattr(self, name), 1, 1 << 20)
+        if self.dual_low > self.dual_high:
+            raise ValueError(f"vref.dual_low ({self.dual_low}) must not exceed "
+                             f"vref.dual_high ({self.dual_high})")
+
+    def check_against(self, rows: int, top_code: int):
+        """Cross-check with the array: every level must lie in [L, rows]."""
+        for name in ("full_scale", "dual_low", "dual_high"):
+            value = getattr(self, name)
+            if not top_code <= value <= rows:
+                raise ValueError(f"vref.{name}: full scale must lie in [{top_code}, {rows}] rows, "
+                                 f"got {value}")
+
+
+@dataclass(frozen=True)
+class NmcConfig:
+    """Fixed-point datapath after the ADC (docs/hardware-model.md 4.6)."""
+
+    scale_frac_bits: int = 16
+    acc_bits: int = 48
+    overflow: Overflow = Overflow.SATURATE
+    half_lsb_reconstruction: bool = False
+    out_frac_bits: int = 12
+    out_bits: int = 48
+    out_rounding: Rounding = Rounding.HALF_EVEN
+    out_scale_frac_bits: int = 16
+
+    def __post_init__(self):
+        _check_int("nmc.scale_frac_bits", self.scale_frac_bits, 0, 24)
+        _check_int("nmc.acc_bits", self.acc_bits, 8, 62)
+        _check_enum("nmc.overflow", self.overflow, Overflow)
+        if not isinstance(self.half_lsb_reconstruction, bool):
+            raise TypeError("nmc.half_lsb_reconstruction: expected a bool")
+        _check_int("nmc.out_frac_bits", self.out_frac_bits, 0, 40)
+        _check_int("nmc.out_bits", self.out_bits, 8, 62)
+        _check_enum("nmc.out_rounding", self.out_rounding, Rounding)
+        _check_int("nmc.out_scale_frac_bits", self.out_scale_frac_bits, 0, 30)
+
+
+@dataclass(frozen=True)
+class NonIdealityConfig:
+    """Analog non-idealities; all zero is the ideal macro.
+
+    cell_cap_sigma, cdac_unit_sigma: relative sigma of one cell / one CDAC unit capacitor.
+    parasitic_ratio: column parasitic capacitance over the total cell capacitance.
+    comparator_offset_sigma, comparator_noise_sigma, sampling_noise_sigma: in rows
+    (1 row = vdd / rows, 347 uV in the paper preset).
+    """
+
+    cell_cap_sigma: float = 0.0
+    parasitic_ratio: float = 0.0
+    cdac_unit_sigma: float = 0.0
+    comparator_offset_sigma: float = 0.0
+    comparator_noise_sigma: float = 0.0
+    sampling_noise_sigma: float = 0.0
+
+    def __post_init__(self):
+        _check_float("nonideal.cell_cap_sigma", self.cell_cap_sigma, 0.0, 0.2)
+        _check_float("nonideal.parasitic_ratio", self.parasitic_ratio, 0.0, 10.0)
+        _check_float("nonideal.cdac_unit_sigma", self.cdac_unit_sigma, 0.0, 0.2)
+        for name in ("comparator_offset_sigma", "comparator_noise_sigma", "sampling_noise_sigma"):
+            _check_float(f"nonideal.{name}", getattr(self, name), 0.0, 64.0)
+
+    @property
+    def is_ideal(self) -> bool:
+        return all(v == 0 for v in self.fixed_point().values())
+
+    def fixed_point(self) -> dict:
+        """The sigmas as fixed-point integers (scaled by 2**16), the only form the model uses."""
+        scale = 1 << SIGMA_FRAC_BITS
+        return {
+            "sigma_cell_fx": round(self.cell_cap_sigma * scale),
+            "parasitic_fx": round(self.parasitic_ratio * scale),
+            "sigma_cdac_fx": round(self.cdac_unit_sigma * scale),
+            "sigma_offset_fx": round(self.comparator_offset_sigma * scale),
+            "sigma_cmp_fx": round(self.comparator_noise_sigma * scale),
+            "sigma_sample_fx": round(self.sampling_noise_sigma * scale),
+        }
+
+
+@dataclass(frozen=True)
+class MacroConfig:
+    """The whole macro. Defaults are the paper's (see ``data/presets/paper.json``)."""
+
+    rows: int = 2304
+    columns: int = 256
+    adc_bits: int = 8
+    vdd: float = 0.8
+    mask_zero_inputs: bool = False
+    vref: VrefConfig = field(default_factory=VrefConfig)
+    nmc: NmcConfig = field(default_factory=NmcConfig)
+    nonideal: NonIdealityConfig = field(default_factory=NonIdealityConfig)
+    chip_seed: int = 0
+
+    def __post_init__(self):
+        # 16384 rows keep the charge-sharing and SAR products inside int64 (hardware-model.md 4.4)
+        _check_int("rows", self.rows, 1, MAX_ROWS)
+        _check_int("columns", self.columns, 1, 4096)
+        _check_int("adc_bits", self.adc_bits, 2, 12)
+        _check_float("vdd", self.vdd, 1e-3, 10.0)
+        if not isinstance(self.mask_zero_inputs, bool):
+            raise TypeError("mask_zero_inputs: expected a bool")
+        for name, typ in (("vref", VrefConfig), ("nmc", NmcConfig), ("nonideal", NonIdealityConfig)):
+            if not isinstance(getattr(self, name), typ):
+                raise TypeError(f"{name}: expected {typ.__name__}")
+        _check_int("chip_seed", self.chip_seed, 0, (1 << 63) - 1)
+        if self.rows < self.top_code:
+            raise ValueError(f"rows ({self.rows}) must be at least the top ADC code "
+                             f"2**adc_bits - 1 = {self.top_code}")
+        self.vref.check_against(self.rows, self.top_code)
+
+    @property
+    def top_code(self) -> int:
+        """L = 2**adc_bits - 1."""
+        return (1 << self.adc_bits) - 1
+
+    @property
+    def volts_per_row(self) -> float:
+        return self.vdd / self.rows
+
+    def full_scale_volts(self, full_scale: int) -> float:
+        return full_scale * self.volts_per_row
+
+    def with_vref(self, vref: VrefConfig) -> "MacroConfig":
+        return replace(self, vref=vref)
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        def convert(obj):
+            if isinstance(obj, enum.Enum):
+                return obj.value
+            if isinstance(obj, dict):
+                return {k: convert(v) for k, v in obj.items()}
+            return obj
+        return convert(asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MacroConfig":
+        if not isinstance(data, dict):
+            raise TypeError("config: expected a mapping")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"config: unknown keys {sorted(unknown)}")
+        kwargs = dict(data)
+        if "vref" in kwargs:
+            v = dict(kwargs["vref"])
+            if "mode" in v:
+                v["mode"] = VrefMode(v["mode"])
+            kwargs["vref"] = VrefConfig(**v)
+        if "nmc" in kwargs:
+            n = dict(kwargs["nmc"])
+            if "overflow" in n:
+                n["overflow"] = Overflow(n["overflow"])
+            if "out_rounding" in n:
+                n["out_rounding"] = Rounding(n["out_rounding"])
+            kwargs["nmc"] = NmcConfig(**n)
+        if "nonideal" in kwargs:
+            kwargs["nonideal"] = NonIdealityConfig(**kwargs["nonideal"])
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MacroConfig":
+        return cls.from_dict(json.loads(text))
+
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> MacroConfig:
+    """Load ``data/presets/<name>.json`` (or a path to a JSON file)."""
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ValueError(f"preset: no preset {name!r}; known: {', '.join(preset_names())}")
+    return MacroConfig.from_json(path.read_text())
+
+
+def save_config(config: MacroConfig, path) -> None:
+    """Write a config as JSON atomically (temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(config.to_json() + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,143 @@
+"""Value Change Dump (IEEE 1364) export of traces, and a small reader for checking dumps.
+
+Timeline of one recorded array cycle (``adc_bits + 2`` time steps of ``TIMESCALE``):
+step 0 samples the column (row inputs, mask, active rows, full scale appear); steps 1..Nb are
+the SAR trials MSB first (``sar_step``, per column ``trial_<c>`` and comparator ``cmp_<c>``);
+the last step raises ``eoc`` with the final ``code_<c>``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+TIMESCALE = "1ns"
+
+
+class _Signal:
+    def __init__(self, ident, name, width):
+        self.ident, self.name, self.width = ident, name, width
+        self.last = None
+
+
+def _identifier(index: int) -> str:
+    chars = [chr(c) for c in range(33, 127)]
+    out = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, len(chars))
+        out = chars[rem] + out
+    return out
+
+
+def _value(sig: _Signal, value: int) -> str:
+    if sig.width == 1:
+        return f"{int(value) & 1}{sig.ident}"
+    return f"b{int(value) & ((1 << sig.width) - 1):b} {sig.ident}"
+
+
+def write_trace_vcd(trace, path, max_columns=None) -> Path:
+    """Write the cycles of an open ``TraceFile`` as VCD to ``path`` (atomically)."""
+    from imcsim.trace import check_writable
+    path = check_writable(path)
+    attrs = trace.attrs
+    n = trace.n_cycles
+    first = trace.cycle(0) if n else None
+    n_cols = 0 if first is None else len(first["code"])
+    if max_columns is not None:
+        n_cols = min(n_cols, max_columns)
+    adc_bits = first["sar_trial"].shape[1] if first is not None and n_cols else 8
+    rows = 0 if first is None else len(first["row_input"])
+    specs = [("cycle", 32), ("tile_row", 16), ("tile_col", 16), ("vector", 32), ("plane", 8),
+             ("active_rows", 17), ("full_scale", 17), ("sar_step", 8), ("eoc", 1)]
+    if rows:
+        specs += [("row_input", rows), ("row_mask", rows)]
+    for c in range(n_cols):
+        specs += [(f"trial_{c}", adc_bits), (f"cmp_{c}", 1), (f"code_{c}", adc_bits)]
+    signals = {name: _Signal(_identifier(i), name, w) for i, (name, w) in enumerate(specs)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(f"$comment imcsim trace {attrs['x_format']} x {attrs['w_format']}, "
+                     f"seed {attrs['seed']} $end\n$timescale {TIMESCALE} $end\n"
+                     "$scope module imc_macro $end\n")
+            for s in signals.values():
+                fh.write(f"$var wire {s.width} {s.ident} {s.name} $end\n")
+            fh.write("$upscope $end\n$enddefinitions $end\n")
+            time = 0
+
+            def emit(changes):
+                lines = []
+                for name, value in changes:
+                    s = signals[name]
+                    if s.last != int(value):
+                        s.last = int(value)
+                        lines.append(_value(s, value))
+                if lines:
+                    fh.write(f"#{time}\n" + "\n".join(lines) + "\n")
+
+            for i in range(n):
+                rec = trace.cycle(i)
+                changes = [("cycle", rec["cycle"]), ("tile_row", rec["tile_row"]),
+                           ("tile_col", rec["tile_col"]), ("vector", rec["vector"]),
+                           ("plane", rec["plane"]), ("active_rows", rec["active_rows"]),
+                           ("full_scale", rec["full_scale"]), ("sar_step", 0), ("eoc", 0)]
+                if rows:
+                    weights = 1 << np.arange(rows, dtype=object)
+                    changes.append(("row_input", int((rec["row_input"].astype(object) * weights).sum())))
+                    changes.append(("row_mask", int((rec["row_mask"].astype(object) * weights).sum())))
+                emit(changes)
+                for s in range(adc_bits):
+                    time += 1
+                    ch = [("sar_step", s + 1)]
+                    for c in range(n_cols):
+                        ch += [(f"trial_{c}", rec["sar_trial"][c, s]),
+                               (f"cmp_{c}", rec["sar_decision"][c, s])]
+                    emit(ch)
+                time += 1
+                emit([("eoc", 1)] + [(f"code_{c}", rec["code"][c]) for c in range(n_cols)])
+                time += 1
+            fh.write(f"#{time}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
+def read_vcd(path) -> dict:
+    """Parse a VCD into ``{signal name: [(time, value), ...]}`` (values as ints; x/z -> -1)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such VCD file")
+    names, changes, time = {}, {}, 0
+    in_defs = True
+    with open(path) as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line:
+                continue
+            if in_defs:
+                parts = line.split()
+                if parts[0] == "$var" and len(parts) >= 5:
+                    names[parts[3]] = parts[4]
+                    changes[parts[4]] = []
+                elif parts[0] == "$enddefinitions":
+                    in_defs = False
+                continue
+            if line[0] == "#":
+                time = int(line[1:])
+            elif line[0] in "bB":
+                bits, ident = line[1:].split()
+                value = -1 if any(ch in "xXzZ" for ch in bits) else int(bits, 2)
+                changes[names[ident]].append((time, value))
+            elif line[0] in "01xXzZ":
+                value = int(line[0]) if line[0] in "01" else -1
+                changes[names[line[1:]]].append((time, value))
+            elif line.startswith("$"):
+                continue
+            else:
+                raise ValueError(f"{path}: cannot parse VCD line {line!r}")
+    return changes

@@ -1,0 +1,1 @@
+"""NumPy training engine (see issue 3); uses only imcsim's public API."""
