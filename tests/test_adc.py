@@ -1,0 +1,99 @@
+"""SAR ADC: the ideal law for every count and full scale, SAR step consistency, DNL."""
+import numpy as np
+import pytest
+
+from imcsim import Macro, MacroConfig, NonIdealityConfig
+from imcsim.adc import transfer_curve
+from imcsim.cycle import sar_convert_columns
+from kernels.analog import ANALOG_FRAC_BITS, CDAC_UNIT, division_magic, ideal_adc_code
+from kernels.fast_mvm import sar_convert
+
+ROWS, L, NB = 2304, 255, 8
+COUNTS = np.arange(ROWS + 1, dtype=np.int64)
+
+
+def law(count, fs):
+    return np.minimum(count * L // fs, L)
+
+
+def ideal_cdac():
+    return (CDAC_UNIT << np.arange(NB, dtype=np.int64))
+
+
+@pytest.mark.parametrize("fs_block", [range(255, 700), range(700, 1500), range(1500, 2305)])
+def test_stepped_sar_with_ideal_cdac_is_the_adc_law_for_every_count_and_full_scale(fs_block):
+    cdac = np.repeat(ideal_cdac()[None, :], COUNTS.size, axis=0)
+    total = cdac.sum(axis=1)
+    offset = np.zeros(COUNTS.size, dtype=np.int64)
+    v = COUNTS << ANALOG_FRAC_BITS
+    for fs in fs_block:
+        code, _, _ = sar_convert_columns(v, offset, cdac, total, fs, NB, lambda s: 0)
+        assert np.array_equal(code, law(COUNTS, fs)), fs
+
+
+def test_fast_path_division_and_njit_sar_are_the_adc_law():
+    w = ideal_cdac()
+    for fs in (255, 256, 257, 300, 511, 1000, 1151, 2303, 2304):
+        m, sh = division_magic(fs)
+        fast = np.array([ideal_adc_code(n, m, sh, L) for n in COUNTS])
+        assert np.array_equal(fast, law(COUNTS, fs))
+        stepped = np.array([sar_convert(int(n) << ANALOG_FRAC_BITS, 0, w, int(w.sum()), fs, NB, 0,
+                                        np.uint64(0)) for n in COUNTS])
+        assert np.array_equal(stepped, law(COUNTS, fs))
+
+
+def test_division_magic_exact_over_whole_dividend_range():
+    rng = np.random.default_rng(0)
+    for d in list(range(1, 300)) + list(rng.integers(300, 1 << 16, 200)):
+        m, sh = division_magic(int(d))
+        a = np.concatenate([np.arange(5000), rng.integers(0, 1 << 28, 5000),
+                            [(1 << 28) - 1]]).astype(np.int64)
+        assert np.array_equal((a * m) >> sh, a // d), d
+
+
+def test_sar_trace_is_a_successive_approximation():
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 2304 << ANALOG_FRAC_BITS, 500)
+    cdac = np.repeat(ideal_cdac()[None, :], v.size, axis=0)
+    code, trials, decisions = sar_convert_columns(v, np.zeros(v.size, np.int64), cdac,
+                                                  cdac.sum(axis=1), 2304, NB, lambda s: 0)
+    for i in range(v.size):
+        kept = 0
+        for s in range(NB):
+            bit = 1 << (NB - 1 - s)
+            assert trials[i, s] == kept | bit          # MSB first, earlier decisions kept
+            assert decisions[i, s] == bool(code[i] & bit)
+            if decisions[i, s]:
+                kept |= bit
+        assert kept == code[i]
+
+
+def test_cdac_mismatch_gives_measurable_dnl_and_ideal_does_not():
+    steps = 32
+    ideal = transfer_curve(Macro(MacroConfig()), 2304, column=5, steps_per_lsb=steps)
+    assert ideal.summary()["max_abs_dnl_lsb"] <= 2.0 / steps
+    assert ideal.missing_codes == []
+    bad = Macro(MacroConfig(nonideal=NonIdealityConfig(cdac_unit_sigma=0.05), chip_seed=3))
+    curve = transfer_curve(bad, 2304, column=5, steps_per_lsb=steps)
+    assert curve.summary()["max_abs_dnl_lsb"] > 0.2
+    # the MSB capacitor dominates: the mid-code transition carries the largest error
+    assert np.nanargmax(np.abs(curve.dnl)) in range(100, 160)
+    other = transfer_curve(bad, 2304, column=6, steps_per_lsb=steps)
+    assert not np.allclose(np.nan_to_num(curve.dnl), np.nan_to_num(other.dnl))
+
+
+def test_comparator_offset_shifts_the_thresholds():
+    m = Macro(MacroConfig(nonideal=NonIdealityConfig(comparator_offset_sigma=4.0), chip_seed=2))
+    off_rows = m.comparator_offsets[0] / (1 << ANALOG_FRAC_BITS)
+    curve = transfer_curve(m, 255, column=0, steps_per_lsb=16)
+    # at F = 255 one LSB is one row: every threshold moves by -offset
+    assert np.nanmedian(curve.inl) == pytest.approx(-off_rows, abs=0.07)
+
+
+@pytest.mark.parametrize("kw", [dict(full_scale=100), dict(full_scale=2305), dict(column=256),
+                                dict(steps_per_lsb=2)])
+def test_transfer_curve_rejects_bad_arguments(kw):
+    args = dict(full_scale=2304, column=0, steps_per_lsb=8)
+    args.update(kw)
+    with pytest.raises(ValueError):
+        transfer_curve(Macro(MacroConfig()), **args)

@@ -1,0 +1,61 @@
+"""Configs: validation, cross-field rules, presets that round-trip."""
+import dataclasses
+import json
+
+import pytest
+
+from imcsim import (MacroConfig, NmcConfig, NonIdealityConfig, Overflow, Rounding, VrefConfig,
+                    VrefMode, load_preset, save_config)
+from imcsim.config import PRESET_DIR, preset_names
+
+
+def test_paper_preset_is_the_default_config():
+    assert load_preset("paper") == MacroConfig()
+    c = MacroConfig()
+    assert (c.rows, c.columns, c.adc_bits, c.vdd) == (2304, 256, 8, 0.8)
+    assert c.full_scale_volts(255) == pytest.approx(0.0885, abs=1e-4)    # V_prec
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_presets_round_trip(name, tmp_path):
+    cfg = load_preset(name)
+    assert MacroConfig.from_json(cfg.to_json()) == cfg
+    save_config(cfg, tmp_path / "c.json")
+    assert load_preset(str(tmp_path / "c.json")) == cfg
+    assert json.loads((PRESET_DIR / f"{name}.json").read_text()) == cfg.to_dict()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: MacroConfig(rows=100), "at least the top ADC code"),
+    (lambda: MacroConfig(adc_bits=1), "adc_bits"),
+    (lambda: MacroConfig(vref=VrefConfig(full_scale=2305)), "full scale"),
+    (lambda: MacroConfig(vref=VrefConfig(dual_low=200)), "full scale"),
+    (lambda: VrefConfig(dual_low=600, dual_high=500), "dual_low"),
+    (lambda: VrefConfig(mode="fixed"), "VrefMode"),
+    (lambda: NmcConfig(acc_bits=63), "acc_bits"),
+    (lambda: NmcConfig(overflow="wrap"), "Overflow"),
+    (lambda: NonIdealityConfig(cell_cap_sigma=-0.1), "cell_cap_sigma"),
+    (lambda: MacroConfig(rows=2304.0), "rows"),
+    (lambda: MacroConfig.from_dict({"rows": 2304, "bogus": 1}), "unknown keys"),
+    (lambda: load_preset("nope"), "no preset"),
+])
+def test_invalid_configs_raise_naming_the_field(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_configs_are_frozen_and_enums_serialise_by_value():
+    cfg = MacroConfig(nmc=NmcConfig(overflow=Overflow.WRAP, out_rounding=Rounding.FLOOR),
+                      vref=VrefConfig(mode=VrefMode.DUAL))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.rows = 5
+    d = cfg.to_dict()
+    assert d["nmc"]["overflow"] == "wrap" and d["vref"]["mode"] == "dual"
+    assert MacroConfig.from_dict(d) == cfg
+
+
+def test_nonideal_fixed_point_conversion():
+    ni = NonIdealityConfig(cell_cap_sigma=0.01, comparator_noise_sigma=0.5)
+    fx = ni.fixed_point()
+    assert fx["sigma_cell_fx"] == round(0.01 * 65536) and fx["sigma_cmp_fx"] == 32768
+    assert not ni.is_ideal and NonIdealityConfig().is_ideal

@@ -1,0 +1,141 @@
+"""HDF5 traces: content equals the result, selection, atomic writes, reader, VCD round trip."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from imcsim import BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format
+from imcsim.trace import SCHEMA_VERSION, TraceFile, TraceSelection
+from imcsim.vcd import read_vcd
+
+NONIDEAL = NonIdealityConfig(cell_cap_sigma=0.01, parasitic_ratio=0.02, cdac_unit_sigma=0.01,
+                             comparator_offset_sigma=0.3, comparator_noise_sigma=0.2,
+                             sampling_noise_sigma=0.2)
+
+
+@pytest.fixture(scope="module")
+def operands():
+    rng = np.random.default_rng(0)
+    return rng.integers(-16, 17, (3, 70)), rng.integers(-8, 9, (70, 9))
+
+
+def small_macro(nonideal=NONIDEAL):
+    return Macro(MacroConfig(rows=64, columns=20, adc_bits=6, nonideal=nonideal, chip_seed=1,
+                             vref=dict_vref()))
+
+
+def dict_vref():
+    from imcsim import VrefConfig, VrefMode
+    return VrefConfig(mode=VrefMode.VARIABLE, full_scale=64, dual_low=63, dual_high=64)
+
+
+def test_trace_records_every_cycle_consistently_with_the_result(tmp_path, operands):
+    X, W = operands
+    m = small_macro()
+    path = tmp_path / "t.h5"
+    res = m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), seed=4, trace=path)
+    fast = m.mvm(X, W, BinaryFormat(6), BinaryFormat(5), seed=4, return_codes=True)
+    assert np.array_equal(res.y_int, fast.y_int) and np.array_equal(res.codes, fast.codes)
+    with TraceFile(path) as tf:
+        a = tf.attrs
+        assert a["schema_version"] == SCHEMA_VERSION and a["seed"] == 4
+        assert json.loads(a["config_json"])["rows"] == 64
+        T, U = (int(v) for v in a["tiles"])
+        assert (T, U) == (2, 3)                      # 70 rows / 64; 9 outputs / 4 per tile
+        assert tf.n_cycles == T * U * 3 * 6
+        for i in range(tf.n_cycles):
+            rec = tf.cycle(i)
+            t, u, b, p = (int(rec[k]) for k in ("tile_row", "tile_col", "vector", "plane"))
+            n0 = 4 * u
+            n_out = len(rec["output_index"])
+            got = rec["code"].reshape(n_out, 5)
+            assert np.array_equal(got, res.codes[t, b, p, n0:n0 + n_out])
+            assert rec["full_scale"] == res.full_scale[t, b, p]
+            assert rec["active_rows"] == rec["row_mask"].sum() == res.active_rows[t, b, p]
+            assert np.array_equal(rec["sar_trial"][:, -1] >> 1 << 1,
+                                  rec["code"] >> 1 << 1)    # last trial shares the upper bits
+        assert np.array_equal(tf.file["result"]["y_int"][()], res.y_int)
+        assert int(tf.file["events"]["adc_conversions"][()].sum()) == \
+            res.events.total()["adc_conversions"]
+        last = tf.cycle(tf.n_cycles - 1)
+        # the final accumulator step of the last cycle of the last row tile is the output
+        assert last["tile_row"] == T - 1 and last["plane"] == 5
+
+
+def test_selection_limits_what_is_recorded(tmp_path, operands):
+    X, W = operands
+    path = tmp_path / "sel.h5"
+    sel = TraceSelection(tiles=((1, 2),), vectors="1:3", planes=(0, 5), cycles="0:12")
+    small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=path, selection=sel)
+    with TraceFile(path) as tf:
+        recs = [tf.cycle(i) for i in range(tf.n_cycles)]
+    keys = [(int(r["tile_row"]), int(r["tile_col"]), int(r["vector"]), int(r["plane"]))
+            for r in recs]
+    assert keys == [(1, 2, 1, 0), (1, 2, 1, 5)]       # vector 2 starts at serial cycle 12
+    with pytest.raises(ValueError, match="vectors"):
+        TraceSelection(vectors="5:2")
+
+
+def test_failed_run_leaves_no_partial_trace(tmp_path, operands, monkeypatch):
+    X, W = operands
+    path = tmp_path / "boom.h5"
+    import imcsim.cycle as cyc
+
+    def explode(*a, **k):
+        raise RuntimeError("simulated failure")
+    monkeypatch.setattr(cyc, "sar_convert_columns", explode)
+    with pytest.raises(RuntimeError):
+        small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_trace_path_is_rejected_before_running(tmp_path, operands):
+    X, W = operands
+    with pytest.raises(ValueError, match="does not exist"):
+        small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5),
+                                 trace=tmp_path / "no" / "t.h5")
+
+
+def test_reader_rejects_non_traces(tmp_path):
+    bogus = tmp_path / "x.h5"
+    with h5py.File(bogus, "w") as f:
+        f["a"] = 1
+    with pytest.raises(ValueError, match="not an imcsim trace"):
+        TraceFile(bogus)
+    (tmp_path / "t.txt").write_text("hello")
+    with pytest.raises(ValueError, match="not an HDF5"):
+        TraceFile(tmp_path / "t.txt")
+
+
+def test_vcd_export_reads_back(tmp_path, operands):
+    X, W = operands
+    path = tmp_path / "r4.h5"
+    rng = np.random.default_rng(1)
+    Xr = np.where(rng.random(X.shape) < 0.3, 4.0 ** rng.integers(-3, 4, X.shape), 0.0)
+    res = small_macro().mvm_traced(Xr, W, Radix4Format(8), BinaryFormat(5), trace=path,
+                                   selection=TraceSelection(tiles=((0, 0),), vectors="0:1"))
+    with TraceFile(path) as tf:
+        vcd = tf.export_vcd(tmp_path / "r4.vcd", max_columns=6)
+        recs = [tf.cycle(i) for i in range(tf.n_cycles)]
+    sig = read_vcd(vcd)
+    eoc_times = [t for t, v in sig["eoc"] if v == 1]
+    assert len(eoc_times) == len(recs) == 7
+
+    def value_at(name, time):
+        val = None
+        for t, v in sig[name]:
+            if t <= time:
+                val = v
+        return val
+    for rec, t_eoc in zip(recs, eoc_times):
+        for c in range(6):
+            assert value_at(f"code_{c}", t_eoc) == rec["code"][c]
+            for s in range(6):
+                step_time = t_eoc - 6 + s
+                assert value_at(f"trial_{c}", step_time) == rec["sar_trial"][c, s]
+                assert value_at(f"cmp_{c}", step_time) == rec["sar_decision"][c, s]
+        assert value_at("active_rows", t_eoc) == rec["active_rows"]
+        mask = value_at("row_mask", t_eoc)
+        assert [(mask >> r) & 1 for r in range(len(rec["row_mask"]))] == rec["row_mask"].tolist()
+    assert res.codes.shape[0] == 2
