@@ -277,5 +277,13 @@ def show_config(**kw):
     click.echo(_config_from_kwargs(kw).to_json())
 
 
+def _register_subcommands():
+    """Commands that live beside their subsystem."""
+    from imcsim.energy_cli import energy_command
+    main.add_command(energy_command, "energy")
+
+
+_register_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -629,8 +629,8 @@ class EnergyReport:
 def energy_report(model: str = "vgg-lite", batch: int = 128, *, imc="forward,backward,update",
                   vref=None, gradient_density: float = DEFAULT_GRADIENT_DENSITY,
                   activation_density: float = 1.0, pool_sparsity: bool = True,
-                  first_last_on_imc: bool = False, preset=None, config=None,
-                  densities: dict | None = None) -> EnergyReport:
+                  first_last_on_imc: bool = False, charge_masked_rows: bool = False,
+                  preset=None, config=None, densities: dict | None = None) -> EnergyReport:
     """Analytic energy of one training step of a model: IMC for the chosen MVMs, GPU elsewhere.
 
     Parameters
@@ -652,6 +652,10 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *, imc="forward,bac
         Multiply the gradient density of a layer followed by max-pool by 1/4.
     first_last_on_imc : bool
         Run the first and last layers on IMC too (the paper keeps them on the GPU in FP32).
+    charge_masked_rows : bool
+        Accounting variant: charge a bit-cell multiplication for every row of every plane,
+        masked or not (no credit for sparsity; what the paper's Table IV figure implies, see
+        docs/energy.md).  Default False: a masked row spends no bit-cell multiplication.
     preset : EnergyPreset or str or None
         Energy per event and GPU baseline (default: Table II / T4).
     config : MacroConfig or None
@@ -677,6 +681,8 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *, imc="forward,bac
         raise TypeError("first_last_on_imc: expected a bool")
     if not isinstance(pool_sparsity, bool):
         raise TypeError("pool_sparsity: expected a bool")
+    if not isinstance(charge_masked_rows, bool):
+        raise TypeError("charge_masked_rows: expected a bool")
     preset = load_energy_preset() if preset is None else load_energy_preset(preset)
     densities = {} if densities is None else dict(densities)
     per_event = preset.joules_per_event()
@@ -698,6 +704,9 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *, imc="forward,bac
             ev = layer_event_counts(layer, kind, batch, config=config, vref=vrefs[kind],
                                     density=None if dens == 1.0 and kind == "forward" else dens)
             tot = {k: float(v) for k, v in ev.total().items()}
+            if charge_masked_rows:
+                full = layer_event_counts(layer, kind, batch, config=config, vref=vrefs[kind])
+                tot["bitcell_mults"] = float(full.total()["bitcell_mults"])
             e_split = {f"e_{name}": tot[name] * per_event[name] for name in COSTED_EVENTS}
             imc_e = float(sum(e_split.values()))
             gpu_e = gpu_energy(macs, preset)
@@ -749,6 +758,7 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *, imc="forward,bac
         "vref": {k: v.mode.value for k, v in vrefs.items()},
         "gradient_density": gradient_density, "activation_density": activation_density,
         "pool_sparsity": pool_sparsity, "first_last_on_imc": first_last_on_imc,
+        "charge_masked_rows": charge_masked_rows,
         "preset": preset.to_dict(),
         "geometry": {"rows": config.rows, "columns": config.columns,
                      "adc_bits": config.adc_bits},
@@ -808,6 +818,7 @@ def plot_report(report: EnergyReport, path, scenarios: list | None = None) -> Pa
         scenarios = scenario_summary(s["model"], s["batch"],
                                      gradient_density=s["gradient_density"],
                                      pool_sparsity=s["pool_sparsity"],
+                                     charge_masked_rows=s["charge_masked_rows"],
                                      preset=EnergyPreset.from_dict(s["preset"]))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [1, 1.6]})
     short = {"forward": "fwd", "forward,backward": "fwd+bwd",

@@ -37,6 +37,7 @@ def format_report(report, scenarios=None) -> str:
              f"{','.join(s['imc']) or 'none'}; first/last layers on "
              f"{'IMC' if s['first_last_on_imc'] else 'GPU'}; gradient density "
              f"{s['gradient_density']:g} (x1/4 after max-pool: {s['pool_sparsity']}); "
+             f"masked rows charged: {s['charge_masked_rows']}; "
              f"energy preset {s['preset']['name']}; GPU {s['preset']['gpu_name']} at "
              f"{s['preset']['gpu_tops_per_watt']:g} TOPS/W",
              "counts of GPU rows are 0 (they run on the GPU); energy is on the row's device",
@@ -101,6 +102,9 @@ def format_report(report, scenarios=None) -> str:
               help="Do not scale the gradient density of max-pooled layers by 1/4.")
 @click.option("--first-last-on-imc", is_flag=True,
               help="Run the first and last layers on IMC too (paper: GPU, FP32).")
+@click.option("--charge-masked-rows", is_flag=True,
+              help="Charge a bit-cell multiplication for masked rows too (no sparsity credit; "
+                   "the accounting the paper's Table IV implies).")
 @click.option("--preset", default=DEFAULT_ENERGY_PRESET, show_default=True,
               help="Energy preset: a name in data/energy/ or a JSON path.")
 @click.option("--gpu-tops-per-watt", type=float, default=None,
@@ -111,7 +115,7 @@ def format_report(report, scenarios=None) -> str:
 @click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write a PNG bar chart (Figs. 9 and 10 style) to this path.")
 def energy_command(model, batch, imc, vref, gradient_density, no_pool_sparsity,
-                   first_last_on_imc, preset, gpu_tops_per_watt, scenarios, as_json, plot):
+                   first_last_on_imc, charge_masked_rows, preset, gpu_tops_per_watt, scenarios, as_json, plot):
     """Energy per training step on IMC against the GPU, per layer and MVM (analytic counts)."""
     try:
         kinds = parse_imc_kinds(imc)
@@ -120,7 +124,7 @@ def energy_command(model, batch, imc, vref, gradient_density, no_pool_sparsity,
         if gpu_tops_per_watt is not None:
             energy_preset = replace(energy_preset, gpu_tops_per_watt=gpu_tops_per_watt)
         common = dict(gradient_density=gradient_density, pool_sparsity=not no_pool_sparsity,
-                      preset=energy_preset)
+                      charge_masked_rows=charge_masked_rows, preset=energy_preset)
         report = energy_report(model, batch, imc=kinds, vref=vref,
                                first_last_on_imc=first_last_on_imc, **common)
         summary = scenario_summary(model, batch, **common) if (scenarios or plot) else None

@@ -53,9 +53,6 @@ class EventCounts:
         """Totals over all tiles, as Python ints."""
         return {n: int(v.sum()) for n, v in self.per_tile.items()}
 
-    def __add__(self, other: "EventCounts") -> dict:
-        a, b = self.total(), other.total()
-        return {n: a[n] + b[n] for n in a}
 
 
 @dataclass

@@ -346,3 +346,17 @@ def test_cli_table_and_errors():
     assert "total" in r.output and "GPU / this mapping" in r.output
     bad = CliRunner().invoke(energy_command, ["--imc", "forwards"])
     assert bad.exit_code == 2 and "forwards" in bad.output
+
+
+def test_charge_masked_rows_variant():
+    free = energy_report(batch=4, gradient_density=0.5)
+    charged = energy_report(batch=4, gradient_density=0.5, charge_masked_rows=True)
+    L3 = vgg_lite_layers()[2]
+    row = next(r for r in charged.rows if r["layer"] == "L3" and r["mvm"] == "backward")
+    assert row["bitcell_mults"] == layer_event_counts(L3, "backward", 4).total()["bitcell_mults"]
+    free_row = next(r for r in free.rows if r["layer"] == "L3" and r["mvm"] == "backward")
+    assert row["bitcell_mults"] == pytest.approx(free_row["bitcell_mults"] * 7 / 0.5)
+    assert row["adc_conversions"] == free_row["adc_conversions"]
+    fwd = [(a["bitcell_mults"], b["bitcell_mults"]) for a, b in zip(free.rows, charged.rows)
+           if a["mvm"] == "forward"]
+    assert all(x == y for x, y in fwd)                  # binary activations: nothing masked
