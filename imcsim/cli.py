@@ -280,7 +280,9 @@ def show_config(**kw):
 def _register_subcommands():
     """Commands that live beside their subsystem."""
     from imcsim.energy_cli import energy_command
+    from training.cli import train_command
     main.add_command(energy_command, "energy")
+    main.add_command(train_command, "train")
 
 
 _register_subcommands()

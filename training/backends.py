@@ -1,0 +1,145 @@
+"""Where a training MVM runs: FP32 NumPy, exact quantized integers, or the IMC emulator.
+
+A layer hands a backend the *streamed* operand X (vectors x inner) and the *stored* operand W
+(inner x outputs) already quantized, with their formats; the backend returns X @ W as the
+hardware would compute it.  Only the IMC backend touches the macro, through imcsim's public API.
+"""
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, parse_format
+
+
+class MvmKind(enum.Enum):
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    UPDATE = "update"
+
+
+KINDS = tuple(MvmKind)
+
+
+class BackendKind(enum.Enum):
+    FP32 = "fp32"
+    EXACT = "exact"
+    IMC = "imc"
+
+
+@dataclass
+class MvmStats:
+    """Per (layer, MVM kind): what the emulator reported, summed over calls."""
+
+    calls: int = 0
+    adc_conversions: int = 0
+    clipped_conversions: int = 0
+    high_vref_conversions: int = 0
+    bitcell_mults: int = 0
+    cycles: int = 0
+    active_rows_per_plane: np.ndarray | None = None   # sum over cycles, (P,)
+    cycles_per_plane: int = 0
+
+    def add(self, res):
+        ev = res.events.total()
+        self.calls += 1
+        self.adc_conversions += ev["adc_conversions"]
+        self.clipped_conversions += ev["clipped_conversions"]
+        self.high_vref_conversions += ev["high_vref_conversions"]
+        self.bitcell_mults += ev["bitcell_mults"]
+        self.cycles += ev["array_cycles"]
+        per_plane = res.active_rows.sum(axis=(0, 1))
+        self.active_rows_per_plane = per_plane if self.active_rows_per_plane is None \
+            else self.active_rows_per_plane + per_plane
+        self.cycles_per_plane += res.active_rows.shape[0] * res.active_rows.shape[1]
+
+
+class Fp32Backend:
+    """Plain float matmul on unquantized operands (first/last/residual layers, baselines)."""
+
+    kind = BackendKind.FP32
+    quantized = False
+
+    def matmul(self, X, W, x_format=None, w_format=None, *, layer="", mvm=None, step=0):
+        return np.asarray(X, dtype=np.float32) @ np.asarray(W, dtype=np.float32)
+
+
+class ExactBackend:
+    """The exact product of the quantized operands (no ADC): the ideal IMC result."""
+
+    kind = BackendKind.EXACT
+    quantized = True
+
+    def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
+        return np.asarray(X, dtype=np.float64) @ np.asarray(W, dtype=np.float64)
+
+
+class ImcBackend:
+    """Runs the MVM on the emulated macro (fast path), with one Vref mode per backend.
+
+    Noise seeds are derived from (seed, step, layer, MVM kind), so a training run is
+    reproducible whatever the batch order of calls.  ``trace_request`` = (layer, kind, step,
+    path) sends that one call through the cycle-level path and writes its HDF5 trace.
+    """
+
+    kind = BackendKind.IMC
+    quantized = True
+
+    def __init__(self, config: MacroConfig, vref: VrefConfig | None = None, seed: int = 0,
+                 stats=None, trace_request=None):
+        self.macro = Macro(config)
+        self.vref = vref
+        self.seed = seed
+        self.stats = stats if stats is not None else defaultdict(MvmStats)
+        self.trace_request = trace_request
+
+    def _call_seed(self, layer, mvm, step):
+        text = f"{self.seed}/{step}/{layer}/{mvm.value if mvm else ''}"
+        h = 1469598103934665603
+        for ch in text.encode():                       # FNV-1a: stable across processes
+            h = ((h ^ ch) * 1099511628211) & ((1 << 63) - 1)
+        return h
+
+    def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
+        seed = self._call_seed(layer, mvm, step)
+        W = np.ascontiguousarray(W, dtype=np.int64)
+        req = self.trace_request
+        if req is not None and req[0] == layer and req[1] == mvm and req[2] == step:
+            res = self.macro.mvm_traced(X, W, x_format, w_format, seed=seed, vref=self.vref,
+                                        trace=req[3])
+        else:
+            res = self.macro.mvm(X, W, x_format, w_format, seed=seed, vref=self.vref)
+        self.stats[(layer, mvm.value if mvm else "")].add(res)
+        return res.y
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """Operand formats of a quantization scheme (see training.quant)."""
+
+    name: str
+    activation: object
+    weight: object
+    gradient: object
+    stored_activation: object
+
+
+RADIX4_SCHEME = Scheme("radix4", BinaryFormat(6), BinaryFormat(5), Radix4Format(8),
+                       BinaryFormat(6))
+INT8_SCHEME = Scheme("int8", BinaryFormat(8), BinaryFormat(8), BinaryFormat(8), BinaryFormat(8))
+
+
+def scheme_by_name(name: str) -> Scheme:
+    if name == "radix4":
+        return RADIX4_SCHEME
+    if name == "int8":
+        return INT8_SCHEME
+    raise ValueError(f"scheme: expected 'radix4' or 'int8', got {name!r}")
+
+
+__all__ = ["MvmKind", "KINDS", "BackendKind", "MvmStats", "Fp32Backend", "ExactBackend",
+           "ImcBackend", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name",
+           "parse_format"]

@@ -1,0 +1,80 @@
+"""``imcsim train``: slow-but-exact training with every chosen MVM on the emulated macro."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from training.backends import MvmKind
+
+_BACKEND = click.Choice(["fp32", "exact", "imc"])
+
+
+@click.command("train")
+@click.option("--model", default="small-cnn", show_default=True,
+              type=click.Choice(["mlp", "small-cnn", "vgg-lite", "resnet-18"]))
+@click.option("--data", "dataset", default="digits", show_default=True,
+              type=click.Choice(["digits", "cifar10", "mnist"]),
+              help="digits ships with scikit-learn; cifar10/mnist read --data-folder.")
+@click.option("--data-folder", type=click.Path(file_okay=False),
+              help="Folder with the CIFAR-10 python batches or the MNIST IDX files.")
+@click.option("--epochs", default=10, show_default=True, type=int)
+@click.option("--batch", "batch_size", default=64, show_default=True, type=int)
+@click.option("--lr", default=0.05, show_default=True, type=float)
+@click.option("--momentum", default=0.9, show_default=True, type=float)
+@click.option("--weight-decay", default=5e-4, show_default=True, type=float)
+@click.option("--schedule", default="cosine", show_default=True,
+              type=click.Choice(["constant", "step", "cosine"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--scheme", default="radix4", show_default=True, type=click.Choice(["radix4", "int8"]),
+              help="radix4: PACT/SAWB/radix-4 (Sun et al.); int8: Banner et al. (Fig. 3 foil).")
+@click.option("--imc", "imc_kinds", default="", show_default=True,
+              help="MVM kinds on the IMC emulator, e.g. forward,backward,update (or 'all').")
+@click.option("--other", default="exact", show_default=True, type=_BACKEND,
+              help="Backend of the hidden layers' MVM kinds not on IMC (fp32 when --imc is empty).")
+@click.option("--vref", "vref_specs", multiple=True,
+              help="KIND=MODE per MVM kind: variable, fixed:F or dual:LOW:HIGH (rows); "
+                   "e.g. --vref backward=dual:255:2304.")
+@click.option("--preset", default="paper", show_default=True,
+              help="Macro preset (data/presets): paper or paper-nonideal.")
+@click.option("--first-last-on-imc", is_flag=True, help="Also map the first and last layers.")
+@click.option("--augment", is_flag=True, help="Random crop and flip (CIFAR).")
+@click.option("--max-steps", "max_steps_per_epoch", type=int, help="Cap steps per epoch.")
+@click.option("--trace", "trace_spec",
+              help="LAYER:KIND:STEP:FILE.h5 — trace that one MVM through the cycle-level path.")
+@click.option("--out", "out_dir", default="runs/train", show_default=True,
+              type=click.Path(file_okay=False), help="Metrics, checkpoint and curves go here.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.npz.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet, **kw):
+    """Train a model with a NumPy engine; chosen MVMs run on the emulated IMC macro."""
+    from training.engine import TrainConfig, Trainer
+    try:
+        kinds = [k.value for k in MvmKind] if imc_kinds == "all" else \
+            [k.strip() for k in imc_kinds.split(",") if k.strip()]
+        bad = set(kinds) - {k.value for k in MvmKind}
+        if bad:
+            raise ValueError(f"imc: unknown MVM kinds {sorted(bad)}")
+        fallback = "fp32" if not kinds and other == "exact" else other
+        backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
+        vref = {k.value: "variable" for k in MvmKind}
+        for spec in vref_specs:
+            kind, _, mode = spec.partition("=")
+            if kind not in vref or not mode:
+                raise ValueError(f"vref: expected KIND=MODE, got {spec!r}")
+            vref[kind] = mode
+        trace = None
+        if trace_spec:
+            parts = trace_spec.split(":")
+            if len(parts) != 4:
+                raise ValueError(f"trace: expected LAYER:KIND:STEP:FILE, got {trace_spec!r}")
+            trace = (parts[0], parts[1], int(parts[2]), parts[3])
+        config = TrainConfig(backends=backends, vref=tuple(vref.items()), trace=trace, **kw)
+        trainer = Trainer(config, Path(out_dir), progress=not quiet)
+        history = trainer.run(resume=resume)
+    except (ValueError, TypeError, OSError) as exc:
+        raise click.ClickException(str(exc).splitlines()[0]) from None
+    last = history[-1] if history else {}
+    click.echo(json.dumps({"final": {k: v for k, v in last.items() if not isinstance(v, list)},
+                           "out": str(out_dir)}))

@@ -1,0 +1,366 @@
+"""The training loop: backends per MVM kind, metrics, checkpoints, resume, curves.
+
+Determinism: model initialisation, data order and augmentation derive from (seed, epoch); the
+emulator's noise from (seed, step, layer, MVM kind); so the same configuration gives the same
+weights bit for bit, whatever the thread count, and a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from imcsim import VrefConfig, VrefMode, load_preset
+from training.backends import (ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats,
+                               scheme_by_name)
+from training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
+from training.layers import softmax_cross_entropy
+from training.models import MODELS, build_model
+from training.optim import SGD, make_schedule
+
+BACKEND_NAMES = ("fp32", "exact", "imc")
+
+
+def parse_vref(text: str) -> VrefConfig:
+    """'variable', 'fixed:F' or 'dual:LOW:HIGH' (full scales in rows) -> VrefConfig."""
+    parts = str(text).split(":")
+    try:
+        mode = VrefMode(parts[0])
+        nums = [int(p) for p in parts[1:]]
+    except ValueError:
+        raise ValueError(f"vref: expected 'variable', 'fixed:F' or 'dual:LOW:HIGH', got {text!r}") \
+            from None
+    if mode is VrefMode.FIXED and len(nums) == 1:
+        return VrefConfig(mode=mode, full_scale=nums[0])
+    if mode is VrefMode.DUAL and len(nums) == 2:
+        return VrefConfig(mode=mode, dual_low=nums[0], dual_high=nums[1])
+    if mode is VrefMode.VARIABLE and not nums:
+        return VrefConfig(mode=mode)
+    raise ValueError(f"vref: expected 'variable', 'fixed:F' or 'dual:LOW:HIGH', got {text!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on; saved in checkpoints and metrics.
+
+    backends : backend of each MVM kind for hidden layers ('fp32', 'exact' or 'imc').
+    vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'dual:LOW:HIGH').
+    """
+
+    model: str = "small-cnn"
+    dataset: str = "digits"
+    data_folder: str | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    scheme: str = "radix4"
+    backends: tuple = (("forward", "fp32"), ("backward", "fp32"), ("update", "fp32"))
+    vref: tuple = (("forward", "variable"), ("backward", "variable"), ("update", "variable"))
+    preset: str = "paper"
+    first_last_on_imc: bool = False
+    augment: bool = False
+    max_steps_per_epoch: int | None = None
+    trace: tuple | None = None          # (layer, kind, step, path)
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model: expected one of {sorted(MODELS)}, got {self.model!r}")
+        for name in ("epochs", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: must be a positive int, got {v!r}")
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
+            raise ValueError(f"lr: must be positive, got {self.lr!r}")
+        scheme_by_name(self.scheme)
+        b = dict(self.backends)
+        if set(b) != {k.value for k in MvmKind} or not set(b.values()) <= set(BACKEND_NAMES):
+            raise ValueError(f"backends: need forward/backward/update each in {BACKEND_NAMES}, "
+                             f"got {b}")
+        if b["forward"] == "fp32" and (b["backward"] != "fp32" or b["update"] == "exact"
+                                       or b["update"] == "imc"):
+            raise ValueError("backends: quantized backward or update MVMs need a quantized "
+                             "forward (its quantized activations and weights)")
+        for kind, text in self.vref:
+            parse_vref(text)
+        load_preset(self.preset)
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ValueError("max_steps_per_epoch: must be >= 1")
+
+    def backend_of(self, kind: MvmKind) -> str:
+        return dict(self.backends)[kind.value]
+
+    def vref_of(self, kind: MvmKind) -> VrefConfig:
+        return parse_vref(dict(self.vref)[kind.value])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        d = json.loads(text)
+        d["backends"] = tuple(tuple(x) for x in d["backends"])
+        d["vref"] = tuple(tuple(x) for x in d["vref"])
+        if d.get("trace") is not None:
+            d["trace"] = tuple(d["trace"])
+        return cls(**d)
+
+
+def _atomic_write(path: Path, write):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class Trainer:
+    """Builds model, data and backends from a TrainConfig and trains."""
+
+    def __init__(self, config: TrainConfig, out_dir, progress: bool = True):
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        data = load_dataset(config.dataset, config.data_folder)
+        self.data = normalize(data)
+        self.scheme = scheme_by_name(config.scheme)
+        shape = self.data.x_train.shape[1:]
+        self.model = build_model(config.model, shape, self.data.n_classes, config.seed,
+                                 self.scheme)
+        self.stats = defaultdict(MvmStats)
+        self._assign_backends()
+        self.optimizer = SGD(config.lr, momentum=config.momentum,
+                             weight_decay=config.weight_decay)
+        self.schedule = make_schedule(config.schedule, config.lr, config.epochs)
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.emulator_seconds = 0.0
+
+    # --- backends -------------------------------------------------------------------------
+    def _assign_backends(self):
+        cfg = self.config
+        macro_cfg = load_preset(cfg.preset)
+        fp32, exact = Fp32Backend(), ExactBackend()
+        imc = {k: ImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
+                             self._trace_request()) for k in MvmKind}
+        self.imc_backends = imc
+        for layer in self.model.compute_layers():
+            on_digital = layer.role in ("first", "last", "residual") and not (
+                cfg.first_last_on_imc and layer.role != "residual")
+            policy = {}
+            for k in MvmKind:
+                name = cfg.backend_of(k)
+                if on_digital:
+                    policy[k] = fp32
+                else:
+                    policy[k] = {"fp32": fp32, "exact": exact, "imc": imc[k]}[name]
+            layer.policy = policy
+
+    def _trace_request(self):
+        t = self.config.trace
+        if t is None:
+            return None
+        layer, kind, step, path = t
+        return (layer, MvmKind(kind), int(step), str(path))
+
+    # --- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.npz"
+
+    def save_checkpoint(self, epoch: int):
+        arrays = {f"param/{k}": v for k, v in self.model.params.items()}
+        arrays.update({f"buffer/{k}": v for k, v in self.model.buffers.items()})
+        opt = self.optimizer.state_dict()
+        arrays.update({f"opt/{k}": np.asarray(v) for k, v in _flatten(opt).items()})
+        arrays["meta"] = np.array(json.dumps({"epoch": epoch, "config": self.config.to_json(),
+                                              "history": self.history}))
+
+        def write(tmp):
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        _atomic_write(self.checkpoint_path, write)
+
+    def load_checkpoint(self, path=None):
+        path = Path(path) if path else self.checkpoint_path
+        if not path.is_file():
+            raise ValueError(f"resume: no checkpoint at {path}")
+        with np.load(path, allow_pickle=False) as ck:
+            meta = json.loads(str(ck["meta"]))
+            saved = TrainConfig.from_json(meta["config"])
+            if replace(saved, epochs=self.config.epochs) != self.config:
+                raise ValueError("resume: the checkpoint was written with another configuration")
+            params, buffers = self.model.params, self.model.buffers
+            for k in params:
+                params[k][...] = ck[f"param/{k}"]
+            for k in buffers:
+                buffers[k][...] = ck[f"buffer/{k}"]
+            opt = {k[4:]: ck[k] for k in ck.files if k.startswith("opt/")}
+            self.optimizer.load_state_dict(_unflatten(opt))
+        self.history = meta["history"]
+        self.start_epoch = meta["epoch"] + 1
+
+    # --- loop -----------------------------------------------------------------------------
+    def _steps_per_epoch(self):
+        n = max(1, len(self.data.y_train) // self.config.batch_size)
+        if self.config.max_steps_per_epoch:
+            n = min(n, self.config.max_steps_per_epoch)
+        return n
+
+    def evaluate(self, x, y, batch=256):
+        losses, correct = [], 0
+        for i in range(0, len(y), batch):
+            out = self.model.forward(x[i:i + batch], train=False)
+            loss, _ = softmax_cross_entropy(out, y[i:i + batch])
+            losses.append(loss * len(y[i:i + batch]))
+            correct += int((out.argmax(axis=1) == y[i:i + batch]).sum())
+        return float(np.sum(losses) / len(y)), correct / len(y)
+
+    def train_epoch(self, epoch: int):
+        from tqdm import tqdm
+        cfg = self.config
+        rng = np.random.default_rng([cfg.seed, epoch])
+        steps = self._steps_per_epoch()
+        n = len(self.data.y_train)
+        batches = iterate_batches(n, min(cfg.batch_size, n), rng, shuffle=True, drop_last=True)
+        self.stats.clear()
+        losses, correct, seen = [], 0, 0
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not self.progress, leave=False)
+        for i, idx in enumerate(batches):
+            if i >= steps:
+                break
+            x = self.data.x_train[idx]
+            if cfg.augment:
+                x = augment_crop_flip(x, np.random.default_rng([cfg.seed, epoch, i]))
+            y = self.data.y_train[idx]
+            step = epoch * steps + i
+            self.model.set_step(step)
+            out = self.model.forward(x, train=True)
+            loss, grad = softmax_cross_entropy(out, y)
+            self.model.backward(grad)
+            lr = self.schedule(epoch + i / steps)
+            self.optimizer.step(self.model.params, self.model.grads, lr=lr)
+            losses.append(loss)
+            correct += int((out.argmax(axis=1) == y).sum())
+            seen += len(y)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
+        bar.close()
+        return float(np.mean(losses)), correct / seen
+
+    def run(self, resume: bool = False) -> list[dict]:
+        if resume:
+            self.load_checkpoint()
+        for epoch in range(self.start_epoch, self.config.epochs):
+            t0 = time.perf_counter()
+            train_loss, train_acc = self.train_epoch(epoch)
+            mvm_stats = self._stats_summary()
+            test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                   "test_loss": test_loss, "test_acc": test_acc,
+                   "lr": self.schedule(epoch), "seconds": time.perf_counter() - t0}
+            row.update(mvm_stats)
+            self.history.append(row)
+            self.save_checkpoint(epoch)
+            self.write_metrics()
+            if self.progress:
+                print(f"epoch {epoch + 1}/{self.config.epochs}: loss {train_loss:.4f} "
+                      f"train {train_acc:.4f} test {test_acc:.4f} ({row['seconds']:.1f} s)",
+                      flush=True)
+        self.write_metrics()
+        return self.history
+
+    def _stats_summary(self) -> dict:
+        """Per MVM kind over the epoch: high-Vref share, clipping rate, active rows per plane."""
+        out = {}
+        for kind in MvmKind:
+            items = [s for (layer, k), s in self.stats.items() if k == kind.value]
+            conv = sum(s.adc_conversions for s in items)
+            if not conv:
+                continue
+            out[f"{kind.value}_high_vref_share"] = sum(s.high_vref_conversions for s in items) / conv
+            out[f"{kind.value}_clip_rate"] = sum(s.clipped_conversions for s in items) / conv
+            planes = [s.active_rows_per_plane / max(1, s.cycles_per_plane) for s in items
+                      if s.active_rows_per_plane is not None]
+            if planes and kind is not MvmKind.FORWARD:
+                out[f"{kind.value}_active_rows_per_plane"] = np.mean(planes, axis=0).round(2).tolist()
+        return out
+
+    # --- outputs --------------------------------------------------------------------------
+    def write_metrics(self):
+        if not self.history:
+            return
+        keys = sorted({k for row in self.history for k in row if not isinstance(row[k], list)})
+
+        def write_csv(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+                w.writeheader()
+                for row in self.history:
+                    w.writerow(row)
+        _atomic_write(self.out_dir / "metrics.csv", write_csv)
+        doc = {"config": json.loads(self.config.to_json()), "history": self.history}
+        _atomic_write(self.out_dir / "metrics.json",
+                      lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+        plot_curves(self.history, self.out_dir / "curves.png", title=self.config.model)
+
+
+def plot_curves(history, path, title=""):
+    """Training curves (loss, accuracy) as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from imcsim.plotting import save_figure
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.plot(ep, [r["train_loss"] for r in history], label="train")
+    a.plot(ep, [r["test_loss"] for r in history], label="test")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(ep, [r["train_acc"] for r in history], label="train")
+    b.plot(ep, [r["test_acc"] for r in history], label="test")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _unflatten(d):
+    out: dict = {}
+    for key, v in d.items():
+        parts = key.split("/")
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = v[()] if np.ndim(v) == 0 else v
+    return out
+
+
+__all__ = ["TrainConfig", "Trainer", "parse_vref", "plot_curves", "field"]

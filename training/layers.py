@@ -1,0 +1,411 @@
+"""Layers with explicit forward and backward passes (NumPy, NHWC, no autograd).
+
+Every layer caches what its backward pass needs during ``forward(x, train=True)``;
+``backward(grad)`` returns the gradient with respect to the input and fills ``self.grads``.
+Conv2D and Dense run their three MVMs (forward, backward, weight update) through the backend
+chosen for each kind (``training.backends``); they hold no hardware maths.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from imcsim.reshape import conv_output_size, reshape_conv_inputs
+from training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
+from training.quant import (int8_quantize, pact_alpha_grad, pact_quantize, radix4_two_phase,
+                            sawb_quantize)
+
+FP32 = Fp32Backend()
+
+
+class Layer:
+    """Base: no parameters, identity."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def forward(self, x, train=False):
+        return x
+
+    def backward(self, grad):
+        return grad
+
+    def sublayers(self):
+        return [self]
+
+
+class ReLU(Layer):
+    def forward(self, x, train=False):
+        self.mask = x > 0
+        return np.where(self.mask, x, 0).astype(x.dtype)
+
+    def backward(self, grad):
+        return np.where(self.mask, grad, 0).astype(grad.dtype)
+
+
+class Flatten(Layer):
+    def forward(self, x, train=False):
+        self.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        return grad.reshape(self.shape)
+
+
+class MaxPool2(Layer):
+    """2x2 max pooling, stride 2 (H and W must be even)."""
+
+    def forward(self, x, train=False):
+        B, H, W, C = x.shape
+        if H % 2 or W % 2:
+            raise ValueError(f"{self.name}: max pooling needs even H and W, got {x.shape}")
+        win = x.reshape(B, H // 2, 2, W // 2, 2, C).transpose(0, 1, 3, 5, 2, 4).reshape(
+            B, H // 2, W // 2, C, 4)
+        self.arg = win.argmax(axis=-1)
+        self.shape = x.shape
+        return np.take_along_axis(win, self.arg[..., None], axis=-1)[..., 0]
+
+    def backward(self, grad):
+        B, H, W, C = self.shape
+        win = np.zeros((B, H // 2, W // 2, C, 4), dtype=grad.dtype)
+        np.put_along_axis(win, self.arg[..., None], grad[..., None], axis=-1)
+        return win.reshape(B, H // 2, W // 2, C, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(
+            B, H, W, C)
+
+
+class GlobalAvgPool(Layer):
+    """Average over H and W: (B, H, W, C) -> (B, C)."""
+
+    def forward(self, x, train=False):
+        self.shape = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, grad):
+        B, H, W, C = self.shape
+        return np.broadcast_to(grad[:, None, None, :] / (H * W), self.shape).astype(grad.dtype)
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over all axes but the last (channels); running stats for eval."""
+
+    def __init__(self, name, channels, momentum=0.1, eps=1e-5):
+        super().__init__(name)
+        self.params = {f"{name}.gamma": np.ones(channels, np.float32),
+                       f"{name}.beta": np.zeros(channels, np.float32)}
+        self.buffers = {f"{name}.running_mean": np.zeros(channels, np.float32),
+                        f"{name}.running_var": np.ones(channels, np.float32)}
+        self.momentum, self.eps = momentum, eps
+
+    def forward(self, x, train=False):
+        axes = tuple(range(x.ndim - 1))
+        g, b = self.params[f"{self.name}.gamma"], self.params[f"{self.name}.beta"]
+        rm, rv = self.buffers[f"{self.name}.running_mean"], self.buffers[f"{self.name}.running_var"]
+        if train:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            n = x.size // x.shape[-1]
+            rm *= 1 - self.momentum
+            rm += self.momentum * mean
+            rv *= 1 - self.momentum
+            rv += self.momentum * var * n / max(n - 1, 1)
+        else:
+            mean, var = rm, rv
+        self.inv = 1.0 / np.sqrt(var + self.eps)
+        self.xhat = (x - mean) * self.inv
+        return (self.xhat * g + b).astype(np.float32)
+
+    def backward(self, grad):
+        axes = tuple(range(grad.ndim - 1))
+        g = self.params[f"{self.name}.gamma"]
+        n = grad.size // grad.shape[-1]
+        self.grads[f"{self.name}.gamma"] = (grad * self.xhat).sum(axis=axes).astype(np.float32)
+        self.grads[f"{self.name}.beta"] = grad.sum(axis=axes).astype(np.float32)
+        dxhat = grad * g
+        dx = (self.inv / n) * (n * dxhat - dxhat.sum(axis=axes)
+                               - self.xhat * (dxhat * self.xhat).sum(axis=axes))
+        return dx.astype(np.float32)
+
+
+class QuantLinearCore(Layer):
+    """Shared machinery of Conv2D and Dense: quantizers and the three MVMs through backends.
+
+    ``policy`` maps each MvmKind to a backend; ``role`` is 'first', 'last', 'residual' or
+    'hidden' (the engine keeps the first three in FP32 unless asked otherwise).
+    """
+
+    def __init__(self, name, role, scheme=RADIX4_SCHEME, pact_init=6.0):
+        super().__init__(name)
+        self.role = role
+        self.scheme = scheme
+        self.policy = {k: FP32 for k in MvmKind}
+        self.pact_init = pact_init
+        self.step = 0
+
+    @property
+    def weight(self):
+        return self.params[f"{self.name}.w"]
+
+    def _mm(self, kind, X, W, x_format, w_format):
+        return self.policy[kind].matmul(X, W, x_format, w_format, layer=self.name, mvm=kind,
+                                        step=self.step)
+
+    def _quantize_input(self, x):
+        """Activations as the forward MVM streams them (PACT or int8), or None for FP32."""
+        if not self.policy[MvmKind.FORWARD].quantized:
+            return None
+        if self.scheme.name == "int8":
+            return int8_quantize(x)
+        return pact_quantize(x, float(self.params[f"{self.name}.alpha"][0]))
+
+    def _quantize_weight(self, w):
+        if not self.policy[MvmKind.FORWARD].quantized:
+            return None
+        return int8_quantize(w) if self.scheme.name == "int8" else sawb_quantize(w)
+
+    def _quantize_grad(self, g):
+        """(backward operand, update operand, update factor, scale) of the output gradient."""
+        if self.scheme.name == "int8":
+            q = int8_quantize(g)
+            return q.values, q.values, 1.0, 1.0 / q.scale
+        phase1, phase2, scale = radix4_two_phase(g)
+        return phase1, phase2, 2.0, scale
+
+
+def _pad_windows(x, pad_lo, pad_hi):
+    """Stride-1 3x3 windows of x padded by (pad_lo, pad_hi): (B*Ho*Wo, 9*C), order (ky, kx, c)."""
+    B, H, W, C = x.shape
+    p = np.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
+    p[:, pad_lo:pad_lo + H, pad_lo:pad_lo + W] = x
+    ho, wo = p.shape[1] - 2, p.shape[2] - 2
+    out = np.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
+    for ky in range(3):
+        for kx in range(3):
+            out[:, :, :, ky, kx, :] = p[:, ky:ky + ho, kx:kx + wo]
+    return out.reshape(B * ho * wo, 9 * C), (B, ho, wo)
+
+
+class Conv2D(QuantLinearCore):
+    """3x3 'same' convolution (stride 1 or 2) or 1x1 (stride 1 or 2), no bias (BN follows).
+
+    Forward: the input reshape buffer (imcsim.reshape) builds the windows.  Backward: the
+    input gradient is the convolution of the (stride-dilated) output gradient with the
+    flipped kernel, so its MVM streams gradient windows of 9 * C_out elements against the
+    stored transposed kernel.  Update: gradient columns streamed against stored windows.
+    """
+
+    def __init__(self, name, cin, cout, rng, kernel=3, stride=1, role="hidden",
+                 scheme=RADIX4_SCHEME):
+        super().__init__(name, role, scheme)
+        if kernel not in (1, 3) or stride not in (1, 2):
+            raise ValueError(f"{name}: kernel must be 1 or 3 and stride 1 or 2")
+        self.cin, self.cout, self.kernel, self.stride = cin, cout, kernel, stride
+        fan_in = kernel * kernel * cin
+        self.params[f"{name}.w"] = (rng.standard_normal((kernel, kernel, cin, cout))
+                                    * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        self.params[f"{name}.alpha"] = np.array([self.pact_init], np.float32)
+
+    def _windows(self, x):
+        if self.kernel == 1:
+            xs = x[:, ::self.stride, ::self.stride, :]
+            return xs.reshape(-1, x.shape[-1]), xs.shape[:3]
+        r = reshape_conv_inputs(x, self.stride, self.scheme.activation.bits_per_element)
+        return r.vectors, r.out_shape
+
+    def forward(self, x, train=False):
+        w = self.weight
+        W = w.reshape(-1, self.cout)
+        self.in_shape = x.shape
+        qa = self._quantize_input(x)
+        qw = self._quantize_weight(W)
+        if qa is None:
+            A, out_shape = self._windows(x)
+            y = self._mm(MvmKind.FORWARD, A, W, None, None)
+        else:
+            A, out_shape = self._windows(qa.values)
+            y = self._mm(MvmKind.FORWARD, A, qw.values, self.scheme.activation,
+                         self.scheme.weight) * (qa.scale * qw.scale)
+        if train:
+            self.cache = (x, A, qa, qw)
+        return y.reshape(*out_shape, self.cout).astype(np.float32)
+
+    def _input_grad_windows(self, g):
+        """Windows of the dilated, padded output gradient for the transposed convolution."""
+        B, H, W, _ = self.in_shape
+        ho, wo = g.shape[1:3]
+        if self.kernel == 1:
+            return None
+        s = self.stride
+        dil = np.zeros((B, (ho - 1) * s + 1, (wo - 1) * s + 1, self.cout), dtype=g.dtype)
+        dil[:, ::s, ::s] = g
+        pad_hi_h = H - dil.shape[1] + 1
+        pad_hi_w = W - dil.shape[2] + 1
+        if pad_hi_h != pad_hi_w:
+            raise ValueError(f"{self.name}: non-square maps are not supported in backward")
+        return _pad_windows(dil, 1, pad_hi_h)[0]
+
+    def backward(self, grad):
+        x, A, qa, qw = self.cache
+        B, H, W, C = self.in_shape
+        G = grad.reshape(-1, self.cout)
+        w = self.weight
+        quant_bwd = self.policy[MvmKind.BACKWARD].quantized
+        quant_upd = self.policy[MvmKind.UPDATE].quantized
+        if quant_bwd or quant_upd:
+            g_bwd, g_upd, upd_factor, gscale = self._quantize_grad(G)
+        # weight update: dW = A^T G, as stored windows x streamed gradient columns
+        if quant_upd:
+            a_int = A if qa is not None else None
+            a_scale = qa.scale if qa is not None else 1.0
+            if a_int is None:
+                raise ValueError(f"{self.name}: a quantized update needs a quantized forward")
+            dW = self._mm(MvmKind.UPDATE, g_upd.T, a_int, self.scheme.gradient,
+                          self.scheme.stored_activation).T * (upd_factor * a_scale / gscale)
+        else:
+            A_used = A * qa.scale if qa is not None else A
+            dW = self._mm(MvmKind.UPDATE, A_used.T, G, None, None)
+        if qw is not None and qw.pass_mask is not None:
+            dW = dW * qw.pass_mask
+        self.grads[f"{self.name}.w"] = dW.reshape(w.shape).astype(np.float32)
+        # input gradient
+        w_eff = (qw.values * qw.scale).reshape(w.shape) if qw is not None else w
+        if self.kernel == 1:
+            if quant_bwd:
+                dA = self._mm(MvmKind.BACKWARD, g_bwd, qw.values.T, self.scheme.gradient,
+                              self.scheme.weight) * (qw.scale / gscale)
+            else:
+                dA = self._mm(MvmKind.BACKWARD, G, w_eff.reshape(C, self.cout).T, None, None)
+            dx = np.zeros(self.in_shape, np.float32)
+            ho, wo = grad.shape[1:3]
+            dx[:, ::self.stride, ::self.stride, :] = dA.reshape(B, ho, wo, C)
+        else:
+            if quant_bwd:
+                gq_map = g_bwd.reshape(grad.shape)
+                Gw = self._input_grad_windows(gq_map)
+                flipped = qw.values.reshape(w.shape)[::-1, ::-1].transpose(0, 1, 3, 2)
+                dA = self._mm(MvmKind.BACKWARD, Gw, flipped.reshape(-1, C),
+                              self.scheme.gradient, self.scheme.weight) * (qw.scale / gscale)
+            else:
+                Gw = self._input_grad_windows(grad)
+                flipped = w_eff[::-1, ::-1].transpose(0, 1, 3, 2)
+                dA = self._mm(MvmKind.BACKWARD, Gw, flipped.reshape(-1, C), None, None)
+            dx = dA.reshape(self.in_shape).astype(np.float32)
+        if qa is not None and self.scheme.name == "radix4":
+            alpha = float(self.params[f"{self.name}.alpha"][0])
+            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
+                                                        np.float32)
+            dx = dx * qa.pass_mask
+        else:
+            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
+        return dx.astype(np.float32)
+
+
+class Dense(QuantLinearCore):
+    """Fully connected layer without bias (BN follows) or with bias for the classifier."""
+
+    def __init__(self, name, din, dout, rng, role="hidden", bias=False, scheme=RADIX4_SCHEME):
+        super().__init__(name, role, scheme)
+        self.params[f"{name}.w"] = (rng.standard_normal((din, dout))
+                                    * np.sqrt(2.0 / din)).astype(np.float32)
+        self.params[f"{name}.alpha"] = np.array([self.pact_init], np.float32)
+        self.bias = bias
+        if bias:
+            self.params[f"{name}.bias"] = np.zeros(dout, np.float32)
+
+    def forward(self, x, train=False):
+        W = self.weight
+        qa = self._quantize_input(x)
+        qw = self._quantize_weight(W)
+        if qa is None:
+            y = self._mm(MvmKind.FORWARD, x, W, None, None)
+        else:
+            y = self._mm(MvmKind.FORWARD, qa.values, qw.values, self.scheme.activation,
+                         self.scheme.weight) * (qa.scale * qw.scale)
+        if self.bias:
+            y = y + self.params[f"{self.name}.bias"]
+        if train:
+            self.cache = (x, qa, qw)
+        return y.astype(np.float32)
+
+    def backward(self, grad):
+        x, qa, qw = self.cache
+        G = grad
+        quant_bwd = self.policy[MvmKind.BACKWARD].quantized
+        quant_upd = self.policy[MvmKind.UPDATE].quantized
+        if quant_bwd or quant_upd:
+            g_bwd, g_upd, upd_factor, gscale = self._quantize_grad(G)
+        if quant_upd:
+            if qa is None:
+                raise ValueError(f"{self.name}: a quantized update needs a quantized forward")
+            dW = self._mm(MvmKind.UPDATE, g_upd.T, qa.values, self.scheme.gradient,
+                          self.scheme.stored_activation).T * (upd_factor * qa.scale / gscale)
+        else:
+            A_used = qa.values * qa.scale if qa is not None else x
+            dW = self._mm(MvmKind.UPDATE, A_used.T, G, None, None)
+        if qw is not None and qw.pass_mask is not None:
+            dW = dW * qw.pass_mask
+        self.grads[f"{self.name}.w"] = dW.astype(np.float32)
+        if self.bias:
+            self.grads[f"{self.name}.bias"] = G.sum(axis=0).astype(np.float32)
+        if quant_bwd:
+            dx = self._mm(MvmKind.BACKWARD, g_bwd, qw.values.T, self.scheme.gradient,
+                          self.scheme.weight) * (qw.scale / gscale)
+        else:
+            w_eff = qw.values * qw.scale if qw is not None else self.weight
+            dx = self._mm(MvmKind.BACKWARD, G, w_eff.T, None, None)
+        if qa is not None and self.scheme.name == "radix4":
+            alpha = float(self.params[f"{self.name}.alpha"][0])
+            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
+                                                        np.float32)
+            dx = dx * qa.pass_mask
+        else:
+            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
+        return dx.astype(np.float32)
+
+
+class Residual(Layer):
+    """y = body(x) + shortcut(x); the shortcut is identity when empty."""
+
+    def __init__(self, name, body, shortcut=()):
+        super().__init__(name)
+        self.body, self.shortcut = list(body), list(shortcut)
+
+    def sublayers(self):
+        out = []
+        for layer in self.body + self.shortcut:
+            out += layer.sublayers()
+        return out
+
+    def forward(self, x, train=False):
+        y = x
+        for layer in self.body:
+            y = layer.forward(y, train)
+        s = x
+        for layer in self.shortcut:
+            s = layer.forward(s, train)
+        return y + s
+
+    def backward(self, grad):
+        g = grad
+        for layer in reversed(self.body):
+            g = layer.backward(g)
+        s = grad
+        for layer in reversed(self.shortcut):
+            s = layer.backward(s)
+        return g + s
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean cross-entropy and its gradient with respect to the logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    n = logits.shape[0]
+    loss = -float(logp[np.arange(n), labels].mean())
+    grad = np.exp(logp)
+    grad[np.arange(n), labels] -= 1.0
+    return loss, (grad / n).astype(np.float32)
+
+
+__all__ = ["Layer", "ReLU", "Flatten", "MaxPool2", "GlobalAvgPool", "BatchNorm", "Conv2D",
+           "Dense", "Residual", "softmax_cross_entropy", "conv_output_size"]

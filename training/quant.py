@@ -1,0 +1,121 @@
+"""Quantizers of the training algorithms (no hardware maths here).
+
+- PACT (Choi et al. 2018) as used by Sun et al. 2020 and the paper (Sec. IV-A): activations
+  clipped at a learned alpha and mapped to unsigned integers 0..16 (``ACT_LEVELS``).
+- SAWB (Choi et al. 2018): weights clipped at alpha = c1 * sqrt(E[w^2]) - c2 * E[|w|] and
+  mapped to symmetric integers -8..8 (``WEIGHT_LEVELS``).
+- Radix-4 gradients (Sun et al. 2020, Eq. 2): 0 and +/-4**e, e = -3..3, after a per-layer
+  power-of-two GradScale; two-phase rounding puts the weight-update copy on a grid offset by 2.
+- Banner et al. 2018 8-bit integers, the paper's foil (Fig. 3): symmetric per-tensor linear
+  quantization to -64..64 (the range of the 8-bit +/-1 binary format).
+
+Every choice the papers leave open is stated in docs/training.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ACT_LEVELS = 16
+WEIGHT_LEVELS = 8
+INT8_LEVELS = 64
+RADIX4_MIN_EXP = -3
+RADIX4_MAX_EXP = 3
+# SAWB coefficients for 4-bit weights: Choi et al., "Bridging the accuracy gap for 2-bit
+# quantized neural networks (QNN)", 2018, Table 1 (fitted over Gaussian/Laplace/uniform).
+SAWB_C1 = 12.1
+SAWB_C2 = 12.2
+
+
+@dataclass
+class Quantized:
+    """values : integer-valued (or radix-4) array handed to the MVM; scale : float so that
+    ``values * scale`` approximates the input; pass_mask : bool array where the straight-through
+    estimator passes the gradient (None = everywhere)."""
+
+    values: np.ndarray
+    scale: float
+    pass_mask: np.ndarray | None = None
+
+
+def pact_quantize(x, alpha: float, levels: int = ACT_LEVELS) -> Quantized:
+    """Unsigned PACT: round(clip(x, 0, alpha) / alpha * levels) in 0..levels.
+
+    The STE passes dL/dx where 0 < x < alpha; dL/dalpha collects dL/dy where x >= alpha.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha: PACT clip must be positive, got {alpha}")
+    step = alpha / levels
+    q = np.rint(np.clip(x, 0.0, alpha) / step)
+    return Quantized(q, step, (x > 0) & (x < alpha))
+
+
+def pact_alpha_grad(x, grad_out, alpha: float) -> float:
+    """dL/dalpha of PACT: the sum of the incoming gradient where the input was clipped."""
+    return float(np.sum(grad_out[x >= alpha]))
+
+
+def sawb_alpha(w) -> float:
+    """SAWB clip from the first and second moments; never below 1/levels of max |w|."""
+    w = np.asarray(w, dtype=np.float64)
+    alpha = SAWB_C1 * np.sqrt(np.mean(w * w)) - SAWB_C2 * np.mean(np.abs(w))
+    floor = np.max(np.abs(w)) / WEIGHT_LEVELS
+    return float(max(alpha, floor, 1e-12))
+
+
+def sawb_quantize(w, levels: int = WEIGHT_LEVELS) -> Quantized:
+    """Symmetric weights: round(clip(w, -alpha, alpha) / alpha * levels) in -levels..levels."""
+    alpha = sawb_alpha(w)
+    step = alpha / levels
+    q = np.rint(np.clip(w, -alpha, alpha) / step)
+    return Quantized(q, step, np.abs(w) <= alpha)
+
+
+def radix4_round(x) -> np.ndarray:
+    """Nearest radix-4 value: 0 or +/-4**e, e in [-3, 3] (float64).
+
+    Nearest in the linear domain: between 4**e and 4**(e+1) the threshold is 2.5 * 4**e;
+    below 4**-3 the threshold to 0 is half of 4**-3; above 64 it saturates at 64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mag = np.abs(x)
+    lo_val = 4.0 ** RADIX4_MIN_EXP
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.maximum(mag, 1e-300)) / 2.0)
+    e = np.clip(e, RADIX4_MIN_EXP, RADIX4_MAX_EXP)
+    lo = 4.0 ** e
+    out = np.where(mag > 2.5 * lo, 4.0 * lo, lo)
+    out = np.minimum(out, 4.0 ** RADIX4_MAX_EXP)
+    out = np.where(mag < lo_val / 2, 0.0, out)
+    return np.sign(x) * out
+
+
+def grad_scale(g) -> float:
+    """GradScale: the power of two that brings max |g| into (32, 64], the radix-4 top octave."""
+    peak = float(np.max(np.abs(g))) if np.size(g) else 0.0
+    if peak == 0.0 or not np.isfinite(peak):
+        return 1.0
+    return float(2.0 ** np.floor(np.log2(64.0 / peak)))
+
+
+def radix4_two_phase(g):
+    """Two-phase rounding of one gradient tensor.
+
+    Returns (phase1, phase2, scale): ``phase1`` (radix-4 values) for the backward MVM and
+    ``phase2`` (radix-4 values, to be multiplied by 2) for the weight-update MVM, both in units
+    of ``1 / scale``: g ~= phase1 / scale ~= 2 * phase2 / scale.
+    """
+    scale = grad_scale(g)
+    gs = np.asarray(g, dtype=np.float64) * scale
+    return radix4_round(gs), radix4_round(gs / 2.0), scale
+
+
+def int8_quantize(x, levels: int = INT8_LEVELS) -> Quantized:
+    """Banner et al. style symmetric per-tensor 8-bit: round(x / max|x| * levels)."""
+    x = np.asarray(x, dtype=np.float64)
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    if peak == 0.0:
+        return Quantized(np.zeros_like(x), 1.0, None)
+    step = peak / levels
+    return Quantized(np.rint(x / step), step, None)
