@@ -5,11 +5,11 @@ work; the exact semantics are in docs/hardware-model.md.
 """
 __version__ = "0.1.0"
 
-from imcsim.config import (MacroConfig, NmcConfig, NonIdealityConfig, Overflow, Rounding,
+from imcsim.config import (MacroConfig, MvmKind, NmcConfig, NonIdealityConfig, Overflow, Rounding,
                            VrefConfig, VrefMode, load_preset, save_config)
 from imcsim.formats import BinaryFormat, Radix4Format, parse_format
 from imcsim.macro import EVENT_NAMES, EventCounts, Macro, MvmResult
 
-__all__ = ["MacroConfig", "NmcConfig", "NonIdealityConfig", "Overflow", "Rounding", "VrefConfig",
+__all__ = ["MacroConfig", "MvmKind", "NmcConfig", "NonIdealityConfig", "Overflow", "Rounding", "VrefConfig",
            "VrefMode", "load_preset", "save_config", "BinaryFormat", "Radix4Format",
            "parse_format", "Macro", "MvmResult", "EventCounts", "EVENT_NAMES", "__version__"]

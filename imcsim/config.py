@@ -25,6 +25,14 @@ class VrefMode(enum.Enum):
     DUAL = "dual"
 
 
+class MvmKind(enum.Enum):
+    """The three training MVMs (HARDWARE.md section 3)."""
+
+    FORWARD = "forward"
+    BACKWARD = "backward"
+    UPDATE = "update"
+
+
 class Overflow(enum.Enum):
     """What an NMC accumulator does when a sum leaves its range."""
 
@@ -75,6 +83,25 @@ class VrefConfig:
         if self.dual_low > self.dual_high:
             raise ValueError(f"vref.dual_low ({self.dual_low}) must not exceed "
                              f"vref.dual_high ({self.dual_high})")
+
+    @classmethod
+    def parse(cls, text: str) -> "VrefConfig":
+        """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]' (full scales in rows) -> VrefConfig."""
+        parts = str(text).strip().split(":")
+        try:
+            mode = VrefMode(parts[0])
+            nums = [int(p) for p in parts[1:]]
+        except ValueError:
+            nums = None
+        if nums is not None:
+            if mode is VrefMode.FIXED and len(nums) <= 1:
+                return cls(mode=mode, **({"full_scale": nums[0]} if nums else {}))
+            if mode is VrefMode.DUAL and len(nums) in (0, 2):
+                return cls(mode=mode, **({"dual_low": nums[0], "dual_high": nums[1]}
+                                         if nums else {}))
+            if mode is VrefMode.VARIABLE and not nums:
+                return cls(mode=mode)
+        raise ValueError(f"vref: expected 'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]', got {text!r}")
 
     def check_against(self, rows: int, top_code: int):
         """Cross-check with the array: every level must lie in [L, rows]."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from imcsim.array import plan_tiles, select_full_scale, words32
-from imcsim.config import MacroConfig, VrefConfig, VrefMode
+from imcsim.config import MacroConfig, MvmKind, VrefConfig, VrefMode
 from imcsim.formats import BinaryFormat, Radix4Format
 from imcsim.macro import EVENT_NAMES, EventCounts, MvmResult
 
@@ -42,7 +42,7 @@ COSTED_EVENTS = {
 ENERGY_PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "energy"
 DEFAULT_ENERGY_PRESET = "table2-16nm"
 
-MVM_KINDS = ("forward", "backward", "update")
+MVM_KINDS = tuple(k.value for k in MvmKind)
 
 #: Operand formats of the paper (Sec. IV-A): activations binary:6, weights binary:5,
 #: gradients radix4:8.
@@ -592,12 +592,16 @@ def parse_vref(value, base: VrefConfig | None = None) -> dict:
         if isinstance(m, VrefConfig):
             out[k] = m
             continue
-        try:
-            mode = m if isinstance(m, VrefMode) else VrefMode(m)
-        except ValueError:
-            raise ValueError(f"vref: unknown mode {m!r} for {k}; choose from "
-                             f"{[v.value for v in VrefMode]}") from None
-        out[k] = replace(base, mode=mode)
+        if isinstance(m, VrefMode):
+            out[k] = replace(base, mode=m)
+        elif ":" in str(m):
+            out[k] = VrefConfig.parse(m)
+        else:
+            try:
+                out[k] = replace(base, mode=VrefMode(m))
+            except ValueError:
+                raise ValueError(f"vref: unknown mode {m!r} for {k}; choose from "
+                                 f"{[v.value for v in VrefMode]}") from None
     return out
 
 

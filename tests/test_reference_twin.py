@@ -124,7 +124,7 @@ def test_adc_law_hand_values():
 
 
 def test_sar_with_offset_and_mismatch_by_hand():
-    Nb, L, F = 3, 7, 7
+    Nb, _L, F = 3, 7, 7
     w = [ref.CDAC_UNIT * 2**k for k in range(Nb)]
     # an offset of -1 row pulls every code down by one row (F = L: one code per row)
     assert ref.sar_convert(5 << 20, -(1 << 20), [0, 0, 0], F, w) == 4

@@ -95,8 +95,10 @@ def test_invalid_train_configs(kw, match):
 def test_parse_vref():
     assert parse_vref("fixed:1152").full_scale == 1152
     assert parse_vref("dual:255:2304").dual_high == 2304
-    with pytest.raises(ValueError):
-        parse_vref("fixed")
+    assert parse_vref("fixed").full_scale == 2304          # the default level
+    for bad in ("fixed:", "dual:255", "variable:3", "adaptive"):
+        with pytest.raises(ValueError, match="vref"):
+            parse_vref(bad)
 
 
 def test_resume_refuses_a_different_configuration(tmp_path):

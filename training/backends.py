@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, parse_format
-
-
-class MvmKind(enum.Enum):
-    FORWARD = "forward"
-    BACKWARD = "backward"
-    UPDATE = "update"
+from imcsim.config import MvmKind
 
 
 KINDS = tuple(MvmKind)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim import VrefConfig, VrefMode, load_preset
+from imcsim import VrefConfig, load_preset
 from training.backends import (ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats,
                                scheme_by_name)
 from training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
@@ -28,21 +28,8 @@ BACKEND_NAMES = ("fp32", "exact", "imc")
 
 
 def parse_vref(text: str) -> VrefConfig:
-    """'variable', 'fixed:F' or 'dual:LOW:HIGH' (full scales in rows) -> VrefConfig."""
-    parts = str(text).split(":")
-    try:
-        mode = VrefMode(parts[0])
-        nums = [int(p) for p in parts[1:]]
-    except ValueError:
-        raise ValueError(f"vref: expected 'variable', 'fixed:F' or 'dual:LOW:HIGH', got {text!r}") \
-            from None
-    if mode is VrefMode.FIXED and len(nums) == 1:
-        return VrefConfig(mode=mode, full_scale=nums[0])
-    if mode is VrefMode.DUAL and len(nums) == 2:
-        return VrefConfig(mode=mode, dual_low=nums[0], dual_high=nums[1])
-    if mode is VrefMode.VARIABLE and not nums:
-        return VrefConfig(mode=mode)
-    raise ValueError(f"vref: expected 'variable', 'fixed:F' or 'dual:LOW:HIGH', got {text!r}")
+    """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]' -> VrefConfig (see VrefConfig.parse)."""
+    return VrefConfig.parse(text)
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,17 @@ class QuantLinearCore(Layer):
             return None
         return int8_quantize(w) if self.scheme.name == "int8" else sawb_quantize(w)
 
+    def _through_input_quantizer(self, x, dx, qa):
+        """Straight-through estimator of PACT: mask dx, collect dL/dalpha (zero otherwise)."""
+        if qa is not None and self.scheme.name == "radix4":
+            alpha = float(self.params[f"{self.name}.alpha"][0])
+            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
+                                                        np.float32)
+            dx = dx * qa.pass_mask
+        else:
+            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
+        return dx.astype(np.float32)
+
     def _quantize_grad(self, g):
         """(backward operand, update operand, update factor, scale) of the output gradient."""
         if self.scheme.name == "int8":
@@ -291,14 +302,7 @@ class Conv2D(QuantLinearCore):
                 flipped = w_eff[::-1, ::-1].transpose(0, 1, 3, 2)
                 dA = self._mm(MvmKind.BACKWARD, Gw, flipped.reshape(-1, C), None, None)
             dx = dA.reshape(self.in_shape).astype(np.float32)
-        if qa is not None and self.scheme.name == "radix4":
-            alpha = float(self.params[f"{self.name}.alpha"][0])
-            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
-                                                        np.float32)
-            dx = dx * qa.pass_mask
-        else:
-            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
-        return dx.astype(np.float32)
+        return self._through_input_quantizer(x, dx, qa)
 
 
 class Dense(QuantLinearCore):
@@ -354,14 +358,7 @@ class Dense(QuantLinearCore):
         else:
             w_eff = qw.values * qw.scale if qw is not None else self.weight
             dx = self._mm(MvmKind.BACKWARD, G, w_eff.T, None, None)
-        if qa is not None and self.scheme.name == "radix4":
-            alpha = float(self.params[f"{self.name}.alpha"][0])
-            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
-                                                        np.float32)
-            dx = dx * qa.pass_mask
-        else:
-            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
-        return dx.astype(np.float32)
+        return self._through_input_quantizer(x, dx, qa)
 
 
 class Residual(Layer):
