@@ -108,11 +108,20 @@ def write_trace_vcd(trace, path, max_columns=None) -> Path:
 
 
 def read_vcd(path) -> dict:
-    """Parse a VCD into ``{signal name: [(time, value), ...]}`` (values as ints; x/z -> -1)."""
+    """Parse a VCD into ``{signal: [(time, value), ...]}``.
+
+    Every signal is listed under its hierarchical name (``top.dut.code_0``) and, when that leaf
+    name is unique in the file, under its plain name (``code_0``) too.  Identifiers shared by
+    several variables (aliases) feed all of them.  Vector values are ints (x/z -> -1), real
+    values (``r1.5``) floats.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such VCD file")
-    names, changes, time = {}, {}, 0
+    ident_names: dict[str, list[str]] = {}
+    changes: dict[str, list] = {}
+    scope: list[str] = []
+    time = 0
     in_defs = True
     with open(path) as fh:
         for raw in fh:
@@ -121,23 +130,41 @@ def read_vcd(path) -> dict:
                 continue
             if in_defs:
                 parts = line.split()
-                if parts[0] == "$var" and len(parts) >= 5:
-                    names[parts[3]] = parts[4]
-                    changes[parts[4]] = []
+                if parts[0] == "$scope" and len(parts) >= 3:
+                    scope.append(parts[2])
+                elif parts[0] == "$upscope":
+                    scope = scope[:-1]
+                elif parts[0] == "$var" and len(parts) >= 5:
+                    full = ".".join(scope + [parts[4]])
+                    ident_names.setdefault(parts[3], []).append(full)
+                    changes[full] = []
                 elif parts[0] == "$enddefinitions":
                     in_defs = False
                 continue
             if line[0] == "#":
                 time = int(line[1:])
-            elif line[0] in "bB":
-                bits, ident = line[1:].split()
-                value = -1 if any(ch in "xXzZ" for ch in bits) else int(bits, 2)
-                changes[names[ident]].append((time, value))
+                continue
+            if line[0] in "bBrR":
+                text, ident = line[1:].split()
+                if line[0] in "rR":
+                    value = float(text)
+                else:
+                    value = -1 if any(ch in "xXzZ" for ch in text) else int(text, 2)
             elif line[0] in "01xXzZ":
+                ident = line[1:]
                 value = int(line[0]) if line[0] in "01" else -1
-                changes[names[line[1:]]].append((time, value))
             elif line.startswith("$"):
                 continue
             else:
                 raise ValueError(f"{path}: cannot parse VCD line {line!r}")
+            if ident not in ident_names:
+                raise ValueError(f"{path}: value change for undeclared identifier {ident!r}")
+            for name in ident_names[ident]:
+                changes[name].append((time, value))
+    leaves: dict[str, list[str]] = {}
+    for full in changes:
+        leaves.setdefault(full.rsplit(".", 1)[-1], []).append(full)
+    for leaf, fulls in leaves.items():
+        if len(fulls) == 1 and leaf not in changes:
+            changes[leaf] = changes[fulls[0]]
     return changes

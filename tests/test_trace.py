@@ -139,3 +139,33 @@ def test_vcd_export_reads_back(tmp_path, operands):
         mask = value_at("row_mask", t_eoc)
         assert [(mask >> r) & 1 for r in range(len(rec["row_mask"]))] == rec["row_mask"].tolist()
     assert res.codes.shape[0] == 2
+
+
+def test_read_vcd_scopes_aliases_and_reals(tmp_path):
+    text = """$timescale 1ns $end
+$scope module top $end
+$var wire 1 ! clk $end
+$scope module dut $end
+$var wire 4 " code $end
+$var wire 4 " code_alias $end
+$var real 64 # vref $end
+$var wire 1 ! clk $end
+$upscope $end
+$upscope $end
+$enddefinitions $end
+#0
+0!
+b0101 "
+r0.8 #
+#5
+1!
+bx1x0 "
+"""
+    path = tmp_path / "a.vcd"
+    path.write_text(text)
+    sig = read_vcd(path)
+    assert sig["top.dut.code"] == sig["code"] == [(0, 5), (5, -1)]
+    assert sig["code_alias"] == [(0, 5), (5, -1)]
+    assert sig["vref"] == [(0, 0.8)]
+    assert sig["top.clk"] == sig["top.dut.clk"] == [(0, 0), (5, 1)]
+    assert "clk" not in sig                      # ambiguous leaf: only hierarchical names

@@ -1,0 +1,582 @@
+"""Compare a dump from RTL simulation or silicon with the golden model's expected response.
+
+EXPECTED is a vectors folder (``imcsim vectors``), its ``vectors.h5``, or an HDF5 trace
+(``imcsim mvm --trace``).  ACTUAL is one of
+
+- HDF5: another vectors file or trace, or any file with a ``/cycles`` group (or root datasets)
+  named after the signals; rows are matched by (tile_row, tile_col, vector, plane) when the
+  file has those datasets, else by the ``cycle`` dataset, else by row order;
+- CSV: wide (``cycle,column,code,column_count,...``; per-output signals with an ``output``
+  column) or long (``cycle,signal,index,value``);
+- VCD, sampled on a strobe (default ``eoc``, the trace export's), with a signal-name map;
+- a folder of hex files with a ``manifest.json`` (the vectors layout, e.g. ``$writememh``).
+
+``cycle`` always means the index of the array cycle in EXPECTED (its hex line / HDF5 row).
+Signals: docs/golden-model.md.  ``compare`` returns a ``CheckReport``; ``imcsim check`` prints it.
+"""
+from __future__ import annotations
+
+import bisect
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from imcsim.config import MacroConfig
+from imcsim.golden import (
+    COLUMN_SIGNALS,
+    OUTPUT_SIGNALS,
+    SCALAR_SIGNALS,
+    SIGNALS,
+    Mismatch,
+    pack_decisions,
+)
+from imcsim.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
+
+KEYS = ("tile_row", "tile_col", "vector", "plane")
+#: signals that follow from the codes: not compared in tolerance mode
+DERIVED_SIGNALS = ("sar_decision", "nmc_acc", "y_int", "column_value")
+DEFAULT_VCD_MAP = {"valid": "eoc", "code": "code_{c}", "active_rows": "active_rows",
+                   "full_scale": "full_scale"}
+
+
+# --- tables ----------------------------------------------------------------------------
+@dataclass
+class SignalTable:
+    """Per array cycle values of some signals.
+
+    values[name] : int64 (n, width); present[name] : bool (n, width) (False: not given /
+    padding).  keys : {tile_row, tile_col, vector, plane: int64 (n,)} when known.
+    """
+
+    n: int
+    values: dict = field(default_factory=dict)
+    present: dict = field(default_factory=dict)
+    keys: dict | None = None
+    widths: dict = field(default_factory=dict)       # element widths, for bus splitting
+    signed: dict = field(default_factory=dict)
+    source: str = ""
+
+    def add(self, name, values, present=None):
+        values = np.asarray(values, dtype=np.int64)
+        if values.ndim == 1:
+            values = values[:, None]
+        self.values[name] = values
+        self.present[name] = (np.ones(values.shape, dtype=bool) if present is None
+                              else np.asarray(present, dtype=bool).reshape(values.shape))
+
+
+def _signal_kind(name):
+    if name in SCALAR_SIGNALS:
+        return "scalar"
+    if name in COLUMN_SIGNALS:
+        return "column"
+    if name in OUTPUT_SIGNALS:
+        return "output"
+    raise ValueError(f"signal: unknown signal {name!r}; known: {', '.join(SIGNALS)}")
+
+
+def _h5_is_vectors(f) -> bool:
+    return f.attrs.get("format") == "imcsim-vectors"
+
+
+def _h5_is_trace(f) -> bool:
+    return "config_json" in f.attrs and "cycles" in f and "n_planes" in f.attrs \
+        and not _h5_is_vectors(f)
+
+
+def _table_from_imcsim_h5(f, source) -> SignalTable:
+    """A vectors file or a trace -> SignalTable with every signal and the keys."""
+    g = f["cycles"]
+    missing = [k for k in KEYS + ("n_columns", "output_index") if k not in g]
+    if missing:
+        raise ValueError(f"{source}: imcsim file without /cycles/{missing[0]}")
+    n = int(g["n_columns"].shape[0])
+    config = MacroConfig.from_json(f.attrs["config_json"])
+    tab = SignalTable(n, keys={k: g[k][()].astype(np.int64) for k in KEYS}, source=source)
+    n_cols = g["n_columns"][()].astype(np.int64)
+    C = g["code"].shape[1]
+    col_ok = np.arange(C)[None, :] < n_cols[:, None]
+    out_idx = g["output_index"][()].astype(np.int64)
+    out_ok = out_idx >= 0
+    for name in ("active_rows", "full_scale"):
+        if name in g:
+            tab.add(name, g[name][()])
+    for name in ("column_count", "code", "column_value"):
+        if name in g:
+            tab.add(name, g[name][()], col_ok)
+    if "sar_decision" in g:
+        tab.add("sar_decision", pack_decisions(g["sar_decision"][()]), col_ok)
+    acc = g["nmc_acc"][()] if "nmc_acc" in g else None
+    if _h5_is_vectors(f):
+        if acc is not None:
+            tab.add("nmc_acc", acc, out_ok)
+        if "y_int" in g:
+            done = g["group_done"][()].astype(bool)
+            tab.add("y_int", g["y_int"][()], out_ok & done[:, None])
+    else:                                             # trace: (n, G, Kw) steps
+        if acc is not None:
+            tab.add("nmc_acc", acc[:, :, -1], out_ok)
+        T, _ = (int(v) for v in f.attrs["tiles"])
+        P = int(f.attrs["n_planes"])
+        done = (tab.keys["tile_row"] == T - 1) & (tab.keys["plane"] == P - 1)
+        if "result" in f:
+            y_all = f["result"]["y_int"][()]
+            b = tab.keys["vector"] - int(f.attrs.get("vector_offset", 0))
+            rows = np.clip(b, 0, y_all.shape[0] - 1)
+            y = np.where(out_ok, y_all[rows[:, None], np.maximum(out_idx, 0)], 0)
+            tab.add("y_int", y, out_ok & done[:, None])
+    cnt_bits = config.rows.bit_length()               # counts 0..rows: $clog2(rows + 1)
+    tab.widths = {"active_rows": cnt_bits, "full_scale": cnt_bits,
+                  "column_count": cnt_bits, "code": config.adc_bits,
+                  "sar_decision": config.adc_bits, "column_value": 64,
+                  "nmc_acc": config.nmc.acc_bits, "y_int": config.nmc.out_bits}
+    tab.signed = {"column_value": True, "nmc_acc": True, "y_int": True}
+    return tab
+
+
+def load_expected(path) -> SignalTable:
+    """EXPECTED: a vectors folder, its vectors.h5, or an HDF5 trace."""
+    path = Path(path)
+    if path.is_dir():
+        path = find_vectors_h5(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not an HDF5 file ({exc})") from None
+    with f:
+        if not (_h5_is_vectors(f) or _h5_is_trace(f)):
+            raise ValueError(f"{path}: neither an imcsim vectors file nor a trace")
+        return _table_from_imcsim_h5(f, str(path))
+
+
+def _load_actual_h5(path) -> SignalTable:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not an HDF5 file ({exc})") from None
+    with f:
+        if _h5_is_vectors(f) or _h5_is_trace(f):
+            return _table_from_imcsim_h5(f, str(path))
+        g = f["cycles"] if "cycles" in f else f
+        names = [k for k in g if isinstance(g[k], h5py.Dataset)]
+        sig = [k for k in names if k in SIGNALS]
+        if not sig:
+            raise ValueError(f"{path}: no signal datasets ({', '.join(SIGNALS)}) in "
+                             f"{'/cycles' if g is not f else '/'}")
+        n = int(g[sig[0]].shape[0])
+        keys = {k: g[k][()].astype(np.int64) for k in KEYS if k in names}
+        tab = SignalTable(n, keys=keys if len(keys) == len(KEYS) else None, source=str(path))
+        if tab.keys is None and "cycle" in names:
+            tab.keys = {"cycle": g["cycle"][()].astype(np.int64)}
+        for name in sig:
+            data = g[name][()]
+            if data.shape[0] != n:
+                raise ValueError(f"{path}: dataset {name} has {data.shape[0]} rows, "
+                                 f"{sig[0]} has {n}")
+            if name == "sar_decision" and data.ndim == 3:
+                data = pack_decisions(data)
+            if name == "nmc_acc" and data.ndim == 3:
+                data = data[:, :, -1]
+            tab.add(name, data)
+        return tab
+
+
+def _load_actual_csv(path) -> SignalTable:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
+                for r in reader]
+    if "cycle" not in header:
+        raise ValueError(f"{path}: CSV needs a 'cycle' column, got {header}")
+    entries = {}                                     # signal -> {(cycle, index): value}
+
+    def put(signal, cycle, index, value, line):
+        try:
+            entries.setdefault(signal, {})[(int(cycle), int(index))] = int(value, 0)
+        except ValueError:
+            raise ValueError(f"{path}: line {line}: cannot read {signal}={value!r} at "
+                             f"cycle {cycle!r}, index {index!r}") from None
+
+    if "signal" in header and "value" in header:     # long format
+        for line, r in enumerate(rows, start=2):
+            _signal_kind(r["signal"])
+            put(r["signal"], r["cycle"], r.get("index") or -1, r["value"], line)
+    else:                                            # wide format
+        signals = [h for h in header if h in SIGNALS]
+        extra = [h for h in header if h not in SIGNALS and h not in
+                 ("cycle", "column", "output") + KEYS]
+        if extra:
+            raise ValueError(f"{path}: unknown CSV columns {extra}; signals are "
+                             f"{', '.join(SIGNALS)}")
+        for line, r in enumerate(rows, start=2):
+            for s in signals:
+                if not r.get(s):
+                    continue
+                kind = _signal_kind(s)
+                key = {"column": "column", "output": "output"}.get(kind)
+                if key and not r.get(key):
+                    raise ValueError(f"{path}: line {line}: {s} needs a '{key}' column value")
+                put(s, r["cycle"], r[key] if key else -1, r[s], line)
+    return _table_from_entries(entries, str(path))
+
+
+def _table_from_entries(entries: dict, source: str) -> SignalTable:
+    if not entries:
+        raise ValueError(f"{source}: no values")
+    n = 1 + max(c for e in entries.values() for c, _ in e)
+    tab = SignalTable(n, source=source)
+    for s, e in entries.items():
+        width = 1 + max(max(i for _, i in e), 0)
+        if min(c for c, _ in e) < 0:
+            raise ValueError(f"{source}: negative cycle index in {s}")
+        vals = np.zeros((n, width), dtype=np.int64)
+        pres = np.zeros((n, width), dtype=bool)
+        for (c, i), v in e.items():
+            vals[c, max(i, 0)] = v
+            pres[c, max(i, 0)] = True
+        tab.add(s, vals, pres)
+    return tab
+
+
+def parse_signal_map(items) -> dict:
+    """``name=signal`` pairs and/or JSON files -> {name: vcd signal}."""
+    out = {}
+    for item in items or ():
+        p = Path(item)
+        if "=" not in item and (p.suffix == ".json" or p.is_file()):
+            try:
+                data = json.loads(p.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"map: cannot read {item} as JSON ({exc})") from None
+            if not isinstance(data, dict):
+                raise ValueError(f"map: {item} must hold an object {{name: signal}}")
+            out.update({str(k): str(v) for k, v in data.items()})
+            continue
+        name, sep, sig = item.partition("=")
+        if not sep or not name.strip() or not sig.strip():
+            raise ValueError(f"map: expected name=signal or a JSON file, got {item!r}")
+        out[name.strip()] = sig.strip()
+    for name in out:
+        if name not in ("valid", "clock") and name not in SIGNALS:
+            raise ValueError(f"map: unknown name {name!r}; use valid, clock or one of "
+                             f"{', '.join(SIGNALS)}")
+    return out
+
+
+def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
+    from imcsim.vcd import read_vcd
+    changes = read_vcd(path)
+    user = bool(signal_map)
+    smap = dict(signal_map) if user else dict(DEFAULT_VCD_MAP)
+    smap.setdefault("valid", "eoc")
+    series = {name: ([t for t, _ in ch], [v for _, v in ch]) for name, ch in changes.items()}
+
+    def need(sig):
+        if sig not in series:
+            raise ValueError(f"{path}: VCD has no signal {sig!r} (map it with --map)")
+        return series[sig]
+
+    vt, vv = need(smap["valid"])
+    if "clock" in smap:                               # sample at rising clock edges, valid=1
+        ct, cv = need(smap["clock"])
+        edges = [t for i, (t, v) in enumerate(zip(ct, cv)) if v == 1 and (i == 0 or cv[i - 1] != 1)]
+        samples = [t for t in edges if _value_before(vt, vv, t) == 1]
+        at = _value_before
+    else:                                             # sample when valid rises
+        samples = [t for i, (t, v) in enumerate(zip(vt, vv)) if v == 1 and (i == 0 or vv[i - 1] != 1)]
+        at = _value_at
+    n = len(samples)
+    tab = SignalTable(max(n, 1), source=str(path))
+    tab.n = n
+    for name, sig in smap.items():
+        if name in ("valid", "clock"):
+            continue
+        kind = _signal_kind(name)
+        spec, _, width_txt = sig.partition(":")
+        width = int(width_txt) if width_txt else expected.widths.get(name, 64)
+        signed = expected.signed.get(name, False)
+        count = 1 if kind == "scalar" else expected.values[name].shape[1]
+        if "{" in spec:                               # one VCD signal per column / output
+            names = [spec.format(c=i, g=i, i=i) for i in range(count)]
+            present = [nm in series for nm in names]
+            if not any(present):
+                if user:
+                    raise ValueError(f"{path}: VCD has none of {names[0]} .. {names[-1]}")
+                continue
+            vals = np.zeros((n, count), dtype=np.int64)
+            pres = np.zeros((n, count), dtype=bool)
+            for i, nm in enumerate(names):
+                if not present[i]:
+                    continue
+                st, sv = series[nm]
+                for j, t in enumerate(samples):
+                    v = at(st, sv, t)
+                    vals[j, i] = -1 if v is None else _signed(v, width, signed)
+                    pres[j, i] = True
+        else:
+            if spec not in series:
+                if user:
+                    need(spec)
+                continue
+            st, sv = series[spec]
+            vals = np.zeros((n, count), dtype=np.int64)
+            for j, t in enumerate(samples):
+                v = at(st, sv, t)
+                if v is None or v < 0:
+                    vals[j] = -1
+                else:
+                    for i in range(count):
+                        vals[j, i] = _signed((v >> (i * width)) & ((1 << width) - 1), width,
+                                             signed)
+            pres = np.ones((n, count), dtype=bool)
+        tab.add(name, vals, pres)
+    if not tab.values:
+        raise ValueError(f"{path}: no mapped signal found in the VCD")
+    return tab
+
+
+def _value_at(times, values, t):
+    i = bisect.bisect_right(times, t) - 1
+    return values[i] if i >= 0 else None
+
+
+def _value_before(times, values, t):
+    i = bisect.bisect_left(times, t) - 1
+    return values[i] if i >= 0 else None
+
+
+def _signed(v, width, signed):
+    if v is None or v < 0:
+        return -1
+    if signed and width < 64 and v >> (width - 1):
+        return v - (1 << width)
+    return v
+
+
+def _load_actual_hex(folder) -> SignalTable:
+    man = load_manifest(folder)
+    names = {f["file"]: [x["name"] for x in f["fields"]] for f in man["files"]}
+    n = int(man["n_cycles"])
+    tab = SignalTable(n, source=str(folder))
+    for fname, fields in names.items():
+        present = [s for s in fields if s in SIGNALS]
+        if not present or not (Path(folder) / fname).is_file():
+            continue
+        data = read_hex_fields(folder, fname)
+        for s in present:
+            if data[s].shape[0] != n:
+                raise ValueError(f"{folder}/{fname}: {data[s].shape[0]} lines, the manifest "
+                                 f"says {n}")
+            tab.add(s, data[s])
+    ctrl = Path(folder) / "ctrl.hex"
+    if ctrl.is_file():
+        c = read_hex_fields(folder, "ctrl.hex")
+        tab.keys = {k: c[k][:, 0] for k in KEYS}
+        if "y_int" in tab.values:                     # valid on group_done lines only
+            tab.present["y_int"] &= c["group_done"].astype(bool)
+    if not tab.values:
+        raise ValueError(f"{folder}: no signal hex files")
+    return tab
+
+
+def load_actual(path, fmt: str = "auto", signal_map=None, expected=None) -> SignalTable:
+    """ACTUAL: HDF5, CSV, VCD or a hex folder (``fmt``: auto, h5, csv, vcd, hex)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    if fmt == "auto":
+        if path.is_dir():
+            fmt = "hex"
+        else:
+            fmt = {".h5": "h5", ".hdf5": "h5", ".csv": "csv", ".vcd": "vcd"}.get(
+                path.suffix.lower())
+            if fmt is None:
+                raise ValueError(f"{path}: cannot tell the format from the suffix; use "
+                                 "--format h5|csv|vcd|hex")
+    if fmt == "hex":
+        if not (path / MANIFEST_NAME).is_file():
+            raise ValueError(f"{path}: a hex dump folder needs a {MANIFEST_NAME}")
+        return _load_actual_hex(path)
+    if fmt == "h5":
+        return _load_actual_h5(path)
+    if fmt == "csv":
+        return _load_actual_csv(path)
+    if fmt == "vcd":
+        if expected is None:
+            raise ValueError("vcd: needs the expected table for bus widths")
+        return _load_actual_vcd(path, signal_map or {}, expected)
+    raise ValueError(f"format: expected auto, h5, csv, vcd or hex, got {fmt!r}")
+
+
+# --- comparison --------------------------------------------------------------------------
+@dataclass
+class CheckReport:
+    expected_cycles: int
+    actual_cycles: int
+    compared: dict                       # signal -> values compared
+    mismatches: list                     # Mismatch, in (cycle, signal, index) order
+    extra_cycles: int = 0                # actual rows that match no expected cycle
+    code_errors: np.ndarray | None = None    # got - expected of every compared code
+    tolerance: int | None = None
+    skipped: tuple = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches and not self.extra_cycles and sum(self.compared.values()) > 0
+
+    def by_signal(self) -> dict:
+        out = {}
+        for m in self.mismatches:
+            out[m.signal] = out.get(m.signal, 0) + 1
+        return out
+
+    def by_column(self) -> dict:
+        """{(kind, index): mismatches} for per-column ('column') and per-output signals."""
+        out = {}
+        for m in self.mismatches:
+            if m.index >= 0:
+                key = ("column" if m.signal in COLUMN_SIGNALS else "output", m.index)
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def code_error_stats(self) -> dict | None:
+        e = self.code_errors
+        if e is None or not e.size:
+            return None
+        values, counts = np.unique(e, return_counts=True)
+        return {"n": int(e.size), "mean": float(e.mean()), "sigma": float(e.std()),
+                "max_abs": int(np.abs(e).max()),
+                "histogram": {int(v): int(c) for v, c in zip(values, counts)}}
+
+    def to_dict(self, max_report: int = 100) -> dict:
+        return {"passed": self.passed, "expected_cycles": self.expected_cycles,
+                "actual_cycles": self.actual_cycles, "compared": self.compared,
+                "mismatch_count": len(self.mismatches), "extra_cycles": self.extra_cycles,
+                "by_signal": self.by_signal(),
+                "by_column": {f"{k} {i}": v for (k, i), v in sorted(self.by_column().items())},
+                "first_mismatches": [m.__dict__ for m in self.mismatches[:max_report]],
+                "tolerance": self.tolerance, "skipped_signals": list(self.skipped),
+                "code_errors": self.code_error_stats()}
+
+    def format(self, max_report: int = 20) -> str:
+        lines = [f"compared {self.actual_cycles} actual against {self.expected_cycles} "
+                 "expected array cycles: " + ", ".join(f"{k} {v}" for k, v in
+                                                      self.compared.items())]
+        if self.skipped:
+            lines.append(f"not compared in tolerance mode: {', '.join(self.skipped)}")
+        if self.tolerance is not None:
+            lines.append(f"tolerance: codes within +/-{self.tolerance} LSB")
+        st = self.code_error_stats()
+        if st is not None and (self.tolerance is not None or st["max_abs"]):
+            lines.append(f"code error (got - expected): n {st['n']}, mean {st['mean']:+.4f}, "
+                         f"sigma {st['sigma']:.4f}, max |e| {st['max_abs']}")
+            peak = max(st["histogram"].values())
+            for v, c in st["histogram"].items():
+                bar = "#" * max(1, round(40 * c / peak))
+                lines.append(f"  {v:+4d} LSB: {c:8d} {bar}")
+        if self.passed:
+            lines.append("PASS: no mismatches")
+            return "\n".join(lines)
+        if not sum(self.compared.values()):
+            lines.append("FAIL: nothing was compared (no common signals or cycles)")
+        if self.extra_cycles:
+            lines.append(f"FAIL: {self.extra_cycles} actual cycles have no expected cycle")
+        if self.mismatches:
+            lines.append(f"FAIL: {len(self.mismatches)} mismatches; first "
+                         f"{min(max_report, len(self.mismatches))}:")
+            lines.append(f"  {'cycle':>7} {'vector':>6} {'plane':>5} {'column':>10} "
+                         f"{'signal':>13} {'expected':>14} {'got':>14}")
+            for m in self.mismatches[:max_report]:
+                where = "-" if m.index < 0 else (f"{m.index}" if m.signal in COLUMN_SIGNALS
+                                                 else f"out {m.index}")
+                got = "missing" if m.got is None else m.got
+                lines.append(f"  {m.cycle:>7} {m.vector:>6} {m.plane:>5} {where:>10} "
+                             f"{m.signal:>13} {m.expected:>14} {got!s:>14}")
+            lines.append("summary by signal: " + ", ".join(
+                f"{s} {c}/{self.compared.get(s, 0)}" for s, c in self.by_signal().items()))
+            cols = sorted(self.by_column().items())
+            if cols:
+                lines.append("summary by column: " + ", ".join(
+                    f"{k} {i}: {c}" for (k, i), c in cols))
+        return "\n".join(lines)
+
+
+def _align(expected: SignalTable, actual: SignalTable):
+    """Expected row of every actual row (-1: none)."""
+    ek, ak = expected.keys, actual.keys
+    if ek is not None and ak is not None and all(k in ak for k in KEYS):
+        index = {tuple(int(ek[k][i]) for k in KEYS): i for i in range(expected.n)}
+        return np.array([index.get(tuple(int(ak[k][j]) for k in KEYS), -1)
+                         for j in range(actual.n)], dtype=np.int64)
+    if ak is not None and "cycle" in ak:
+        rows = ak["cycle"].astype(np.int64)
+        return np.where((rows >= 0) & (rows < expected.n), rows, -1)
+    rows = np.arange(actual.n, dtype=np.int64)
+    return np.where(rows < expected.n, rows, -1)
+
+
+def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None = None,
+            signals=None) -> CheckReport:
+    """Compare every signal ACTUAL has (or ``signals``) with EXPECTED."""
+    names = [s for s in SIGNALS if s in actual.values and s in expected.values]
+    if signals:
+        unknown = [s for s in signals if s not in SIGNALS]
+        if unknown:
+            raise ValueError(f"signals: unknown {unknown}; known: {', '.join(SIGNALS)}")
+        missing = [s for s in signals if s not in actual.values]
+        if missing:
+            raise ValueError(f"signals: {', '.join(missing)} not in {actual.source}")
+        names = [s for s in names if s in signals]
+    skipped = ()
+    if tolerance is not None:
+        skipped = tuple(s for s in names if s in DERIVED_SIGNALS)
+        names = [s for s in names if s not in DERIVED_SIGNALS]
+    rows = _align(expected, actual)
+    extra = int((rows < 0).sum())
+    keys = expected.keys or {}
+    mismatches, compared, code_err = [], {}, None
+    for s in names:
+        ev, ep = expected.values[s], expected.present[s]
+        av, ap = actual.values[s], actual.present[s]
+        w = ev.shape[1]
+        if av.shape[1] > w:                           # actual columns past the tile: ignore
+            av, ap = av[:, :w], ap[:, :w]
+        # gather actual onto expected rows
+        got = np.zeros(ev.shape, dtype=np.int64)
+        have = np.zeros(ev.shape, dtype=bool)
+        ok = rows >= 0
+        got[rows[ok], :av.shape[1]] = av[ok]
+        have[rows[ok], :ap.shape[1]] = ap[ok]
+        check = ep & have
+        missing = ep & ~have
+        tol = tolerance if (s == "code" and tolerance is not None) else 0
+        diff = got - ev
+        bad = check & (np.abs(diff) > tol)
+        compared[s] = int(check.sum())
+        if s == "code":
+            code_err = diff[check]
+        for i, j in zip(*np.nonzero(bad | missing)):
+            mismatches.append(Mismatch(
+                int(i), s, -1 if s in SCALAR_SIGNALS else int(j), int(ev[i, j]),
+                None if missing[i, j] else int(got[i, j]),
+                int(keys["vector"][i]) if keys else -1, int(keys["plane"][i]) if keys else -1,
+                int(keys["tile_row"][i]) if keys else 0, int(keys["tile_col"][i]) if keys else 0))
+    order = {s: k for k, s in enumerate(SIGNALS)}
+    mismatches.sort(key=lambda m: (m.cycle, order[m.signal], m.index))
+    return CheckReport(expected.n, actual.n, compared, mismatches, extra, code_err, tolerance,
+                       skipped)
+
+
+def check_files(expected_path, actual_path, *, fmt="auto", signal_map=None, tolerance=None,
+                signals=None) -> CheckReport:
+    """Load EXPECTED and ACTUAL and compare them."""
+    expected = load_expected(expected_path)
+    actual = load_actual(actual_path, fmt, signal_map, expected)
+    return compare(expected, actual, tolerance=tolerance, signals=signals)

@@ -1,0 +1,216 @@
+// imc_colgroup: one column group of the charge-domain IMC macro, ideal analog.
+//
+// Reference: imcsim docs/hardware-model.md (sections 4.1-4.6) and docs/golden-model.md.
+//   * ROWS x COLS XNOR bit cells with a per-row mask; per column the count of active cells
+//     whose stored bit equals the row input (section 4.2);
+//   * the cycle's full scale F from the active-row count A and the Vref mode (4.3);
+//   * a SAR ADC per column with an ideal comparator and CDAC: step s tries
+//     trial = D | 1 << (ADC_BITS-1-s) and keeps it iff count * L >= F * trial, which is
+//     exactly code = min(floor(count * L / F), L) (4.5 with no mismatch or noise);
+//   * the NMC: per output g = columns g*KW .. g*KW+KW-1 (weight planes q, binary format with
+//     plane weights 1, 1, 2, 4, ...), one weight plane per clock:
+//       scale = ((F << (S+1)) + L) / (2L)
+//       est   = code * scale            (HALF_LSB: ((2 code + 1) * scale) >> 1)
+//       dot   = 2 est - (A << S)
+//       acc   = sat_or_wrap(acc + (dot << (x_shift + wshift(q))), ACC_BITS)      (4.6)
+//
+// Broken variants for the scoreboard's own test (define one):
+//   BUG_SAR_OFF_BY_ONE  the comparator uses > instead of >= (codes one low on boundaries)
+//   BUG_DROP_MASK       masked rows are counted like active ones
+//
+// Handshake: pulse start for one clock with row_in, row_mask, x_shift, clear; the group
+// is busy for ADC_BITS + KW + 2 clocks, then done is high for one clock with the results.
+`timescale 1ns/1ps
+
+module imc_colgroup #(
+    parameter ROWS       = 64,
+    parameter COLS       = 8,
+    parameter KW         = 4,     // weight planes per output (binary:KW)
+    parameter ADC_BITS   = 5,
+    parameter SCALE_FRAC = 8,     // nmc.scale_frac_bits (S)
+    parameter ACC_BITS   = 20,    // nmc.acc_bits
+    parameter SATURATE   = 1,     // 1: saturate, 0: wrap
+    parameter HALF_LSB   = 0,     // nmc.half_lsb_reconstruction
+    parameter XSH_BITS   = 4,     // width of x_shift
+    // derived widths: leave at their defaults
+    parameter CNT_BITS   = $clog2(ROWS + 1),
+    parameter RA         = (ROWS > 1) ? $clog2(ROWS) : 1
+) (
+    input  wire                       clk,
+    input  wire                       rst,
+    // weight write port: one stored row per clock, column c at bit c (1 = +1)
+    input  wire                       w_we,
+    input  wire [RA-1:0]              w_addr,
+    input  wire [COLS-1:0]            w_data,
+    // Vref configuration: mode 0 fixed, 1 variable, 2 dual; levels in rows
+    input  wire [1:0]                 vref_mode,
+    input  wire [CNT_BITS-1:0]        vref_fixed,
+    input  wire [CNT_BITS-1:0]        vref_low,
+    input  wire [CNT_BITS-1:0]        vref_high,
+    // one array cycle
+    input  wire                       start,
+    input  wire [ROWS-1:0]            row_in,
+    input  wire [ROWS-1:0]            row_mask,   // 1 = active
+    input  wire [XSH_BITS-1:0]        x_shift,    // log2 of the input plane weight
+    input  wire                       clear,      // accumulators start from 0
+    output wire                       busy,
+    output reg                        done,
+    output reg  [CNT_BITS-1:0]        active_rows,
+    output reg  [CNT_BITS-1:0]        full_scale,
+    output reg  [COLS*CNT_BITS-1:0]   count,
+    output reg  [COLS*ADC_BITS-1:0]   code,
+    output reg  [COLS*ADC_BITS-1:0]   sar_dec,    // bit ADC_BITS-1-s: decision of step s
+    output reg  [G*ACC_BITS-1:0]      acc
+);
+    localparam G        = COLS / KW;
+    localparam L        = (1 << ADC_BITS) - 1;
+    localparam CMP_BITS = CNT_BITS + ADC_BITS + 1;
+    localparam SC_BITS  = CNT_BITS + SCALE_FRAC + 2;
+
+    localparam S_IDLE = 3'd0, S_COUNT = 3'd1, S_SAR = 3'd2, S_NMC = 3'd3, S_DONE = 3'd4;
+
+    reg [COLS-1:0]         wmem [0:ROWS-1];
+    reg [2:0]              state;
+    reg [ROWS-1:0]         in_q, mask_q;
+    reg [XSH_BITS-1:0]     xsh_q;
+    reg [7:0]              step;
+    reg [7:0]              q;
+
+    assign busy = (state != S_IDLE);
+
+    // ---- XNOR cells, masks and counts (combinational on the latched inputs) ----------
+    reg [COLS*CNT_BITS-1:0] cnt_comb;
+    reg [CNT_BITS-1:0]      a_comb;
+    reg [CNT_BITS-1:0]      fs_comb;
+    reg [CNT_BITS-1:0]      tmp_cnt;
+    integer r, c;
+    always @* begin
+        a_comb = 0;
+        for (r = 0; r < ROWS; r = r + 1)
+            a_comb = a_comb + mask_q[r];
+        for (c = 0; c < COLS; c = c + 1) begin
+            tmp_cnt = 0;
+            for (r = 0; r < ROWS; r = r + 1)
+`ifdef BUG_DROP_MASK
+                tmp_cnt = tmp_cnt + (in_q[r] ~^ wmem[r][c]);
+`else
+                tmp_cnt = tmp_cnt + (mask_q[r] & (in_q[r] ~^ wmem[r][c]));
+`endif
+            cnt_comb[c*CNT_BITS +: CNT_BITS] = tmp_cnt;
+        end
+        // full scale of the cycle (hardware-model.md 4.3)
+        case (vref_mode)
+            2'd0:    fs_comb = vref_fixed;
+            2'd1:    fs_comb = (a_comb > L) ? a_comb : L;
+            default: fs_comb = (a_comb <= vref_low) ? vref_low : vref_high;
+        endcase
+    end
+
+    // ---- SAR step (combinational for the current step) ---------------------------------
+    reg [COLS*ADC_BITS-1:0] code_next, dec_next;
+    reg [ADC_BITS-1:0]      trial;
+    reg [CMP_BITS-1:0]      lhs, rhs;
+    reg                     keep;
+    always @* begin
+        code_next = code;
+        dec_next  = sar_dec;
+        for (c = 0; c < COLS; c = c + 1) begin
+            trial = code[c*ADC_BITS +: ADC_BITS] | ({{(ADC_BITS-1){1'b0}}, 1'b1} << (ADC_BITS - 1 - step));
+            lhs   = count[c*CNT_BITS +: CNT_BITS] * L;
+            rhs   = full_scale * trial;
+`ifdef BUG_SAR_OFF_BY_ONE
+            keep  = (lhs > rhs);
+`else
+            keep  = (lhs >= rhs);
+`endif
+            if (keep)
+                code_next[c*ADC_BITS +: ADC_BITS] = trial;
+            dec_next[c*ADC_BITS + ADC_BITS - 1 - step] = keep;
+        end
+    end
+
+    // ---- NMC shift-add for weight plane q (combinational) ------------------------------
+    reg [SC_BITS-1:0]       scale;
+    reg [G*ACC_BITS-1:0]    acc_next;
+    reg signed [63:0]       est, dot, term, sum, acc_old;
+    reg [ADC_BITS-1:0]      cd;
+    reg [7:0]               wsh;
+    localparam signed [63:0] ACC_MAX = (64'sd1 <<< (ACC_BITS - 1)) - 1;
+    localparam signed [63:0] ACC_MIN = -(64'sd1 <<< (ACC_BITS - 1));
+    integer g;
+    always @* begin
+        scale    = (({{(SC_BITS-CNT_BITS){1'b0}}, full_scale} << (SCALE_FRAC + 1)) + L) / (2 * L);
+        acc_next = acc;
+        wsh      = (q < 2) ? 8'd0 : q - 8'd1;
+        for (g = 0; g < G; g = g + 1) begin
+            cd = code[(g*KW + q)*ADC_BITS +: ADC_BITS];
+            if (HALF_LSB)
+                est = ((2 * $signed({1'b0, cd}) + 1) * $signed({1'b0, scale})) >>> 1;
+            else
+                est = $signed({1'b0, cd}) * $signed({1'b0, scale});
+            dot     = 2 * est - ($signed({1'b0, active_rows}) <<< SCALE_FRAC);
+            term    = dot <<< (xsh_q + wsh);
+            acc_old = $signed(acc[g*ACC_BITS +: ACC_BITS]);
+            sum     = acc_old + term;
+            if (SATURATE) begin
+                if (sum > ACC_MAX)      sum = ACC_MAX;
+                else if (sum < ACC_MIN) sum = ACC_MIN;
+            end
+            acc_next[g*ACC_BITS +: ACC_BITS] = sum[ACC_BITS-1:0];
+        end
+    end
+
+    // ---- sequencing ----------------------------------------------------------------------
+    always @(posedge clk) begin
+        if (w_we)
+            wmem[w_addr] <= w_data;
+        if (rst) begin
+            state <= S_IDLE;
+            done  <= 1'b0;
+            acc   <= 0;
+            step  <= 0;
+            q     <= 0;
+        end else begin
+            done <= 1'b0;
+            case (state)
+                S_IDLE: if (start) begin
+                    in_q   <= row_in;
+                    mask_q <= row_mask;
+                    xsh_q  <= x_shift;
+                    if (clear)
+                        acc <= 0;
+                    state  <= S_COUNT;
+                end
+                S_COUNT: begin
+                    count       <= cnt_comb;
+                    active_rows <= a_comb;
+                    full_scale  <= fs_comb;
+                    code        <= 0;
+                    sar_dec     <= 0;
+                    step        <= 0;
+                    state       <= S_SAR;
+                end
+                S_SAR: begin
+                    code    <= code_next;
+                    sar_dec <= dec_next;
+                    step    <= step + 1;
+                    if (step == ADC_BITS - 1) begin
+                        q     <= 0;
+                        state <= S_NMC;
+                    end
+                end
+                S_NMC: begin
+                    acc <= acc_next;
+                    q   <= q + 1;
+                    if (q == KW - 1)
+                        state <= S_DONE;
+                end
+                S_DONE: begin
+                    done  <= 1'b1;
+                    state <= S_IDLE;
+                end
+                default: state <= S_IDLE;
+            endcase
+        end
+    end
+endmodule
