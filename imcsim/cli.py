@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from imcsim.cli_common import (_config_from_kwargs, _config_options, _friendly_errors,
-                               _load_npy, _save_npy, random_operands)
+                               _load_npy, _operand_options, _save_npy, random_operands)
 from imcsim.config import VrefMode
 from imcsim.formats import parse_format
 
@@ -20,12 +20,7 @@ def main():
 
 
 @main.command()
-@click.option("--w", "w_path", type=click.Path(dir_okay=False), help="W (M x N) integers, .npy.")
-@click.option("--x", "x_path", type=click.Path(dir_okay=False), help="X (B x M) values, .npy.")
-@click.option("--x-format", default="binary:6", show_default=True,
-              help="Streamed operand format: binary:K or radix4:K.")
-@click.option("--w-format", default="binary:5", show_default=True,
-              help="Stored operand format: binary:K.")
+@_operand_options
 @_config_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dynamic noise.")
 @click.option("--random-shape", nargs=3, type=int, default=(8, 600, 12), show_default=True,

@@ -114,3 +114,20 @@ def random_operands(rng, x_format, w_format, batch, inner, outputs, density):
         sign = np.where(rng.random((batch, inner)) < 0.5, -1.0, 1.0)
         X = np.where(rng.random((batch, inner)) < density, sign * 4.0 ** e, 0.0)
     return X, W
+
+
+def _operand_options(fn):
+    """--w/--x .npy operands and their formats (shared by mvm and vectors)."""
+    opts = [
+        click.option("--w", "w_path", type=click.Path(dir_okay=False),
+                     help="W (M x N) integers, .npy."),
+        click.option("--x", "x_path", type=click.Path(dir_okay=False),
+                     help="X (B x M) values, .npy."),
+        click.option("--x-format", default="binary:6", show_default=True,
+                     help="Streamed operand format: binary:K or radix4:K."),
+        click.option("--w-format", default="binary:5", show_default=True,
+                     help="Stored operand format: binary:K."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn

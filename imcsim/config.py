@@ -178,8 +178,19 @@ class NonIdealityConfig:
         }
 
 
+class JsonRoundTrip:
+    """JSON on top of a class's ``to_dict`` / ``from_dict``."""
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+
 @dataclass(frozen=True)
-class MacroConfig:
+class MacroConfig(JsonRoundTrip):
     """The whole macro. Defaults are the paper's (see ``data/presets/paper.json``)."""
 
     rows: int = 2304
@@ -259,12 +270,6 @@ class MacroConfig:
             kwargs["nonideal"] = NonIdealityConfig(**kwargs["nonideal"])
         return cls(**kwargs)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "MacroConfig":
-        return cls.from_dict(json.loads(text))
 
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"

@@ -15,7 +15,6 @@ See docs/energy.md for the model, its assumptions and the comparison with the pa
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from imcsim.array import plan_tiles, select_full_scale, words32
-from imcsim.config import MacroConfig, MvmKind, VrefConfig, VrefMode
+from imcsim.config import JsonRoundTrip, MacroConfig, MvmKind, VrefConfig, VrefMode
 from imcsim.formats import BinaryFormat, Radix4Format
 from imcsim.macro import EVENT_NAMES, EventCounts, MvmResult
 
@@ -74,7 +73,7 @@ def _check_str(name, value):
 
 
 @dataclass(frozen=True)
-class EnergyPreset:
+class EnergyPreset(JsonRoundTrip):
     """Energy per macro event and the GPU baseline.
 
     Parameters
@@ -146,12 +145,6 @@ class EnergyPreset:
             raise ValueError(f"preset: unknown keys {sorted(unknown)}")
         return cls(**data)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "EnergyPreset":
-        return cls.from_dict(json.loads(text))
 
 
 def energy_preset_names() -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from imcsim.cli_common import _config_options, _load_npy
+from imcsim.cli_common import _config_options, _load_npy, _operand_options
 from imcsim.config import MacroConfig, NonIdealityConfig, load_preset
 from imcsim.formats import parse_format
 
@@ -94,12 +94,7 @@ def config_with_overrides(kw) -> MacroConfig:
 @click.option("--acc-bits", type=int, help="Override nmc.acc_bits (small values saturate).")
 @click.option("--out-frac-bits", type=int, help="Override nmc.out_frac_bits.")
 @click.option("--overflow", type=click.Choice(["saturate", "wrap"]), help="NMC overflow rule.")
-@click.option("--w", "w_path", type=click.Path(dir_okay=False), help="W (M x N) integers, .npy.")
-@click.option("--x", "x_path", type=click.Path(dir_okay=False), help="X (B x M) values, .npy.")
-@click.option("--x-format", default="binary:6", show_default=True,
-              help="Streamed operand format: binary:K or radix4:K.")
-@click.option("--w-format", default="binary:5", show_default=True,
-              help="Stored operand format: binary:K.")
+@_operand_options
 @click.option("--shape", nargs=2, type=int, default=(64, 8), show_default=True,
               help="M N of the random W when --w is not given.")
 @click.option("--random", "n_random", default=8, show_default=True, type=int,

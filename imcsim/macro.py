@@ -393,7 +393,7 @@ class Macro:
                          nmc.scale_frac_bits, nmc.acc_bits, nmc.overflow is Overflow.SATURATE,
                          nmc.half_lsb_reconstruction, ideal, cell_mismatch,
                          fx["sigma_sample_fx"], fx["sigma_cmp_fx"], np.uint64(prep.seed), t, u,
-                         prep.vector_offset, gather_limit, tile_acc, tile_codes, clip_b)
+                         prep.vector_offset, gather_limit, r1 - r0, tile_acc, tile_codes, clip_b)
                 acc[:, n0:n1] = tile_acc
                 clipped[t, u] = clip_b.sum()
                 if return_codes:

@@ -32,8 +32,13 @@ def popcount64(typingctx, x):
 
 
 @njit(cache=True, inline="always")
-def _count_dense(xbits, xmask, wbits, b, p0, p1, counts):
-    """Counts of planes p0 and p1 for every column: popcount(~(x ^ w) & mask) over words."""
+def _count_dense(xbits, xmask, wbits, b, p0, p1, active, counts, masked):
+    """XNOR counts of planes p0 and p1 for every column, 2 planes x 4 columns per block.
+
+    count = active rows - popcount((x ^ w) & mask): x is already zero on masked rows, and with
+    every row active (``masked`` False) the mask is dropped altogether, since both x and w are
+    zero on the padding rows of the last word.
+    """
     n_cols = wbits.shape[0]
     n_words = wbits.shape[1]
     for c0 in range(0, n_cols, 4):
@@ -48,34 +53,53 @@ def _count_dense(xbits, xmask, wbits, b, p0, p1, counts):
         a11 = np.uint64(0)
         a12 = np.uint64(0)
         a13 = np.uint64(0)
-        for w in range(n_words):
-            nx0 = xbits[b, p0, w] ^ _ALL_ONES
-            m0 = xmask[b, p0, w]
-            nx1 = xbits[b, p1, w] ^ _ALL_ONES
-            m1 = xmask[b, p1, w]
-            w0 = wbits[c0, w]
-            w1 = wbits[c1, w]
-            w2 = wbits[c2, w]
-            w3 = wbits[c3, w]
-            a00 += popcount64((nx0 ^ w0) & m0)
-            a01 += popcount64((nx0 ^ w1) & m0)
-            a02 += popcount64((nx0 ^ w2) & m0)
-            a03 += popcount64((nx0 ^ w3) & m0)
-            a10 += popcount64((nx1 ^ w0) & m1)
-            a11 += popcount64((nx1 ^ w1) & m1)
-            a12 += popcount64((nx1 ^ w2) & m1)
-            a13 += popcount64((nx1 ^ w3) & m1)
-        counts[p0, c0] = a00
-        counts[p1, c0] = a10
+        if masked:
+            for w in range(n_words):
+                x0 = xbits[b, p0, w]
+                m0 = xmask[b, p0, w]
+                x1 = xbits[b, p1, w]
+                m1 = xmask[b, p1, w]
+                w0 = wbits[c0, w]
+                w1 = wbits[c1, w]
+                w2 = wbits[c2, w]
+                w3 = wbits[c3, w]
+                a00 += popcount64((x0 ^ w0) & m0)
+                a01 += popcount64((x0 ^ w1) & m0)
+                a02 += popcount64((x0 ^ w2) & m0)
+                a03 += popcount64((x0 ^ w3) & m0)
+                a10 += popcount64((x1 ^ w0) & m1)
+                a11 += popcount64((x1 ^ w1) & m1)
+                a12 += popcount64((x1 ^ w2) & m1)
+                a13 += popcount64((x1 ^ w3) & m1)
+        else:
+            for w in range(n_words):
+                x0 = xbits[b, p0, w]
+                x1 = xbits[b, p1, w]
+                w0 = wbits[c0, w]
+                w1 = wbits[c1, w]
+                w2 = wbits[c2, w]
+                w3 = wbits[c3, w]
+                a00 += popcount64(x0 ^ w0)
+                a01 += popcount64(x0 ^ w1)
+                a02 += popcount64(x0 ^ w2)
+                a03 += popcount64(x0 ^ w3)
+                a10 += popcount64(x1 ^ w0)
+                a11 += popcount64(x1 ^ w1)
+                a12 += popcount64(x1 ^ w2)
+                a13 += popcount64(x1 ^ w3)
+        n0 = active[b, p0]
+        n1 = active[b, p1]
+        counts[p0, c0] = n0 - np.int64(a00)
+        counts[p1, c0] = n1 - np.int64(a10)
         if c0 + 1 < n_cols:
-            counts[p0, c1] = a01
-            counts[p1, c1] = a11
+            counts[p0, c1] = n0 - np.int64(a01)
+            counts[p1, c1] = n1 - np.int64(a11)
         if c0 + 2 < n_cols:
-            counts[p0, c2] = a02
-            counts[p1, c2] = a12
+            counts[p0, c2] = n0 - np.int64(a02)
+            counts[p1, c2] = n1 - np.int64(a12)
         if c0 + 3 < n_cols:
-            counts[p0, c3] = a03
-            counts[p1, c3] = a13
+            counts[p0, c3] = n0 - np.int64(a03)
+            counts[p1, c3] = n1 - np.int64(a13)
 
 
 @njit(cache=True, inline="always")
@@ -137,7 +161,7 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_t
              cdac_weights, cdac_total, cmp_offset, pw_x, pw_w, n_outputs, rows, adc_bits,
              scale_frac_bits, acc_bits, saturate, half_lsb, ideal, cell_mismatch,
              sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col, vector_offset, gather_limit,
-             acc, codes_out, clipped_out):
+             tile_rows, acc, codes_out, clipped_out):
     """One tile operation for every vector of the batch; updates ``acc`` in place.
 
     Parameters (all validated by the caller)
@@ -152,6 +176,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_t
     pw_x : int64 (P,), pw_w : int64 (Kw,)  integer plane weights.
     acc : int64 (B, n_outputs)  NMC accumulators, carried across row tiles.
     codes_out : uint16 (B, P, C) or (0, 0, 0) when codes are not wanted.
+    tile_rows : int  rows of this row tile (a plane with that many active rows is dense
+        and needs no mask).
     clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
     """
     n_vec = xbits.shape[0]
@@ -193,7 +219,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_t
                     q += 1
                 if q >= n_planes:
                     q = p
-                _count_dense(xbits, xmask, wbits, b, p, q, counts)
+                masked = active[b, p] != tile_rows or active[b, q] != tile_rows
+                _count_dense(xbits, xmask, wbits, b, p, q, active, counts, masked)
                 p = q + 1 if q > p else p + 1
         # 2. charge sharing and SAR conversion of every (plane, column)
         gb = vector_offset + b
