@@ -53,17 +53,6 @@ def plan_tiles(config: MacroConfig, inner: int, outputs: int, w_format) -> TileP
     return TilePlan(inner, outputs, config.rows, config.columns, w_format.n_planes)
 
 
-def weight_columns(w_bits: np.ndarray, plan: TilePlan, t: int, u: int) -> np.ndarray:
-    """Stored bits of tile (t, u): uint8 (rows_in_tile, used_columns).
-
-    Column g*Kw + q holds plane q of output u*G + g.
-    """
-    r0, r1 = plan.row_range(t)
-    n0, n1 = plan.output_range(u)
-    block = w_bits[r0:r1, n0:n1, :]                      # (R, G, Kw)
-    return np.ascontiguousarray(block.reshape(r1 - r0, (n1 - n0) * plan.weight_planes))
-
-
 def select_full_scale(active_rows, vref: VrefConfig, top_code: int) -> np.ndarray:
     """Full scale F (rows) of every cycle from its active-row count (int64, same shape)."""
     a = np.asarray(active_rows, dtype=np.int64)

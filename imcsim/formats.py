@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.pack import radix4_units
+from kernels.pack import count_outside, radix4_units
 
 
 def _as_float_array(values, name):
@@ -73,7 +73,11 @@ class BinaryFormat:
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
                 raise ValueError(f"{name}: {self.spec()} holds integers only")
         lim = self.max_value
-        if arr.size and (arr.min() < -lim or arr.max() > lim):
+        if arr.dtype.kind in "iu" and arr.size and arr.flags.c_contiguous:
+            outside = count_outside(arr, -lim, lim)       # one parallel pass, no temporaries
+        else:
+            outside = int(((arr < -lim) | (arr > lim)).sum())
+        if outside:
             raise ValueError(f"{name}: {self.spec()} values must lie in [{-lim}, {lim}], "
                              f"got [{arr.min()}, {arr.max()}]")
         return arr.astype(np.int64, copy=False)

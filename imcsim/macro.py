@@ -12,8 +12,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from imcsim.array import (TilePlan, pack_rows, plan_tiles, select_full_scale, weight_columns,
-                          words32)
+from imcsim.array import TilePlan, pack_rows, plan_tiles, select_full_scale, words32
 from imcsim.config import MacroConfig, Overflow, VrefConfig
 from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
 from imcsim.nmc import accumulator_fraction_bits, nmc_scale_fx, output_stage
@@ -119,12 +118,14 @@ class PreparedMvm:
 
 
 class StoredWeights:
-    """A matrix written into the CIMA: bit-plane columns per tile, packed once and reused.
+    """A matrix written into the CIMA, encoded into bit-plane columns tile by tile.
 
-    Build with ``Macro.store_weights``; pass to ``Macro.mvm`` in place of W to reuse it.
+    Build with ``Macro.store_weights`` (tiles are kept and reused across MVMs); ``Macro.mvm``
+    given a plain array builds a transient one that encodes each tile when it is used and
+    keeps nothing, so a large stored operand never exists as bit planes all at once.
     """
 
-    def __init__(self, macro: "Macro", W, w_format):
+    def __init__(self, macro: "Macro", W, w_format, cache: bool = True):
         _check_matrix("W", W)
         if not isinstance(w_format, BinaryFormat):
             raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
@@ -132,28 +133,28 @@ class StoredWeights:
         self.w_format = w_format
         self.shape = W.shape
         self.plan = plan_tiles(macro.config, W.shape[0], W.shape[1], w_format)
-        self.bits, _ = w_format.encode(W, "W")          # uint8 (M, N, Kw)
+        # int16 holds every BinaryFormat value (|v| <= 2**14) at a quarter of int64's memory
+        self.values = w_format.validate(W, "W").astype(np.int16, copy=False)
+        self.cache = cache
         self._tiles = {}
 
     def tile(self, t: int, u: int) -> dict:
         """Stored bits of tile (t, u): 'columns' uint8 (R, C) and 'packed' uint64 (C, W)."""
         key = (t, u)
-        if key not in self._tiles:
-            cols = weight_columns(self.bits, self.plan, t, u)
-            self._tiles[key] = {"columns": cols, "packed": pack_rows(cols.T)}
-        return self._tiles[key]
+        if key in self._tiles:
+            return self._tiles[key]
+        r0, r1 = self.plan.row_range(t)
+        n0, n1 = self.plan.output_range(u)
+        bits, _ = self.w_format.encode(self.values[r0:r1, n0:n1], "W")   # (R, G, Kw)
+        cols = np.ascontiguousarray(bits.reshape(r1 - r0, -1))
+        entry = {"columns": cols, "packed": pack_rows(cols.T)}
+        if self.cache:
+            self._tiles[key] = entry
+        return entry
 
-    def row_table(self, t: int, u: int) -> np.ndarray:
-        """uint8 (2, R, C): the XNOR outcome of every cell for input bit 0 and 1."""
-        tile = self.tile(t, u)
-        if "row_table" not in tile:
-            cols = tile["columns"]
-            tile["row_table"] = np.stack([1 - cols, cols]).astype(np.uint8)
-        return tile["row_table"]
-
-    def capacitance_table(self, t: int, u: int) -> np.ndarray:
+    def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
         """int64 (2, R, C): the cell capacitance each input bit would charge."""
-        tile = self.tile(t, u)
+        tile = self.tile(t, u) if tile is None else tile
         if "cap_table" not in tile:
             cols = tile["columns"]
             caps = self.macro.cell_capacitance[: cols.shape[0], : cols.shape[1]]
@@ -242,7 +243,7 @@ class Macro:
         else:
             if w_format is None:
                 raise TypeError("w_format: required when W is an array")
-            weights = StoredWeights(self, W, w_format)
+            weights = StoredWeights(self, W, w_format, cache=False)
         w_format = weights.w_format
         if not isinstance(x_format, (BinaryFormat, Radix4Format)):
             raise TypeError(f"x_format: expected BinaryFormat or Radix4Format, got {x_format!r}")
@@ -362,7 +363,7 @@ class Macro:
         ideal = c.nonideal.is_ideal
         cell_mismatch = fx["sigma_cell_fx"] != 0
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
-        no_table = np.zeros((2, 0, 0), dtype=np.uint8)
+        no_table = np.zeros((0, 0), dtype=np.uint8)
         no_caps = np.zeros((2, 0, 0), dtype=np.int64)
         no_codes = np.zeros((0, 0, 0), dtype=np.uint16)
         for t in range(plan.row_tiles):
@@ -381,13 +382,13 @@ class Macro:
                 n0, n1 = plan.output_range(u)
                 cols = plan.used_columns(u)
                 tile = prep.weights.tile(t, u)
-                row_table = prep.weights.row_table(t, u) if needs_gather else no_table
-                cap_table = prep.weights.capacitance_table(t, u) if cell_mismatch else no_caps
+                cap_table = (prep.weights.capacitance_table(t, u, tile) if cell_mismatch
+                             else no_caps)
                 tile_codes = np.zeros((B, P, cols), dtype=np.uint16) if return_codes else no_codes
                 tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
                 tile_mvm(xbits, xmask, active_rows[t], full_scale[t], scale, tile["packed"],
-                         row_table, cap_table, self.column_capacitance[:cols],
+                         tile["columns"] if needs_gather else no_table, cap_table, self.column_capacitance[:cols],
                          self.cdac_weights[:cols], self.cdac_totals[:cols],
                          self.comparator_offsets[:cols], pw_x, pw_w, n1 - n0, c.rows, c.adc_bits,
                          nmc.scale_frac_bits, nmc.acc_bits, nmc.overflow is Overflow.SATURATE,

@@ -40,8 +40,8 @@ def shift_round(values, shift: int, rounding: Rounding) -> np.ndarray:
 
 def saturate(values, bits: int) -> np.ndarray:
     """Clamp int64 values to a two's-complement register of ``bits``."""
-    hi = (1 << (bits - 1)) - 1
-    return np.clip(np.asarray(values, dtype=np.int64), -hi - 1, hi)
+    hi = np.int64((1 << (bits - 1)) - 1)
+    return np.minimum(np.maximum(np.asarray(values, dtype=np.int64), -hi - 1), hi)
 
 
 def wrap(values, bits: int) -> np.ndarray:

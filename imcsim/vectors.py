@@ -146,7 +146,7 @@ def corner_case_vectors(golden: GoldenModel, rng, n_boundary: int = 6) -> list:
         out.append((f"code_boundary:col={col},plane={plane},count={k},F={fs}", x))
     # 5. aligned / anti-aligned with an output's weights: extreme accumulators (saturation)
     W = golden.weights
-    wvals = W.w_format.decode(W.bits)              # (M, N)
+    wvals = W.values                               # (M, N) stored values
     for n, sign in ((0, 1), (golden.plan.outputs - 1, -1)):
         s = np.where(wvals[:, n] >= 0, 1, -1) * sign
         x = (np.array([radix4_value(top_e, v) for v in s]) if radix4

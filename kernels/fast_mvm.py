@@ -103,8 +103,37 @@ def _count_dense(xbits, xmask, wbits, b, p0, p1, active, counts, masked):
 
 
 @njit(cache=True, inline="always")
-def _gather_rows(xbits, xmask, b, p, row_table, out_row):
-    """out_row[c] = sum over active rows r of row_table[in_bit(r), r, c] (row-gather path)."""
+def _gather_counts(xbits, xmask, b, p, wcols, out_row):
+    """out_row[c] = XNOR count over active rows, one stored row at a time (row-gather path).
+
+    Rows with input 1 add w[r, :], rows with input 0 add 1 - w[r, :] (added up as one
+    constant and a subtraction, so no complemented copy of the weights is needed).
+    """
+    out_row[:] = 0
+    n_cols = out_row.shape[0]
+    zeros = 0
+    for w in range(xmask.shape[2]):
+        m = xmask[b, p, w]
+        x = xbits[b, p, w]
+        while m != 0:
+            low = m & (np.uint64(0) - m)
+            r = w * 64 + np.int64(popcount64(low - np.uint64(1)))
+            src = wcols[r]
+            if (x & low) != 0:
+                for c in range(n_cols):
+                    out_row[c] += src[c]
+            else:
+                zeros += 1
+                for c in range(n_cols):
+                    out_row[c] -= src[c]
+            m ^= low
+    for c in range(n_cols):
+        out_row[c] += zeros
+
+
+@njit(cache=True, inline="always")
+def _gather_capacitance(xbits, xmask, b, p, cap_table, out_row):
+    """out_row[c] = sum over active rows r of cap_table[in_bit(r), r, c]: charged capacitance."""
     out_row[:] = 0
     n_cols = out_row.shape[0]
     for w in range(xmask.shape[2]):
@@ -114,7 +143,7 @@ def _gather_rows(xbits, xmask, b, p, row_table, out_row):
             low = m & (np.uint64(0) - m)
             r = w * 64 + np.int64(popcount64(low - np.uint64(1)))
             sel = 1 if (x & low) != 0 else 0
-            src = row_table[sel, r]
+            src = cap_table[sel, r]
             for c in range(n_cols):
                 out_row[c] += src[c]
             m ^= low
@@ -157,7 +186,7 @@ def sar_convert(v, offset, cdac_weights, cdac_total, full_scale, adc_bits, sigma
 
 
 @njit(cache=True, parallel=True)
-def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_table, col_total_cap,
+def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table, col_total_cap,
              cdac_weights, cdac_total, cmp_offset, pw_x, pw_w, n_outputs, rows, adc_bits,
              scale_frac_bits, acc_bits, saturate, half_lsb, ideal, cell_mismatch,
              sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col, vector_offset, gather_limit,
@@ -169,7 +198,7 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_t
     xbits, xmask : uint64 (B, P, W)  row inputs and active-row masks, bit-packed by 64 rows.
     active : int64 (B, P)  active rows per cycle.  full_scale, scale_fx : int64 (B, P).
     wbits : uint64 (C, W)  stored bits per used column.
-    row_table : uint8 (2, R, C)  [0] = 1 - w, [1] = w: the XNOR outcome per input bit.
+    wcols : uint8 (R, C)  stored bits, unpacked (row-gather path; (0, 0) when unused).
     cap_table : int64 (2, R, C)  the same weighted by cell capacitance (cell mismatch only).
     col_total_cap : int64 (C,)  total column capacitance incl. parasitic, CAP_UNIT units.
     cdac_weights : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
@@ -190,78 +219,84 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, row_table, cap_t
     keep_codes = codes_out.shape[0] > 0
     sample_prefix = mix(mix(seed_hash(seed, STREAM_SAMPLE), tile_row), tile_col)
     noise_prefix = mix(mix(seed_hash(seed, STREAM_CMP_NOISE), tile_row), tile_col)
-    for b in prange(n_vec):
+    # scratch is allocated once per chunk of vectors, not per vector
+    n_chunks = min(n_vec, 32)
+    for chunk in prange(n_chunks):
         counts = np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)
         gathered = np.empty(n_cols, dtype=np.int32)
-        clipped = 0
-        # 1. column counts (or charged capacitance) of every plane
-        if cell_mismatch:
-            charged = np.empty(n_cols, dtype=np.int64)
-            for p in range(n_planes):
-                _gather_rows(xbits, xmask, b, p, cap_table, charged)
-                counts[p, :] = charged
-        else:
-            dense = np.zeros(n_planes, dtype=np.bool_)
-            for p in range(n_planes):
-                if active[b, p] > gather_limit:
-                    dense[p] = True
-                elif active[b, p] > 0:
-                    _gather_rows(xbits, xmask, b, p, row_table, gathered)
-                    counts[p, :] = gathered
-            p = 0
-            while p < n_planes:
-                if not dense[p]:
-                    p += 1
-                    continue
-                q = p + 1
-                while q < n_planes and not dense[q]:
-                    q += 1
-                if q >= n_planes:
-                    q = p
-                masked = active[b, p] != tile_rows or active[b, q] != tile_rows
-                _count_dense(xbits, xmask, wbits, b, p, q, active, counts, masked)
-                p = q + 1 if q > p else p + 1
-        # 2. charge sharing and SAR conversion of every (plane, column)
-        gb = vector_offset + b
-        for p in range(n_planes):
-            fs = full_scale[b, p]
-            if ideal:
-                multiplier, shift = division_magic(fs)
-                for c in range(n_cols):
-                    n = counts[p, c]
-                    codes[p, c] = ideal_adc_code(n, multiplier, shift, top)
-                    if n > fs:
-                        clipped += 1
-                continue
-            sample_key = mix(mix(sample_prefix, gb), p)
-            noise_key = mix(mix(noise_prefix, gb), p)
-            for c in range(n_cols):
-                q_ch = counts[p, c] if cell_mismatch else counts[p, c] * CAP_UNIT
-                v = charge_share(rows, q_ch, col_total_cap[c])
-                if sigma_sample_fx != 0:
-                    v += scaled_normal(sigma_sample_fx, mix(sample_key, c), NOISE_SHIFT)
-                if v > (np.int64(fs) << ANALOG_FRAC_BITS):
-                    clipped += 1
-                codes[p, c] = sar_convert(v, cmp_offset[c], cdac_weights[c], cdac_total[c], fs,
-                                          adc_bits, sigma_cmp_fx, mix(noise_key, c))
-        clipped_out[b] = clipped
-        if keep_codes:
-            for p in range(n_planes):
-                for c in range(n_cols):
-                    codes_out[b, p, c] = codes[p, c]
-        # 3. NMC: canonical order plane p, then weight plane q, saturating after every add
-        for g in range(n_outputs):
-            a = acc[b, g]
-            for p in range(n_planes):
-                sc = scale_fx[b, p]
-                offset = active[b, p] << scale_frac_bits
-                for q in range(kw):
-                    code = codes[p, g * kw + q]
-                    if half_lsb:
-                        estimate = ((2 * code + 1) * sc) >> 1
+        charged = np.empty(n_cols, dtype=np.int64)
+        dense = np.zeros(n_planes, dtype=np.bool_)
+        for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
+            clipped = 0
+            # 1. column counts (or charged capacitance) of every plane
+            if cell_mismatch:
+                for p in range(n_planes):
+                    _gather_capacitance(xbits, xmask, b, p, cap_table, charged)
+                    counts[p, :] = charged
+            else:
+                for p in range(n_planes):
+                    dense[p] = active[b, p] > gather_limit
+                    if dense[p]:
+                        continue
+                    if active[b, p] > 0:
+                        _gather_counts(xbits, xmask, b, p, wcols, gathered)
+                        counts[p, :] = gathered
                     else:
-                        estimate = code * sc
-                    term = (2 * estimate - offset) * pw_x[p] * pw_w[q]
-                    a = _accumulate(a, term, acc_lo, acc_hi, acc_bits, saturate)
-            acc[b, g] = a
+                        counts[p, :] = 0
+                p = 0
+                while p < n_planes:
+                    if not dense[p]:
+                        p += 1
+                        continue
+                    q = p + 1
+                    while q < n_planes and not dense[q]:
+                        q += 1
+                    if q >= n_planes:
+                        q = p
+                    masked = active[b, p] != tile_rows or active[b, q] != tile_rows
+                    _count_dense(xbits, xmask, wbits, b, p, q, active, counts, masked)
+                    p = q + 1 if q > p else p + 1
+            # 2. charge sharing and SAR conversion of every (plane, column)
+            gb = vector_offset + b
+            for p in range(n_planes):
+                fs = full_scale[b, p]
+                if ideal:
+                    multiplier, shift = division_magic(fs)
+                    for c in range(n_cols):
+                        n = counts[p, c]
+                        codes[p, c] = ideal_adc_code(n, multiplier, shift, top)
+                        if n > fs:
+                            clipped += 1
+                    continue
+                sample_key = mix(mix(sample_prefix, gb), p)
+                noise_key = mix(mix(noise_prefix, gb), p)
+                for c in range(n_cols):
+                    q_ch = counts[p, c] if cell_mismatch else counts[p, c] * CAP_UNIT
+                    v = charge_share(rows, q_ch, col_total_cap[c])
+                    if sigma_sample_fx != 0:
+                        v += scaled_normal(sigma_sample_fx, mix(sample_key, c), NOISE_SHIFT)
+                    if v > (np.int64(fs) << ANALOG_FRAC_BITS):
+                        clipped += 1
+                    codes[p, c] = sar_convert(v, cmp_offset[c], cdac_weights[c], cdac_total[c], fs,
+                                              adc_bits, sigma_cmp_fx, mix(noise_key, c))
+            clipped_out[b] = clipped
+            if keep_codes:
+                for p in range(n_planes):
+                    for c in range(n_cols):
+                        codes_out[b, p, c] = codes[p, c]
+            # 3. NMC: canonical order plane p, then weight plane q, saturating after every add
+            for g in range(n_outputs):
+                a = acc[b, g]
+                for p in range(n_planes):
+                    sc = scale_fx[b, p]
+                    offset = active[b, p] << scale_frac_bits
+                    for q in range(kw):
+                        code = codes[p, g * kw + q]
+                        if half_lsb:
+                            estimate = ((2 * code + 1) * sc) >> 1
+                        else:
+                            estimate = code * sc
+                        term = (2 * estimate - offset) * pw_x[p] * pw_w[q]
+                        a = _accumulate(a, term, acc_lo, acc_hi, acc_bits, saturate)
+                acc[b, g] = a

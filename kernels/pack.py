@@ -14,6 +14,10 @@ _M1 = np.uint64(0x00AA00AA00AA00AA)
 _M2 = np.uint64(0x0000CCCC0000CCCC)
 _M3 = np.uint64(0x00000000F0F0F0F0)
 _BYTE = np.uint64(0xFF)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_SWAP8 = np.uint64(0x00FF00FF00FF00FF)
+_SWAP16 = np.uint64(0x0000FFFF0000FFFF)
+_SWAP32 = np.uint64(0x00000000FFFFFFFF)
 
 
 @njit(cache=True, inline="always")
@@ -25,6 +29,108 @@ def _transpose8(x):
     x = x ^ t ^ (t << np.uint64(14))
     t = (x ^ (x >> np.uint64(28))) & _M3
     return x ^ t ^ (t << np.uint64(28))
+
+
+@njit(cache=True, inline="always")
+def _swap(a, b, shift, mask):
+    """One delta swap of a byte transpose: exchange the masked units of a (shifted) and b."""
+    t = ((a >> shift) ^ b) & mask
+    return a ^ (t << shift), b ^ t
+
+
+@njit(cache=True, inline="always")
+def _transpose_bytes(m, out):
+    """8x8 byte transpose: byte j of out[i] = byte i of m[j] (m, out: uint64 (8,))."""
+    a0, a1, a2, a3 = m[0], m[1], m[2], m[3]
+    a4, a5, a6, a7 = m[4], m[5], m[6], m[7]
+    s8, s16, s32 = np.uint64(8), np.uint64(16), np.uint64(32)
+    m8, m16, m32 = _SWAP8, _SWAP16, _SWAP32
+    a0, a1 = _swap(a0, a1, s8, m8)
+    a2, a3 = _swap(a2, a3, s8, m8)
+    a4, a5 = _swap(a4, a5, s8, m8)
+    a6, a7 = _swap(a6, a7, s8, m8)
+    a0, a2 = _swap(a0, a2, s16, m16)
+    a1, a3 = _swap(a1, a3, s16, m16)
+    a4, a6 = _swap(a4, a6, s16, m16)
+    a5, a7 = _swap(a5, a7, s16, m16)
+    a0, a4 = _swap(a0, a4, s32, m32)
+    a1, a5 = _swap(a1, a5, s32, m32)
+    a2, a6 = _swap(a2, a6, s32, m32)
+    a3, a7 = _swap(a3, a7, s32, m32)
+    out[0], out[1], out[2], out[3] = a0, a1, a2, a3
+    out[4], out[5], out[6], out[7] = a4, a5, a6, a7
+
+
+@njit(cache=True, inline="always")
+def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active, n_planes,
+                       r0, r1, pat, gat, tp, tg, xbits, xmask, active):
+    """Pack one vector with <= 8 planes.
+
+    A byte of plane bits per row; an 8x8 bit transpose turns 8 rows x 8 planes into 8 planes
+    x 8 rows, and an 8x8 byte transpose gathers the 8 row-chunks of a 64-row word per plane.
+    """
+    n_words = xbits.shape[2]
+    pat[:] = 0
+    gat[:] = 0
+    for r in range(r1 - r0):
+        idx = values[b, r0 + r] + lut_offset
+        pat[r] = np.uint8(pattern_lut[idx])
+        if not all_active:
+            gat[r] = np.uint8(gate_lut[idx])
+    pat64 = pat.view(np.uint64)      # little-endian: byte i of word k is row 8k + i
+    gat64 = gat.view(np.uint64)
+    for p in range(n_planes):
+        active[b, p] = 0
+    n_rows = r1 - r0
+    for w in range(n_words):
+        if all_active:
+            # every row of the word is active in every plane: no gate transposes; the
+            # padding rows past r1 are zero in pat already
+            for chunk in range(8):
+                tp[chunk] = _transpose8(pat64[w * 8 + chunk])
+            _transpose_bytes(tp, tp)
+            valid = min(64, n_rows - w * 64)
+            word_mask = _ALL if valid == 64 else (np.uint64(1) << np.uint64(valid)) - np.uint64(1)
+            for p in range(n_planes):
+                xbits[b, p, w] = tp[p]
+                xmask[b, p, w] = word_mask
+                active[b, p] += valid
+            continue
+        for chunk in range(8):
+            g = _transpose8(gat64[w * 8 + chunk])
+            tg[chunk] = g
+            tp[chunk] = _transpose8(pat64[w * 8 + chunk]) & g
+        _transpose_bytes(tp, tp)
+        _transpose_bytes(tg, tg)
+        for p in range(n_planes):
+            xbits[b, p, w] = tp[p]
+            xmask[b, p, w] = tg[p]
+            active[b, p] += np.int64(popcount64(tg[p]))
+
+
+@njit(cache=True, inline="always")
+def _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active, n_planes,
+                      r0, r1, xbits, xmask, active):
+    """Pack one vector with more than 8 planes, bit by bit."""
+    n_words = xbits.shape[2]
+    full = (1 << n_planes) - 1
+    for p in range(n_planes):
+        active[b, p] = 0
+    for w in range(n_words):
+        lo = r0 + w * 64
+        hi = min(r1, lo + 64)
+        for p in range(n_planes):
+            word = np.uint64(0)
+            mword = np.uint64(0)
+            for r in range(lo, hi):
+                idx = values[b, r] + lut_offset
+                sh = np.uint64(r - lo)
+                gate = full if all_active else gate_lut[idx]
+                word |= np.uint64((pattern_lut[idx] >> p) & 1) << sh
+                mword |= np.uint64((gate >> p) & 1) << sh
+            xbits[b, p, w] = word & mword
+            xmask[b, p, w] = mword
+            active[b, p] += np.int64(popcount64(mword))
 
 
 @njit(cache=True, parallel=True)
@@ -40,58 +146,19 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
     n_vec = values.shape[0]
     n_words = xbits.shape[2]
     all_active = gate_lut.shape[0] == 0
-    full_gate = np.uint64((1 << n_planes) - 1) * np.uint64(0x0101010101010101)
-    for b in prange(n_vec):
-        for p in range(n_planes):
-            active[b, p] = 0
-        pw = np.zeros(8, dtype=np.uint64)
-        gw = np.zeros(8, dtype=np.uint64)
-        for w in range(n_words):
-            lo = r0 + w * 64
+    n_chunks = min(n_vec, 64)
+    for chunk in prange(n_chunks):
+        pat = np.zeros(n_words * 64, dtype=np.uint8)
+        gat = np.zeros(n_words * 64, dtype=np.uint8)
+        tp = np.zeros(8, dtype=np.uint64)
+        tg = np.zeros(8, dtype=np.uint64)
+        for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
             if n_planes <= 8:
-                pw[:] = 0
-                gw[:] = 0
-                for chunk in range(8):
-                    xp = np.uint64(0)
-                    xg = np.uint64(0)
-                    base = lo + chunk * 8
-                    if all_active and base + 8 <= r1:
-                        for i in range(8):
-                            idx = values[b, base + i] + lut_offset
-                            xp |= np.uint64(pattern_lut[idx] & 0xFF) << np.uint64(8 * i)
-                        xg = full_gate
-                    else:
-                        for i in range(8):
-                            r = base + i
-                            if r < r1:
-                                idx = values[b, r] + lut_offset
-                                xp |= np.uint64(pattern_lut[idx] & 0xFF) << np.uint64(8 * i)
-                                gate = (1 << n_planes) - 1 if all_active else gate_lut[idx]
-                                xg |= np.uint64(gate & 0xFF) << np.uint64(8 * i)
-                    tp = _transpose8(xp)
-                    tg = _transpose8(xg)
-                    sh = np.uint64(8 * chunk)
-                    for p in range(n_planes):
-                        pw[p] |= ((tp >> np.uint64(8 * p)) & _BYTE) << sh
-                        gw[p] |= ((tg >> np.uint64(8 * p)) & _BYTE) << sh
-                for p in range(n_planes):
-                    xbits[b, p, w] = pw[p] & gw[p]
-                    xmask[b, p, w] = gw[p]
-                    active[b, p] += np.int64(popcount64(gw[p]))
+                _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
+                                   n_planes, r0, r1, pat, gat, tp, tg, xbits, xmask, active)
             else:
-                hi = min(r1, lo + 64)
-                for p in range(n_planes):
-                    word = np.uint64(0)
-                    mword = np.uint64(0)
-                    for r in range(lo, hi):
-                        idx = values[b, r] + lut_offset
-                        sh = np.uint64(r - lo)
-                        gate = (1 << n_planes) - 1 if all_active else gate_lut[idx]
-                        word |= np.uint64((pattern_lut[idx] >> p) & 1) << sh
-                        mword |= np.uint64((gate >> p) & 1) << sh
-                    xbits[b, p, w] = word & mword
-                    xmask[b, p, w] = mword
-                    active[b, p] += np.int64(popcount64(mword))
+                _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active,
+                                  n_planes, r0, r1, xbits, xmask, active)
 
 
 @njit(cache=True, parallel=True)
@@ -118,5 +185,17 @@ def radix4_units(values, denominator, max_exponent2, units):
             out[i] = -k if flat[i] < 0 else k
         else:
             out[i] = 0
+            bad += 1
+    return bad
+
+
+@njit(cache=True, parallel=True)
+def count_outside(values, lo, hi):
+    """How many entries of an integer array lie outside [lo, hi] (the caller raises)."""
+    flat = values.ravel()
+    bad = 0
+    for i in prange(flat.shape[0]):
+        v = flat[i]
+        if v < lo or v > hi:
             bad += 1
     return bad

@@ -107,3 +107,35 @@ def test_resume_refuses_a_different_configuration(tmp_path):
     other = TrainConfig(model="mlp", epochs=2, batch_size=64, max_steps_per_epoch=1, lr=0.2)
     with pytest.raises(ValueError, match="another configuration"):
         Trainer(other, tmp_path, progress=False).run(resume=True)
+
+
+@pytest.mark.parametrize("name,shape", [("vgg-lite", (8, 8, 3)), ("resnet-18", (8, 8, 3)),
+                                        ("small-cnn", (8, 8, 1)), ("mlp", (8, 8, 1))])
+def test_every_model_trains_one_step_with_quantized_mvms(name, shape):
+    from training.backends import ExactBackend, MvmKind
+    from training.layers import softmax_cross_entropy
+    from training.models import build_model
+    from training.optim import SGD
+    model = build_model(name, shape, 10, seed=0)
+    exact = ExactBackend()
+    roles = set()
+    for layer in model.compute_layers():
+        roles.add(layer.role)
+        if layer.role == "hidden":
+            layer.policy = {k: exact for k in MvmKind}
+    assert {"first", "last", "hidden"} <= roles
+    x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
+    before = {k: v.copy() for k, v in model.params.items()}
+    out = model.forward(x, train=True)
+    assert out.shape == (4, 10)
+    _, grad = softmax_cross_entropy(out, np.arange(4))
+    dx = model.backward(grad)
+    assert dx.shape == x.shape
+    grads = model.grads
+    assert set(grads) == set(model.params)
+    assert all(np.isfinite(g).all() for g in grads.values())
+    SGD(0.01).step(model.params, grads)
+    changed = [k for k in before if not np.array_equal(before[k], model.params[k])]
+    assert any(k.endswith(".w") for k in changed)
+    if name == "resnet-18":
+        assert "residual" in roles
