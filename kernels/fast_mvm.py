@@ -217,6 +217,9 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
     acc_hi = (np.int64(1) << (acc_bits - 1)) - 1
     acc_lo = -acc_hi - 1
     keep_codes = codes_out.shape[0] > 0
+    w_weight_sum = np.int64(0)
+    for q in range(kw):
+        w_weight_sum += pw_w[q]
     sample_prefix = mix(mix(seed_hash(seed, STREAM_SAMPLE), tile_row), tile_col)
     noise_prefix = mix(mix(seed_hash(seed, STREAM_CMP_NOISE), tile_row), tile_col)
     # scratch is allocated once per chunk of vectors, not per vector
@@ -285,9 +288,25 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
                 for p in range(n_planes):
                     for c in range(n_cols):
                         codes_out[b, p, c] = codes[p, c]
-            # 3. NMC: canonical order plane p, then weight plane q, saturating after every add
+            # 3. NMC: canonical order plane p, then weight plane q, saturating after every add.
+            # When no partial sum can reach the register's limits the order cannot matter,
+            # so those outputs skip the per-add checks (same result, fewer branches).
+            bound = np.int64(0)
+            for p in range(n_planes):
+                step_max = 2 * (top + 1) * scale_fx[b, p] + (active[b, p] << scale_frac_bits)
+                bound += step_max * pw_x[p] * w_weight_sum
             for g in range(n_outputs):
                 a = acc[b, g]
+                if not half_lsb and abs(a) <= acc_hi - bound:
+                    for p in range(n_planes):
+                        sc2 = 2 * scale_fx[b, p]
+                        offset = active[b, p] << scale_frac_bits
+                        part = np.int64(0)
+                        for q in range(kw):
+                            part += (codes[p, g * kw + q] * sc2 - offset) * pw_w[q]
+                        a += part * pw_x[p]
+                    acc[b, g] = a
+                    continue
                 for p in range(n_planes):
                     sc = scale_fx[b, p]
                     offset = active[b, p] << scale_frac_bits
