@@ -67,7 +67,7 @@ def transfer_curve(macro, full_scale: int, column: int = 0, steps_per_lsb: int =
     total = np.full(n, macro.cdac_totals[column], dtype=np.int64)
     offset = np.full(n, macro.comparator_offsets[column], dtype=np.int64)
     codes, _, _ = sar_convert_columns(v, offset, cdac, total, int(full_scale), c.adc_bits,
-                                      lambda s: 0)
+                                      lambda s: 0, int(c.adc_threshold_shift(full_scale)))
     inputs = v / float(1 << ANALOG_FRAC_BITS)
     lsb = full_scale / L
     thresholds = np.full(L, np.nan)

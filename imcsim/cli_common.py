@@ -45,7 +45,7 @@ def _load_npy(path, name) -> np.ndarray:
 
 
 def build_config(preset, vref_mode, full_scale, dual_low, dual_high, nonideal_overrides,
-                 chip_seed, mask_zeros) -> MacroConfig:
+                 chip_seed, mask_zeros, adc_rounding=None) -> MacroConfig:
     """A MacroConfig from a preset plus command-line overrides."""
     base = load_preset(preset)
     v = base.vref
@@ -63,6 +63,8 @@ def build_config(preset, vref_mode, full_scale, dual_low, dual_high, nonideal_ov
         data["chip_seed"] = chip_seed
     if mask_zeros is not None:
         data["mask_zero_inputs"] = mask_zeros
+    if adc_rounding is not None:
+        data["adc_rounding"] = adc_rounding
     return MacroConfig.from_dict(data)
 
 
@@ -85,6 +87,9 @@ def _config_options(fn):
         click.option("--chip-seed", type=int, help="Seed of the chip's static mismatch."),
         click.option("--mask-zeros/--no-mask-zeros", default=None,
                      help="Mask rows whose binary input is 0."),
+        click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
+                     help="ADC law: floor (the paper's) or half_up (thresholds half an LSB "
+                          "lower)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -100,7 +105,7 @@ def _config_from_kwargs(kw) -> MacroConfig:
          "comparator_offset_sigma": kw.pop("comparator_offset"),
          "comparator_noise_sigma": kw.pop("comparator_noise"),
          "sampling_noise_sigma": kw.pop("sampling_noise")},
-        kw.pop("chip_seed"), kw.pop("mask_zeros"))
+        kw.pop("chip_seed"), kw.pop("mask_zeros"), kw.pop("adc_rounding"))
 
 
 def random_operands(rng, x_format, w_format, batch, inner, outputs, density):

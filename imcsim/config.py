@@ -11,7 +11,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from kernels.analog import SIGMA_FRAC_BITS
+import numpy as np
+
+from kernels.analog import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
 
 
 MAX_ROWS = 16384
@@ -196,6 +198,7 @@ class MacroConfig(JsonRoundTrip):
     rows: int = 2304
     columns: int = 256
     adc_bits: int = 8
+    adc_rounding: Rounding = Rounding.FLOOR
     vdd: float = 0.8
     mask_zero_inputs: bool = False
     vref: VrefConfig = field(default_factory=VrefConfig)
@@ -208,6 +211,10 @@ class MacroConfig(JsonRoundTrip):
         _check_int("rows", self.rows, 1, MAX_ROWS)
         _check_int("columns", self.columns, 1, 4096)
         _check_int("adc_bits", self.adc_bits, 2, 12)
+        if self.adc_rounding not in (Rounding.FLOOR, Rounding.HALF_UP):
+            raise ValueError(f"adc_rounding: must be Rounding.FLOOR (the paper's law) or "
+                             f"Rounding.HALF_UP (thresholds half an LSB lower), got "
+                             f"{self.adc_rounding!r}")
         _check_float("vdd", self.vdd, 1e-3, 10.0)
         if not isinstance(self.mask_zero_inputs, bool):
             raise TypeError("mask_zero_inputs: expected a bool")
@@ -224,6 +231,17 @@ class MacroConfig(JsonRoundTrip):
     def top_code(self) -> int:
         """L = 2**adc_bits - 1."""
         return (1 << self.adc_bits) - 1
+
+    def adc_threshold_shift(self, full_scale):
+        """Half an LSB in analog fixed point when ``adc_rounding`` is HALF_UP, else 0 (int64).
+
+        ``((F << 20) + L) // (2 L)``: the comparator sees the held value raised by this much,
+        so an integer count sits mid-code instead of on a threshold.
+        """
+        f = np.asarray(full_scale, dtype=np.int64)
+        if self.adc_rounding is Rounding.FLOOR:
+            return np.zeros_like(f)
+        return ((f << ANALOG_FRAC_BITS) + self.top_code) // (2 * self.top_code)
 
     @property
     def volts_per_row(self) -> float:
@@ -254,6 +272,8 @@ class MacroConfig(JsonRoundTrip):
         if unknown:
             raise ValueError(f"config: unknown keys {sorted(unknown)}")
         kwargs = dict(data)
+        if "adc_rounding" in kwargs:
+            kwargs["adc_rounding"] = Rounding(kwargs["adc_rounding"])
         if "vref" in kwargs:
             v = dict(kwargs["vref"])
             if "mode" in v:

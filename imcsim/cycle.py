@@ -77,7 +77,8 @@ class ColumnGroup:
                                        self.t, self.u, vector, plane, cols, s)
 
         code, trials, decisions = sar_convert_columns(v, self.offset, self.cdac, self.cdac_total,
-                                                      full_scale, c.adc_bits, noise_of_step)
+                                                      full_scale, c.adc_bits, noise_of_step,
+                                                      int(c.adc_threshold_shift(full_scale)))
         return CycleOutcome(count, v, trials, decisions, code, clipped)
 
 
@@ -104,9 +105,11 @@ def nmc_cycle(acc, code, active_rows: int, scale_fx: int, x_plane_weight: int, w
     return acc, steps
 
 
-def sar_convert_columns(v, offset, cdac, cdac_total, full_scale, adc_bits, noise_of_step):
+def sar_convert_columns(v, offset, cdac, cdac_total, full_scale, adc_bits, noise_of_step,
+                        threshold_shift=0):
     """Successive approximation for a vector of held column values.
 
+    ``threshold_shift`` raises every held value (half an LSB for ``adc_rounding`` HALF_UP).
     Returns codes (C,), trial codes (C, Nb) and comparator decisions (C, Nb).
     """
     n = v.shape[0]
@@ -118,7 +121,7 @@ def sar_convert_columns(v, offset, cdac, cdac_total, full_scale, adc_bits, noise
         k = adc_bits - 1 - s
         trial = code | (1 << k)
         trial_sum = wsum + cdac[:, k]
-        held = v + offset + noise_of_step(s)
+        held = v + offset + threshold_shift + noise_of_step(s)
         keep = held * cdac_total >= (np.int64(full_scale) << ANALOG_FRAC_BITS) * trial_sum
         trials[:, s] = trial
         decisions[:, s] = keep

@@ -13,7 +13,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from imcsim.array import TilePlan, pack_rows, plan_tiles, select_full_scale, words32
-from imcsim.config import MacroConfig, Overflow, VrefConfig
+from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig
 from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
 from imcsim.nmc import accumulator_fraction_bits, nmc_scale_fx, output_stage
 from kernels.analog import (CAP_UNIT, CDAC_UNIT, cdac_weight_table, cell_capacitor_table,
@@ -360,7 +360,8 @@ class Macro:
         active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         fx = self.fx
-        ideal = c.nonideal.is_ideal
+        # the integer ADC law shortcut holds for ideal analog under the paper's floor law
+        ideal = c.nonideal.is_ideal and c.adc_rounding is Rounding.FLOOR
         cell_mismatch = fx["sigma_cell_fx"] != 0
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
         no_table = np.zeros((0, 0), dtype=np.uint8)
@@ -376,6 +377,7 @@ class Macro:
                               r0, r1, xbits, xmask, active_rows[t])
             full_scale[t] = select_full_scale(active_rows[t], prep.vref, c.top_code)
             scale = nmc_scale_fx(full_scale[t], c.top_code, nmc.scale_frac_bits)
+            shift = c.adc_threshold_shift(full_scale[t])
             gather_limit = int(GATHER_FRACTION * (r1 - r0))
             needs_gather = bool((active_rows[t] <= gather_limit).any())
             for u in range(plan.col_tiles):
@@ -394,7 +396,8 @@ class Macro:
                          nmc.scale_frac_bits, nmc.acc_bits, nmc.overflow is Overflow.SATURATE,
                          nmc.half_lsb_reconstruction, ideal, cell_mismatch,
                          fx["sigma_sample_fx"], fx["sigma_cmp_fx"], np.uint64(prep.seed), t, u,
-                         prep.vector_offset, gather_limit, r1 - r0, tile_acc, tile_codes, clip_b)
+                         prep.vector_offset, gather_limit, r1 - r0, shift, tile_acc, tile_codes,
+                         clip_b)
                 acc[:, n0:n1] = tile_acc
                 clipped[t, u] = clip_b.sum()
                 if return_codes:

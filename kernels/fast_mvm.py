@@ -165,17 +165,20 @@ def _accumulate(acc, term, acc_lo, acc_hi, acc_bits, saturate):
 
 
 @njit(cache=True, inline="always")
-def sar_convert(v, offset, cdac_weights, cdac_total, full_scale, adc_bits, sigma_cmp_fx, noise_key):
+def sar_convert(v, offset, cdac_weights, cdac_total, full_scale, adc_bits, sigma_cmp_fx, noise_key,
+                threshold_shift=0):
     """Successive approximation of one held column value; returns the code (int64).
 
     ``noise_key`` is the comparator-noise key hash up to the column; step s mixes in s.
+    ``threshold_shift`` (analog fixed point) raises the held value: half an LSB for
+    ``adc_rounding`` HALF_UP, 0 for the paper's floor law.
     """
     code = np.int64(0)
     wsum = np.int64(0)
     rhs_scale = np.int64(full_scale) << ANALOG_FRAC_BITS
     for s in range(adc_bits):
         k = adc_bits - 1 - s
-        held = v + offset
+        held = v + offset + threshold_shift
         if sigma_cmp_fx != 0:
             held += scaled_normal(sigma_cmp_fx, mix(noise_key, s), NOISE_SHIFT)
         trial_sum = wsum + cdac_weights[k]
@@ -190,7 +193,7 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
              cdac_weights, cdac_total, cmp_offset, pw_x, pw_w, n_outputs, rows, adc_bits,
              scale_frac_bits, acc_bits, saturate, half_lsb, ideal, cell_mismatch,
              sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col, vector_offset, gather_limit,
-             tile_rows, acc, codes_out, clipped_out):
+             tile_rows, threshold_shift, acc, codes_out, clipped_out):
     """One tile operation for every vector of the batch; updates ``acc`` in place.
 
     Parameters (all validated by the caller)
@@ -205,6 +208,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
     pw_x : int64 (P,), pw_w : int64 (Kw,)  integer plane weights.
     acc : int64 (B, n_outputs)  NMC accumulators, carried across row tiles.
     codes_out : uint16 (B, P, C) or (0, 0, 0) when codes are not wanted.
+    threshold_shift : int64 (B, P)  ADC threshold shift of every cycle (0 for the floor law;
+        the ``ideal`` shortcut is only taken with the floor law).
     tile_rows : int  rows of this row tile (a plane with that many active rows is dense
         and needs no mask).
     clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
@@ -282,7 +287,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
                     if v > (np.int64(fs) << ANALOG_FRAC_BITS):
                         clipped += 1
                     codes[p, c] = sar_convert(v, cmp_offset[c], cdac_weights[c], cdac_total[c], fs,
-                                              adc_bits, sigma_cmp_fx, mix(noise_key, c))
+                                              adc_bits, sigma_cmp_fx, mix(noise_key, c),
+                                              threshold_shift[b, p])
             clipped_out[b] = clipped
             if keep_codes:
                 for p in range(n_planes):

@@ -146,16 +146,17 @@ def ideal_adc_code(count: int, F: int, L: int) -> int:
     return min(max((count * L) // F, 0), L)
 
 
-def sar_convert(v: int, off: int, noise: list[int], F: int, w: list[int]) -> int:
+def sar_convert(v: int, off: int, noise: list[int], F: int, w: list[int], shift: int = 0) -> int:
     """Step-by-step SAR of Sec. 4.5. ``w[k]`` is capacitor k's weight, ``noise[s]`` the
-    comparator noise of step s (all in the doc's fixed-point units)."""
+    comparator noise of step s, ``shift`` the ADC threshold shift (all in the doc's
+    fixed-point units)."""
     Nb = len(w)
     W_tot = sum(w)
     D = 0
     for s in range(Nb):
         trial = D | (1 << (Nb - 1 - s))
         wsum = sum(w[k] for k in range(Nb) if (trial >> k) & 1)
-        if (v + off + noise[s]) * W_tot >= (F * wsum) << ANALOG_FRAC_BITS:
+        if (v + off + shift + noise[s]) * W_tot >= (F * wsum) << ANALOG_FRAC_BITS:
             D = trial
     return D
 
@@ -206,7 +207,8 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                   sigma_cell_fx: int = 0, parasitic_fx: int = 0, sigma_cdac_fx: int = 0,
                   sigma_offset_fx: int = 0, sigma_cmp_fx: int = 0, sigma_sample_fx: int = 0,
                   chip_seed: int = 0, seed: int = 0,
-                  out_scale=None, out_scale_frac_bits: int = 0, out_offset=None) -> dict:
+                  out_scale=None, out_scale_frac_bits: int = 0, out_offset=None,
+                  adc_rounding: str = "floor") -> dict:
     Nb = adc_bits
     L = 2**Nb - 1
     S = scale_frac_bits
@@ -344,7 +346,10 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                             noise = [((sigma_cmp_fx *
                                        normal_fx(seed, STREAM_CMP_NOISE, t, u, b, p, c, s)) >> 12)
                                      if sigma_cmp_fx else 0 for s in range(Nb)]
-                            code = sar_convert(v, off[c], noise, F, cdac_w[c])
+                            # Sec. 4.5: half an LSB, ((F << 20) + L) // (2L), for half_up
+                            shift = (((F << ANALOG_FRAC_BITS) + L) // (2 * L)
+                                     if adc_rounding == "half_up" else 0)
+                            code = sar_convert(v, off[c], noise, F, cdac_w[c], shift)
                             codes[t][b][p][n][q] = code
                             if v > (F << ANALOG_FRAC_BITS):
                                 ev["clipped_conversions"] += 1

@@ -97,3 +97,37 @@ def test_transfer_curve_rejects_bad_arguments(kw):
     args.update(kw)
     with pytest.raises(ValueError):
         transfer_curve(Macro(MacroConfig()), **args)
+
+
+def test_half_up_rounding_is_floor_of_count_plus_half_lsb_and_stays_lossless():
+    from imcsim import Rounding
+    cfg = MacroConfig(adc_rounding=Rounding.HALF_UP)
+    cdac = np.repeat(ideal_cdac()[None, :], COUNTS.size, axis=0)
+    v = COUNTS << ANALOG_FRAC_BITS
+    for fs in (255, 256, 300, 1151, 2304):
+        h = int(cfg.adc_threshold_shift(fs))
+        code, _, _ = sar_convert_columns(v, np.zeros(COUNTS.size, np.int64), cdac,
+                                         cdac.sum(axis=1), fs, NB, lambda s: 0, h)
+        expected = np.minimum(((COUNTS << ANALOG_FRAC_BITS) + h) * L // (fs << ANALOG_FRAC_BITS), L)
+        assert np.array_equal(code, expected)
+        # within one LSB of the floor law, and nearest in the ideal value count * L / F
+        assert np.all(np.abs(code - np.minimum(COUNTS * L / fs, L)) <= 0.5 + 1e-9)
+    assert int(cfg.adc_threshold_shift(255)) == 1 << (ANALOG_FRAC_BITS - 1)   # half a row
+
+
+def test_half_up_rounding_removes_the_bias_of_noise_at_v_prec():
+    from imcsim import BinaryFormat, Rounding
+    rng = np.random.default_rng(0)
+    X = rng.integers(-16, 17, (16, 200))
+    W = rng.integers(-8, 9, (200, 20))
+    noisy = NonIdealityConfig(comparator_noise_sigma=0.2)
+    errs = {}
+    for rounding in (Rounding.FLOOR, Rounding.HALF_UP):
+        m = Macro(MacroConfig(adc_rounding=rounding, nonideal=noisy))
+        res = m.mvm(X, W, BinaryFormat(6), BinaryFormat(5), seed=1)
+        errs[rounding] = res.y - X @ W
+        ideal = Macro(MacroConfig(adc_rounding=rounding)).mvm(X, W, BinaryFormat(6),
+                                                               BinaryFormat(5))
+        assert np.array_equal(ideal.y, X @ W)        # 200 rows at F = 255: lossless either way
+    # floor: a count sits on its threshold, so noise flips half the codes down
+    assert np.abs(errs[Rounding.HALF_UP]).mean() < 0.2 * np.abs(errs[Rounding.FLOOR]).mean()

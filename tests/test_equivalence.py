@@ -22,6 +22,7 @@ EVENTS = ref.EVENT_NAMES
 def make_config(p):
     return MacroConfig(
         rows=p["rows"], columns=p["columns"], adc_bits=p["adc_bits"], vdd=0.8,
+        adc_rounding=Rounding(p.get("adc_rounding", "floor")),
         mask_zero_inputs=p["mask_zero_inputs"],
         vref=VrefConfig(mode=VrefMode(p["vref_mode"]), full_scale=p["full_scale"],
                         dual_low=p["dual_low"], dual_high=p["dual_high"]),
@@ -54,6 +55,7 @@ def run_twin(X, W, p, out_scale=None, out_offset=None):
                             "out_rounding", "chip_seed", "seed")}
     kw.update(twin_fx(p["nonideal"]))
     kw["out_scale_frac_bits"] = p.get("out_scale_frac_bits", 16)
+    kw["adc_rounding"] = p.get("adc_rounding", "floor")
     return ref.reference_mvm(X.tolist(), W.tolist(), p["x_kind"], p["Kx"], p["Kw"], **kw,
                              out_scale=None if out_scale is None else list(out_scale),
                              out_offset=None if out_offset is None else list(out_offset))
@@ -192,6 +194,7 @@ def mvm_cases(draw):
         acc_bits=draw(st.integers(10, 26)) if small_acc else 48,
         overflow=draw(st.sampled_from(["saturate", "wrap"])),
         half_lsb_reconstruction=draw(st.booleans()),
+        adc_rounding=draw(st.sampled_from(["floor", "floor", "half_up"])),
         out_frac_bits=draw(st.integers(0, 24)),
         out_bits=draw(st.sampled_from([48, 48, 12, 16, 24])),
         out_rounding=draw(st.sampled_from(["floor", "half_up", "half_even"])),
@@ -253,6 +256,7 @@ def scenario(seed):
         acc_bits=int(rng.integers(8, 27)) if rng.random() < 0.3 else ch([48, 62, 32]),
         overflow=ch(["saturate", "wrap"]),
         half_lsb_reconstruction=bool(rng.random() < 0.3),
+        adc_rounding=ch(["floor", "floor", "half_up"]),
         out_frac_bits=int(rng.integers(0, 30)),
         out_bits=int(rng.integers(8, 30)) if rng.random() < 0.3 else 48,
         out_rounding=ch(["floor", "half_up", "half_even"]),
