@@ -99,6 +99,12 @@ class PreparedMvm:
         return self.x_units.shape[0]
 
     @property
+    def uniform_pattern(self) -> bool:
+        """True when every value drives the same row input in all planes (radix-4's sign)."""
+        full = (1 << self.n_planes) - 1
+        return bool(np.isin(self.pattern_lut, (0, full)).all())
+
+    @property
     def all_active(self) -> bool:
         """True when no value of the format is masked in any plane (dense binary inputs)."""
         return bool((self.gate_lut == (1 << self.n_planes) - 1).all())
@@ -374,7 +380,7 @@ class Macro:
             xmask = np.empty((B, P, n_words), dtype=np.uint64)
             gates = _NO_GATES if prep.all_active else prep.gate_lut
             pack_input_planes(prep.x_units, prep.lut_offset, prep.pattern_lut, gates, P,
-                              r0, r1, xbits, xmask, active_rows[t])
+                              r0, r1, xbits, xmask, active_rows[t], prep.uniform_pattern)
             full_scale[t] = select_full_scale(active_rows[t], prep.vref, c.top_code)
             scale = nmc_scale_fx(full_scale[t], c.top_code, nmc.scale_frac_bits)
             shift = c.adc_threshold_shift(full_scale[t])

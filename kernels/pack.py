@@ -15,6 +15,8 @@ _M2 = np.uint64(0x0000CCCC0000CCCC)
 _M3 = np.uint64(0x00000000F0F0F0F0)
 _BYTE = np.uint64(0xFF)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_LOW_BITS = np.uint64(0x0101010101010101)
+_GATHER_MUL = np.uint64(0x0102040810204080)
 _SWAP8 = np.uint64(0x00FF00FF00FF00FF)
 _SWAP16 = np.uint64(0x0000FFFF0000FFFF)
 _SWAP32 = np.uint64(0x00000000FFFFFFFF)
@@ -62,8 +64,8 @@ def _transpose_bytes(m, out):
 
 
 @njit(cache=True, inline="always")
-def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active, n_planes,
-                       r0, r1, pat, gat, tp, tg, xbits, xmask, active):
+def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active, uniform_pattern,
+                       n_planes, r0, r1, pat, gat, tp, tg, xbits, xmask, active):
     """Pack one vector with <= 8 planes.
 
     A byte of plane bits per row; an 8x8 bit transpose turns 8 rows x 8 planes into 8 planes
@@ -95,6 +97,20 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
                 xbits[b, p, w] = tp[p]
                 xmask[b, p, w] = word_mask
                 active[b, p] += valid
+            continue
+        if uniform_pattern:
+            # every plane carries the same row input (radix-4: the sign), so one word of
+            # plane-0 bits serves all planes: gather bit 0 of 8 bytes with one multiply
+            sign_word = np.uint64(0)
+            for chunk in range(8):
+                tg[chunk] = _transpose8(gat64[w * 8 + chunk])
+                low_bits = (pat64[w * 8 + chunk] & _LOW_BITS) * _GATHER_MUL
+                sign_word |= (low_bits >> np.uint64(56)) << np.uint64(8 * chunk)
+            _transpose_bytes(tg, tg)
+            for p in range(n_planes):
+                xbits[b, p, w] = sign_word & tg[p]
+                xmask[b, p, w] = tg[p]
+                active[b, p] += np.int64(popcount64(tg[p]))
             continue
         for chunk in range(8):
             g = _transpose8(gat64[w * 8 + chunk])
@@ -135,13 +151,14 @@ def _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active, 
 
 @njit(cache=True, parallel=True)
 def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r1,
-                      xbits, xmask, active):
+                      xbits, xmask, active, uniform_pattern=False):
     """Pack rows [r0, r1) of every vector and count active rows per plane.
 
     values : int64 (B, M)  element values in the format's integer units (validated).
     pattern_lut, gate_lut : uint16 (V,)  per-value plane patterns; an empty gate_lut means
         every row is active in every plane (dense binary inputs), which skips the gate work.
     xbits, xmask : uint64 (B, P, W), active : int64 (B, P)  outputs (overwritten).
+    uniform_pattern : bool  every value's row input is the same in all planes (radix-4).
     """
     n_vec = values.shape[0]
     n_words = xbits.shape[2]
@@ -155,7 +172,8 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
             if n_planes <= 8:
                 _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
-                                   n_planes, r0, r1, pat, gat, tp, tg, xbits, xmask, active)
+                                   uniform_pattern, n_planes, r0, r1, pat, gat, tp, tg, xbits,
+                                   xmask, active)
             else:
                 _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active,
                                   n_planes, r0, r1, xbits, xmask, active)
