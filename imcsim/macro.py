@@ -53,7 +53,6 @@ class EventCounts:
         return {n: int(v.sum()) for n, v in self.per_tile.items()}
 
 
-
 @dataclass
 class MvmResult:
     """Outputs of one MVM.
@@ -395,8 +394,9 @@ class Macro:
                 tile_codes = np.zeros((B, P, cols), dtype=np.uint16) if return_codes else no_codes
                 tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
+                wcols = tile["columns"] if needs_gather else no_table
                 tile_mvm(xbits, xmask, active_rows[t], full_scale[t], scale, tile["packed"],
-                         tile["columns"] if needs_gather else no_table, cap_table, self.column_capacitance[:cols],
+                         wcols, cap_table, self.column_capacitance[:cols],
                          self.cdac_weights[:cols], self.cdac_totals[:cols],
                          self.comparator_offsets[:cols], pw_x, pw_w, n1 - n0, c.rows, c.adc_bits,
                          nmc.scale_frac_bits, nmc.acc_bits, nmc.overflow is Overflow.SATURATE,
