@@ -269,6 +269,9 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
             gb = vector_offset + b
             for p in range(n_planes):
                 fs = full_scale[b, p]
+                if ideal and active[b, p] == 0:
+                    codes[p, :] = 0
+                    continue
                 if ideal:
                     multiplier, shift = division_magic(fs)
                     for c in range(n_cols):
@@ -305,6 +308,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale_fx, wbits, wcols, cap_table
                 a = acc[b, g]
                 if not half_lsb and abs(a) <= acc_hi - bound:
                     for p in range(n_planes):
+                        if ideal and active[b, p] == 0:
+                            continue        # every code is 0 and so is every term
                         sc2 = 2 * scale_fx[b, p]
                         offset = active[b, p] << scale_frac_bits
                         part = np.int64(0)
