@@ -1,0 +1,136 @@
+"""Each Numba kernel against a naive plain-Python twin (reference_model never imports kernels).
+
+The whole-MVM kernel is covered by tests/test_equivalence.py; here the smaller kernels are
+checked on their own: input packing (including the > 8-plane path the MVM tests rarely reach),
+the radix-4 value check, the range check, the static mismatch tables and the event noise.
+"""
+import os
+import sys
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.analog import (CAP_UNIT, CDAC_UNIT, NOISE_SHIFT, cdac_weight_table,
+                            cell_capacitor_table, comparator_offset_table)
+from kernels.pack import count_outside, pack_input_planes, radix4_units
+from kernels.rng import STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, STREAM_SAMPLE, \
+    event_noise_columns
+
+sys.path.insert(0, os.path.dirname(__file__))
+import reference_model as ref  # noqa: E402
+
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
+
+
+def naive_planes(values, kind, K):
+    """Per element: (row-input bit, active) of every plane, from the twin's encoders."""
+    bits, active = [], []
+    for v in values:
+        if kind == "binary":
+            bits.append(ref.encode_binary(int(v), K))
+            active.append([1] * K)
+        else:
+            sign, mask = ref.encode_radix4(float(v) / ref.radix4_den(K), K)
+            bits.append([sign] * (K - 1))
+            active.append(mask)
+    return bits, active
+
+
+def naive_pack(rows_bits):
+    """List of 0/1 over rows -> list of 64-row words (row r at bit r % 64 of word r // 64)."""
+    words = [0] * max(1, -(-len(rows_bits) // 64))
+    for r, bit in enumerate(rows_bits):
+        words[r // 64] |= int(bit) << (r % 64)
+    return words
+
+
+@SETTINGS
+@given(kind=st.sampled_from(["binary", "radix4"]), K=st.integers(3, 12),
+       B=st.integers(1, 5), M=st.integers(1, 300), tile=st.integers(0, 2), seed=st.integers(0, 99),
+       mask_zero=st.booleans())
+def test_pack_input_planes_matches_naive_packing(kind, K, B, M, tile, seed, mask_zero):
+    from imcsim import BinaryFormat, Radix4Format
+    from imcsim.formats import plane_lookup_tables
+    if kind == "radix4":
+        K = 2 * max(2, K // 2)
+        K = min(K, 10)
+    fmt = BinaryFormat(K) if kind == "binary" else Radix4Format(K)
+    rng = np.random.default_rng(seed)
+    if kind == "binary":
+        lim = 2 ** (K - 2)
+        units = rng.integers(-lim, lim + 1, (B, M))
+    else:
+        mags = np.where(rng.random((B, M)) < 0.4, 0, 4 ** rng.integers(0, K - 1, (B, M)))
+        units = mags * np.where(rng.random((B, M)) < 0.5, -1, 1)
+    P = fmt.n_planes
+    offset, pattern, gate = plane_lookup_tables(fmt, mask_zero)
+    rows = 97                                  # a tile height that is not a multiple of 64
+    r0 = min(tile * rows, M - 1)
+    r1 = min(M, r0 + rows)
+    n_words = -(-(r1 - r0) // 64)
+    xbits = np.zeros((B, P, n_words), np.uint64)
+    xmask = np.zeros((B, P, n_words), np.uint64)
+    active = np.zeros((B, P), np.int64)
+    all_active = kind == "binary" and not mask_zero
+    gates = np.zeros(0, np.uint16) if all_active else gate
+    uniform = kind == "radix4"
+    pack_input_planes(units.astype(np.int64), offset, pattern, gates, P, r0, r1, xbits, xmask,
+                      active, uniform)
+    for b in range(B):
+        bits, act = naive_planes(units[b, r0:r1], kind, K)
+        for p in range(P):
+            a = [act[r][p] and not (mask_zero and kind == "binary" and units[b, r0 + r] == 0)
+                 for r in range(r1 - r0)]
+            x = [bits[r][p] and a[r] for r in range(r1 - r0)]
+            assert xmask[b, p].tolist() == naive_pack(a)
+            assert xbits[b, p].tolist() == naive_pack(x)
+            assert active[b, p] == sum(a)
+
+
+def test_radix4_units_and_count_outside_match_plain_python():
+    values = np.array([0.0, 1 / 64, -1 / 64, 64.0, -4.0, 0.5, 128.0, np.nan, np.inf, 3.0, -0.0,
+                       1 / 128, 2.0, 16.0])
+    units = np.zeros(values.shape, np.int64)
+    bad = radix4_units(values, 64.0, 12, units)
+    expect, n_bad = [], 0
+    for v in values:
+        try:
+            sign, mask = ref.encode_radix4(float(v), 8)
+            mag = sum(4 ** i for i, m in enumerate(mask) if m)
+            expect.append(mag if sign else -mag)
+        except (ValueError, OverflowError):
+            expect.append(0)
+            n_bad += 1
+    assert bad == n_bad == 7          # 0.5, 128, nan, inf, 3, 1/128, 2
+    assert units.tolist() == expect
+    x = np.array([[-17, 0, 16], [5, 17, -16]])
+    assert count_outside(x, -16, 16) == sum(1 for v in x.ravel() if not -16 <= v <= 16) == 2
+
+
+def test_static_mismatch_tables_match_the_twins_definition():
+    rows, cols, nb = 5, 4, 4
+    s_cell, s_cdac, s_off = 3000, 2000, 40000
+    caps = cell_capacitor_table(7, rows, cols, s_cell)
+    for r in range(rows):
+        for c in range(cols):
+            n = ref.normal_fx(7, STREAM_CELL_CAP, r, c)
+            assert caps[r, c] == CAP_UNIT + ((CAP_UNIT * s_cell * n) >> 32)
+    w = cdac_weight_table(7, cols, nb, s_cdac)
+    for c in range(cols):
+        for k in range(nb):
+            units = [CDAC_UNIT + ((CDAC_UNIT * s_cdac * ref.normal_fx(7, STREAM_CDAC, c, k, i)) >> 32)
+                     for i in range(1 << k)]
+            assert w[c, k] == sum(units)
+    off = comparator_offset_table(7, cols, s_off)
+    assert off.tolist() == [(s_off * ref.normal_fx(7, STREAM_CMP_OFFSET, c)) >> NOISE_SHIFT
+                            for c in range(cols)]
+
+
+def test_event_noise_matches_the_twins_keys():
+    got = event_noise_columns(50000, NOISE_SHIFT, 11, STREAM_SAMPLE, 1, 2, 3, 4, 6, -1)
+    assert got.tolist() == [(50000 * ref.normal_fx(11, STREAM_SAMPLE, 1, 2, 3, 4, c)) >> 12
+                            for c in range(6)]
+    got = event_noise_columns(50000, NOISE_SHIFT, 11, 5, 1, 2, 3, 4, 3, 7)
+    assert got.tolist() == [(50000 * ref.normal_fx(11, 5, 1, 2, 3, 4, c, 7)) >> 12
+                            for c in range(3)]
