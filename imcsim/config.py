@@ -35,6 +35,27 @@ class MvmKind(enum.Enum):
     UPDATE = "update"
 
 
+_KIND_NAMES = tuple(k.value for k in MvmKind)
+
+
+def parse_mvm_kinds(value) -> tuple:
+    """'forward,backward' or an iterable -> tuple of MVM kinds in canonical order ('' = none)."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if len(items) == 1 and items[0] in ("all", "none"):
+            items = list(_KIND_NAMES) if items[0] == "all" else []
+    else:
+        try:
+            items = list(value)
+        except TypeError:
+            raise TypeError(f"imc: expected a comma-separated str or an iterable, got "
+                            f"{type(value).__name__}") from None
+    bad = [v for v in items if v not in _KIND_NAMES]
+    if bad:
+        raise ValueError(f"imc: unknown MVM kinds {bad}; choose from {_KIND_NAMES}")
+    return tuple(k for k in _KIND_NAMES if k in items)
+
+
 class Overflow(enum.Enum):
     """What an NMC accumulator does when a sum leaves its range."""
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from imcsim.array import plan_tiles, select_full_scale, words32
-from imcsim.config import JsonRoundTrip, MacroConfig, MvmKind, VrefConfig, VrefMode
+from imcsim.config import (JsonRoundTrip, MacroConfig, MvmKind, VrefConfig, VrefMode,
+                           parse_mvm_kinds as parse_imc_kinds)
 from imcsim.formats import BinaryFormat, Radix4Format
 from imcsim.macro import EVENT_NAMES, EventCounts, MvmResult
 
@@ -529,24 +530,6 @@ def layer_event_counts(layer: LayerSpec, kind: str, batch: int, *, config=None, 
 # ----------------------------------------------------------------------------------------
 TABLE_COLUMNS = ("macs", "bitcell_mults", "adc_conversions", "nmc_outputs", "reshape_words",
                  "cima_load_words", "high_vref_conversions")
-
-
-def parse_imc_kinds(value) -> tuple:
-    """'forward,backward' or an iterable -> tuple of MVM kinds in canonical order ('' = none)."""
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        if len(items) == 1 and items[0] in ("all", "none"):
-            items = list(MVM_KINDS) if items[0] == "all" else []
-    else:
-        try:
-            items = list(value)
-        except TypeError:
-            raise TypeError(f"imc: expected a comma-separated str or an iterable, got "
-                            f"{type(value).__name__}") from None
-    bad = [v for v in items if v not in MVM_KINDS]
-    if bad:
-        raise ValueError(f"imc: unknown MVM kinds {bad}; choose from {MVM_KINDS}")
-    return tuple(k for k in MVM_KINDS if k in items)
 
 
 def parse_vref(value, base: VrefConfig | None = None) -> dict:

@@ -25,16 +25,26 @@ EVENT_NAMES = ("array_cycles", "bitcell_mults", "adc_conversions", "sar_steps", 
                "reshape_words", "cima_load_words", "clipped_conversions", "high_vref_conversions")
 
 _NO_GATES = np.zeros(0, dtype=np.uint16)
-# Row-gather beats the dense popcount below this fraction of active rows (benchmarks/).
+# Planes with at most this fraction of active rows take the row gather instead of the dense
+# popcount: an estimate from instruction counts (a gathered row costs about C/32 vector adds,
+# a 64-row word about 4 C scalar operations), not a tuned value.
 GATHER_FRACTION = 0.25
 
 
 @lru_cache(maxsize=64)
 def _lookup_tables(x_format, mask_zero: bool):
+    """(offset, pattern, gate, all_active, uniform_pattern) of a format, built once.
+
+    all_active: no value is masked in any plane (dense binary inputs); uniform_pattern: every
+    value drives the same row input in all planes (radix-4's sign).
+    """
     offset, pattern, gate = plane_lookup_tables(x_format, mask_zero)
     pattern.flags.writeable = False
     gate.flags.writeable = False
-    return offset, pattern, gate
+    full = (1 << x_format.n_planes) - 1
+    all_active = bool((gate == full).all())
+    uniform_pattern = bool(np.isin(pattern, (0, full)).all())
+    return offset, pattern, gate, all_active, uniform_pattern
 
 
 @dataclass
@@ -85,6 +95,8 @@ class PreparedMvm:
     lut_offset: int
     pattern_lut: np.ndarray  # uint16: per-value row-input bits of every plane
     gate_lut: np.ndarray     # uint16: per-value active flags of every plane
+    all_active: bool         # no value is masked in any plane
+    uniform_pattern: bool    # every value drives the same row input in all planes
     weights: "StoredWeights"
     vref: VrefConfig
     seed: int
@@ -96,17 +108,6 @@ class PreparedMvm:
     @property
     def batch(self) -> int:
         return self.x_units.shape[0]
-
-    @property
-    def uniform_pattern(self) -> bool:
-        """True when every value drives the same row input in all planes (radix-4's sign)."""
-        full = (1 << self.n_planes) - 1
-        return bool(np.isin(self.pattern_lut, (0, full)).all())
-
-    @property
-    def all_active(self) -> bool:
-        """True when no value of the format is masked in any plane (dense binary inputs)."""
-        return bool((self.gate_lut == (1 << self.n_planes) - 1).all())
 
     @property
     def n_planes(self) -> int:
@@ -261,7 +262,7 @@ class Macro:
             raise TypeError(f"vref: expected VrefConfig, got {type(vref).__name__}")
         vref.check_against(c.rows, c.top_code)
         x_units = np.ascontiguousarray(x_format.validate(X, "X"), dtype=np.int64)
-        offset, pattern, gate = _lookup_tables(x_format, c.mask_zero_inputs)
+        offset, pattern, gate, all_active, uniform = _lookup_tables(x_format, c.mask_zero_inputs)
         nmc = c.nmc
         # Register sizes must keep every intermediate inside int64.
         max_term = (2 * c.rows << nmc.scale_frac_bits) * int(x_format.plane_weights.max()) \
@@ -277,8 +278,8 @@ class Macro:
         out_scale = self._check_out_vector("out_scale", out_scale, n_out, 62 - nmc.out_bits)
         out_offset = self._check_out_vector("out_offset", out_offset, n_out, nmc.out_bits - 1)
         return PreparedMvm(weights.plan, x_format, w_format, x_units, offset, pattern, gate,
-                           weights, vref, int(seed), int(vector_offset), acc_frac, out_scale,
-                           out_offset)
+                           all_active, uniform, weights, vref, int(seed), int(vector_offset),
+                           acc_frac, out_scale, out_offset)
 
     @staticmethod
     def _check_out_vector(name, value, n, magnitude_bits):
@@ -377,7 +378,7 @@ class Macro:
             n_words = -(-(r1 - r0) // 64)
             xbits = np.empty((B, P, n_words), dtype=np.uint64)
             xmask = np.empty((B, P, n_words), dtype=np.uint64)
-            gates = _NO_GATES if prep.all_active else prep.gate_lut
+            gates = _NO_GATES if prep.all_active else prep.gate_lut   # dense: skip gate work
             pack_input_planes(prep.x_units, prep.lut_offset, prep.pattern_lut, gates, P,
                               r0, r1, xbits, xmask, active_rows[t], prep.uniform_pattern)
             full_scale[t] = select_full_scale(active_rows[t], prep.vref, c.top_code)

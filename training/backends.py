@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, parse_format
+from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig
 from imcsim.config import MvmKind
 
 
@@ -136,5 +136,4 @@ def scheme_by_name(name: str) -> Scheme:
 
 
 __all__ = ["MvmKind", "KINDS", "BackendKind", "MvmStats", "Fp32Backend", "ExactBackend",
-           "ImcBackend", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name",
-           "parse_format"]
+           "ImcBackend", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name"]

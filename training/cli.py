@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from training.backends import MvmKind
+from imcsim.config import MvmKind, parse_mvm_kinds
 
 _BACKEND = click.Choice(["fp32", "exact", "imc"])
 
@@ -51,11 +51,7 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
     """Train a model with a NumPy engine; chosen MVMs run on the emulated IMC macro."""
     from training.engine import TrainConfig, Trainer
     try:
-        kinds = [k.value for k in MvmKind] if imc_kinds == "all" else \
-            [k.strip() for k in imc_kinds.split(",") if k.strip()]
-        bad = set(kinds) - {k.value for k in MvmKind}
-        if bad:
-            raise ValueError(f"imc: unknown MVM kinds {sorted(bad)}")
+        kinds = parse_mvm_kinds(imc_kinds)
         fallback = "fp32" if not kinds and other == "exact" else other
         backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
         vref = {k.value: "variable" for k in MvmKind}

@@ -28,26 +28,23 @@ class Sequential:
     def compute_layers(self) -> list[QuantLinearCore]:
         return [la for la in self.all_layers() if isinstance(la, QuantLinearCore)]
 
-    @property
-    def params(self) -> dict:
+    def _collect(self, attr: str) -> dict:
         out = {}
         for layer in self.all_layers():
-            out.update(layer.params)
+            out.update(getattr(layer, attr))
         return out
+
+    @property
+    def params(self) -> dict:
+        return self._collect("params")
 
     @property
     def grads(self) -> dict:
-        out = {}
-        for layer in self.all_layers():
-            out.update(layer.grads)
-        return out
+        return self._collect("grads")
 
     @property
     def buffers(self) -> dict:
-        out = {}
-        for layer in self.all_layers():
-            out.update(layer.buffers)
-        return out
+        return self._collect("buffers")
 
     def forward(self, x, train=False):
         for layer in self.layers:
