@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, VrefMode
-from imcsim.array import select_full_scale
+from imcsim.mapping import select_full_scale
 from imcsim.nmc import nmc_scale_fx, output_stage, accumulator_fraction_bits
 
 

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 from imcsim.config import (MacroConfig, MvmKind, NmcConfig, NonIdealityConfig, Overflow, Rounding,
                            VrefConfig, VrefMode, load_preset, save_config)
 from imcsim.formats import BinaryFormat, Radix4Format, parse_format
-from imcsim.macro import EVENT_NAMES, EventCounts, Macro, MvmResult
+from imcsim.events import EVENT_NAMES, EventCounts
+from imcsim.macro import Macro, MvmResult
 
 __all__ = ["MacroConfig", "MvmKind", "NmcConfig", "NonIdealityConfig", "Overflow", "Rounding", "VrefConfig",
            "VrefMode", "load_preset", "save_config", "BinaryFormat", "Radix4Format",

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim.cycle import sar_convert_columns
-from kernels.analog import ANALOG_FRAC_BITS
+from imcsim.kernels.analog import ANALOG_FRAC_BITS
 
 
 @dataclass

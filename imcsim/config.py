@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import enum
 import json
+from importlib import resources
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from kernels.analog import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
+from imcsim.kernels.analog import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
 
 
 MAX_ROWS = 16384
@@ -313,18 +314,24 @@ class MacroConfig(JsonRoundTrip):
 
 
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "presets"
+#: Macro presets shipped inside the package (a ``Traversable``: works from a wheel or a zip).
+PRESET_DIR = resources.files("imcsim.data").joinpath("presets")
+
+
+def packaged_json_names(folder) -> list[str]:
+    """Stems of the ``*.json`` files in a packaged data folder (a ``Traversable``)."""
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
 def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+    return packaged_json_names(PRESET_DIR)
 
 
 def load_preset(name: str) -> MacroConfig:
     """Load ``data/presets/<name>.json`` (or a path to a JSON file)."""
     path = Path(name)
     if not path.suffix:
-        path = PRESET_DIR / f"{name}.json"
+        path = PRESET_DIR.joinpath(f"{name}.json")
     if not path.is_file():
         raise ValueError(f"preset: no preset {name!r}; known: {', '.join(preset_names())}")
     return MacroConfig.from_json(path.read_text())

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.array import select_full_scale
+from imcsim.mapping import select_full_scale
 from imcsim.nmc import nmc_scale_fx, register_update
-from kernels.analog import ANALOG_FRAC_BITS, NOISE_SHIFT
-from kernels.rng import STREAM_CMP_NOISE, STREAM_SAMPLE, event_noise_columns
+from imcsim.kernels.analog import ANALOG_FRAC_BITS, NOISE_SHIFT
+from imcsim.kernels.rng import STREAM_CMP_NOISE, STREAM_SAMPLE, event_noise_columns
 
 
 @dataclass
@@ -132,7 +132,7 @@ def sar_convert_columns(v, offset, cdac, cdac_total, full_scale, adc_bits, noise
 
 def run_cycle_level(macro, prep, trace=None, selection=None):
     """Evaluate a prepared MVM cycle by cycle; optionally write an HDF5 trace."""
-    from imcsim.trace import TraceSelection, TraceWriter
+    from imcsim.verify.trace import TraceSelection, TraceWriter
     c, nmc, plan = macro.config, macro.config.nmc, prep.plan
     B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
     pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights

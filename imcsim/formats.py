@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kernels.pack import count_outside, radix4_units
+from imcsim.kernels.pack import count_outside, radix4_units
 
 
 def _as_float_array(values, name):

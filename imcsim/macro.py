@@ -12,17 +12,15 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from imcsim.array import TilePlan, pack_rows, plan_tiles, select_full_scale, words32
+from imcsim.mapping import TilePlan, pack_rows, plan_tiles, select_full_scale, words32
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig
+from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
 from imcsim.nmc import accumulator_fraction_bits, nmc_scale_fx, output_stage
-from kernels.analog import (CAP_UNIT, CDAC_UNIT, cdac_weight_table, cell_capacitor_table,
+from imcsim.kernels.analog import (CAP_UNIT, CDAC_UNIT, cdac_weight_table, cell_capacitor_table,
                             comparator_offset_table)
-from kernels.fast_mvm import tile_mvm
-from kernels.pack import pack_input_planes
-
-EVENT_NAMES = ("array_cycles", "bitcell_mults", "adc_conversions", "sar_steps", "nmc_outputs",
-               "reshape_words", "cima_load_words", "clipped_conversions", "high_vref_conversions")
+from imcsim.kernels.fast_mvm import tile_mvm
+from imcsim.kernels.pack import pack_input_planes
 
 _NO_GATES = np.zeros(0, dtype=np.uint16)
 # Planes with at most this fraction of active rows take the row gather instead of the dense
@@ -45,22 +43,6 @@ def _lookup_tables(x_format, mask_zero: bool):
     all_active = bool((gate == full).all())
     uniform_pattern = bool(np.isin(pattern, (0, full)).all())
     return offset, pattern, gate, all_active, uniform_pattern
-
-
-@dataclass
-class EventCounts:
-    """Event counters of one MVM, per tile: ``per_tile[name]`` is int64 (row_tiles, col_tiles)."""
-
-    per_tile: dict
-
-    @classmethod
-    def zeros(cls, plan: TilePlan) -> "EventCounts":
-        return cls({n: np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
-                    for n in EVENT_NAMES})
-
-    def total(self) -> dict:
-        """Totals over all tiles, as Python ints."""
-        return {n: int(v.sum()) for n, v in self.per_tile.items()}
 
 
 @dataclass
@@ -417,7 +399,7 @@ class Macro:
         """Y = X @ W stepping every array cycle and SAR step; identical results to ``mvm``.
 
         trace : str or Path or None  write an HDF5 trace of the selected cycles there.
-        selection : imcsim.trace.TraceSelection or None  what to record (default: everything).
+        selection : imcsim.verify.trace.TraceSelection or None  what to record (default: everything).
         Always returns the codes.
         """
         from imcsim.cycle import run_cycle_level

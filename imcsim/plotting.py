@@ -8,7 +8,7 @@ from pathlib import Path
 def save_figure(fig, path) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
-    from imcsim.trace import check_writable
+    from imcsim.verify.trace import check_writable
     path = check_writable(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial.png")
     try:

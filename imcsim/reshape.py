@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.array import words32
+from imcsim.mapping import words32
 
 KERNEL = 3
 

@@ -7,7 +7,7 @@ fixed-point integers scaled by ``2**16``.  Everything is integer arithmetic.
 import numpy as np
 from numba import njit
 
-from kernels.rng import (STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, mix,
+from imcsim.kernels.rng import (STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, mix,
                          normal_fx_from_hash, seed_hash)
 
 ANALOG_FRAC_BITS = 20

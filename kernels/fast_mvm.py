@@ -13,9 +13,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from kernels.analog import (ANALOG_FRAC_BITS, CAP_UNIT, NOISE_SHIFT, charge_share,
+from imcsim.kernels.analog import (ANALOG_FRAC_BITS, CAP_UNIT, NOISE_SHIFT, charge_share,
                             division_magic, ideal_adc_code)
-from kernels.rng import STREAM_CMP_NOISE, STREAM_SAMPLE, mix, scaled_normal, seed_hash
+from imcsim.kernels.rng import STREAM_CMP_NOISE, STREAM_SAMPLE, mix, scaled_normal, seed_hash
 
 _ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 

@@ -8,7 +8,7 @@ to bit (r % 64) of word (r // 64) of its (vector, plane).
 import numpy as np
 from numba import njit, prange
 
-from kernels.fast_mvm import popcount64
+from imcsim.kernels.fast_mvm import popcount64
 
 _M1 = np.uint64(0x00AA00AA00AA00AA)
 _M2 = np.uint64(0x0000CCCC0000CCCC)

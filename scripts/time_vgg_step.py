@@ -13,10 +13,10 @@ from collections import defaultdict
 import numpy as np
 
 from imcsim import MacroConfig
-from training.backends import Fp32Backend, ImcBackend, MvmKind
-from training.layers import softmax_cross_entropy
-from training.models import build_model
-from training.optim import SGD
+from imcsim.training.backends import Fp32Backend, ImcBackend, MvmKind
+from imcsim.training.layers import softmax_cross_entropy
+from imcsim.training.models import build_model
+from imcsim.training.optim import SGD
 
 
 class TimedImc(ImcBackend):

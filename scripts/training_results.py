@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.engine import TrainConfig, Trainer
+from imcsim.training.engine import TrainConfig, Trainer
 
 IMC3 = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
 FWD_BWD = (("forward", "imc"), ("backward", "imc"), ("update", "exact"))

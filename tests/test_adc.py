@@ -5,8 +5,8 @@ import pytest
 from imcsim import Macro, MacroConfig, NonIdealityConfig
 from imcsim.adc import transfer_curve
 from imcsim.cycle import sar_convert_columns
-from kernels.analog import ANALOG_FRAC_BITS, CDAC_UNIT, division_magic, ideal_adc_code
-from kernels.fast_mvm import sar_convert
+from imcsim.kernels.analog import ANALOG_FRAC_BITS, CDAC_UNIT, division_magic, ideal_adc_code
+from imcsim.kernels.fast_mvm import sar_convert
 
 ROWS, L, NB = 2304, 255, 8
 COUNTS = np.arange(ROWS + 1, dtype=np.int64)

@@ -17,11 +17,11 @@ from imcsim import (
     VrefConfig,
     VrefMode,
 )
-from imcsim.check import check_files, load_expected, parse_signal_map
-from imcsim.golden_cli import check_command
-from imcsim.trace import TraceFile
-from imcsim.vcd import read_vcd
-from imcsim.vectors import make_operands, write_vectors
+from imcsim.verify.check import check_files, load_expected, parse_signal_map
+from imcsim.cli.verify import check_command
+from imcsim.verify.trace import TraceFile
+from imcsim.verify.vcd import read_vcd
+from imcsim.verify.vectors import make_operands, write_vectors
 
 CFG = MacroConfig(rows=64, columns=8, adc_bits=5, chip_seed=2,
                   vref=VrefConfig(mode=VrefMode.DUAL, full_scale=48, dual_low=31, dual_high=64),

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from imcsim.cli import main
-from imcsim.trace import TraceFile
+from imcsim.verify.trace import TraceFile
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def test_presets_round_trip(name, tmp_path):
     assert MacroConfig.from_json(cfg.to_json()) == cfg
     save_config(cfg, tmp_path / "c.json")
     assert load_preset(str(tmp_path / "c.json")) == cfg
-    assert json.loads((PRESET_DIR / f"{name}.json").read_text()) == cfg.to_dict()
+    assert json.loads(PRESET_DIR.joinpath(f"{name}.json").read_text()) == cfg.to_dict()
 
 
 @pytest.mark.parametrize("make,match", [

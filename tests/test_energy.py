@@ -13,8 +13,9 @@ from imcsim.energy import (ACT_FORMAT, COSTED_EVENTS, GRAD_FORMAT, WEIGHT_FORMAT
                            energy_preset_names, gpu_energy, layer_event_counts,
                            load_energy_preset, measured_density, mvm_event_counts, parse_vref,
                            save_energy_preset, scenario_summary, vgg_lite_layers)
-from imcsim.energy_cli import energy_command
-from imcsim.macro import EVENT_NAMES, conv2d
+from imcsim.cli.energy import energy_command
+from imcsim.events import EVENT_NAMES
+from imcsim.macro import conv2d
 from imcsim.reshape import reshape_conv_inputs
 
 # A small array so hand counts stay small: 64 rows, 32 columns, 6-bit ADC (L = 63).

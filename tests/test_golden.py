@@ -1,4 +1,4 @@
-"""The reference-model API (imcsim.golden) and the vectors writer (imcsim.vectors, `imcsim vectors`)."""
+"""The reference-model API (imcsim.verify.golden) and the vectors writer (imcsim.verify.vectors, `imcsim vectors`)."""
 import json
 
 import h5py
@@ -16,10 +16,10 @@ from imcsim import (
     VrefConfig,
     VrefMode,
 )
-from imcsim.golden import GoldenModel, Mismatch, assert_cycle, compare_cycle, pack_decisions
-from imcsim.golden_cli import vectors_command
-from imcsim.trace import TraceFile
-from imcsim.vectors import (
+from imcsim.verify.golden import GoldenModel, Mismatch, assert_cycle, compare_cycle, pack_decisions
+from imcsim.cli.verify import vectors_command
+from imcsim.verify.trace import TraceFile
+from imcsim.verify.vectors import (
     load_manifest,
     make_operands,
     pack_words,
@@ -247,7 +247,7 @@ def test_vectors_folder_holds_every_field_in_hex_and_hdf5(vectors_dir):
 
 
 def test_vectors_folder_is_written_atomically(tmp_path, monkeypatch):
-    import imcsim.vectors as vec
+    import imcsim.verify.vectors as vec
     cfg = config()
     X, W = operands(BinaryFormat(6), B=1, M=20, N=3)
 

@@ -11,10 +11,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernels.analog import (CAP_UNIT, CDAC_UNIT, NOISE_SHIFT, cdac_weight_table,
+from imcsim.kernels.analog import (CAP_UNIT, CDAC_UNIT, NOISE_SHIFT, cdac_weight_table,
                             cell_capacitor_table, comparator_offset_table)
-from kernels.pack import count_outside, pack_input_planes, radix4_units
-from kernels.rng import STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, STREAM_SAMPLE, \
+from imcsim.kernels.pack import count_outside, pack_input_planes, radix4_units
+from imcsim.kernels.rng import STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, STREAM_SAMPLE, \
     event_noise_columns
 
 sys.path.insert(0, os.path.dirname(__file__))

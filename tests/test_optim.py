@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from training.optim import (SGD, ConstantLR, CosineLR, StepLR, default_no_decay,
+from imcsim.training.optim import (SGD, ConstantLR, CosineLR, StepLR, default_no_decay,
                             make_schedule)
 
 

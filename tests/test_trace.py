@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from imcsim import BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format
-from imcsim.trace import SCHEMA_VERSION, TraceFile, TraceSelection
-from imcsim.vcd import read_vcd
+from imcsim.verify.trace import SCHEMA_VERSION, TraceFile, TraceSelection
+from imcsim.verify.vcd import read_vcd
 
 NONIDEAL = NonIdealityConfig(cell_cap_sigma=0.01, parasitic_ratio=0.02, cdac_unit_sigma=0.01,
                              comparator_offset_sigma=0.3, comparator_noise_sigma=0.2,

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from training.data import (Dataset, augment_crop_flip, channel_stats, iterate_batches,
+from imcsim.training.data import (Dataset, augment_crop_flip, channel_stats, iterate_batches,
                            load_cifar10, load_dataset, load_digits, load_mnist, normalize)
 
 

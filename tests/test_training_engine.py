@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from imcsim.trace import TraceFile
-from training.engine import TrainConfig, Trainer, parse_vref
+from imcsim.verify.trace import TraceFile
+from imcsim.training.engine import TrainConfig, Trainer, parse_vref
 
 ALL_IMC = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
 
@@ -112,10 +112,10 @@ def test_resume_refuses_a_different_configuration(tmp_path):
 @pytest.mark.parametrize("name,shape", [("vgg-lite", (8, 8, 3)), ("resnet-18", (8, 8, 3)),
                                         ("small-cnn", (8, 8, 1)), ("mlp", (8, 8, 1))])
 def test_every_model_trains_one_step_with_quantized_mvms(name, shape):
-    from training.backends import ExactBackend, MvmKind
-    from training.layers import softmax_cross_entropy
-    from training.models import build_model
-    from training.optim import SGD
+    from imcsim.training.backends import ExactBackend, MvmKind
+    from imcsim.training.layers import softmax_cross_entropy
+    from imcsim.training.models import build_model
+    from imcsim.training.optim import SGD
     model = build_model(name, shape, 10, seed=0)
     exact = ExactBackend()
     roles = set()

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from training.backends import ExactBackend, ImcBackend, MvmKind
-from training.layers import (BatchNorm, Conv2D, Dense, GlobalAvgPool, MaxPool2, ReLU, Residual,
+from imcsim.training.backends import ExactBackend, ImcBackend, MvmKind
+from imcsim.training.layers import (BatchNorm, Conv2D, Dense, GlobalAvgPool, MaxPool2, ReLU, Residual,
                              softmax_cross_entropy)
-from training.quant import (grad_scale, int8_quantize, pact_alpha_grad, pact_quantize,
+from imcsim.training.quant import (grad_scale, int8_quantize, pact_alpha_grad, pact_quantize,
                             radix4_round, radix4_two_phase, sawb_alpha, sawb_quantize)
 
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import VrefConfig, load_preset
-from training.backends import (ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats,
+from imcsim.training.backends import (ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats,
                                scheme_by_name)
-from training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
-from training.layers import softmax_cross_entropy
-from training.models import MODELS, build_model
-from training.optim import SGD, make_schedule
+from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
+from imcsim.training.layers import softmax_cross_entropy
+from imcsim.training.models import MODELS, build_model
+from imcsim.training.optim import SGD, make_schedule
 
 BACKEND_NAMES = ("fp32", "exact", "imc")
 

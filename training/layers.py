@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from imcsim.reshape import conv_output_size, reshape_conv_inputs
-from training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
-from training.quant import (int8_quantize, pact_alpha_grad, pact_quantize, radix4_two_phase,
+from imcsim.training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
+from imcsim.training.quant import (int8_quantize, pact_alpha_grad, pact_quantize, radix4_two_phase,
                             sawb_quantize)
 
 FP32 = Fp32Backend()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.backends import RADIX4_SCHEME
-from training.layers import (BatchNorm, Conv2D, Dense, Flatten, GlobalAvgPool, MaxPool2,
+from imcsim.training.backends import RADIX4_SCHEME
+from imcsim.training.layers import (BatchNorm, Conv2D, Dense, Flatten, GlobalAvgPool, MaxPool2,
                              QuantLinearCore, ReLU, Residual)
 
 

@@ -2,7 +2,7 @@
 
 Run by tests/rtl/test_rtl_colgroup.py (cocotb_tools.runner, Icarus Verilog).  The RTL's
 parameters arrive in the environment variable IMCSIM_RTL_PARAMS (JSON); each test builds the
-matching MacroConfig, draws corner-case and random vectors (imcsim.vectors.make_operands),
+matching MacroConfig, draws corner-case and random vectors (imcsim.verify.vectors.make_operands),
 drives every array cycle into the RTL and compares every output with the golden record:
 column counts, SAR decisions, codes, active rows, full scale, NMC accumulators, and the
 output register y_int computed from the RTL's final accumulators.
@@ -15,8 +15,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from imcsim import MacroConfig, NmcConfig, Overflow, VrefConfig, VrefMode, parse_format
-from imcsim.golden import GoldenModel, assert_cycle
-from imcsim.vectors import make_operands, unpack_words
+from imcsim.verify.golden import GoldenModel, assert_cycle
+from imcsim.verify.vectors import make_operands, unpack_words
 
 PARAMS = json.loads(os.environ.get("IMCSIM_RTL_PARAMS", "{}"))
 ROWS = PARAMS.get("ROWS", 64)

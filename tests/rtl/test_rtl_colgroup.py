@@ -100,7 +100,7 @@ def test_broken_rtl_is_caught_with_cycle_and_column(tmp_path, bug, testcase):
 def _vectors(tmp_path, x_format, vref):
     from click.testing import CliRunner
 
-    from imcsim.golden_cli import vectors_command
+    from imcsim.cli.verify import vectors_command
     out = tmp_path / "vec"
     args = [str(out), "--rows", str(PARAMS["ROWS"]), "--columns", str(PARAMS["COLS"]),
             "--adc-bits", str(PARAMS["ADC_BITS"]), "--scale-frac-bits",
@@ -146,7 +146,7 @@ VCD_MAP = ["valid=done", "code=code", "column_count=count", "sar_decision=sar_de
 def test_hex_vectors_replayed_on_rtl_pass_imcsim_check(tmp_path, x_format, vref):
     from click.testing import CliRunner
 
-    from imcsim.golden_cli import check_command
+    from imcsim.cli.verify import check_command
     vec, man = _vectors(tmp_path, x_format, vref)
     csv_path, vcd_path = run_hex_tb(tmp_path, vec, man)
     runner = CliRunner()
@@ -162,7 +162,7 @@ def test_hex_vectors_replayed_on_rtl_pass_imcsim_check(tmp_path, x_format, vref)
 def test_hex_flow_catches_broken_rtl(tmp_path):
     from click.testing import CliRunner
 
-    from imcsim.golden_cli import check_command
+    from imcsim.cli.verify import check_command
     vec, man = _vectors(tmp_path, "radix4:8", "variable")
     csv_path, _ = run_hex_tb(tmp_path, vec, man, defines=("BUG_SAR_OFF_BY_ONE",))
     res = CliRunner().invoke(check_command, [str(vec), str(csv_path)])

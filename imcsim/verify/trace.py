@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 import imcsim
-from kernels.analog import ANALOG_FRAC_BITS
+from imcsim.kernels.analog import ANALOG_FRAC_BITS
 
 SCHEMA_VERSION = "1.0"
 _FLUSH_EVERY = 256
@@ -302,5 +302,5 @@ class TraceFile:
 
     def export_vcd(self, path, max_columns: int | None = None) -> Path:
         """Write the recorded cycles as a VCD waveform (one SAR step per clock)."""
-        from imcsim.vcd import write_trace_vcd
+        from imcsim.verify.vcd import write_trace_vcd
         return write_trace_vcd(self, path, max_columns)

@@ -39,7 +39,7 @@ def _value(sig: _Signal, value: int) -> str:
 
 def write_trace_vcd(trace, path, max_columns=None) -> Path:
     """Write the cycles of an open ``TraceFile`` as VCD to ``path`` (atomically)."""
-    from imcsim.trace import check_writable
+    from imcsim.verify.trace import check_writable
     path = check_writable(path)
     attrs = trace.attrs
     n = trace.n_cycles

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from imcsim.cli_common import _config_options, _load_npy, _operand_options
+from imcsim.cli.common import _config_options, _load_npy, _operand_options
 from imcsim.config import MacroConfig, NonIdealityConfig, load_preset
 from imcsim.formats import parse_format
 
@@ -114,7 +114,7 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
     OUTDIR gets vectors.h5, one $readmemh hex file per field and manifest.json
     (docs/golden-model.md).
     """
-    from imcsim.vectors import make_operands, write_vectors
+    from imcsim.verify.vectors import make_operands, write_vectors
     config = config_with_overrides(kw)
     xf, wf = parse_format(x_format), parse_format(w_format)
     if wf.kind != "binary":
@@ -169,7 +169,7 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
 
     Exit status: 0 all compared values match, 1 mismatches, 2 unusable input.
     """
-    from imcsim.check import check_files, parse_signal_map
+    from imcsim.verify.check import check_files, parse_signal_map
     smap = parse_signal_map(signal_map)
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
     report = check_files(expected, actual, fmt=fmt, signal_map=smap, tolerance=tolerance,

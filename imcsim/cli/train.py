@@ -49,7 +49,7 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet, **kw):
     """Train a model with a NumPy engine; chosen MVMs run on the emulated IMC macro."""
-    from training.engine import TrainConfig, Trainer
+    from imcsim.training.engine import TrainConfig, Trainer
     try:
         kinds = parse_mvm_kinds(imc_kinds)
         fallback = "fp32" if not kinds and other == "exact" else other

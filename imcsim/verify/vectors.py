@@ -1,7 +1,7 @@
 """Test vectors for RTL and silicon: stimulus and expected response of every array cycle.
 
 ``make_operands`` builds seeded random operands with corner cases; ``write_vectors`` runs the
-golden model (``imcsim.golden``) over them and writes a vectors folder:
+golden model (``imcsim.verify.golden``) over them and writes a vectors folder:
 
 - ``vectors.h5``   every field of every array cycle (HDF5, unpacked), plus operands and results;
 - ``*.hex``        one file per field, one line per array cycle (``weights.hex``: one line per
@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 
 import imcsim
-from imcsim.array import select_full_scale
-from imcsim.golden import GoldenModel, pack_decisions
+from imcsim.mapping import select_full_scale
+from imcsim.verify.golden import GoldenModel, pack_decisions
 
 VECTORS_FORMAT = "imcsim-vectors"
 VECTORS_VERSION = "1.0"
@@ -163,7 +163,7 @@ def make_operands(config, x_format, w_format, *, inner: int, outputs: int, n_ran
     W and X may be given (arrays); what is missing is drawn from ``seed``.  Corner cases are
     appended only when ``corners`` (they need W, which is drawn first).
     """
-    from imcsim.cli_common import random_operands
+    from imcsim.cli.common import random_operands
     rng = np.random.default_rng(seed)
     if density is None:
         density = 0.3 if x_format.kind == "radix4" else 1.0

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from imcsim.config import MacroConfig
-from imcsim.golden import (
+from imcsim.verify.golden import (
     COLUMN_SIGNALS,
     OUTPUT_SIGNALS,
     SCALAR_SIGNALS,
@@ -34,7 +34,7 @@ from imcsim.golden import (
     Mismatch,
     pack_decisions,
 )
-from imcsim.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
+from imcsim.verify.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
 
 KEYS = ("tile_row", "tile_col", "vector", "plane")
 #: signals that follow from the codes: not compared in tolerance mode
@@ -271,7 +271,7 @@ def parse_signal_map(items) -> dict:
 
 
 def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
-    from imcsim.vcd import read_vcd
+    from imcsim.verify.vcd import read_vcd
     changes = read_vcd(path)
     user = bool(signal_map)
     smap = dict(signal_map) if user else dict(DEFAULT_VCD_MAP)

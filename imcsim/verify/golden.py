@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.array import select_full_scale
+from imcsim.mapping import select_full_scale
 from imcsim.config import MacroConfig
 from imcsim.cycle import ColumnGroup, nmc_cycle
 from imcsim.formats import BinaryFormat, parse_format

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from imcsim.cli_common import (_config_from_kwargs, _config_options, _friendly_errors,
+from imcsim.cli.common import (_config_from_kwargs, _config_options, _friendly_errors,
                                _load_npy, _operand_options, _save_npy, random_operands)
 from imcsim.config import VrefMode
 from imcsim.formats import parse_format
@@ -42,7 +42,7 @@ def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_pat
         trace_path, trace_vectors, trace_cycles, trace_tiles, trace_planes, traced, **kw):
     """Run Y = X @ W on the macro; with no --x/--w, on seeded random operands."""
     from imcsim.macro import Macro
-    from imcsim.trace import TraceSelection, check_writable
+    from imcsim.verify.trace import TraceSelection, check_writable
     config = _config_from_kwargs(kw)
     xf, wf = parse_format(x_format), parse_format(w_format)
     if wf.kind != "binary":
@@ -110,7 +110,7 @@ def trace():
 @_friendly_errors
 def trace_show(file, cycle_index, columns):
     """Summary of a trace, and optionally one cycle."""
-    from imcsim.trace import TraceFile
+    from imcsim.verify.trace import TraceFile
     with TraceFile(file) as tf:
         click.echo(tf.summary())
         if cycle_index is not None:
@@ -125,7 +125,7 @@ def trace_show(file, cycle_index, columns):
 @_friendly_errors
 def trace_export(file, vcd_path, columns):
     """Export a trace for waveform viewers (VCD)."""
-    from imcsim.trace import TraceFile
+    from imcsim.verify.trace import TraceFile
     with TraceFile(file) as tf:
         tf.export_vcd(vcd_path, max_columns=columns)
     click.echo(f"wrote {vcd_path}")
@@ -169,9 +169,9 @@ def show_config(**kw):
 
 def _register_subcommands():
     """Commands that live beside their subsystem (imported here: they use this module)."""
-    from imcsim.energy_cli import energy_command
-    from imcsim.golden_cli import check_command, vectors_command
-    from training.cli import train_command
+    from imcsim.cli.energy import energy_command
+    from imcsim.cli.verify import check_command, vectors_command
+    from imcsim.cli.train import train_command
     main.add_command(energy_command, "energy")
     main.add_command(train_command, "train")
     main.add_command(vectors_command, "vectors")

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import math
 import os
+from importlib import resources
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from imcsim.array import plan_tiles, select_full_scale, words32
-from imcsim.config import (JsonRoundTrip, MacroConfig, MvmKind, VrefConfig, VrefMode,
+from imcsim.mapping import plan_tiles, select_full_scale, words32
+from imcsim.config import (JsonRoundTrip, packaged_json_names, MacroConfig, MvmKind, VrefConfig, VrefMode,
                            parse_mvm_kinds as parse_imc_kinds)
 from imcsim.formats import BinaryFormat, Radix4Format
-from imcsim.macro import EVENT_NAMES, EventCounts, MvmResult
+from imcsim.events import EVENT_NAMES, EventCounts
+from imcsim.macro import MvmResult
 
 FJ = 1e-15
 
@@ -39,7 +41,7 @@ COSTED_EVENTS = {
     "cima_load_words": "cima_load_word_fj",
 }
 
-ENERGY_PRESET_DIR = Path(__file__).resolve().parent.parent / "data" / "energy"
+ENERGY_PRESET_DIR = resources.files("imcsim.data").joinpath("energy")
 DEFAULT_ENERGY_PRESET = "table2-16nm"
 
 MVM_KINDS = tuple(k.value for k in MvmKind)
@@ -150,7 +152,7 @@ class EnergyPreset(JsonRoundTrip):
 
 def energy_preset_names() -> list[str]:
     """Names of the presets shipped in ``data/energy/``."""
-    return sorted(p.stem for p in ENERGY_PRESET_DIR.glob("*.json"))
+    return packaged_json_names(ENERGY_PRESET_DIR)
 
 
 def load_energy_preset(name: str = DEFAULT_ENERGY_PRESET) -> EnergyPreset:
@@ -161,7 +163,7 @@ def load_energy_preset(name: str = DEFAULT_ENERGY_PRESET) -> EnergyPreset:
         raise TypeError(f"preset: expected a name or path, got {type(name).__name__}")
     path = Path(name)
     if not path.suffix:
-        path = ENERGY_PRESET_DIR / f"{name}.json"
+        path = ENERGY_PRESET_DIR.joinpath(f"{name}.json")
     if not path.is_file():
         raise ValueError(f"preset: no energy preset {str(name)!r}; known: "
                          f"{', '.join(energy_preset_names())}")

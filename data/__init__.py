@@ -1,0 +1,1 @@
+"""Packaged data of imcsim: macro presets (presets/) and energy presets (energy/)."""

@@ -1,0 +1,1 @@
+"""Verification: golden model, test vectors, checking of dumps, traces and VCD."""
