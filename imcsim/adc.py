@@ -1,7 +1,9 @@
-"""Static characterisation of one column's SAR ADC: transfer curve, DNL, INL, PNG plot.
+"""The SAR ADC of every column: conversion with every step recorded, and characterisation.
 
-Uses the cycle-level SAR of ``imcsim.cycle`` with the chip's static CDAC mismatch and
-comparator offset (no dynamic noise), swept over held column values in fine fixed-point steps.
+A conversion is ``hw.sar_convert`` (MSB first, a binary-weighted CDAC of mismatched unit
+capacitors, comparator offset and noise); ``sar_convert_columns`` runs it over many held values
+for the cycle level and for ``transfer_curve``, which sweeps one column's static transfer curve
+(DNL, INL, PNG plot) with the chip's CDAC mismatch and comparator offset.
 """
 from __future__ import annotations
 
@@ -9,8 +11,40 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.cycle import sar_convert_columns
-from imcsim.kernels.analog import ANALOG_FRAC_BITS
+from imcsim.kernels.cycle import sar_columns as _sar_columns_kernel
+from imcsim.kernels.hw import ANALOG_FRAC_BITS
+
+
+def sar_convert_columns(values, offsets, cdac, cdac_total, full_scale: int,
+                        threshold_shift: int = 0, sigma_cmp_fx: int = 0, noise_keys=None):
+    """Successive approximation of held column values, every step recorded.
+
+    Parameters
+    ----------
+    values, offsets : int64 (n,)  held values and comparator offsets, analog fixed point.
+    cdac : int64 (n, Nb)  CDAC capacitors (CDAC_UNIT units), LSB first; cdac_total : int64 (n,).
+    full_scale : int  F in rows.  threshold_shift : int  the ADC law's shift (analog fixed point).
+    sigma_cmp_fx : int  comparator-noise sigma (2**-16 fixed point); noise_keys : uint64 (n,)
+        the columns' comparator-noise keys (required when sigma_cmp_fx != 0).
+
+    Returns codes int64 (n,), trial codes int64 (n, Nb) and decisions uint8 (n, Nb), MSB first.
+    """
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    n, nb = values.shape[0], np.shape(cdac)[1]
+    if noise_keys is None:
+        if sigma_cmp_fx:
+            raise ValueError("noise_keys: required when sigma_cmp_fx is not 0")
+        noise_keys = np.zeros(n, dtype=np.uint64)
+    codes = np.empty(n, dtype=np.int64)
+    trials = np.zeros((n, nb), dtype=np.int64)
+    decisions = np.zeros((n, nb), dtype=np.uint8)
+    _sar_columns_kernel(values, np.ascontiguousarray(offsets, dtype=np.int64),
+                        np.ascontiguousarray(cdac, dtype=np.int64),
+                        np.ascontiguousarray(cdac_total, dtype=np.int64), int(full_scale),
+                        int(threshold_shift), int(sigma_cmp_fx),
+                        np.ascontiguousarray(noise_keys, dtype=np.uint64), trials, decisions,
+                        codes)
+    return codes, trials, decisions
 
 
 @dataclass
@@ -66,8 +100,8 @@ def transfer_curve(macro, full_scale: int, column: int = 0, steps_per_lsb: int =
     cdac = np.repeat(macro.cdac_weights[column][None, :], n, axis=0)
     total = np.full(n, macro.cdac_totals[column], dtype=np.int64)
     offset = np.full(n, macro.comparator_offsets[column], dtype=np.int64)
-    codes, _, _ = sar_convert_columns(v, offset, cdac, total, int(full_scale), c.adc_bits,
-                                      lambda s: 0, int(c.adc_threshold_shift(full_scale)))
+    codes, _, _ = sar_convert_columns(v, offset, cdac, total, int(full_scale),
+                                      int(c.adc_threshold_shift(full_scale)))
     inputs = v / float(1 << ANALOG_FRAC_BITS)
     lsb = full_scale / L
     thresholds = np.full(L, np.nan)

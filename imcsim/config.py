@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.kernels.analog import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
+from imcsim.kernels.hw import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
+from imcsim.kernels.targets import CPU as hw_cpu
 
 
 MAX_ROWS = 16384
@@ -261,9 +262,9 @@ class MacroConfig(JsonRoundTrip):
         so an integer count sits mid-code instead of on a threshold.
         """
         f = np.asarray(full_scale, dtype=np.int64)
-        if self.adc_rounding is Rounding.FLOOR:
-            return np.zeros_like(f)
-        return ((f << ANALOG_FRAC_BITS) + self.top_code) // (2 * self.top_code)
+        half_up = self.adc_rounding is Rounding.HALF_UP
+        shift = [hw_cpu.adc_threshold_shift(int(v), self.top_code, half_up) for v in f.ravel()]
+        return np.array(shift, dtype=np.int64).reshape(f.shape)
 
     @property
     def volts_per_row(self) -> float:

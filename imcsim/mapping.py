@@ -1,7 +1,7 @@
-"""Mapping of an MVM onto the CIMA: tiles, bit-plane columns, row inputs and masks, Vref choice.
+"""Mapping of an MVM onto the macro: tiles, bit-plane columns, and each cycle's Vref choice.
 
-docs/hardware-model.md sections 3, 4.1 and 4.3.  Everything here is shared by the fast and the
-cycle-level path, so both see the same operands, tiles and full scales.
+docs/hardware-model.md sections 3 and 4.3.  Everything here is shared by every path (fast CPU,
+CUDA, cycle level, golden model), so all see the same tiles and full scales.
 """
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.config import MacroConfig, VrefConfig, VrefMode
+from imcsim.config import MacroConfig, Rounding, VrefConfig, VrefMode
+from imcsim.kernels import hw
+from imcsim.kernels.cycle import cycle_constants as _cycle_constants_kernel
+
+#: Vref modes as the integers the compiled hardware functions branch on
+VREF_MODE_CODES = {VrefMode.FIXED: hw.VREF_FIXED, VrefMode.VARIABLE: hw.VREF_VARIABLE,
+                   VrefMode.DUAL: hw.VREF_DUAL}
+#: NMC output rounding rules as integers
+ROUNDING_CODES = {Rounding.FLOOR: hw.ROUND_FLOOR, Rounding.HALF_UP: hw.ROUND_HALF_UP,
+                  Rounding.HALF_EVEN: hw.ROUND_HALF_EVEN}
 
 
 @dataclass(frozen=True)
@@ -53,28 +62,34 @@ def plan_tiles(config: MacroConfig, inner: int, outputs: int, w_format) -> TileP
     return TilePlan(inner, outputs, config.rows, config.columns, w_format.n_planes)
 
 
+def vref_arguments(vref: VrefConfig) -> tuple:
+    """(mode code, fixed F, dual low F, dual high F): a Vref config as kernel arguments."""
+    return VREF_MODE_CODES[vref.mode], vref.full_scale, vref.dual_low, vref.dual_high
+
+
+def cycle_constants(active_rows, vref: VrefConfig, config: MacroConfig):
+    """Per-cycle constants from the active-row counts (``hw.cycle_full_scale`` and friends).
+
+    active_rows : int array, any shape.  Returns int64 arrays of that shape: the full scale F
+    in rows (the Vref choice), the NMC scale F / L with ``nmc.scale_frac_bits`` fraction bits,
+    and the ADC threshold shift (analog fixed point; 0 for the floor law).
+    """
+    a = np.ascontiguousarray(active_rows, dtype=np.int64)
+    flat = a.reshape(-1)
+    fs, scale, shift = (np.empty(flat.shape, dtype=np.int64) for _ in range(3))
+    _cycle_constants_kernel(flat, *vref_arguments(vref), config.top_code,
+                            config.nmc.scale_frac_bits, config.adc_rounding is Rounding.HALF_UP,
+                            fs, scale, shift)
+    return fs.reshape(a.shape), scale.reshape(a.shape), shift.reshape(a.shape)
+
+
 def select_full_scale(active_rows, vref: VrefConfig, top_code: int) -> np.ndarray:
     """Full scale F (rows) of every cycle from its active-row count (int64, same shape)."""
-    a = np.asarray(active_rows, dtype=np.int64)
-    if vref.mode is VrefMode.FIXED:
-        return np.full(a.shape, vref.full_scale, dtype=np.int64)
-    if vref.mode is VrefMode.VARIABLE:
-        return np.maximum(a, top_code)
-    return np.where(a <= vref.dual_low, vref.dual_low, vref.dual_high).astype(np.int64)
-
-
-def pack_rows(bits: np.ndarray) -> np.ndarray:
-    """Pack a 0/1 array (..., R) along its last axis into uint64 words (..., ceil(R/64)).
-
-    Bit (r % 64) of word (r // 64) holds row r.
-    """
-    bits = np.asarray(bits, dtype=np.uint8)
-    n_rows = bits.shape[-1]
-    n_words = max(1, -(-n_rows // 64))
-    padded = np.zeros(bits.shape[:-1] + (n_words * 64,), dtype=np.uint8)
-    padded[..., :n_rows] = bits
-    packed = np.packbits(padded, axis=-1, bitorder="little")
-    return np.ascontiguousarray(packed).view(np.uint64).reshape(bits.shape[:-1] + (n_words,))
+    a = np.ascontiguousarray(active_rows, dtype=np.int64)
+    flat = a.reshape(-1)
+    fs, scale, shift = (np.empty(flat.shape, dtype=np.int64) for _ in range(3))
+    _cycle_constants_kernel(flat, *vref_arguments(vref), top_code, 16, False, fs, scale, shift)
+    return fs.reshape(a.shape)
 
 
 def words32(elements: int, bits_per_element: int) -> int:

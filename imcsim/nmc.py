@@ -1,19 +1,21 @@
-"""Near-memory-computing datapath arithmetic shared by both paths (docs/hardware-model.md 4.6).
+"""The near-memory-computing datapath (docs/hardware-model.md 4.6).
 
-The per-term accumulation lives in the paths themselves (it is the hot loop); what is here is
-the per-cycle scale constant and the output stage, written once in integer NumPy.
+Per array cycle the NMC offsets and scales each ADC code back into a signed dot product,
+weights it by its input and weight planes and adds it to the output's accumulator
+(``hw.nmc_term``, ``hw.accumulate``); after the last row tile the output stage shifts, rounds,
+saturates and optionally scales and offsets (``hw.output_value``).  This module wraps those
+compiled functions for the NumPy-level paths; the batched kernels call them directly.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from imcsim.config import NmcConfig, Overflow, Rounding
+from imcsim.config import NmcConfig, Overflow
+from imcsim.kernels.cycle import nmc_cycle as _nmc_cycle_kernel
+from imcsim.kernels.cycle import output_stage as _output_stage_kernel
+from imcsim.mapping import ROUNDING_CODES
 
-
-def nmc_scale_fx(full_scale, top_code: int, scale_frac_bits: int) -> np.ndarray:
-    """Fixed-point F / L (round half up) that turns a code back into a row count. int64."""
-    f = np.asarray(full_scale, dtype=np.int64)
-    return ((f << (scale_frac_bits + 1)) + top_code) // (2 * top_code)
+_EMPTY = np.zeros(0, dtype=np.int64)
 
 
 def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
@@ -22,38 +24,22 @@ def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
             + int(w_format.denominator).bit_length() - 1)
 
 
-def shift_round(values, shift: int, rounding: Rounding) -> np.ndarray:
-    """Arithmetic shift right by ``shift`` (> 0) with the given rounding; int64 in and out."""
-    v = np.asarray(values, dtype=np.int64)
-    if shift <= 0:
-        return v << (-shift)
-    floor = v >> shift
-    if rounding is Rounding.FLOOR:
-        return floor
-    rem = v - (floor << shift)
-    half = np.int64(1) << (shift - 1)
-    if rounding is Rounding.HALF_UP:
-        return floor + (rem >= half)
-    up = (rem > half) | ((rem == half) & ((floor & 1) == 1))
-    return floor + up
+def nmc_cycle(acc, codes, active_rows: int, scale_fx: int, x_plane_weight: int,
+              w_plane_weights, nmc: NmcConfig):
+    """The NMC's work for one array cycle of one column group.
 
-
-def saturate(values, bits: int) -> np.ndarray:
-    """Clamp int64 values to a two's-complement register of ``bits``."""
-    hi = np.int64((1 << (bits - 1)) - 1)
-    return np.minimum(np.maximum(np.asarray(values, dtype=np.int64), -hi - 1), hi)
-
-
-def wrap(values, bits: int) -> np.ndarray:
-    """Two's-complement wrap of int64 values into ``bits``."""
-    v = np.asarray(values, dtype=np.int64)
-    lo = -(1 << (bits - 1))
-    return ((v - lo) & ((1 << bits) - 1)) + lo
-
-
-def register_update(values, bits: int, overflow: Overflow) -> np.ndarray:
-    """Apply the accumulator's overflow rule."""
-    return saturate(values, bits) if overflow is Overflow.SATURATE else wrap(values, bits)
+    acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes.
+    Returns the new accumulators int64 (G,) and the accumulator after each weight plane,
+    int64 (G, Kw).
+    """
+    acc = np.array(acc, dtype=np.int64)
+    pw_w = np.ascontiguousarray(w_plane_weights, dtype=np.int64)
+    steps = np.empty((acc.shape[0], pw_w.shape[0]), dtype=np.int64)
+    _nmc_cycle_kernel(acc, np.ascontiguousarray(codes, dtype=np.int64), int(active_rows),
+                      int(scale_fx), int(x_plane_weight), pw_w, nmc.scale_frac_bits,
+                      nmc.half_lsb_reconstruction, nmc.acc_bits,
+                      nmc.overflow is Overflow.SATURATE, steps)
+    return acc, steps
 
 
 def output_stage(acc, nmc: NmcConfig, acc_frac_bits: int, out_scale=None, out_offset=None):
@@ -64,14 +50,14 @@ def output_stage(acc, nmc: NmcConfig, acc_frac_bits: int, out_scale=None, out_of
     acc : int64 (B, N)  accumulator after the last row tile.
     out_scale : int64 (N,) or None  per-output scale with ``out_scale_frac_bits``.
     out_offset : int64 (N,) or None  per-output offset in output LSBs.
+
+    Returns int64 (B, N).
     """
-    y = saturate(shift_round(acc, acc_frac_bits - nmc.out_frac_bits, nmc.out_rounding),
-                 nmc.out_bits)
-    if out_scale is None and out_offset is None:
-        return y
-    if out_scale is not None:
-        y = shift_round(y * np.asarray(out_scale, dtype=np.int64)[None, :],
-                        nmc.out_scale_frac_bits, nmc.out_rounding)
-    if out_offset is not None:
-        y = y + np.asarray(out_offset, dtype=np.int64)[None, :]
-    return saturate(y, nmc.out_bits)
+    acc = np.ascontiguousarray(acc, dtype=np.int64)
+    y = np.empty(acc.shape, dtype=np.int64)
+    scale = _EMPTY if out_scale is None else np.ascontiguousarray(out_scale, dtype=np.int64)
+    offset = _EMPTY if out_offset is None else np.ascontiguousarray(out_offset, dtype=np.int64)
+    _output_stage_kernel(acc, acc_frac_bits - nmc.out_frac_bits, ROUNDING_CODES[nmc.out_rounding],
+                         nmc.out_bits, out_scale is not None, scale, nmc.out_scale_frac_bits,
+                         out_offset is not None, offset, y)
+    return y

@@ -8,7 +8,7 @@ to bit (r % 64) of word (r // 64) of its (vector, plane).
 import numpy as np
 from numba import njit, prange
 
-from imcsim.kernels.fast_mvm import popcount64
+from imcsim.kernels.targets import CPU as hw
 
 _M1 = np.uint64(0x00AA00AA00AA00AA)
 _M2 = np.uint64(0x0000CCCC0000CCCC)
@@ -110,7 +110,7 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
             for p in range(n_planes):
                 xbits[b, p, w] = sign_word & tg[p]
                 xmask[b, p, w] = tg[p]
-                active[b, p] += np.int64(popcount64(tg[p]))
+                active[b, p] += np.int64(hw.popcount64(tg[p]))
             continue
         for chunk in range(8):
             g = _transpose8(gat64[w * 8 + chunk])
@@ -121,7 +121,7 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
         for p in range(n_planes):
             xbits[b, p, w] = tp[p]
             xmask[b, p, w] = tg[p]
-            active[b, p] += np.int64(popcount64(tg[p]))
+            active[b, p] += np.int64(hw.popcount64(tg[p]))
 
 
 @njit(cache=True, inline="always")
@@ -146,7 +146,7 @@ def _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active, 
                 mword |= np.uint64((gate >> p) & 1) << sh
             xbits[b, p, w] = word & mword
             xmask[b, p, w] = mword
-            active[b, p] += np.int64(popcount64(mword))
+            active[b, p] += np.int64(hw.popcount64(mword))
 
 
 @njit(cache=True, parallel=True)
@@ -181,28 +181,18 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
 
 @njit(cache=True, parallel=True)
 def radix4_units(values, denominator, max_exponent2, units):
-    """Radix-4 values -> integer units of 1/denominator; returns how many are not representable.
+    """Radix-4 values -> integer units of 1/denominator (``hw.radix4_unit``).
 
-    A representable magnitude times the denominator is 4**j, 0 <= 2j <= max_exponent2.  ``units`` (int64, same shape as
-    ``values``) is written; unrepresentable entries get 0 (the caller raises).
+    ``units`` (int64, same shape as ``values``) is written; returns how many entries are not
+    representable (they get 0 and the caller raises).
     """
     flat = values.ravel()
     out = units.ravel()
-    n = flat.shape[0]
     bad = 0
-    for i in prange(n):
-        m = abs(flat[i]) * denominator
-        if m == 0.0:
-            out[i] = 0
-            continue
-        k = np.int64(0)
-        if m >= 1.0 and m <= float(np.int64(1) << max_exponent2):
-            k = np.int64(m)
-        # a power of two whose single set bit sits at an even position
-        if k > 0 and float(k) == m and (k & (k - 1)) == 0 and (k & 0x5555555555555555) != 0:
-            out[i] = -k if flat[i] < 0 else k
-        else:
-            out[i] = 0
+    for i in prange(flat.shape[0]):
+        unit, ok = hw.radix4_unit(flat[i], denominator, max_exponent2)
+        out[i] = unit
+        if not ok:
             bad += 1
     return bad
 

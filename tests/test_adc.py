@@ -4,9 +4,9 @@ import pytest
 
 from imcsim import Macro, MacroConfig, NonIdealityConfig
 from imcsim.adc import transfer_curve
-from imcsim.cycle import sar_convert_columns
-from imcsim.kernels.analog import ANALOG_FRAC_BITS, CDAC_UNIT, division_magic, ideal_adc_code
-from imcsim.kernels.fast_mvm import sar_convert
+from imcsim.adc import sar_convert_columns
+from imcsim.kernels.hw import ANALOG_FRAC_BITS, CDAC_UNIT
+from imcsim.kernels.targets import CPU
 
 ROWS, L, NB = 2304, 255, 8
 COUNTS = np.arange(ROWS + 1, dtype=np.int64)
@@ -27,25 +27,27 @@ def test_stepped_sar_with_ideal_cdac_is_the_adc_law_for_every_count_and_full_sca
     offset = np.zeros(COUNTS.size, dtype=np.int64)
     v = COUNTS << ANALOG_FRAC_BITS
     for fs in fs_block:
-        code, _, _ = sar_convert_columns(v, offset, cdac, total, fs, NB, lambda s: 0)
+        code, _, _ = sar_convert_columns(v, offset, cdac, total, fs)
         assert np.array_equal(code, law(COUNTS, fs)), fs
 
 
 def test_fast_path_division_and_njit_sar_are_the_adc_law():
     w = ideal_cdac()
     for fs in (255, 256, 257, 300, 511, 1000, 1151, 2303, 2304):
-        m, sh = division_magic(fs)
-        fast = np.array([ideal_adc_code(n, m, sh, L) for n in COUNTS])
+        m, sh = CPU.division_magic(fs)
+        fast = np.array([CPU.ideal_adc_code(n, m, sh, L) for n in COUNTS])
         assert np.array_equal(fast, law(COUNTS, fs))
-        stepped = np.array([sar_convert(int(n) << ANALOG_FRAC_BITS, 0, w, int(w.sum()), fs, NB, 0,
-                                        np.uint64(0)) for n in COUNTS])
+        trials, decisions = np.zeros(NB, np.int64), np.zeros(NB, np.uint8)
+        stepped = np.array([CPU.sar_convert(int(n) << ANALOG_FRAC_BITS, 0, w, int(w.sum()), fs, NB,
+                                            0, np.uint64(0), 0, trials, decisions, False)
+                            for n in COUNTS])
         assert np.array_equal(stepped, law(COUNTS, fs))
 
 
 def test_division_magic_exact_over_whole_dividend_range():
     rng = np.random.default_rng(0)
     for d in list(range(1, 300)) + list(rng.integers(300, 1 << 16, 200)):
-        m, sh = division_magic(int(d))
+        m, sh = CPU.division_magic(int(d))
         a = np.concatenate([np.arange(5000), rng.integers(0, 1 << 28, 5000),
                             [(1 << 28) - 1]]).astype(np.int64)
         assert np.array_equal((a * m) >> sh, a // d), d
@@ -56,7 +58,7 @@ def test_sar_trace_is_a_successive_approximation():
     v = rng.integers(0, 2304 << ANALOG_FRAC_BITS, 500)
     cdac = np.repeat(ideal_cdac()[None, :], v.size, axis=0)
     code, trials, decisions = sar_convert_columns(v, np.zeros(v.size, np.int64), cdac,
-                                                  cdac.sum(axis=1), 2304, NB, lambda s: 0)
+                                                  cdac.sum(axis=1), 2304)
     for i in range(v.size):
         kept = 0
         for s in range(NB):
@@ -107,7 +109,7 @@ def test_half_up_rounding_is_floor_of_count_plus_half_lsb_and_stays_lossless():
     for fs in (255, 256, 300, 1151, 2304):
         h = int(cfg.adc_threshold_shift(fs))
         code, _, _ = sar_convert_columns(v, np.zeros(COUNTS.size, np.int64), cdac,
-                                         cdac.sum(axis=1), fs, NB, lambda s: 0, h)
+                                         cdac.sum(axis=1), fs, h)
         expected = np.minimum(((COUNTS << ANALOG_FRAC_BITS) + h) * L // (fs << ANALOG_FRAC_BITS), L)
         assert np.array_equal(code, expected)
         # within one LSB of the floor law, and nearest in the ideal value count * L / F

@@ -4,20 +4,30 @@ The whole-MVM kernel is covered by tests/test_equivalence.py; here the smaller k
 checked on their own: input packing (including the > 8-plane path the MVM tests rarely reach),
 the radix-4 value check, the range check, the static mismatch tables and the event noise.
 """
-import os
-import sys
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imcsim.kernels.analog import (CAP_UNIT, CDAC_UNIT, NOISE_SHIFT, cdac_weight_table,
-                            cell_capacitor_table, comparator_offset_table)
+from imcsim.kernels.hw import (CAP_UNIT, CDAC_UNIT, NOISE_SHIFT, STREAM_CDAC, STREAM_CELL_CAP,
+                               STREAM_CMP_OFFSET, STREAM_SAMPLE)
 from imcsim.kernels.pack import count_outside, pack_input_planes, radix4_units
-from imcsim.kernels.rng import STREAM_CDAC, STREAM_CELL_CAP, STREAM_CMP_OFFSET, STREAM_SAMPLE, \
-    event_noise_columns
+from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
+from imcsim.kernels.targets import CPU
 
-sys.path.insert(0, os.path.dirname(__file__))
+
+def event_noise_columns(sigma_fx, seed, stream, t, u, vector, plane, n_cols, step):
+    """Noise of one cycle's columns through the compiled key and noise functions."""
+    # uint64 keys come back as Python ints: keep them uint64 for the next compiled call
+    key = np.uint64(CPU.cycle_key(np.uint64(seed), stream, t, u, vector, plane))
+    out = []
+    for c in range(n_cols):
+        h = np.uint64(CPU.mix(key, c))
+        if step >= 0:
+            h = np.uint64(CPU.mix(h, step))
+        out.append(CPU.scaled_normal(sigma_fx, h, NOISE_SHIFT))
+    return np.array(out)
+
 import reference_model as ref  # noqa: E402
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -128,9 +138,9 @@ def test_static_mismatch_tables_match_the_twins_definition():
 
 
 def test_event_noise_matches_the_twins_keys():
-    got = event_noise_columns(50000, NOISE_SHIFT, 11, STREAM_SAMPLE, 1, 2, 3, 4, 6, -1)
+    got = event_noise_columns(50000, 11, STREAM_SAMPLE, 1, 2, 3, 4, 6, -1)
     assert got.tolist() == [(50000 * ref.normal_fx(11, STREAM_SAMPLE, 1, 2, 3, 4, c)) >> 12
                             for c in range(6)]
-    got = event_noise_columns(50000, NOISE_SHIFT, 11, 5, 1, 2, 3, 4, 3, 7)
+    got = event_noise_columns(50000, 11, 5, 1, 2, 3, 4, 3, 7)
     assert got.tolist() == [(50000 * ref.normal_fx(11, 5, 1, 2, 3, 4, c, 7)) >> 12
                             for c in range(3)]

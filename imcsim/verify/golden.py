@@ -1,7 +1,7 @@
 """Reference model for verification: step one array cycle at a time, get the expected response.
 
-``GoldenModel`` is a thin stateful wrapper around the cycle-level model of ``imcsim.cycle`` (it
-re-implements nothing): it holds the stored matrix, takes input vectors, and on every ``step()``
+``GoldenModel`` is a thin stateful wrapper around the cycle generator of ``imcsim.cycles`` (the
+one ``Macro.mvm_traced`` drains; it re-implements nothing): it holds the stored matrix, takes input vectors, and on every ``step()``
 returns the stimulus and the expected response of one array cycle -- row inputs and masks, the
 active-row count, the full scale, every column's XNOR count, SAR trials and decisions, ADC code,
 and the NMC accumulators -- plus the output registers ``y_int`` when a vector finishes.  Its
@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.mapping import select_full_scale
 from imcsim.config import MacroConfig
-from imcsim.cycle import ColumnGroup, nmc_cycle
+from imcsim.cima import ColumnGroup
+from imcsim.cycles import CycleStepper
 from imcsim.formats import BinaryFormat, parse_format
 from imcsim.macro import Macro, StoredWeights
-from imcsim.nmc import accumulator_fraction_bits, nmc_scale_fx, output_stage
+from imcsim.nmc import accumulator_fraction_bits, output_stage
 
 #: per-cycle scalar signals, per-column signals (C,), per-output signals (G,)
 SCALAR_SIGNALS = ("active_rows", "full_scale")
@@ -85,7 +85,7 @@ class GoldenModel:
         self.cycle = 0                            # global index of the next array cycle
         self._pending: list[np.ndarray] = []
         self._batch = None
-        self._groups: dict = {}
+        self._stepper: CycleStepper | None = None
         self._finished_y: list[np.ndarray] = []
         self._finished_vectors: list[int] = []
         # validate formats and seed once, with a dummy vector
@@ -124,14 +124,15 @@ class GoldenModel:
     @property
     def pending_cycles(self) -> int:
         """Array cycles left in the current batch plus those of the queued vectors."""
-        left = 0 if self._batch is None else len(self._batch["order"]) - self._batch["pos"]
+        left = 0 if self._batch is None else self._batch["cycles_left"]
         return left + len(self._pending) * self.cycles_per_vector
 
     def group(self, t: int, u: int) -> ColumnGroup:
         """The column group of tile operation (t, u) (stored bits, analog constants)."""
-        if (t, u) not in self._groups:
-            self._groups[(t, u)] = ColumnGroup(self.macro, self.weights, t, u)
-        return self._groups[(t, u)]
+        if self._stepper is None:
+            self._stepper = CycleStepper(self.macro, self._prepare(
+                np.zeros((1, self.plan.inner)), 0))
+        return self._stepper.group(t, u)
 
     def stored_columns(self, t: int = 0, u: int = 0) -> np.ndarray:
         """uint8 (R, C): the bits of tile (t, u) as written into the array (row r, column c)."""
@@ -168,19 +169,9 @@ class GoldenModel:
         offset = self.next_vector - len(self._pending)
         self._pending = []
         prep = self._prepare(X, offset)
-        c, plan = self.config, self.plan
-        B, P = prep.batch, prep.n_planes
-        tiles = []
-        for t in range(plan.row_tiles):
-            bits, active = prep.tile_planes(t)                      # (B, P, R)
-            a = active.sum(axis=2).astype(np.int64)
-            fs = select_full_scale(a, prep.vref, c.top_code)
-            tiles.append({"bits": bits, "active": active, "active_rows": a, "full_scale": fs,
-                          "scale": nmc_scale_fx(fs, c.top_code, c.nmc.scale_frac_bits)})
-        order = [(t, u, b, p) for t in range(plan.row_tiles) for u in range(plan.col_tiles)
-                 for b in range(B) for p in range(P)]
-        self._batch = {"prep": prep, "tiles": tiles, "order": order, "pos": 0,
-                       "acc": np.zeros((B, plan.outputs), dtype=np.int64)}
+        self._stepper = CycleStepper(self.macro, prep)
+        self._batch = {"prep": prep, "cycles": self._stepper.cycles(),
+                       "cycles_left": self._stepper.n_cycles}
 
     # --- stepping -----------------------------------------------------------------------
     def step(self) -> dict:
@@ -202,49 +193,37 @@ class GoldenModel:
                 raise RuntimeError("step: no vector loaded (call load_vector first)")
             self._start_batch()
         batch = self._batch
-        prep, plan, nmc = batch["prep"], self.plan, self.config.nmc
-        t, u, b, p = batch["order"][batch["pos"]]
-        tile = batch["tiles"][t]
-        group = self.group(t, u)
-        a = int(tile["active_rows"][b, p])
-        fs = int(tile["full_scale"][b, p])
-        scale = int(tile["scale"][b, p])
-        gb = prep.vector_offset + b
-        out = group.array_cycle(tile["bits"][b, p], tile["active"][b, p], fs, prep.seed, gb, p)
-        acc = batch["acc"]
-        g0, g1 = group.n0, group.n1
-        acc[b, g0:g1], steps = nmc_cycle(acc[b, g0:g1], out.code, a, scale,
-                                         int(self.x_plane_weights[p]), self.w_plane_weights, nmc)
-        last_t, last_p = t == plan.row_tiles - 1, p == self.n_planes - 1
+        prep = batch["prep"]
+        cyc = next(batch["cycles"])
+        out = cyc.outcome
+        acc = self._stepper.acc
+        b, (g0, g1) = cyc.b, cyc.output_range
         rec = {
-            "cycle": self.cycle, "tile_row": t, "tile_col": u, "vector": gb, "plane": p,
-            "tile_cycle": b * self.n_planes + p,
-            "row_input": tile["bits"][b, p].copy(), "row_mask": tile["active"][b, p].copy(),
-            "active_rows": a, "full_scale": fs, "scale_fx": scale,
-            "x_plane_weight": int(self.x_plane_weights[p]),
-            "clear": t == 0 and p == 0,
+            "cycle": self.cycle, "tile_row": cyc.t, "tile_col": cyc.u, "vector": cyc.vector,
+            "plane": cyc.plane, "tile_cycle": cyc.tile_cycle,
+            "row_input": cyc.row_input.copy(), "row_mask": cyc.row_mask.copy(),
+            "active_rows": cyc.active_rows, "full_scale": cyc.full_scale,
+            "scale_fx": cyc.scale_fx, "x_plane_weight": cyc.x_plane_weight,
+            "clear": cyc.first_of_group,
             "column_count": out.column_count, "column_value": out.column_value,
             "sar_trial": out.sar_trial, "sar_decision": out.sar_decision,
             "code": out.code.astype(np.int64), "clipped": out.clipped,
-            "output_index": np.arange(g0, g1), "nmc_acc": steps[:, -1].copy(),
-            "nmc_steps": steps, "group_done": bool(last_t and last_p),
+            "output_index": np.arange(g0, g1), "nmc_acc": cyc.nmc_steps[:, -1].copy(),
+            "nmc_steps": cyc.nmc_steps, "group_done": cyc.group_done,
             "y_int_group": None, "y_int": None,
         }
-        if rec["group_done"]:
-            rec["y_int_group"] = self._output_stage(acc[b:b + 1, g0:g1])[0]
+        if cyc.group_done:
+            rec["y_int_group"] = self.output_stage(acc[b:b + 1, g0:g1])[0]
+        if cyc.vector_done:
+            rec["y_int"] = self.output_stage(acc[b:b + 1])[0]
         self.cycle += 1
-        batch["pos"] += 1
-        if last_t and last_p and u == plan.col_tiles - 1:
-            rec["y_int"] = self._output_stage(acc[b:b + 1])[0]
-        if batch["pos"] == len(batch["order"]):
-            self._finished_y.append(self._output_stage(acc))
+        batch["cycles_left"] -= 1
+        if batch["cycles_left"] == 0:
+            self._finished_y.append(self.output_stage(acc))
             self._finished_vectors.extend(range(prep.vector_offset,
                                                 prep.vector_offset + prep.batch))
             self._batch = None
         return rec
-
-    def _output_stage(self, acc):
-        return self.output_stage(acc)
 
     def run(self) -> list:
         """Step until every loaded vector is finished; returns the records."""

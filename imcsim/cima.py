@@ -1,0 +1,154 @@
+"""The compute-in-memory array (CIMA): stored bit-plane columns, XNOR cells, masks, charge.
+
+docs/hardware-model.md sections 3 and 4.1-4.2.  A stored matrix is written into the array as
+bit-plane columns, tile by tile (``StoredWeights``); one array cycle of a column group
+(``ColumnGroup.array_cycle``) drives the rows with one input plane, masks the inactive rows,
+counts the XNOR=1 cells of every column, shares their charge and converts it
+(``kernels.cycle.array_cycle`` over the hardware functions of ``kernels.hw``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcsim.checks import check_matrix
+from imcsim.formats import BinaryFormat
+from imcsim.kernels import hw
+from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
+from imcsim.kernels.targets import CPU
+from imcsim.mapping import plan_tiles
+
+
+class StoredWeights:
+    """A matrix written into the CIMA, encoded into bit-plane columns tile by tile.
+
+    Build with ``Macro.store_weights`` (tiles are kept and reused across MVMs); ``Macro.mvm``
+    given a plain array builds a transient one that encodes each tile when it is used and
+    keeps nothing, so a large stored operand never exists as bit planes all at once.
+    """
+
+    def __init__(self, macro: "Macro", W, w_format, cache: bool = True):
+        check_matrix("W", W)
+        if not isinstance(w_format, BinaryFormat):
+            raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
+        self.macro = macro
+        self.w_format = w_format
+        self.shape = W.shape
+        self.plan = plan_tiles(macro.config, W.shape[0], W.shape[1], w_format)
+        # int16 holds every BinaryFormat value (|v| <= 2**14) at a quarter of int64's memory
+        self.values = w_format.validate(W, "W").astype(np.int16, copy=False)
+        self.cache = cache
+        self._tiles = {}
+
+    def tile(self, t: int, u: int) -> dict:
+        """Stored bits of tile (t, u): 'columns' uint8 (R, C) and 'packed' uint64 (C, W)."""
+        key = (t, u)
+        if key in self._tiles:
+            return self._tiles[key]
+        r0, r1 = self.plan.row_range(t)
+        n0, n1 = self.plan.output_range(u)
+        bits, _ = self.w_format.encode(self.values[r0:r1, n0:n1], "W")   # (R, G, Kw)
+        cols = np.ascontiguousarray(bits.reshape(r1 - r0, -1))
+        entry = {"columns": cols, "packed": pack_rows(cols.T)}
+        if self.cache:
+            self._tiles[key] = entry
+        return entry
+
+    def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
+        """int64 (2, R, C): the cell capacitance each input bit would charge."""
+        tile = self.tile(t, u) if tile is None else tile
+        if "cap_table" not in tile:
+            cols = tile["columns"]
+            caps = self.macro.cell_capacitance[: cols.shape[0], : cols.shape[1]]
+            tile["cap_table"] = np.stack([(1 - cols) * caps, cols * caps]).astype(np.int64)
+        return tile["cap_table"]
+
+
+def pack_rows(bits: np.ndarray) -> np.ndarray:
+    """Pack a 0/1 array (..., R) along its last axis into uint64 words (..., ceil(R/64)).
+
+    Bit (r % 64) of word (r // 64) holds row r.
+    """
+    bits = np.asarray(bits, dtype=np.uint8)
+    n_rows = bits.shape[-1]
+    n_words = max(1, -(-n_rows // 64))
+    padded = np.zeros(bits.shape[:-1] + (n_words * 64,), dtype=np.uint8)
+    padded[..., :n_rows] = bits
+    packed = np.packbits(padded, axis=-1, bitorder="little")
+    return np.ascontiguousarray(packed).view(np.uint64).reshape(bits.shape[:-1] + (n_words,))
+
+
+def unpack_rows(words: np.ndarray, n_rows: int) -> np.ndarray:
+    """Inverse of ``pack_rows``: uint64 words (..., W) -> 0/1 uint8 (..., n_rows)."""
+    words = np.ascontiguousarray(words, dtype=np.uint64)
+    as_bytes = words.view(np.uint8).reshape(words.shape[:-1] + (words.shape[-1] * 8,))
+    return np.unpackbits(as_bytes, axis=-1, bitorder="little")[..., :n_rows]
+
+
+@dataclass
+class CycleOutcome:
+    """What one array cycle produced, per used column (C,) or (C, Nb)."""
+
+    column_count: np.ndarray    # int64: active cells with XNOR = 1
+    column_value: np.ndarray    # int64: charge-shared, sampled value, analog fixed point
+    sar_trial: np.ndarray       # int64 (C, Nb): trial codes, MSB first
+    sar_decision: np.ndarray    # uint8 (C, Nb): comparator decisions
+    code: np.ndarray            # int64: final ADC codes
+    clipped: int                # conversions whose input exceeded the full scale
+
+
+class ColumnGroup:
+    """The used columns of one tile operation (t, u): stored bits and analog constants."""
+
+    def __init__(self, macro, weights: StoredWeights, t: int, u: int):
+        plan = weights.plan
+        self.macro = macro
+        self.t, self.u = t, u
+        self.r0, self.r1 = plan.row_range(t)
+        self.n0, self.n1 = plan.output_range(u)
+        tile = weights.tile(t, u)
+        self.wbits = tile["packed"]                                      # uint64 (C, W)
+        cols = self.wbits.shape[0]
+        self.cell_mismatch = macro.fx["sigma_cell_fx"] != 0
+        self.cap_table = (weights.capacitance_table(t, u, tile) if self.cell_mismatch
+                          else np.zeros((2, 0, 0), dtype=np.int64))
+        self.total_cap = macro.column_capacitance[:cols]
+        self.cdac = macro.cdac_weights[:cols]                            # int64 (C, Nb)
+        self.cdac_total = macro.cdac_totals[:cols]
+        self.offset = macro.comparator_offsets[:cols]
+
+    @property
+    def n_columns(self) -> int:
+        return self.wbits.shape[0]
+
+    def array_cycle(self, xbits, xmask, active: int, full_scale: int, threshold_shift: int,
+                    seed: int, vector: int, plane: int) -> CycleOutcome:
+        """One array cycle: XNOR cells, charge sharing, sampling, SAR conversion per column.
+
+        xbits, xmask : uint64 (W,) packed row inputs and active rows; active : their count;
+        full_scale : F in rows; threshold_shift : the ADC law's shift; seed, vector (global
+        index), plane : the noise key of this cycle.
+        """
+        c, fx = self.macro.config, self.macro.fx
+        cols = self.n_columns
+        count = np.empty(cols, dtype=np.int64)
+        value = np.empty(cols, dtype=np.int64)
+        code = np.empty(cols, dtype=np.int64)
+        trials = np.zeros((cols, c.adc_bits), dtype=np.int64)
+        decisions = np.zeros((cols, c.adc_bits), dtype=np.uint8)
+        seed = np.uint64(seed)
+        sample_key = hw_key(seed, hw.STREAM_SAMPLE, self.t, self.u, vector, plane)
+        noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
+        clipped = _array_cycle_kernel(
+            xbits, xmask, int(active), self.wbits, self.cap_table, self.cell_mismatch,
+            self.total_cap, self.cdac, self.cdac_total, self.offset, c.rows, int(full_scale),
+            int(threshold_shift), fx["sigma_sample_fx"], fx["sigma_cmp_fx"], sample_key,
+            noise_key, count, value, trials, decisions, code)
+        return CycleOutcome(count, value, trials, decisions, code, int(clipped))
+
+
+def hw_key(seed, stream: int, tile_row: int, tile_col: int, vector: int, plane: int):
+    """The key hash of one array cycle's event stream (``hw.cycle_key``), uint64."""
+
+    return np.uint64(CPU.cycle_key(np.uint64(seed), stream, tile_row, tile_col, vector, plane))

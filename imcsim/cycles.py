@@ -1,0 +1,148 @@
+"""The cycle-level model: one generator of array cycles for ``mvm_traced`` and the golden model.
+
+``CycleStepper`` walks a prepared MVM one array cycle at a time in the macro's order (row tile
+``t``, column tile ``u``, vector ``b``, plane ``p``): each cycle drives the rows of one column
+group, counts, shares charge and converts every column with every SAR step recorded
+(``ColumnGroup.array_cycle``), then runs the NMC step (``nmc.nmc_cycle``).  ``mvm_traced``
+drains it into a trace; ``imcsim.verify.golden.GoldenModel`` hands its records out one by one.
+Both therefore compute with the same code, and with the same hardware functions as the fast
+paths (``kernels.hw``).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from imcsim.cima import ColumnGroup, CycleOutcome
+from imcsim.nmc import nmc_cycle
+
+
+@dataclass
+class CycleRecord:
+    """One array cycle: its place, stimulus, analog outcome and NMC step.
+
+    row_input : uint8 (R,) row-driver bits; row_mask : bool (R,) active rows.
+    nmc_steps : int64 (G, Kw) the group's accumulators after each weight plane.
+    first_of_group : the accumulators of this group and vector start from 0 in this cycle;
+    group_done : this group's outputs of this vector are final after this cycle.
+    """
+
+    t: int
+    u: int
+    b: int
+    vector: int
+    plane: int
+    tile_cycle: int
+    row_input: np.ndarray
+    row_mask: np.ndarray
+    active_rows: int
+    full_scale: int
+    scale_fx: int
+    x_plane_weight: int
+    outcome: CycleOutcome
+    nmc_steps: np.ndarray
+    output_range: tuple
+    first_of_group: bool
+    group_done: bool
+    vector_done: bool
+
+
+class CycleStepper:
+    """Evaluate a prepared MVM cycle by cycle, keeping the MVM's accumulators and counters.
+
+    Attributes filled as cycles run: ``acc`` int64 (B, N), ``active_rows`` / ``full_scale``
+    int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` int64 (T, U).
+    """
+
+    def __init__(self, macro, prep):
+        self.macro, self.prep = macro, prep
+        plan = prep.plan
+        B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
+        self.acc = np.zeros((B, plan.outputs), dtype=np.int64)
+        self.active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        self.full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        self.codes = np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
+        self.clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
+        self._groups: dict = {}
+
+    @property
+    def n_cycles(self) -> int:
+        plan = self.prep.plan
+        return plan.row_tiles * plan.col_tiles * self.prep.batch * self.prep.n_planes
+
+    def group(self, t: int, u: int) -> ColumnGroup:
+        if (t, u) not in self._groups:
+            self._groups[(t, u)] = ColumnGroup(self.macro, self.prep.weights, t, u)
+        return self._groups[(t, u)]
+
+    def cycles(self) -> Iterator[CycleRecord]:
+        """Every array cycle in the macro's order; the counters are complete at the end."""
+        prep, plan = self.prep, self.prep.plan
+        nmc = self.macro.config.nmc
+        pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
+        B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
+        for t in range(plan.row_tiles):
+            packed = prep.pack_tile(t)
+            row_bits, row_active = prep.row_signals(t)
+            self.active_rows[t], self.full_scale[t] = packed.active_rows, packed.full_scale
+            for u in range(plan.col_tiles):
+                group = self.group(t, u)
+                g0, g1 = group.n0, group.n1
+                for b in range(B):
+                    gb = prep.vector_offset + b
+                    for p in range(P):
+                        a = int(packed.active_rows[b, p])
+                        fs = int(packed.full_scale[b, p])
+                        scale = int(packed.scale[b, p])
+                        out = group.array_cycle(packed.xbits[b, p], packed.xmask[b, p], a, fs,
+                                                int(packed.threshold_shift[b, p]), prep.seed,
+                                                gb, p)
+                        self.clipped[t, u] += out.clipped
+                        self.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)
+                        self.acc[b, g0:g1], steps = nmc_cycle(self.acc[b, g0:g1], out.code, a,
+                                                              scale, int(pw_x[p]), pw_w, nmc)
+                        last_t, last_p = t == plan.row_tiles - 1, p == P - 1
+                        yield CycleRecord(
+                            t=t, u=u, b=b, vector=gb, plane=p, tile_cycle=b * P + p,
+                            row_input=row_bits[b, p], row_mask=row_active[b, p],
+                            active_rows=a, full_scale=fs, scale_fx=scale,
+                            x_plane_weight=int(pw_x[p]), outcome=out, nmc_steps=steps,
+                            output_range=(g0, g1), first_of_group=t == 0 and p == 0,
+                            group_done=last_t and last_p,
+                            vector_done=last_t and last_p and u == plan.col_tiles - 1)
+
+    def result(self):
+        """The MvmResult of the cycles run so far (call after ``cycles`` is exhausted)."""
+        return self.macro.finish(self.prep, self.acc, self.codes, self.active_rows,
+                                 self.full_scale, self.clipped, "cycle")
+
+
+def run_cycle_level(macro, prep, trace=None, selection=None):
+    """Evaluate a prepared MVM cycle by cycle; optionally write an HDF5 trace."""
+    from imcsim.verify.trace import TraceSelection, TraceWriter
+    stepper = CycleStepper(macro, prep)
+    selection = TraceSelection() if selection is None else selection
+    writer = TraceWriter(trace, macro, prep) if trace is not None else None
+    P = prep.n_planes
+    try:
+        for rec in stepper.cycles():
+            if writer is not None and selection.selects(rec.t, rec.u, rec.b, rec.plane, P):
+                out = rec.outcome
+                writer.add_cycle(t=rec.t, u=rec.u, vector=rec.vector, plane=rec.plane,
+                                 cycle=rec.tile_cycle, row_input=rec.row_input,
+                                 row_mask=rec.row_mask, active_rows=rec.active_rows,
+                                 full_scale=rec.full_scale, column_count=out.column_count,
+                                 column_value=out.column_value, sar_trial=out.sar_trial,
+                                 sar_decision=out.sar_decision, code=out.code,
+                                 nmc_acc=rec.nmc_steps,
+                                 output_index=np.arange(*rec.output_range))
+        result = stepper.result()
+        if writer is not None:
+            writer.close(result)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return result

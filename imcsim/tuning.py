@@ -1,0 +1,12 @@
+"""Tuning constants of the fast paths, in one place (they change speed, never results)."""
+
+#: Planes with at most this fraction of active rows take the CPU row gather instead of the
+#: dense popcount: an estimate from instruction counts (a gathered row costs about C/32
+#: vector adds, a 64-row word about 4 C scalar operations), not a tuned value.
+GATHER_FRACTION = 0.25
+
+#: CUDA: threads per block of the count/ADC kernel and of the NMC kernel.
+CUDA_THREADS_PER_BLOCK = 128
+
+#: CUDA: the most input planes a cycle kernel keeps in registers (every format has <= 16).
+CUDA_MAX_PLANES = 16

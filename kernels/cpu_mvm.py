@@ -1,0 +1,258 @@
+"""The fast batched CPU path: one tile operation of the macro for a whole batch of vectors.
+
+Semantics are those of ``kernels.hw`` (docs/hardware-model.md); this module only chooses loop
+orders that are fast on a CPU:
+- column counts by XNOR + POPCNT over bit-packed 64-row words, register-blocked 2 input planes
+  x 4 columns (dense planes; a deliberate manual unrolling of ``hw.column_xnor_count``);
+- for sparse planes (radix-4 mask planes, masked zeros) a row gather: for each active row add
+  that row's XNOR outcomes to all column counters (``hw.column_xnor_count`` and
+  ``hw.column_charge`` in row-major order), so the cost follows the active rows;
+- ADC and NMC fused behind the count so nothing large is written to memory.
+The kernel is private to ``imcsim.macro``, which validates every argument first.
+"""
+import numpy as np
+from numba import njit, prange
+
+from imcsim.kernels.targets import CPU as hw
+
+
+@njit(cache=True, inline="always")
+def _count_dense(xbits, xmask, wbits, b, p0, p1, active, counts, masked):
+    """XNOR counts of planes p0 and p1 for every column, 2 planes x 4 columns per block.
+
+    Deliberately unrolled ``hw.column_xnor_count``: count = active rows - mismatches.  With
+    every row active (``masked`` False) the mask is all ones (LLVM drops the AND), since both
+    x and w are zero on the padding rows of the last word.
+    """
+    n_cols = wbits.shape[0]
+    n_words = wbits.shape[1]
+    for c0 in range(0, n_cols, 4):
+        c1 = min(c0 + 1, n_cols - 1)
+        c2 = min(c0 + 2, n_cols - 1)
+        c3 = min(c0 + 3, n_cols - 1)
+        a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.int64(0)
+        if masked:
+            for w in range(n_words):
+                x0, m0 = xbits[b, p0, w], xmask[b, p0, w]
+                x1, m1 = xbits[b, p1, w], xmask[b, p1, w]
+                w0, w1, w2, w3 = wbits[c0, w], wbits[c1, w], wbits[c2, w], wbits[c3, w]
+                a00 += hw.word_mismatches(x0, w0, m0)
+                a01 += hw.word_mismatches(x0, w1, m0)
+                a02 += hw.word_mismatches(x0, w2, m0)
+                a03 += hw.word_mismatches(x0, w3, m0)
+                a10 += hw.word_mismatches(x1, w0, m1)
+                a11 += hw.word_mismatches(x1, w1, m1)
+                a12 += hw.word_mismatches(x1, w2, m1)
+                a13 += hw.word_mismatches(x1, w3, m1)
+        else:
+            for w in range(n_words):
+                x0, x1 = xbits[b, p0, w], xbits[b, p1, w]
+                w0, w1, w2, w3 = wbits[c0, w], wbits[c1, w], wbits[c2, w], wbits[c3, w]
+                a00 += hw.word_mismatches(x0, w0, hw.ALL_ONES)
+                a01 += hw.word_mismatches(x0, w1, hw.ALL_ONES)
+                a02 += hw.word_mismatches(x0, w2, hw.ALL_ONES)
+                a03 += hw.word_mismatches(x0, w3, hw.ALL_ONES)
+                a10 += hw.word_mismatches(x1, w0, hw.ALL_ONES)
+                a11 += hw.word_mismatches(x1, w1, hw.ALL_ONES)
+                a12 += hw.word_mismatches(x1, w2, hw.ALL_ONES)
+                a13 += hw.word_mismatches(x1, w3, hw.ALL_ONES)
+        n0 = active[b, p0]
+        n1 = active[b, p1]
+        counts[p0, c0] = n0 - a00
+        counts[p1, c0] = n1 - a10
+        if c0 + 1 < n_cols:
+            counts[p0, c1] = n0 - a01
+            counts[p1, c1] = n1 - a11
+        if c0 + 2 < n_cols:
+            counts[p0, c2] = n0 - a02
+            counts[p1, c2] = n1 - a12
+        if c0 + 3 < n_cols:
+            counts[p0, c3] = n0 - a03
+            counts[p1, c3] = n1 - a13
+
+
+@njit(cache=True, inline="always")
+def _gather_counts(xbits, xmask, b, p, wcols, out_row):
+    """out_row[c] = XNOR count over active rows, one stored row at a time (row-gather path).
+
+    Rows with input 1 add w[r, :], rows with input 0 add 1 - w[r, :] (added up as one
+    constant and a subtraction, so no complemented copy of the weights is needed).
+    """
+    out_row[:] = 0
+    n_cols = out_row.shape[0]
+    zeros = 0
+    for w in range(xmask.shape[2]):
+        m = xmask[b, p, w]
+        x = xbits[b, p, w]
+        while m != 0:
+            r, rest = hw.lowest_set_row(m)
+            src = wcols[w * 64 + r]
+            if (x >> np.uint64(r)) & np.uint64(1):
+                for c in range(n_cols):
+                    out_row[c] += src[c]
+            else:
+                zeros += 1
+                for c in range(n_cols):
+                    out_row[c] -= src[c]
+            m = rest
+    for c in range(n_cols):
+        out_row[c] += zeros
+
+
+@njit(cache=True, inline="always")
+def _gather_capacitance(xbits, xmask, b, p, cap_table, out_row):
+    """out_row[c] = ``hw.column_charge`` of every column, one active row at a time."""
+    out_row[:] = 0
+    n_cols = out_row.shape[0]
+    for w in range(xmask.shape[2]):
+        m = xmask[b, p, w]
+        x = xbits[b, p, w]
+        while m != 0:
+            r, m = hw.lowest_set_row(m)
+            src = cap_table[np.int64((x >> np.uint64(r)) & np.uint64(1)), w * 64 + r]
+            for c in range(n_cols):
+                out_row[c] += src[c]
+
+
+@njit(cache=True, inline="always")
+def _no_overflow_bound(cyc, b, n_planes, nmc, top_code):
+    """An upper bound of |sum of one output's terms| over a vector, capped at 2**62.
+
+    When the accumulator plus this bound cannot reach the register's limits, no partial sum
+    can saturate or wrap, so the order of the additions cannot matter.
+    """
+    w_weight_sum = np.int64(0)
+    for q in range(nmc.pw_w.shape[0]):
+        w_weight_sum += nmc.pw_w[q]
+    cap = np.int64(1) << np.int64(62)
+    bound = np.int64(0)
+    for p in range(n_planes):
+        step_max = 2 * (top_code + 1) * cyc.scale[b, p] + (cyc.active[b, p] << nmc.scale_frac_bits)
+        weight = nmc.pw_x[p] * w_weight_sum               # < 2**46: plane weights are bounded
+        if step_max > (cap - bound) // weight:
+            return cap
+        bound += step_max * weight
+    return bound
+
+
+@njit(cache=True, parallel=True)
+def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out):
+    """One tile operation for every vector of the batch; updates ``acc`` in place.
+
+    Parameters (all validated by the caller; see ``kernels.params``)
+    ----------
+    cyc : CycleInputs  the row tile's packed inputs and per-cycle constants, (B, P, ...).
+    tile : StoredTile  the stored bits of this tile.
+    tables : AnalogTables  analog constants of the used columns.
+    analog : AnalogParams;  nmc : NmcParams;  key : NoiseKey;  tuning : Tuning.
+    acc : int64 (B, n_outputs)  NMC accumulators, carried across row tiles.
+    codes_out : uint16 (B, P, C) or (0, 0, 0) when codes are not wanted.
+    clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
+    """
+    xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active
+    n_vec = xbits.shape[0]
+    n_planes = xbits.shape[1]
+    n_cols = tile.wbits.shape[0]
+    kw = nmc.pw_w.shape[0]
+    top = np.int64(analog.top_code)
+    acc_lo, acc_hi = hw.register_limits(nmc.acc_bits)
+    keep_codes = codes_out.shape[0] > 0
+    sample_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_SAMPLE), key.tile_row),
+                           key.tile_col)
+    noise_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_CMP_NOISE), key.tile_row),
+                          key.tile_col)
+    # scratch is allocated once per chunk of vectors, not per vector
+    n_chunks = min(n_vec, 32)
+    for chunk in prange(n_chunks):
+        counts = np.zeros((n_planes, n_cols), dtype=np.int64)
+        codes = np.zeros((n_planes, n_cols), dtype=np.int64)
+        gathered = np.empty(n_cols, dtype=np.int32)
+        charged = np.empty(n_cols, dtype=np.int64)
+        dense = np.zeros(n_planes, dtype=np.bool_)
+        no_trials = np.zeros(analog.adc_bits, dtype=np.int64)
+        no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
+        for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
+            clipped = 0
+            # 1. column counts (or charged capacitance) of every plane
+            if analog.cell_mismatch:
+                for p in range(n_planes):
+                    _gather_capacitance(xbits, xmask, b, p, tile.cap_table, charged)
+                    counts[p, :] = charged
+            else:
+                for p in range(n_planes):
+                    dense[p] = active[b, p] > tuning.gather_limit
+                    if dense[p]:
+                        continue
+                    if active[b, p] > 0:
+                        _gather_counts(xbits, xmask, b, p, tile.wcols, gathered)
+                        counts[p, :] = gathered
+                    else:
+                        counts[p, :] = 0
+                p = 0
+                while p < n_planes:
+                    if not dense[p]:
+                        p += 1
+                        continue
+                    q = p + 1
+                    while q < n_planes and not dense[q]:
+                        q += 1
+                    if q >= n_planes:
+                        q = p
+                    masked = active[b, p] != tuning.tile_rows or active[b, q] != tuning.tile_rows
+                    _count_dense(xbits, xmask, tile.wbits, b, p, q, active, counts, masked)
+                    p = q + 1 if q > p else p + 1
+            # 2. charge sharing and SAR conversion of every (plane, column)
+            gb = key.vector_offset + b
+            for p in range(n_planes):
+                fs = cyc.full_scale[b, p]
+                if analog.ideal:
+                    if active[b, p] == 0:
+                        codes[p, :] = 0
+                        continue
+                    multiplier, shift = hw.division_magic(fs)
+                    for c in range(n_cols):
+                        n = counts[p, c]
+                        codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
+                        if n > fs:
+                            clipped += 1
+                    continue
+                sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
+                noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
+                limit = np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)
+                for c in range(n_cols):
+                    charge = counts[p, c] if analog.cell_mismatch else counts[p, c] * hw.CAP_UNIT
+                    value = hw.sample_column(
+                        hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
+                        analog.sigma_sample_fx, hw.mix(sample_key, c))
+                    if value > limit:
+                        clipped += 1
+                    codes[p, c] = hw.sar_convert(value, tables.cmp_offset[c], tables.cdac[c],
+                                                 tables.cdac_total[c], fs, analog.adc_bits,
+                                                 analog.sigma_cmp_fx, hw.mix(noise_key, c),
+                                                 cyc.threshold_shift[b, p], no_trials,
+                                                 no_decisions, False)
+            clipped_out[b] = clipped
+            if keep_codes:
+                for p in range(n_planes):
+                    for c in range(n_cols):
+                        codes_out[b, p, c] = codes[p, c]
+            # 3. NMC: canonical order plane p, then weight plane q, overflow rule after every
+            # add.  When no partial sum can reach the register's limits the order cannot
+            # matter, so those outputs sum their terms without per-add checks.
+            bound = _no_overflow_bound(cyc, b, n_planes, nmc, top)
+            for g in range(nmc.n_outputs):
+                a = acc[b, g]
+                exact_sum = abs(a) <= acc_hi - bound
+                for p in range(n_planes):
+                    if analog.ideal and active[b, p] == 0 and not nmc.half_lsb:
+                        continue        # every code is 0 and so is every term
+                    sc = cyc.scale[b, p]
+                    act = active[b, p]
+                    for q in range(kw):
+                        term = hw.nmc_term(codes[p, g * kw + q], sc, act, nmc.scale_frac_bits,
+                                           nmc.half_lsb, nmc.pw_x[p], nmc.pw_w[q])
+                        if exact_sum:
+                            a += term
+                        else:
+                            a = hw.accumulate(a, term, nmc.acc_bits, nmc.saturate)
+                acc[b, g] = a

@@ -1,0 +1,105 @@
+"""Per-cycle kernels: one array cycle, its NMC step, and the per-cycle constants.
+
+The cycle-level path (``imcsim.cycles``) and the golden model run the macro one array cycle at
+a time through these functions, recording every SAR step; ``cycle_constants`` and
+``output_stage`` also serve the fast CPU path.  All hardware maths comes from ``kernels.hw``.
+"""
+import numpy as np
+from numba import njit, prange
+
+from imcsim.kernels.targets import CPU as hw
+
+
+@njit(cache=True)
+def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code,
+                    scale_frac_bits, half_up, full_scale, scale, threshold_shift):
+    """Full scale, NMC scale and ADC threshold shift of every cycle (flat int64 arrays).
+
+    active : int64 (n,)  active rows per cycle; the three outputs are int64 (n,).
+    """
+    for i in range(active.shape[0]):
+        fs = hw.cycle_full_scale(active[i], vref_mode, fixed_full_scale, dual_low, dual_high,
+                                 top_code)
+        full_scale[i] = fs
+        scale[i] = hw.nmc_scale(fs, top_code, scale_frac_bits)
+        threshold_shift[i] = hw.adc_threshold_shift(fs, top_code, half_up)
+
+
+@njit(cache=True)
+def array_cycle(xbits, xmask, active, wbits, cap_table, cell_mismatch, col_total_cap, cdac,
+                cdac_total, cmp_offset, rows, full_scale, threshold_shift, sigma_sample_fx,
+                sigma_cmp_fx, sample_key, noise_key, count_out, value_out, trials_out,
+                decisions_out, code_out):
+    """One array cycle of one column group: XNOR cells, charge sharing, sampling, SAR.
+
+    xbits, xmask : uint64 (W,) row inputs and active rows; wbits : uint64 (C, W).
+    cap_table : int64 (2, R, C) (used when ``cell_mismatch``); col_total_cap : int64 (C,).
+    cdac : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
+    sample_key, noise_key : uint64 the cycle's sampling / comparator-noise keys.
+    Outputs (C,) / (C, Nb): XNOR counts, held values, SAR trials and decisions, codes.
+    Returns the number of clipped conversions (held value above the full scale).
+    """
+    n_cols = wbits.shape[0]
+    adc_bits = cdac.shape[1]
+    clipped = 0
+    limit = np.int64(full_scale) << np.int64(hw.ANALOG_FRAC_BITS)
+    for c in range(n_cols):
+        count = hw.column_xnor_count(xbits, xmask, active, wbits, c)
+        if cell_mismatch:
+            charged = hw.column_charge(xbits, xmask, cap_table, c)
+        else:
+            charged = count * hw.CAP_UNIT
+        value = hw.sample_column(hw.charge_share(rows, charged, col_total_cap[c]),
+                                 sigma_sample_fx, hw.mix(sample_key, c))
+        if value > limit:
+            clipped += 1
+        count_out[c] = count
+        value_out[c] = value
+        code_out[c] = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], full_scale,
+                                     adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
+                                     threshold_shift, trials_out[c], decisions_out[c], True)
+    return clipped
+
+
+@njit(cache=True)
+def nmc_cycle(acc, codes, active, scale_fx, x_plane_weight, w_plane_weights, scale_frac_bits,
+              half_lsb, acc_bits, saturate, steps_out):
+    """The NMC's work for one array cycle of one column group, in the canonical order.
+
+    acc : int64 (G,) accumulators (updated in place); codes : int64 (G * Kw,) ADC codes.
+    steps_out : int64 (G, Kw) the accumulator after each weight plane.
+    """
+    kw = w_plane_weights.shape[0]
+    for g in range(acc.shape[0]):
+        a = acc[g]
+        for q in range(kw):
+            term = hw.nmc_term(codes[g * kw + q], scale_fx, active, scale_frac_bits, half_lsb,
+                               x_plane_weight, w_plane_weights[q])
+            a = hw.accumulate(a, term, acc_bits, saturate)
+            steps_out[g, q] = a
+        acc[g] = a
+
+
+@njit(cache=True, parallel=True)
+def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_frac_bits,
+                 has_offset, out_offset, y_out):
+    """Accumulators int64 (B, N) -> output registers int64 (B, N) (``hw.output_value``)."""
+    for b in prange(acc.shape[0]):
+        for n in range(acc.shape[1]):
+            y_out[b, n] = hw.output_value(acc[b, n], shift, rounding, out_bits, has_scale,
+                                          out_scale[n] if has_scale else 0, scale_frac_bits,
+                                          has_offset, out_offset[n] if has_offset else 0)
+
+
+@njit(cache=True)
+def sar_columns(values, offsets, cdac, cdac_total, full_scale, threshold_shift, sigma_cmp_fx,
+                noise_keys, trials_out, decisions_out, codes_out):
+    """``hw.sar_convert`` of many held values, recording every step.
+
+    values, offsets, cdac_total : int64 (n,); cdac : int64 (n, Nb); noise_keys : uint64 (n,)
+    comparator-noise keys (ignored when sigma_cmp_fx is 0).  Outputs (n, Nb), (n, Nb), (n,).
+    """
+    for i in range(values.shape[0]):
+        codes_out[i] = hw.sar_convert(values[i], offsets[i], cdac[i], cdac_total[i], full_scale,
+                                      cdac.shape[1], sigma_cmp_fx, noise_keys[i],
+                                      threshold_shift, trials_out[i], decisions_out[i], True)

@@ -1,0 +1,385 @@
+"""Every hardware behaviour of the macro, written once as small scalar functions.
+
+This module is the single source of the macro's semantics (docs/hardware-model.md).  Its
+functions are plain Python; ``kernels.targets`` compiles the same source for each target:
+
+- ``kernels.targets.CPU``: ``numba.njit`` (the fast CPU kernels, the cycle-level path and the
+  golden model call these);
+- ``kernels.targets.cuda_hardware()``: ``numba.cuda.jit(device=True)`` (the CUDA kernels).
+
+Rules for code in this module, so that it compiles for both targets:
+- scalars and array element reads only; no allocation, no NumPy array functions;
+- integer arithmetic only, with explicit ``np.int64``/``np.uint64`` where signedness matters
+  (NumPy and Numba promote uint64 op int64 to float64);
+- a function calls other functions of this module, and target primitives, by their global
+  name; ``kernels.targets`` rebinds those names to the compiled version of the same target.
+  The only target primitive is ``popcount64`` (LLVM ctpop on the CPU, ``cuda.popc`` on CUDA).
+
+Units: column values are rows scaled by ``2**ANALOG_FRAC_BITS``; capacitors are integers in
+``CAP_UNIT`` / ``CDAC_UNIT``; sigmas are fixed point scaled by ``2**SIGMA_FRAC_BITS``.
+"""
+import numpy as np
+
+# --- fixed-point formats of the analog model (docs/hardware-model.md section 4) -------------
+#: fraction bits of a column value in rows
+ANALOG_FRAC_BITS = 20
+#: integer units of one nominal bit-cell capacitor
+CAP_UNIT = 4096
+#: integer units of one nominal CDAC unit capacitor
+CDAC_UNIT = 4096
+#: fraction bits of a fixed-point sigma
+SIGMA_FRAC_BITS = 16
+#: (sigma_fx * normal_fx) carries 2 * SIGMA_FRAC_BITS fraction bits; a value in rows keeps
+#: ANALOG_FRAC_BITS of them
+NOISE_SHIFT = 2 * SIGMA_FRAC_BITS - ANALOG_FRAC_BITS
+#: numerators of the ideal ADC law, count * L, stay below 2**DIVIDEND_BITS (rows <= 2**16,
+#: L <= 4095), which makes the multiply-shift division exact
+DIVIDEND_BITS = 28
+
+# --- counter-based random numbers (docs/hardware-model.md section 5) ------------------------
+STREAM_CELL_CAP = 1
+STREAM_CDAC = 2
+STREAM_CMP_OFFSET = 3
+STREAM_SAMPLE = 4
+STREAM_CMP_NOISE = 5
+#: 12 * 65535 / 2: the mean of the Irwin-Hall sum of twelve 16-bit uniforms
+IRWIN_HALL_MEAN = 393210
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_MUL2 = np.uint64(0x94D049BB133111EB)
+_S16 = np.uint64(16)
+_S27 = np.uint64(27)
+_S30 = np.uint64(30)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_S48 = np.uint64(48)
+_MASK16 = np.uint64(0xFFFF)
+ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+# --- enumerations shared with imcsim.config (integers, so compiled code can branch on them) --
+VREF_FIXED = 0
+VREF_VARIABLE = 1
+VREF_DUAL = 2
+ROUND_FLOOR = 0
+ROUND_HALF_UP = 1
+ROUND_HALF_EVEN = 2
+
+
+def popcount64(x):  # pragma: no cover - replaced by each target's primitive
+    """Set bits of a uint64 (target primitive: rebound by kernels.targets)."""
+    raise NotImplementedError
+
+
+# =========================================================================================
+# Randomness: SplitMix64 keyed by (seed, stream, event coordinates)
+# =========================================================================================
+def splitmix64(x):
+    """SplitMix64 finaliser of a uint64 (wrapping arithmetic). Returns uint64."""
+    z = np.uint64(x) + _GOLDEN
+    z = (z ^ (z >> _S30)) * _MUL1
+    z = (z ^ (z >> _S27)) * _MUL2
+    return z ^ (z >> _S31)
+
+
+def mix(h, value):
+    """Fold one non-negative key counter into a running key hash (uint64)."""
+    return splitmix64(np.uint64(h) ^ np.uint64(value))
+
+
+def seed_hash(seed, stream):
+    """Key hash of (seed, stream): the prefix every event key starts from (uint64)."""
+    return mix(splitmix64(np.uint64(seed)), stream)
+
+
+def cycle_key(seed, stream, tile_row, tile_col, vector, plane):
+    """Key hash of one array cycle's event stream: (seed, stream, t, u, vector, plane).
+
+    A column's key is ``mix(cycle_key, column)``; a SAR step's is ``mix(column_key, step)``.
+    """
+    return mix(mix(mix(mix(seed_hash(seed, stream), tile_row), tile_col), vector), plane)
+
+
+def normal_fx_from_hash(h):
+    """Approximately N(0, 1) in units of 2**-16 (int64), from a finished key hash.
+
+    Irwin-Hall sum of twelve 16-bit uniforms: integer-only, mean 0, sigma 65536, tails cut
+    at six sigma.
+    """
+    total = np.int64(0)
+    for i in range(3):
+        u = splitmix64(np.uint64(h) + np.uint64(i))
+        total += np.int64(u & _MASK16)
+        total += np.int64((u >> _S16) & _MASK16)
+        total += np.int64((u >> _S32) & _MASK16)
+        total += np.int64(u >> _S48)
+    return total - IRWIN_HALL_MEAN
+
+
+def scaled_normal(sigma_fx, h, shift):
+    """``(sigma_fx * normal_fx) >> shift`` (floor): the fixed-point noise sample of a key."""
+    return (np.int64(sigma_fx) * normal_fx_from_hash(h)) >> np.int64(shift)
+
+
+def mismatched_capacitor(unit, sigma_fx, h):
+    """One capacitor of nominal size ``unit`` with relative mismatch sigma (int64 units)."""
+    return unit + ((unit * np.int64(sigma_fx) * normal_fx_from_hash(h)) >> np.int64(32))
+
+
+# =========================================================================================
+# Operand encoding: radix-4 values and range checks
+# =========================================================================================
+def radix4_unit(value, denominator, max_exponent2):
+    """A radix-4 value in integer units of 1/denominator: (units, ok).
+
+    A representable magnitude times the denominator is 4**j with 0 <= 2j <= max_exponent2,
+    or 0; anything else gives (0, False).
+    """
+    m = abs(value) * denominator
+    if m == 0.0:
+        return np.int64(0), True
+    k = np.int64(0)
+    if m >= 1.0 and m <= float(np.int64(1) << np.int64(max_exponent2)):
+        k = np.int64(m)
+    # a power of two whose single set bit sits at an even position
+    if k > 0 and float(k) == m and (k & (k - 1)) == 0 and (k & np.int64(0x5555555555555555)) != 0:
+        return (-k if value < 0 else k), True
+    return np.int64(0), False
+
+
+# =========================================================================================
+# CIMA: XNOR bit cells, row masks, charge sharing
+# =========================================================================================
+def word_mismatches(x_word, w_word, mask_word):
+    """Active cells of a 64-row word whose XNOR output is 0 (input bit != stored bit).
+
+    A column's XNOR count over a tile is ``active rows - sum of word_mismatches``: masked rows
+    (mask bit 0) contribute nothing, as their cells are disconnected from the column.
+    """
+    return np.int64(popcount64((x_word ^ w_word) & mask_word))
+
+
+def lowest_set_row(mask_word):
+    """(row within the word, the word with that bit cleared) of a non-zero mask word."""
+    low = mask_word & (np.uint64(0) - mask_word)
+    return np.int64(popcount64(low - np.uint64(1))), mask_word ^ low
+
+
+def column_xnor_count(xbits, xmask, active, wbits, column):
+    """XNOR=1 cells of one column over a tile's active rows (int64).
+
+    xbits, xmask : uint64 (W,) one array cycle's packed row inputs and active-row mask.
+    wbits : uint64 (C, W) the tile's stored bits.  Words with no active row are skipped, so a
+    sparse radix-4 plane costs in proportion to the words its active rows touch.
+    """
+    mismatches = np.int64(0)
+    for w in range(xbits.shape[0]):
+        m = xmask[w]
+        if m != 0:
+            mismatches += word_mismatches(xbits[w], wbits[column, w], m)
+    return np.int64(active) - mismatches
+
+
+def column_charge(xbits, xmask, cap_table, column):
+    """Capacitance charged in one column: the sum of its XNOR=1 cells' capacitors (int64).
+
+    cap_table : int64 (2, R, C)  cell capacitance seen by input bit 0 / 1 (0 where the stored
+    bit makes XNOR 0), so the sum runs over active rows only.
+    """
+    total = np.int64(0)
+    for w in range(xbits.shape[0]):
+        m = xmask[w]
+        while m != 0:
+            r, m = lowest_set_row(m)
+            bit = np.int64((xbits[w] >> np.uint64(r)) & np.uint64(1))
+            total += cap_table[bit, w * 64 + r, column]
+    return total
+
+
+def charge_share(rows, charged_capacitance, total_capacitance):
+    """Column value after shorting all cell capacitors, analog fixed point (int64).
+
+    ``rows * C_charged / C_total`` rows: the fraction of the column's total capacitance
+    (cells plus parasitic) that the XNOR=1 cells charged, scaled to the array height.
+    """
+    return (np.int64(rows) * charged_capacitance << np.int64(ANALOG_FRAC_BITS)) \
+        // total_capacitance
+
+
+def sample_column(value, sigma_sample_fx, column_key):
+    """The held (sampled) column value: the shared value plus kT/C sampling noise."""
+    if sigma_sample_fx == 0:
+        return value
+    return value + scaled_normal(sigma_sample_fx, column_key, NOISE_SHIFT)
+
+
+# =========================================================================================
+# Vref choice, SAR ADC
+# =========================================================================================
+def cycle_full_scale(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code):
+    """Full scale F (rows) of an array cycle from its active-row count (Vref choice)."""
+    if vref_mode == VREF_FIXED:
+        return np.int64(fixed_full_scale)
+    if vref_mode == VREF_VARIABLE:
+        return np.int64(max(active, top_code))
+    return np.int64(dual_low if active <= dual_low else dual_high)
+
+
+def adc_threshold_shift(full_scale, top_code, half_up):
+    """Half an LSB in analog fixed point for the half-up ADC law, else 0 (int64)."""
+    if not half_up:
+        return np.int64(0)
+    return ((np.int64(full_scale) << np.int64(ANALOG_FRAC_BITS)) + top_code) // (2 * top_code)
+
+
+def sar_trial(held, cdac_total, full_scale_fx, trial_weight):
+    """One comparator decision: is the held value at least the DAC's trial level?
+
+    The DAC level is ``F * trial_weight / cdac_total`` rows (``full_scale_fx`` = F in analog
+    fixed point); cross-multiplied so that no division rounds.
+    """
+    return held * cdac_total >= full_scale_fx * trial_weight
+
+
+def sar_convert(value, offset, cdac_weights, cdac_total, full_scale, adc_bits, sigma_cmp_fx,
+                noise_key, threshold_shift, trials, decisions, record):
+    """Successive approximation of one held column value, MSB first; returns the code.
+
+    value : held column value, analog fixed point.  offset : the comparator's static offset.
+    cdac_weights : int64 (adc_bits,) this column's CDAC capacitors, LSB first.
+    noise_key : the column's comparator-noise key; step s mixes in s.
+    threshold_shift : raises the compared value (half an LSB for the half-up law).
+    trials, decisions : int64 / uint8 (adc_bits,) written with each step's trial code and
+        decision when ``record`` is true (the cycle-level trace); ignored otherwise.
+    """
+    code = np.int64(0)
+    weight_sum = np.int64(0)
+    full_scale_fx = np.int64(full_scale) << np.int64(ANALOG_FRAC_BITS)
+    for s in range(adc_bits):
+        k = adc_bits - 1 - s
+        held = value + offset + threshold_shift
+        if sigma_cmp_fx != 0:
+            held += scaled_normal(sigma_cmp_fx, mix(noise_key, s), NOISE_SHIFT)
+        trial_weight = weight_sum + cdac_weights[k]
+        keep = sar_trial(held, cdac_total, full_scale_fx, trial_weight)
+        if record:
+            trials[s] = code | (np.int64(1) << np.int64(k))
+            decisions[s] = 1 if keep else 0
+        if keep:
+            code |= np.int64(1) << np.int64(k)
+            weight_sum = trial_weight
+    return code
+
+
+def division_magic(divisor):
+    """(multiplier, shift) with floor(a / d) == (a * multiplier) >> shift for 0 <= a < 2**28.
+
+    m = ceil(2**k / d) with k = 28 + ceil(log2 d) gives m*d - 2**k < d <= 2**(k-28), the
+    condition for exactness (Granlund & Montgomery 1994); a * m stays below 2**58.
+    """
+    d = np.int64(divisor)
+    ceil_log2 = np.int64(0)
+    while (np.int64(1) << ceil_log2) < d:
+        ceil_log2 += 1
+    shift = np.int64(DIVIDEND_BITS) + ceil_log2
+    multiplier = ((np.int64(1) << shift) + d - 1) // d
+    return multiplier, shift
+
+
+def ideal_adc_code(count, multiplier, shift, top_code):
+    """The ideal ADC law ``min(floor(count * L / F), L)``; (multiplier, shift) divide by F."""
+    code = (np.int64(count) * top_code * multiplier) >> shift
+    return top_code if code > top_code else code
+
+
+# =========================================================================================
+# NMC: offset, scale and recombine bit planes; the output stage
+# =========================================================================================
+def nmc_scale(full_scale, top_code, scale_frac_bits):
+    """Fixed-point F / L (round half up) that turns a code back into a row count (int64)."""
+    return ((np.int64(full_scale) << np.int64(scale_frac_bits + 1)) + top_code) // (2 * top_code)
+
+
+def nmc_term(code, scale_fx, active, scale_frac_bits, half_lsb, x_plane_weight,
+             w_plane_weight):
+    """The signed dot-product contribution of one ADC code, in accumulator units.
+
+    The code estimates the XNOR count n (n ~ code * F / L, plus half an LSB when
+    ``half_lsb``); the +/-1 dot product of the active rows is 2n - active.
+    """
+    if half_lsb:
+        estimate = ((2 * np.int64(code) + 1) * scale_fx) >> np.int64(1)
+    else:
+        estimate = np.int64(code) * scale_fx
+    dot = 2 * estimate - (np.int64(active) << np.int64(scale_frac_bits))
+    return dot * x_plane_weight * w_plane_weight
+
+
+def register_limits(bits):
+    """(lowest, highest) value of a two's-complement register of ``bits`` (int64)."""
+    hi = (np.int64(1) << np.int64(bits - 1)) - 1
+    return -hi - 1, hi
+
+
+def accumulate(acc, term, acc_bits, saturate):
+    """Add one term to an accumulator register of ``acc_bits``: saturate or wrap."""
+    lo, hi = register_limits(acc_bits)
+    s = acc + term
+    if saturate:
+        if s > hi:
+            return hi
+        if s < lo:
+            return lo
+        return s
+    span = np.int64(1) << np.int64(acc_bits)
+    return ((s - lo) & (span - 1)) + lo
+
+
+def saturate_to(value, bits):
+    """Clamp to a two's-complement register of ``bits``."""
+    lo, hi = register_limits(bits)
+    if value > hi:
+        return hi
+    if value < lo:
+        return lo
+    return value
+
+
+def shift_round(value, shift, rounding):
+    """Arithmetic shift right by ``shift`` with rounding (ROUND_*); a negative shift is left."""
+    v = np.int64(value)
+    if shift <= 0:
+        return v << np.int64(-shift)
+    floor = v >> np.int64(shift)
+    if rounding == ROUND_FLOOR:
+        return floor
+    rem = v - (floor << np.int64(shift))
+    half = np.int64(1) << np.int64(shift - 1)
+    if rounding == ROUND_HALF_UP:
+        return floor + (1 if rem >= half else 0)
+    if rem > half or (rem == half and (floor & 1) == 1):
+        return floor + 1
+    return floor
+
+
+def output_value(acc, shift, rounding, out_bits, has_scale, scale, scale_frac_bits,
+                 has_offset, offset):
+    """The output register of one output: shift/round, saturate, optional scale and offset."""
+    y = saturate_to(shift_round(acc, shift, rounding), out_bits)
+    if not has_scale and not has_offset:
+        return y
+    if has_scale:
+        y = shift_round(y * scale, scale_frac_bits, rounding)
+    if has_offset:
+        y = y + offset
+    return saturate_to(y, out_bits)
+
+
+#: the functions ``kernels.targets`` compiles for every target, in dependency order
+HARDWARE_FUNCTIONS = (
+    "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
+    "mismatched_capacitor", "radix4_unit", "word_mismatches", "lowest_set_row",
+    "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_full_scale", "adc_threshold_shift", "sar_trial",
+    "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
+    "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
+)
