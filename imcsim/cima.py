@@ -20,7 +20,11 @@ from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
 
 
-class StoredWeights:
+class StoredOperand:
+    """A matrix written into the CIMA: ``macro``, ``w_format``, ``shape``, ``plan``, ``tile``."""
+
+
+class StoredWeights(StoredOperand):
     """A matrix written into the CIMA, encoded into bit-plane columns tile by tile.
 
     Build with ``Macro.store_weights`` (tiles are kept and reused across MVMs); ``Macro.mvm``

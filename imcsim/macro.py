@@ -15,7 +15,7 @@ from functools import cached_property, lru_cache
 import numpy as np
 
 from imcsim.checks import check_matrix, check_seed
-from imcsim.cima import StoredWeights
+from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
 from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
@@ -100,7 +100,7 @@ class PreparedMvm:
     gate_lut: np.ndarray     # uint16: per-value active flags of every plane
     all_active: bool         # no value is masked in any plane
     uniform_pattern: bool    # every value drives the same row input in all planes
-    weights: StoredWeights
+    weights: StoredOperand
     vref: VrefConfig
     seed: int
     vector_offset: int
@@ -206,7 +206,14 @@ class Macro:
 
     # --- shared preparation -------------------------------------------------------------
     def store_weights(self, W, w_format) -> StoredWeights:
-        """Write W (M x N integers of ``w_format``) into the array model for reuse across MVMs."""
+        """Write W (M x N integers of ``w_format``) into the array model for reuse across MVMs.
+
+        On a CUDA macro a GPU array (CuPy) is validated and encoded on the GPU.
+        """
+        if self._gpu is not None:
+            from imcsim.gpu import GpuStoredWeights, is_device_array
+            if is_device_array(W):
+                return GpuStoredWeights(self._gpu, W, w_format)
         return StoredWeights(self, W, w_format)
 
     def prepare(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
@@ -214,7 +221,7 @@ class Macro:
         """Validate operands (see ``mvm``); W may be an array or a ``StoredWeights``."""
         c = self.config
         check_matrix("X", X)
-        if isinstance(W, StoredWeights):
+        if isinstance(W, StoredOperand):
             if W.macro.config != c:
                 raise ValueError("W: stored on a macro with a different config")
             if w_format is not None and w_format != W.w_format:

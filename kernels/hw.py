@@ -147,6 +147,17 @@ def radix4_unit(value, denominator, max_exponent2):
     return np.int64(0), False
 
 
+def binary_unit(value, lo, hi):
+    """A binary-format value as an integer: (value, ok); ok is False for a non-integer or a
+    value outside [lo, hi] (NaN fails both tests)."""
+    if not (value >= lo and value <= hi):
+        return np.int64(0), False
+    unit = np.int64(value)
+    if unit != value:
+        return np.int64(0), False
+    return unit, True
+
+
 # =========================================================================================
 # CIMA: XNOR bit cells, row masks, charge sharing
 # =========================================================================================
@@ -378,7 +389,7 @@ def output_value(acc, shift, rounding, out_bits, has_scale, scale, scale_frac_bi
 #: the functions ``kernels.targets`` compiles for every target, in dependency order
 HARDWARE_FUNCTIONS = (
     "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
-    "mismatched_capacitor", "radix4_unit", "word_mismatches", "lowest_set_row",
+    "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
     "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",

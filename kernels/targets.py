@@ -13,6 +13,7 @@ kernels all run that body.
 """
 from __future__ import annotations
 
+import os
 import types
 from functools import lru_cache
 
@@ -73,13 +74,29 @@ def compile_hardware(name: str, decorate, primitives: dict) -> types.ModuleType:
 CPU = compile_hardware("cpu", njit(inline="always"), {"popcount64": cpu_popcount64})
 
 
+def _cuda_popcount64(x):
+    """POPCNT on CUDA (``__popcll``); ``cuda`` is bound in the globals given in cuda_hardware."""
+    return cuda.popc(x)  # noqa: F821
+
+
+def _simulator_popcount64(x):
+    """POPCNT under Numba's CUDA simulator, which runs device functions as Python.
+
+    (The simulator swaps a function's ``cuda`` global per call, which races when many
+    simulated threads share one device function, so the primitive must not use it.)
+    """
+    return bin(int(x)).count("1")
+
+
 @lru_cache(maxsize=1)
 def cuda_hardware() -> types.ModuleType:
     """The hardware functions as CUDA device functions (or the CUDA simulator's)."""
     from numba import cuda
 
-    def cuda_popcount64(x):
-        return cuda.popc(x)
-
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        popcount = _simulator_popcount64
+    else:
+        popcount = types.FunctionType(_cuda_popcount64.__code__,
+                                      {"cuda": cuda, "__name__": __name__}, "popcount64")
     device = cuda.jit(device=True)
-    return compile_hardware("cuda", device, {"popcount64": device(cuda_popcount64)})
+    return compile_hardware("cuda", device, {"popcount64": device(popcount)})

@@ -1,0 +1,281 @@
+"""The CUDA fast path of ``Macro.mvm`` (``Macro(config, device="cuda")``).
+
+Same validation, tiling and per-cycle semantics as the CPU path (``imcsim.macro``), with the
+work done by the kernels of ``kernels.cuda_mvm``, which are compiled from the same hardware
+functions (``kernels.hw``).  Operands may be NumPy arrays (copied to the GPU) or CuPy /
+``__cuda_array_interface__`` arrays (validated, encoded and packed on the GPU; the result then
+stays there as CuPy arrays).  Under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) the
+same code runs on the CPU, which is how the test suite checks it on machines without a GPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from imcsim.cima import StoredOperand, StoredWeights
+from imcsim.formats import BinaryFormat, Radix4Format
+from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
+from imcsim.tuning import CUDA_THREADS_PER_BLOCK
+
+GPU_INSTALL_HINT = "pip install 'imcsim[gpu]'"
+
+
+def simulator_enabled() -> bool:
+    """True when Numba's CUDA simulator replaces the GPU (NUMBA_ENABLE_CUDASIM=1)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def load_cuda():
+    """The ``numba.cuda`` module, or ValueError with one line saying why it is unusable."""
+    try:
+        from numba import cuda
+    except Exception as exc:    # e.g. numba-cuda built against an older NumPy API
+        raise ValueError(f"device: cuda: numba's CUDA target failed to import "
+                         f"({type(exc).__name__}: {exc}); NumPy is {np.__version__}; install a "
+                         f"numba-cuda release that supports it ({GPU_INSTALL_HINT})") from None
+    return load_cuda_from(cuda)
+
+
+def load_cuda_from(cuda):
+    """Check that a ``numba.cuda``-like module has a usable GPU (or is the simulator)."""
+    try:
+        available = cuda.is_available()
+    except Exception as exc:
+        raise ValueError(f"device: cuda: the CUDA driver failed ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if not available:
+        raise ValueError("device: cuda: no CUDA GPU found (use --device cpu, or set "
+                         "NUMBA_ENABLE_CUDASIM=1 to run the CUDA path in Numba's simulator)")
+    return cuda
+
+
+def is_device_array(a) -> bool:
+    """A GPU array (CuPy, Numba device array, anything with __cuda_array_interface__)."""
+    return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return max(1, -(-n // per_block))
+
+
+class GpuStoredWeights(StoredOperand):
+    """A stored matrix whose values live on the GPU (validated and encoded there).
+
+    Built by ``Macro.store_weights`` on a CUDA macro given a device array.  ``tile`` gives the
+    host encoding of a tile for the CPU paths (cycle level, cell-mismatch tables).
+    """
+
+    def __init__(self, gpu: GpuMacro, W, w_format):
+        if not isinstance(w_format, BinaryFormat):
+            raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
+        if len(W.shape) != 2 or 0 in W.shape:
+            raise ValueError(f"W: expected a non-empty 2-D array, got shape {tuple(W.shape)}")
+        self.macro = gpu.macro
+        self.gpu = gpu
+        self.w_format = w_format
+        self.shape = tuple(int(s) for s in W.shape)
+        self.plan = plan_tiles(gpu.macro.config, self.shape[0], self.shape[1], w_format)
+        self.units = gpu.encode(W, w_format, "W")          # int64 (M, N) on the GPU
+        self._device_tiles: dict = {}
+        self._host: StoredWeights | None = None
+
+    def host(self) -> StoredWeights:
+        """The same matrix as a host StoredWeights (copied back once, for the CPU paths)."""
+        if self._host is None:
+            values = self.units.copy_to_host()
+            self._host = StoredWeights(self.macro, values, self.w_format)
+        return self._host
+
+    def tile(self, t: int, u: int) -> dict:
+        return self.host().tile(t, u)
+
+    def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
+        return self.host().capacitance_table(t, u, tile)
+
+    def device_tile(self, t: int, u: int):
+        """uint64 (W, C) device array: tile (t, u)'s bit-plane columns, packed by rows."""
+        key = (t, u)
+        if key not in self._device_tiles:
+            self._device_tiles[key] = self.gpu.pack_stored(self.units, self.w_format, self.plan,
+                                                           t, u)
+        return self._device_tiles[key]
+
+
+class GpuMacro:
+    """The CUDA side of one Macro: device copies of its static tables and the kernels."""
+
+    def __init__(self, macro):
+        self.cuda = load_cuda()
+        from imcsim.kernels.cuda_mvm import KERNELS
+        self.k = KERNELS
+        self.macro = macro
+        self._tables = None
+
+    # --- transfers ------------------------------------------------------------------------
+    def to_device(self, a):
+        if is_device_array(a):
+            return self.cuda.as_cuda_array(a) if hasattr(a, "__cuda_array_interface__") else a
+        return self.cuda.to_device(np.ascontiguousarray(a))
+
+    def tables(self):
+        """Device copies of the chip's column tables, uploaded once."""
+        if self._tables is None:
+            m = self.macro
+            self._tables = tuple(self.to_device(a) for a in (
+                m.column_capacitance, m.cdac_weights, m.cdac_totals, m.comparator_offsets))
+        return self._tables
+
+    # --- encoding and packing on the GPU ---------------------------------------------------
+    def encode(self, values, fmt, name: str):
+        """Validate a device array of ``fmt`` values; int64 units on the device (same shape)."""
+        dtype = np.dtype(values.dtype)
+        if dtype.kind not in "iuf" or dtype == np.float16:
+            raise TypeError(f"{name}: expected an integer or float dtype, got {dtype}")
+        if not dtype.isnative:
+            raise TypeError(f"{name}: byte order {dtype.byteorder!r} is not native")
+        flat = self.to_device(values).reshape(-1) if len(values.shape) != 1 else \
+            self.to_device(values)
+        units = self.cuda.device_array(flat.shape[0], dtype=np.int64)
+        bad = self.cuda.to_device(np.zeros(1, dtype=np.int64))
+        radix4 = isinstance(fmt, Radix4Format)
+        max_exponent2 = 2 * (fmt.n_planes - 1) if radix4 else 0
+        lim = 0 if radix4 else fmt.max_value
+        self.k["encode_units"][_blocks(flat.shape[0], 256), 256](
+            flat, radix4, float(fmt.denominator), max_exponent2, -lim, lim, units, bad)
+        n_bad = int(bad.copy_to_host()[0])
+        if n_bad:
+            if radix4:
+                raise ValueError(f"{name}: {fmt.spec()} holds only 0 and +/-4**e for e in "
+                                 f"[{-fmt.exponent_bias}, {fmt.exponent_bias}]; {n_bad} values "
+                                 "are not")
+            raise ValueError(f"{name}: {fmt.spec()} holds integers in [{-lim}, {lim}]; {n_bad} "
+                             "values are not")
+        return units.reshape(tuple(values.shape))
+
+    def pack_stored(self, units, w_format, plan, t: int, u: int):
+        from imcsim.macro import format_lookup_tables
+        r0, r1 = plan.row_range(t)
+        n0, _ = plan.output_range(u)
+        cols = plan.used_columns(u)
+        offset, pattern, _, _, _ = format_lookup_tables(w_format, False)
+        n_words = -(-(r1 - r0) // 64)
+        out = self.cuda.device_array((n_words, cols), dtype=np.uint64)
+        self.k["pack_stored"][(_blocks(n_words, 1), _blocks(cols, 64)), (1, 64)](
+            units, offset, self.to_device(pattern), w_format.n_planes, r0, r1, n0, out)
+        return out
+
+    def stored_tile(self, weights, t: int, u: int):
+        """Device (W, C) packed columns of a tile of any stored operand (cached when reused)."""
+        if isinstance(weights, GpuStoredWeights):
+            return weights.device_tile(t, u)
+        tile = weights.tile(t, u)
+        if "cuda_packed_t" not in tile:
+            tile["cuda_packed_t"] = self.to_device(np.ascontiguousarray(tile["packed"].T))
+        return tile["cuda_packed_t"]
+
+    # --- the MVM ---------------------------------------------------------------------------
+    def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
+            return_codes=False, out_scale=None, out_offset=None):
+        macro = self.macro
+        c, nmc = macro.config, macro.config.nmc
+        x_on_device = is_device_array(X)
+        if is_device_array(W):
+            if w_format is None:
+                raise TypeError("w_format: required when W is an array")
+            W = GpuStoredWeights(self, W, w_format)
+            w_format = None
+        if x_on_device:
+            if len(X.shape) != 2 or 0 in X.shape:
+                raise ValueError(f"X: expected a non-empty 2-D array, got shape {tuple(X.shape)}")
+            if not isinstance(x_format, (BinaryFormat, Radix4Format)):
+                raise TypeError(f"x_format: expected BinaryFormat or Radix4Format, got {x_format!r}")
+            # everything but X's values is validated on the host, with a placeholder row
+            prep = macro.prepare(np.zeros((1, X.shape[1])), W, x_format, w_format, seed=seed,
+                                 vref=vref, vector_offset=vector_offset, out_scale=out_scale,
+                                 out_offset=out_offset)
+            x_units = self.encode(X, x_format, "X")
+            prep = dataclasses.replace(prep, x_units=x_units)       # the real batch
+        else:
+            prep = macro.prepare(X, W, x_format, w_format, seed=seed, vref=vref,
+                                 vector_offset=vector_offset, out_scale=out_scale,
+                                 out_offset=out_offset)
+            x_units = self.to_device(prep.x_units)
+        plan = prep.plan
+        B = int(X.shape[0])
+        P, Kw, N = prep.n_planes, plan.weight_planes, plan.outputs
+        cuda, k = self.cuda, self.k
+        analog, _ = macro.analog_constants(c.columns)
+        col_total_cap, cdac, cdac_total, cmp_offset = self.tables()
+        pattern = self.to_device(prep.pattern_lut)
+        gate = self.to_device(prep.gate_lut)
+        acc = cuda.to_device(np.zeros((B, N), dtype=np.int64))
+        clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
+        active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        codes_all = (np.zeros((plan.row_tiles, B, P, N, Kw), dtype=np.uint16)
+                     if return_codes else None)
+        pw_x = self.to_device(prep.x_format.plane_weights)
+        pw_w = self.to_device(prep.w_format.plane_weights)
+        no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
+        tpb = CUDA_THREADS_PER_BLOCK
+        for t in range(plan.row_tiles):
+            r0, r1 = plan.row_range(t)
+            n_words = -(-(r1 - r0) // 64)
+            xbits = cuda.device_array((B, P, n_words), dtype=np.uint64)
+            xmask = cuda.device_array((B, P, n_words), dtype=np.uint64)
+            active = cuda.to_device(np.zeros((B, P), dtype=np.int64))
+            k["pack_inputs"][(_blocks(B, 1), _blocks(n_words, 32)), (1, 32)](
+                x_units, prep.lut_offset, pattern, gate, prep.all_active, r0, r1, xbits, xmask,
+                active)
+            fs = cuda.device_array((B, P), dtype=np.int64)
+            scale = cuda.device_array((B, P), dtype=np.int64)
+            shift = cuda.device_array((B, P), dtype=np.int64)
+            k["cycle_constants"][(_blocks(B, 8), _blocks(P, 16)), (8, 16)](
+                active, *vref_arguments(prep.vref), c.top_code, nmc.scale_frac_bits,
+                c.adc_rounding.value == "half_up", fs, scale, shift)
+            active_rows[t] = active.copy_to_host()
+            full_scale[t] = fs.copy_to_host()
+            for u in range(plan.col_tiles):
+                n0, n1 = plan.output_range(u)
+                cols = plan.used_columns(u)
+                wbits_t = self.stored_tile(prep.weights, t, u)
+                caps = (self.to_device(prep.weights.capacitance_table(t, u))
+                        if analog.cell_mismatch else no_caps)
+                codes = cuda.device_array((B, P, cols), dtype=np.int64)
+                clip_b = cuda.to_device(np.zeros(B, dtype=np.int64))
+                k["count_convert"][(_blocks(cols, tpb), B), (tpb, 1)](
+                    xbits, xmask, active, fs, shift, wbits_t, caps, col_total_cap[:cols],
+                    cdac[:cols], cdac_total[:cols], cmp_offset[:cols], c.rows, c.top_code,
+                    analog.ideal, analog.cell_mismatch, analog.sigma_sample_fx,
+                    analog.sigma_cmp_fx, np.uint64(prep.seed), t, u, prep.vector_offset, codes,
+                    clip_b)
+                k["nmc_accumulate"][(_blocks(n1 - n0, tpb), B), (tpb, 1)](
+                    codes, active, scale, pw_x, pw_w, nmc.scale_frac_bits,
+                    nmc.half_lsb_reconstruction, nmc.acc_bits,
+                    nmc.overflow.value == "saturate", n0, acc)
+                clipped[t, u] = int(clip_b.copy_to_host().sum())
+                if return_codes:
+                    codes_all[t, :, :, n0:n1, :] = codes.copy_to_host().reshape(
+                        B, P, n1 - n0, Kw).astype(np.uint16)
+        y_int = cuda.device_array((B, N), dtype=np.int64)
+        has_scale, has_offset = prep.out_scale is not None, prep.out_offset is not None
+        empty = cuda.to_device(np.zeros(1, dtype=np.int64))
+        k["output_stage"][(_blocks(N, tpb), B), (tpb, 1)](
+            acc, prep.acc_frac_bits - nmc.out_frac_bits, ROUNDING_CODES[nmc.out_rounding],
+            nmc.out_bits, has_scale, self.to_device(prep.out_scale) if has_scale else empty,
+            nmc.out_scale_frac_bits, has_offset,
+            self.to_device(prep.out_offset) if has_offset else empty, y_int)
+        denominator = float(1 << nmc.out_frac_bits)
+        if x_on_device and not simulator_enabled():
+            import cupy
+            y_int_out = cupy.asarray(y_int)
+            y = y_int_out.astype(cupy.float64) / denominator
+            codes_out = None if codes_all is None else cupy.asarray(codes_all)
+        else:
+            y_int_out = y_int.copy_to_host()
+            y = y_int_out.astype(np.float64) / denominator
+            codes_out = codes_all
+        return macro.result(prep, y, y_int_out, codes_out, active_rows, full_scale, clipped,
+                            "fast")
