@@ -14,8 +14,8 @@ import time
 import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, VrefMode
-from imcsim.mapping import select_full_scale
-from imcsim.nmc import nmc_scale_fx, output_stage, accumulator_fraction_bits
+from imcsim.mapping import cycle_constants
+from imcsim.nmc import accumulator_fraction_bits, output_stage
 
 
 def numpy_reference(X, W, x_format, w_format, config):
@@ -25,9 +25,8 @@ def numpy_reference(X, W, x_format, w_format, config):
     xs = np.where(xa, 2.0 * xb - 1.0, 0.0).astype(np.float32)           # masked rows: 0
     ws = (2.0 * wb - 1.0).astype(np.float32).reshape(W.shape[0], -1)     # (M, N*Kw)
     active = xa.sum(axis=1).astype(np.int64)                             # (B, P)
-    fs = select_full_scale(active, config.vref, config.top_code)
+    fs, scale, _ = cycle_constants(active, config.vref, config)
     nmc = config.nmc
-    scale = nmc_scale_fx(fs, config.top_code, nmc.scale_frac_bits)
     acc = np.zeros((X.shape[0], W.shape[1]), dtype=np.int64)
     for p in range(x_format.n_planes):
         dot = np.rint(xs[:, :, p] @ ws).astype(np.int64)                # 2*count - active
@@ -81,12 +80,13 @@ def main():
     for _ in range(max(1, args.repeat // block)):
         for name, X, xf in workloads:
             for _ in range(block):
-                t, results[name] = best_time(lambda: macro.mvm(X, stored, xf), 1)
+                t, results[name] = best_time(lambda X=X, xf=xf: macro.mvm(X, stored, xf), 1)
                 times[name].append(t)
     rates = {}
     for name, X, xf in workloads:
         res = results[name]
-        t_np, ref = best_time(lambda: numpy_reference(X, W, xf, wf, config), max(1, args.repeat // 4))
+        t_np, ref = best_time(lambda X=X, xf=xf: numpy_reference(X, W, xf, wf, config),
+                              max(1, args.repeat // 4))
         conv = res.events.total()["adc_conversions"]
         t_fast = min(times[name])
         rates[name] = conv / t_fast

@@ -5,10 +5,20 @@ work; the exact semantics are in docs/hardware-model.md.
 """
 __version__ = "0.1.0"
 
-from imcsim.config import (MacroConfig, MvmKind, NmcConfig, NonIdealityConfig, Overflow, Rounding,
-                           VrefConfig, VrefMode, load_preset, save_config)
-from imcsim.formats import BinaryFormat, Radix4Format, parse_format
+from imcsim.config import (
+                           MacroConfig,
+                           MvmKind,
+                           NmcConfig,
+                           NonIdealityConfig,
+                           Overflow,
+                           Rounding,
+                           VrefConfig,
+                           VrefMode,
+                           load_preset,
+                           save_config,
+)
 from imcsim.events import EVENT_NAMES, EventCounts
+from imcsim.formats import BinaryFormat, Radix4Format, parse_format
 from imcsim.macro import Macro, MvmResult
 
 __all__ = ["MacroConfig", "MvmKind", "NmcConfig", "NonIdealityConfig", "Overflow", "Rounding", "VrefConfig",

@@ -132,6 +132,7 @@ def plot_transfer_curve(curve: TransferCurve, path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from imcsim.plotting import save_figure
     fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=False)
     axes[0].step(curve.inputs_rows, curve.codes, where="post", lw=0.8)

@@ -9,6 +9,7 @@ counts the XNOR=1 cells of every column, shares their charge and converts it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,8 +17,12 @@ from imcsim.checks import check_matrix
 from imcsim.formats import BinaryFormat
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
+from imcsim.kernels.pack import pack_stored_tile
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
+
+if TYPE_CHECKING:
+    from imcsim.macro import Macro
 
 
 class StoredOperand:
@@ -32,7 +37,7 @@ class StoredWeights(StoredOperand):
     keeps nothing, so a large stored operand never exists as bit planes all at once.
     """
 
-    def __init__(self, macro: "Macro", W, w_format, cache: bool = True):
+    def __init__(self, macro: Macro, W, w_format, cache: bool = True):
         check_matrix("W", W)
         if not isinstance(w_format, BinaryFormat):
             raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
@@ -45,16 +50,28 @@ class StoredWeights(StoredOperand):
         self.cache = cache
         self._tiles = {}
 
-    def tile(self, t: int, u: int) -> dict:
-        """Stored bits of tile (t, u): 'columns' uint8 (R, C) and 'packed' uint64 (C, W)."""
+    def tile(self, t: int, u: int, columns: bool = True) -> dict:
+        """Stored bits of tile (t, u): 'packed' uint64 (C, W) and 'columns' uint8 (R, C).
+
+        columns : also build the unpacked columns (the row-gather path and the cycle level
+        use them); a cached tile gains them on the first request that wants them.
+        """
         key = (t, u)
-        if key in self._tiles:
-            return self._tiles[key]
+        entry = self._tiles.get(key)
+        if entry is not None and (not columns or "columns" in entry):
+            return entry
+        from imcsim.macro import format_lookup_tables
         r0, r1 = self.plan.row_range(t)
         n0, n1 = self.plan.output_range(u)
-        bits, _ = self.w_format.encode(self.values[r0:r1, n0:n1], "W")   # (R, G, Kw)
-        cols = np.ascontiguousarray(bits.reshape(r1 - r0, -1))
-        entry = {"columns": cols, "packed": pack_rows(cols.T)}
+        kw = self.w_format.n_planes
+        offset, pattern, _, _, _ = format_lookup_tables(self.w_format, False)
+        packed = np.empty(((n1 - n0) * kw, -(-(r1 - r0) // 64)), dtype=np.uint64)
+        cols = (np.empty((r1 - r0, (n1 - n0) * kw), dtype=np.uint8) if columns
+                else np.zeros((0, 0), dtype=np.uint8))
+        pack_stored_tile(self.values, offset, pattern, kw, r0, r1, n0, n1, packed, cols)
+        entry = {"packed": packed}
+        if columns:
+            entry["columns"] = cols
         if self.cache:
             self._tiles[key] = entry
         return entry
@@ -67,27 +84,6 @@ class StoredWeights(StoredOperand):
             caps = self.macro.cell_capacitance[: cols.shape[0], : cols.shape[1]]
             tile["cap_table"] = np.stack([(1 - cols) * caps, cols * caps]).astype(np.int64)
         return tile["cap_table"]
-
-
-def pack_rows(bits: np.ndarray) -> np.ndarray:
-    """Pack a 0/1 array (..., R) along its last axis into uint64 words (..., ceil(R/64)).
-
-    Bit (r % 64) of word (r // 64) holds row r.
-    """
-    bits = np.asarray(bits, dtype=np.uint8)
-    n_rows = bits.shape[-1]
-    n_words = max(1, -(-n_rows // 64))
-    padded = np.zeros(bits.shape[:-1] + (n_words * 64,), dtype=np.uint8)
-    padded[..., :n_rows] = bits
-    packed = np.packbits(padded, axis=-1, bitorder="little")
-    return np.ascontiguousarray(packed).view(np.uint64).reshape(bits.shape[:-1] + (n_words,))
-
-
-def unpack_rows(words: np.ndarray, n_rows: int) -> np.ndarray:
-    """Inverse of ``pack_rows``: uint64 words (..., W) -> 0/1 uint8 (..., n_rows)."""
-    words = np.ascontiguousarray(words, dtype=np.uint64)
-    as_bytes = words.view(np.uint8).reshape(words.shape[:-1] + (words.shape[-1] * 8,))
-    return np.unpackbits(as_bytes, axis=-1, bitorder="little")[..., :n_rows]
 
 
 @dataclass

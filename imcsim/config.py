@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import enum
 import json
-from importlib import resources
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from imcsim.kernels.hw import ANALOG_FRAC_BITS, SIGMA_FRAC_BITS
+from imcsim.kernels.hw import SIGMA_FRAC_BITS
 from imcsim.kernels.targets import CPU as hw_cpu
-
 
 MAX_ROWS = 16384
 
@@ -110,7 +109,7 @@ class VrefConfig:
                              f"vref.dual_high ({self.dual_high})")
 
     @classmethod
-    def parse(cls, text: str) -> "VrefConfig":
+    def parse(cls, text: str) -> VrefConfig:
         """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]' (full scales in rows) -> VrefConfig."""
         parts = str(text).strip().split(":")
         try:
@@ -273,7 +272,7 @@ class MacroConfig(JsonRoundTrip):
     def full_scale_volts(self, full_scale: int) -> float:
         return full_scale * self.volts_per_row
 
-    def with_vref(self, vref: VrefConfig) -> "MacroConfig":
+    def with_vref(self, vref: VrefConfig) -> MacroConfig:
         return replace(self, vref=vref)
 
     # --- serialisation -------------------------------------------------------------------
@@ -287,7 +286,7 @@ class MacroConfig(JsonRoundTrip):
         return convert(asdict(self))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "MacroConfig":
+    def from_dict(cls, data: dict) -> MacroConfig:
         if not isinstance(data, dict):
             raise TypeError("config: expected a mapping")
         known = {f.name for f in fields(cls)}

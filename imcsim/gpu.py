@@ -88,8 +88,8 @@ class GpuStoredWeights(StoredOperand):
             self._host = StoredWeights(self.macro, values, self.w_format)
         return self._host
 
-    def tile(self, t: int, u: int) -> dict:
-        return self.host().tile(t, u)
+    def tile(self, t: int, u: int, columns: bool = True) -> dict:
+        return self.host().tile(t, u, columns)
 
     def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
         return self.host().capacitance_table(t, u, tile)
@@ -170,7 +170,7 @@ class GpuMacro:
         """Device (W, C) packed columns of a tile of any stored operand (cached when reused)."""
         if isinstance(weights, GpuStoredWeights):
             return weights.device_tile(t, u)
-        tile = weights.tile(t, u)
+        tile = weights.tile(t, u, columns=False)
         if "cuda_packed_t" not in tile:
             tile["cuda_packed_t"] = self.to_device(np.ascontiguousarray(tile["packed"].T))
         return tile["cuda_packed_t"]

@@ -22,8 +22,7 @@ from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT
 from imcsim.kernels.pack import pack_input_planes
-from imcsim.kernels.params import (AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey,
-                                   StoredTile, Tuning)
+from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
 from imcsim.mapping import TilePlan, cycle_constants
 from imcsim.nmc import accumulator_fraction_bits, output_stage
@@ -374,7 +373,7 @@ class Macro:
                 n0, n1 = plan.output_range(u)
                 cols = plan.used_columns(u)
                 analog, tables = self.analog_constants(cols)
-                stored = prep.weights.tile(t, u)
+                stored = prep.weights.tile(t, u, columns=needs_gather or analog.cell_mismatch)
                 tile = StoredTile(stored["packed"],
                                   stored["columns"] if needs_gather else no_wcols,
                                   prep.weights.capacitance_table(t, u, stored)

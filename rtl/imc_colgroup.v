@@ -13,12 +13,19 @@
 //       est   = code * scale            (HALF_LSB: ((2 code + 1) * scale) >> 1)
 //       dot   = 2 est - (A << S)
 //       acc   = sat_or_wrap(acc + (dot << (x_shift + wshift(q))), ACC_BITS)      (4.6)
+//   * the output stage (4.6), registered at the end of every array cycle:
+//       shift = SCALE_FRAC + den_bits - OUT_FRAC      (den_bits = log2(den_x * den_w))
+//       y_int = sat(round(acc >> shift), OUT_BITS)     (shift <= 0: acc << -shift)
+//     with OUT_ROUND 0 floor, 1 half up, 2 half to even; y_int is the output when the cycle
+//     ends its group (last row tile, last input plane: golden-model.md's group_done).
 //
 // Broken variants for the scoreboard's own test (define one):
 //   BUG_SAR_OFF_BY_ONE  the comparator uses > instead of >= (codes one low on boundaries)
 //   BUG_DROP_MASK       masked rows are counted like active ones
+//   BUG_OUT_FLOOR       the output stage truncates (floor) whatever OUT_ROUND says
 //
-// Handshake: pulse start for one clock with row_in, row_mask, x_shift, clear; the group
+// Handshake: pulse start for one clock with row_in, row_mask, x_shift, clear (den_bits is
+// held per MVM); the group
 // is busy for ADC_BITS + KW + 2 clocks, then done is high for one clock with the results.
 `timescale 1ns/1ps
 
@@ -31,7 +38,10 @@ module imc_colgroup #(
     parameter ACC_BITS   = 20,    // nmc.acc_bits
     parameter SATURATE   = 1,     // 1: saturate, 0: wrap
     parameter HALF_LSB   = 0,     // nmc.half_lsb_reconstruction
-    parameter XSH_BITS   = 4,     // width of x_shift
+    parameter XSH_BITS   = 4,     // width of x_shift and den_bits
+    parameter OUT_FRAC   = 12,    // nmc.out_frac_bits
+    parameter OUT_BITS   = 48,    // nmc.out_bits
+    parameter OUT_ROUND  = 2,     // nmc.out_rounding: 0 floor, 1 half_up, 2 half_even
     // derived widths: leave at their defaults
     parameter CNT_BITS   = $clog2(ROWS + 1),
     parameter RA         = (ROWS > 1) ? $clog2(ROWS) : 1
@@ -53,6 +63,7 @@ module imc_colgroup #(
     input  wire [ROWS-1:0]            row_mask,   // 1 = active
     input  wire [XSH_BITS-1:0]        x_shift,    // log2 of the input plane weight
     input  wire                       clear,      // accumulators start from 0
+    input  wire [XSH_BITS-1:0]        den_bits,   // log2(den_x * den_w) of the formats
     output wire                       busy,
     output reg                        done,
     output reg  [CNT_BITS-1:0]        active_rows,
@@ -60,7 +71,8 @@ module imc_colgroup #(
     output reg  [COLS*CNT_BITS-1:0]   count,
     output reg  [COLS*ADC_BITS-1:0]   code,
     output reg  [COLS*ADC_BITS-1:0]   sar_dec,    // bit ADC_BITS-1-s: decision of step s
-    output reg  [G*ACC_BITS-1:0]      acc
+    output reg  [G*ACC_BITS-1:0]      acc,
+    output reg  [G*OUT_BITS-1:0]      y_int       // output stage of acc (valid with done)
 );
     localparam G        = COLS / KW;
     localparam L        = (1 << ADC_BITS) - 1;
@@ -160,6 +172,39 @@ module imc_colgroup #(
         end
     end
 
+    // ---- output stage (combinational on the final accumulators) ----------------------------
+    reg [G*OUT_BITS-1:0]    y_next;
+    reg signed [63:0]       yv, yfloor, yrem, yhalf;
+    integer                 osh;
+    localparam signed [63:0] OUT_MAX = (64'sd1 <<< (OUT_BITS - 1)) - 1;
+    localparam signed [63:0] OUT_MIN = -(64'sd1 <<< (OUT_BITS - 1));
+    always @* begin
+        osh = SCALE_FRAC - OUT_FRAC + $signed({1'b0, den_bits});
+        for (g = 0; g < G; g = g + 1) begin
+            yv = $signed(acc[g*ACC_BITS +: ACC_BITS]);
+            if (osh > 0) begin
+                yfloor = yv >>> osh;
+                yrem   = yv - (yfloor <<< osh);
+                yhalf  = 64'sd1 <<< (osh - 1);
+`ifdef BUG_OUT_FLOOR
+                yv = yfloor;
+`else
+                if (OUT_ROUND == 1 && yrem >= yhalf)
+                    yv = yfloor + 64'sd1;
+                else if (OUT_ROUND == 2 && (yrem > yhalf || (yrem == yhalf && yfloor[0])))
+                    yv = yfloor + 64'sd1;
+                else
+                    yv = yfloor;
+`endif
+            end else begin
+                yv = yv <<< (-osh);
+            end
+            if (yv > OUT_MAX)      yv = OUT_MAX;
+            else if (yv < OUT_MIN) yv = OUT_MIN;
+            y_next[g*OUT_BITS +: OUT_BITS] = yv[OUT_BITS-1:0];
+        end
+    end
+
     // ---- sequencing ----------------------------------------------------------------------
     always @(posedge clk) begin
         if (w_we)
@@ -168,6 +213,7 @@ module imc_colgroup #(
             state <= S_IDLE;
             done  <= 1'b0;
             acc   <= 0;
+            y_int <= 0;
             step  <= 0;
             q     <= 0;
         end else begin
@@ -206,6 +252,7 @@ module imc_colgroup #(
                         state <= S_DONE;
                 end
                 S_DONE: begin
+                    y_int <= y_next;
                     done  <= 1'b1;
                     state <= S_IDLE;
                 end

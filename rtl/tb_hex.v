@@ -6,13 +6,16 @@
 //   vvp -n tb_hex.vvp +VECTORS=path/to/vectors/ +OUT=path/to/out/
 //   imcsim check path/to/vectors path/to/out/rtl.csv
 //
-// Only single-tile vector sets (one row tile, one column tile) are replayed: weights.hex
+// y_int is the RTL's output register (the CSV has it on every line; imcsim check compares it
+// on the group_done lines).  Only single-tile vector sets (one row tile, one column tile) are replayed: weights.hex
 // holds the tile's R stored rows.  Field positions come from manifest.json (ctrl.hex).
 `timescale 1ns/1ps
 
 module tb_hex;
     parameter ROWS = 64, COLS = 8, KW = 4, ADC_BITS = 5, SCALE_FRAC = 8, ACC_BITS = 20;
     parameter SATURATE = 1, HALF_LSB = 0, XSH_BITS = 4;
+    parameter OUT_FRAC = 12, OUT_BITS = 48, OUT_ROUND = 2;
+    parameter DEN_BITS = 2;                                  // log2(den_x * den_w)
     parameter N_CYCLES = 1;
     parameter VREF_MODE = 1, VREF_FIXED = 48, VREF_LOW = 31, VREF_HIGH = 64;
     parameter CLEAR_LSB = 0, XSH_LSB = 5, XSH_W = 3;      // ctrl.hex fields (manifest.json)
@@ -34,16 +37,19 @@ module tb_hex;
     wire [COLS*CNT_BITS-1:0] count;
     wire [COLS*ADC_BITS-1:0] code, sar_dec;
     wire [G*ACC_BITS-1:0]    acc;
+    wire [G*OUT_BITS-1:0]    y_int;
 
     imc_colgroup #(.ROWS(ROWS), .COLS(COLS), .KW(KW), .ADC_BITS(ADC_BITS),
                    .SCALE_FRAC(SCALE_FRAC), .ACC_BITS(ACC_BITS), .SATURATE(SATURATE),
-                   .HALF_LSB(HALF_LSB), .XSH_BITS(XSH_BITS)) dut (
+                   .HALF_LSB(HALF_LSB), .XSH_BITS(XSH_BITS), .OUT_FRAC(OUT_FRAC),
+                   .OUT_BITS(OUT_BITS), .OUT_ROUND(OUT_ROUND)) dut (
         .clk(clk), .rst(rst), .w_we(w_we), .w_addr(w_addr), .w_data(w_data),
         .vref_mode(VREF_MODE[1:0]), .vref_fixed(VREF_FIXED[CNT_BITS-1:0]),
         .vref_low(VREF_LOW[CNT_BITS-1:0]), .vref_high(VREF_HIGH[CNT_BITS-1:0]),
         .start(start), .row_in(row_in), .row_mask(row_mask), .x_shift(x_shift),
-        .clear(clear), .busy(busy), .done(done), .active_rows(active_rows),
-        .full_scale(full_scale), .count(count), .code(code), .sar_dec(sar_dec), .acc(acc));
+        .clear(clear), .den_bits(DEN_BITS[XSH_BITS-1:0]), .busy(busy), .done(done), .active_rows(active_rows),
+        .full_scale(full_scale), .count(count), .code(code), .sar_dec(sar_dec), .acc(acc),
+        .y_int(y_int));
 
     reg [COLS-1:0] wmem_file [0:ROWS-1];
     reg [63:0]     ctrl_mem  [0:N_CYCLES-1];
@@ -64,7 +70,7 @@ module tb_hex;
         $dumpfile({odir, "rtl.vcd"});
         $dumpvars(1, dut);
         fd = $fopen({odir, "rtl.csv"}, "w");
-        $fwrite(fd, "cycle,column,output,code,column_count,sar_decision,active_rows,full_scale,nmc_acc\n");
+        $fwrite(fd, "cycle,column,output,code,column_count,sar_decision,active_rows,full_scale,nmc_acc,y_int\n");
         @(negedge clk); @(negedge clk);
         rst = 0;
         for (i = 0; i < ROWS; i = i + 1) begin
@@ -84,11 +90,12 @@ module tb_hex;
             @(posedge done);
             #1;
             for (c = 0; c < COLS; c = c + 1)
-                $fwrite(fd, "%0d,%0d,,%0d,%0d,%0d,%0d,%0d,\n", i, c,
+                $fwrite(fd, "%0d,%0d,,%0d,%0d,%0d,%0d,%0d,,\n", i, c,
                         code[c*ADC_BITS +: ADC_BITS], count[c*CNT_BITS +: CNT_BITS],
                         sar_dec[c*ADC_BITS +: ADC_BITS], active_rows, full_scale);
             for (c = 0; c < G; c = c + 1)
-                $fwrite(fd, "%0d,,%0d,,,,,,%0d\n", i, c, $signed(acc[c*ACC_BITS +: ACC_BITS]));
+                $fwrite(fd, "%0d,,%0d,,,,,,%0d,%0d\n", i, c, $signed(acc[c*ACC_BITS +: ACC_BITS]),
+                        $signed(y_int[c*OUT_BITS +: OUT_BITS]));
             @(negedge clk);
         end
         $fclose(fd);

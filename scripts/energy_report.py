@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imcsim.energy import (COSTED_EVENTS, energy_report, plot_report, scenario_summary)
+from imcsim.energy import COSTED_EVENTS, energy_report, plot_report, scenario_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _figures(**kw):
+def _figures(**kw) -> list[str]:
+    """The figures of the claims in ``CLAIMS``, as text, for ``energy_report(**kw)``."""
     s = {d["label"]: d for d in scenario_summary("vgg-lite", 128, **kw)}
     c = energy_report("vgg-lite", 128, **kw).comparison
     all3 = s["IMC all three (variable Vref)"]
@@ -42,7 +43,8 @@ CLAIMS = [
 ]
 
 
-def main():
+def main() -> None:
+    """Print the tables of docs/energy.md and write docs/energy-vgg-lite.png."""
     ours = _figures()
     paper_style = _figures(charge_masked_rows=True)
     print("| claim (paper) | ours (masked rows free) | ours, masked rows charged |")

@@ -17,8 +17,8 @@ from imcsim import (
     VrefConfig,
     VrefMode,
 )
-from imcsim.verify.check import check_files, load_expected, parse_signal_map
 from imcsim.cli.verify import check_command
+from imcsim.verify.check import check_files, load_expected, parse_signal_map
 from imcsim.verify.trace import TraceFile
 from imcsim.verify.vcd import read_vcd
 from imcsim.verify.vectors import make_operands, write_vectors

@@ -1,4 +1,4 @@
-"""CLI: the demo runs, files round-trip, bad input exits non-zero with one line and no output."""
+"""CLI: the demo runs, files round-trip, bad input exits 2 with one line and no output."""
 import json
 
 import numpy as np
@@ -61,14 +61,14 @@ def test_mvm_from_files_is_exact_when_lossless(run, tmp_path):
     (("mvm", "--comparator-noise", "-1"), "comparator_noise_sigma"),
     (("trace", "show", "nothere.h5"), "no such trace"),
 ])
-def test_bad_input_exits_nonzero_with_one_line_and_no_output(run, tmp_path, args, match):
+def test_bad_input_exits_2_with_one_line_and_no_output(run, tmp_path, args, match):
     np.save(tmp_path / "x.npy", np.zeros((2, 5), dtype=np.int64))
     np.save(tmp_path / "w.npy", np.zeros((6, 3), dtype=np.int64))
     np.save(tmp_path / "big.npy", np.full((2, 6), 40))
     (tmp_path / "bad.npy").write_text("not numpy")
     before = set(p.name for p in tmp_path.iterdir())
     r = run(*args, "-o", "out.npy") if args[0] == "mvm" and "-o" not in args else run(*args)
-    assert r.exit_code != 0
+    assert r.exit_code == 2
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), r.output
     assert match in lines[0]

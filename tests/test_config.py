@@ -4,8 +4,17 @@ import json
 
 import pytest
 
-from imcsim import (MacroConfig, NmcConfig, NonIdealityConfig, Overflow, Rounding, VrefConfig,
-                    VrefMode, load_preset, save_config)
+from imcsim import (
+    MacroConfig,
+    NmcConfig,
+    NonIdealityConfig,
+    Overflow,
+    Rounding,
+    VrefConfig,
+    VrefMode,
+    load_preset,
+    save_config,
+)
 from imcsim.config import PRESET_DIR, preset_names
 
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from imcsim import BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format, VrefConfig
+
 from test_equivalence import assert_same, make_config, mvm_cases, run_twin, x_format
 
 pytestmark = [pytest.mark.cuda,

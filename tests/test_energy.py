@@ -1,19 +1,39 @@
 """Energy model: hand-computed counts, analytic counts == emulator counters, presets, GPU
 baseline, the VGG-lite report and the CLI (docs/energy.md)."""
+import dataclasses
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, VrefMode
-from imcsim.energy import (ACT_FORMAT, COSTED_EVENTS, GRAD_FORMAT, WEIGHT_FORMAT, EnergyPreset,
-                           LayerSpec, conv_event_counts, energy_from_events, energy_report,
-                           energy_preset_names, gpu_energy, layer_event_counts,
-                           load_energy_preset, measured_density, mvm_event_counts, parse_vref,
-                           save_energy_preset, scenario_summary, vgg_lite_layers)
 from imcsim.cli.energy import energy_command
+from imcsim.energy import (
+    ACT_FORMAT,
+    COSTED_EVENTS,
+    GRAD_FORMAT,
+    WEIGHT_FORMAT,
+    EnergyPreset,
+    LayerSpec,
+    conv_event_counts,
+    energy_from_events,
+    energy_preset_names,
+    energy_report,
+    gpu_energy,
+    layer_event_counts,
+    load_energy_preset,
+    measured_density,
+    mvm_event_counts,
+    parse_vref,
+    parse_vref_per_kind,
+    plot_report,
+    save_energy_preset,
+    scenario_summary,
+    vgg_lite_layers,
+)
 from imcsim.events import EVENT_NAMES
 from imcsim.macro import conv2d
 from imcsim.reshape import reshape_conv_inputs
@@ -122,6 +142,20 @@ def test_analytic_equals_emulator_paper_geometry():
     assert_same_counts(mvm_event_counts(2500, 60, 2, B6, B5), res)
 
 
+def test_analytic_and_emulator_share_one_event_count_definition(monkeypatch):
+    import imcsim.energy.counts as counts
+    import imcsim.events as events
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return events.tile_event_counts(*args, **kwargs)
+
+    monkeypatch.setattr(counts, "tile_event_counts", spy)
+    mvm_event_counts(150, 9, 3, B6, B5, config=SMALL)
+    assert len(calls) == 1 and calls[0]["vectors"] == 3 and calls[0]["n_planes"] == 6
+
+
 def test_density_counts_match_emulator_with_known_sparsity():
     # Each vector has exactly 16 non-zero gradients in each 64-row tile: density 1/4.
     rng = np.random.default_rng(5)
@@ -215,6 +249,19 @@ def test_default_preset_is_table_two_and_round_trips(tmp_path):
     assert p.joules_per_event()["sar_steps"] == 0.0
 
 
+def test_save_preset_is_all_or_nothing(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        save_energy_preset(EnergyPreset(), tmp_path / "no" / "such.json")
+    target = tmp_path / "p.json"
+    target.write_text("old")
+    with pytest.raises(TypeError, match="preset"):
+        save_energy_preset({"name": "x"}, target)
+    assert target.read_text() == "old"
+    save_energy_preset(EnergyPreset(name="new"), target)
+    assert load_energy_preset(str(target)).name == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]        # no temporary left
+
+
 def test_preset_validation():
     with pytest.raises(ValueError, match="adc_sample_fj"):
         EnergyPreset(adc_sample_fj=-1.0)
@@ -226,7 +273,7 @@ def test_preset_validation():
         EnergyPreset.from_dict({"adc_fj": 1.0})
     with pytest.raises(ValueError, match="no energy preset"):
         load_energy_preset("nope")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         EnergyPreset().adc_sample_fj = 1.0            # frozen
 
 
@@ -312,6 +359,40 @@ def test_vref_changes_only_the_high_vref_count():
         parse_vref("forward=sometimes")
 
 
+def test_vref_syntax_is_the_one_of_vref_config_parse():
+    assert parse_vref is parse_vref_per_kind
+    default = parse_vref_per_kind(None)
+    assert list(default) == ["forward", "backward", "update"]
+    assert set(default.values()) == {VrefConfig()}
+    # one spec for every kind; a spec without numbers keeps the base's levels
+    every = parse_vref_per_kind("dual", DUALCFG.vref)
+    assert set(every.values()) == {DUALCFG.vref}
+    assert parse_vref_per_kind("fixed")["update"] == VrefConfig(mode=VrefMode.FIXED)
+    # per kind, comma-separated or repeated, with the levels of VrefConfig.parse
+    both = parse_vref_per_kind("forward=dual:255:2304, backward=fixed:1024")
+    assert both == parse_vref_per_kind(["forward=dual:255:2304", "backward=fixed:1024"])
+    assert both["forward"] == VrefConfig.parse("dual:255:2304")
+    assert both["backward"] == VrefConfig(mode=VrefMode.FIXED, full_scale=1024)
+    assert both["update"] == VrefConfig()
+    # later items win; a bare spec sets every kind
+    assert parse_vref_per_kind(["dual", "update=variable"])["update"].mode is VrefMode.VARIABLE
+    # the dict form takes specs, modes and configs
+    d = parse_vref_per_kind({"forward": "dual:255:2304", "update": VrefMode.FIXED,
+                             "backward": VrefConfig(mode=VrefMode.DUAL)})
+    assert d["forward"] == both["forward"] and d["update"].mode is VrefMode.FIXED
+    one = VrefConfig(mode=VrefMode.FIXED, full_scale=512)
+    assert set(parse_vref_per_kind(one).values()) == {one}
+    for bad, match in (("sideways=dual", "sideways"), ("forward=", "KIND=SPEC"),
+                       ("dual:255", "dual"), ("forward=fixed:x", "fixed"),
+                       ({"forward": "often"}, "often")):
+        with pytest.raises(ValueError, match=match):
+            parse_vref_per_kind(bad)
+    with pytest.raises(TypeError, match="vref"):
+        parse_vref_per_kind(3)
+    with pytest.raises(TypeError, match="base"):
+        parse_vref_per_kind("dual", base="variable")
+
+
 def test_report_validation():
     with pytest.raises(ValueError, match="model"):
         energy_report("resnet-18")
@@ -347,6 +428,37 @@ def test_cli_table_and_errors():
     assert "total" in r.output and "GPU / this mapping" in r.output
     bad = CliRunner().invoke(energy_command, ["--imc", "forwards"])
     assert bad.exit_code == 2 and "forwards" in bad.output
+    bad = CliRunner().invoke(energy_command, ["--vref", "forward=dual:255"])
+    assert bad.exit_code == 2 and "dual" in bad.output
+
+
+def test_cli_vref_per_kind_repeated():
+    r = CliRunner().invoke(energy_command, ["--batch", "2", "--json", "--vref",
+                                            "forward=dual:255:2304", "--vref", "backward=fixed"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["settings"]["vref"] == {"forward": "dual", "backward": "fixed",
+                                                        "update": "variable"}
+
+
+def test_cli_plot_into_missing_folder_is_one_line(tmp_path):
+    png = tmp_path / "missing" / "energy.png"
+    for extra in ([], ["--json"]):
+        r = CliRunner().invoke(energy_command, ["--batch", "2", "--plot", str(png)] + extra)
+        assert r.exit_code == 2, r.output
+        assert r.output.strip().splitlines() == [f"Error: --plot: folder {png.parent} does not exist"]
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert not png.parent.exists()
+
+
+def test_plot_without_matplotlib_is_a_value_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    msg = "plot: needs matplotlib: pip install 'imcsim[plot]'"
+    with pytest.raises(ValueError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        plot_report(energy_report(batch=2), tmp_path / "e.png")
+    r = CliRunner().invoke(energy_command, ["--batch", "2", "--plot", str(tmp_path / "e.png")])
+    assert r.exit_code == 2 and r.output.strip().splitlines() == [f"Error: {msg}"]
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_charge_masked_rows_variant():

@@ -7,8 +7,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imcsim import (BinaryFormat, Macro, MacroConfig, NmcConfig, NonIdealityConfig, Overflow,
-                    Radix4Format, Rounding, VrefConfig, VrefMode)
+from imcsim import (
+    BinaryFormat,
+    Macro,
+    MacroConfig,
+    NmcConfig,
+    NonIdealityConfig,
+    Overflow,
+    Radix4Format,
+    Rounding,
+    VrefConfig,
+    VrefMode,
+)
 
 import reference_model as ref  # noqa: E402
 

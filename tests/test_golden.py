@@ -16,8 +16,8 @@ from imcsim import (
     VrefConfig,
     VrefMode,
 )
-from imcsim.verify.golden import GoldenModel, Mismatch, assert_cycle, compare_cycle, pack_decisions
 from imcsim.cli.verify import vectors_command
+from imcsim.verify.golden import GoldenModel, Mismatch, assert_cycle, compare_cycle, pack_decisions
 from imcsim.verify.trace import TraceFile
 from imcsim.verify.vectors import (
     load_manifest,

@@ -2,8 +2,7 @@
 import numpy as np
 import pytest
 
-from imcsim import (BinaryFormat, Macro, MacroConfig, NmcConfig, Radix4Format, VrefConfig,
-                    VrefMode)
+from imcsim import BinaryFormat, Macro, MacroConfig, NmcConfig, Radix4Format, VrefConfig, VrefMode
 from imcsim.macro import conv2d
 
 SMALL = MacroConfig(rows=16, columns=10, adc_bits=4,

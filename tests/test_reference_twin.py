@@ -1,14 +1,11 @@
 """Hand-computed checks of the reference twin itself (tests/reference_model.py) against
 docs/hardware-model.md.  These do not touch imcsim."""
-import os
 import random
-import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 import reference_model as ref  # noqa: E402
 
 

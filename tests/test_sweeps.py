@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imcsim import (BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format,
-                    VrefConfig, VrefMode)
+from imcsim import BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format, VrefConfig, VrefMode
 
 EXAMPLES = int(os.environ.get("IMCSIM_SWEEP_EXAMPLES", "4"))
 SWEEP = settings(max_examples=EXAMPLES, deadline=None, derandomize=True)

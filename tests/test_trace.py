@@ -80,11 +80,11 @@ def test_selection_limits_what_is_recorded(tmp_path, operands):
 def test_failed_run_leaves_no_partial_trace(tmp_path, operands, monkeypatch):
     X, W = operands
     path = tmp_path / "boom.h5"
-    import imcsim.cycle as cyc
+    import imcsim.cima as cima
 
     def explode(*a, **k):
         raise RuntimeError("simulated failure")
-    monkeypatch.setattr(cyc, "sar_convert_columns", explode)
+    monkeypatch.setattr(cima, "_array_cycle_kernel", explode)
     with pytest.raises(RuntimeError):
         small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=path)
     assert list(tmp_path.iterdir()) == []

@@ -1,83 +1,173 @@
-"""Helpers shared by the command-line modules (options, config overrides, .npy I/O)."""
+"""The one CLI convention shared by every ``imcsim`` command.
+
+- :func:`cli_errors` wraps a command: one error line on stderr and a fixed exit status
+  (:data:`EXIT_OK` 0 success, :data:`EXIT_MISMATCH` 1 a check found mismatches,
+  :data:`EXIT_USAGE` 2 bad input or usage, :data:`EXIT_INTERNAL` 3 internal error,
+  :data:`EXIT_INTERRUPTED` 130 interrupted); ``imcsim --debug`` shows the traceback instead.
+- :func:`macro_config_options` / :func:`macro_config_from_options`: the flags that build a
+  ``MacroConfig`` and the one function that reads them.
+- :func:`operand_options`, :func:`load_npy`, :func:`save_npy`: operand files.
+
+Every file a command writes goes through ``imcsim.atomic.AtomicOutputs`` (all-or-nothing,
+outputs compared with inputs and with each other after resolving the paths).
+"""
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 import numpy as np
 
-from imcsim.config import (MacroConfig, NonIdealityConfig, VrefConfig, VrefMode, load_preset,
-                           preset_names)
+from imcsim.config import MacroConfig, NonIdealityConfig, VrefMode, load_preset, preset_names
+from imcsim.optional import MissingDependency
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+#: the exit statuses, for the main group's help
+EXIT_CODES_HELP = ("Exit status: 0 success; 1 a check found mismatches; 2 bad input or usage; "
+                   "3 internal error (rerun with --debug for the traceback); 130 interrupted.")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _friendly_errors(fn):
-    """Turn the library's validation errors into one-line CLI errors (exit status 1)."""
+class MismatchFound(Exception):
+    """Raised by a command whose comparison found mismatches (exit status 1).
+
+    The command prints its report first; a non-empty message is printed as one more line on
+    stderr.
+    """
+
+
+class CliError(click.ClickException):
+    """A one-line error with an explicit exit status (``prefix`` + message on stderr)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE, prefix: str = "Error: "):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.prefix = prefix
+
+    def show(self, file=None) -> None:
+        if self.prefix or self.message:
+            click.echo(f"{self.prefix}{self.format_message()}", file=file, err=file is None)
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return exc if isinstance(exc, str) else type(exc).__name__
+
+
+def debug_enabled() -> bool:
+    """True under ``imcsim --debug`` (or with IMCSIM_DEBUG=1 in the environment)."""
+    if os.environ.get("IMCSIM_DEBUG", "") not in ("", "0"):
+        return True
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return False
+    obj = ctx.find_root().obj
+    return bool(isinstance(obj, dict) and obj.get("debug"))
+
+
+#: exceptions that mean the input (arguments, files, environment) is unusable: exit 2
+INPUT_ERRORS = (ValueError, TypeError, OSError, MissingDependency)
+
+
+def cli_errors(fn: F) -> F:
+    """Decorator for click commands: the one error convention of ``imcsim``.
+
+    - ValueError, TypeError, OSError (FileNotFoundError, PermissionError, ...), a missing
+      optional dependency, ``click.BadParameter`` and other click usage errors raised inside
+      the command: ``Error: <message>`` (one line) on stderr, exit status 2;
+    - :class:`MismatchFound`: exit status 1 (the command has printed its report);
+    - KeyboardInterrupt: ``interrupted`` on stderr, exit status 130;
+    - anything else: ``internal error: <type>: <message> (rerun with --debug for the
+      traceback)``, exit status 3.
+
+    Under ``imcsim --debug`` every exception except KeyboardInterrupt and MismatchFound
+    propagates with its traceback.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError) as exc:
-            raise click.ClickException(str(exc).splitlines()[0]) from None
-    return wrapper
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except MismatchFound as exc:
+            message = str(exc).strip()
+            raise CliError(message.splitlines()[0] if message else "", EXIT_MISMATCH,
+                           prefix="") from None
+        except KeyboardInterrupt:
+            raise CliError("interrupted", EXIT_INTERRUPTED, prefix="") from None
+        except CliError:
+            raise
+        except click.ClickException as exc:
+            if debug_enabled():
+                raise
+            raise CliError(first_line(exc.format_message()), EXIT_USAGE) from None
+        except INPUT_ERRORS as exc:
+            if debug_enabled():
+                raise
+            raise CliError(first_line(exc), EXIT_USAGE) from None
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            raise CliError(f"internal error: {type(exc).__name__}: {first_line(exc)} "
+                           "(rerun with --debug for the traceback)", EXIT_INTERNAL,
+                           prefix="") from None
+    return wrapper  # type: ignore[return-value]
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+# --- MacroConfig from flags ----------------------------------------------------------------
+#: flag name -> NonIdealityConfig field
+NONIDEAL_OPTIONS = {
+    "cell_mismatch": "cell_cap_sigma",
+    "parasitic": "parasitic_ratio",
+    "cdac_mismatch": "cdac_unit_sigma",
+    "comparator_offset": "comparator_offset_sigma",
+    "comparator_noise": "comparator_noise_sigma",
+    "sampling_noise": "sampling_noise_sigma",
+}
+#: flag name -> NmcConfig field
+NMC_OPTIONS = {
+    "scale_frac_bits": "scale_frac_bits",
+    "acc_bits": "acc_bits",
+    "overflow": "overflow",
+    "out_frac_bits": "out_frac_bits",
+    "out_bits": "out_bits",
+    "out_rounding": "out_rounding",
+}
+GEOMETRY_OPTIONS = ("rows", "columns", "adc_bits")
+VREF_OPTIONS = {"vref_mode": "mode", "full_scale": "full_scale", "dual_low": "dual_low",
+                "dual_high": "dual_high"}
+CONFIG_OPTION_NAMES = (("preset", "chip_seed", "mask_zeros", "adc_rounding")
+                       + tuple(NONIDEAL_OPTIONS) + tuple(NMC_OPTIONS) + GEOMETRY_OPTIONS
+                       + tuple(VREF_OPTIONS))
 
 
-def _load_npy(path, name) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot read {path} as .npy ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{name}: {path} holds no single array")
-    return arr
-
-
-def build_config(preset, vref_mode, full_scale, dual_low, dual_high, nonideal_overrides,
-                 chip_seed, mask_zeros, adc_rounding=None) -> MacroConfig:
-    """A MacroConfig from a preset plus command-line overrides."""
-    base = load_preset(preset)
-    v = base.vref
-    vref = VrefConfig(mode=VrefMode(vref_mode) if vref_mode else v.mode,
-                      full_scale=v.full_scale if full_scale is None else full_scale,
-                      dual_low=v.dual_low if dual_low is None else dual_low,
-                      dual_high=v.dual_high if dual_high is None else dual_high)
-    ni = base.nonideal.__dict__.copy()
-    ni.update({k: v for k, v in nonideal_overrides.items() if v is not None})
-    data = base.to_dict()
-    data["vref"] = {"mode": vref.mode.value, "full_scale": vref.full_scale,
-                    "dual_low": vref.dual_low, "dual_high": vref.dual_high}
-    data["nonideal"] = NonIdealityConfig(**ni).__dict__
-    if chip_seed is not None:
-        data["chip_seed"] = chip_seed
-    if mask_zeros is not None:
-        data["mask_zero_inputs"] = mask_zeros
-    if adc_rounding is not None:
-        data["adc_rounding"] = adc_rounding
-    return MacroConfig.from_dict(data)
-
-
-def _config_options(fn):
-    """Options shared by commands that build a macro."""
+def macro_config_options(fn: F) -> F:
+    """The flags that build a MacroConfig (read them with :func:`macro_config_from_options`)."""
     opts = [
         click.option("--preset", default="paper", show_default=True,
-                     help=f"Macro preset from data/presets ({', '.join(preset_names())}) or a JSON path."),
+                     help=f"Macro preset ({', '.join(preset_names())}) or a JSON file."),
         click.option("--vref", "vref_mode", type=click.Choice([m.value for m in VrefMode]),
                      help="ADC reference mode (default: the preset's)."),
-        click.option("--full-scale", type=int, help="Fixed-mode full scale F in rows (255..2304)."),
-        click.option("--dual-low", type=int, help="Dual mode low full scale in rows."),
-        click.option("--dual-high", type=int, help="Dual mode high full scale in rows."),
+        click.option("--full-scale", type=int, help="Fixed-mode full scale F [rows]."),
+        click.option("--dual-low", type=int, help="Dual mode low full scale [rows]."),
+        click.option("--dual-high", type=int, help="Dual mode high full scale [rows]."),
+        click.option("--rows", type=int, help="Override the preset's rows (e.g. an RTL's ROWS); "
+                     "Vref levels not given then follow the new geometry."),
+        click.option("--columns", type=int, help="Override the preset's columns."),
+        click.option("--adc-bits", type=int, help="Override the preset's ADC bits."),
         click.option("--cell-mismatch", type=float, help="Relative sigma of bit-cell capacitors."),
         click.option("--parasitic", type=float, help="Column parasitic / total cell capacitance."),
         click.option("--cdac-mismatch", type=float, help="Relative sigma of a CDAC unit capacitor."),
@@ -90,38 +180,73 @@ def _config_options(fn):
         click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
                      help="ADC law: floor (the paper's) or half_up (thresholds half an LSB "
                           "lower)."),
+        click.option("--scale-frac-bits", type=int, help="Override nmc.scale_frac_bits."),
+        click.option("--acc-bits", type=int, help="Override nmc.acc_bits (small values saturate)."),
+        click.option("--overflow", type=click.Choice(["saturate", "wrap"]),
+                     help="NMC accumulator overflow rule."),
+        click.option("--out-frac-bits", type=int, help="Override nmc.out_frac_bits."),
+        click.option("--out-bits", type=int, help="Override nmc.out_bits."),
+        click.option("--out-rounding", type=click.Choice(["floor", "half_up", "half_even"]),
+                     help="Override nmc.out_rounding."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
 
 
-def _config_from_kwargs(kw) -> MacroConfig:
-    return build_config(
-        kw.pop("preset"), kw.pop("vref_mode"), kw.pop("full_scale"), kw.pop("dual_low"),
-        kw.pop("dual_high"),
-        {"cell_cap_sigma": kw.pop("cell_mismatch"), "parasitic_ratio": kw.pop("parasitic"),
-         "cdac_unit_sigma": kw.pop("cdac_mismatch"),
-         "comparator_offset_sigma": kw.pop("comparator_offset"),
-         "comparator_noise_sigma": kw.pop("comparator_noise"),
-         "sampling_noise_sigma": kw.pop("sampling_noise")},
-        kw.pop("chip_seed"), kw.pop("mask_zeros"), kw.pop("adc_rounding"))
+def device_option(fn: F) -> F:
+    """``--device cpu|cuda``: where the fast path runs (cuda needs ``pip install 'imcsim[gpu]'``)."""
+    return click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu",
+                        show_default=True,
+                        help="Run the fast path on the CPU or on a CUDA GPU (results are "
+                             "bit-identical).")(fn)
 
 
-def random_operands(rng, x_format, w_format, batch, inner, outputs, density):
-    """Seeded random operands for a demo: X (batch x inner) and W (inner x outputs)."""
-    W = rng.integers(-w_format.max_value, w_format.max_value + 1, (inner, outputs))
-    if x_format.kind == "binary":
-        X = rng.integers(-x_format.max_value, x_format.max_value + 1, (batch, inner))
-        X = np.where(rng.random((batch, inner)) < density, X, 0)
-    else:
-        e = rng.integers(-x_format.exponent_bias, x_format.exponent_bias + 1, (batch, inner))
-        sign = np.where(rng.random((batch, inner)) < 0.5, -1.0, 1.0)
-        X = np.where(rng.random((batch, inner)) < density, sign * 4.0 ** e, 0.0)
-    return X, W
+def preset_file(kw: dict) -> Path | None:
+    """The preset option when it names a JSON file (an input a command must not overwrite)."""
+    preset = kw.get("preset")
+    return Path(preset) if preset and Path(preset).suffix else None
 
 
-def _operand_options(fn):
+def macro_config_from_options(kw: dict) -> MacroConfig:
+    """A MacroConfig from the flags of :func:`macro_config_options`.
+
+    Pops every config flag from ``kw`` (missing ones count as not given), starts from the
+    preset and applies the flags given.  With --rows or --adc-bits, the Vref levels not given
+    follow the new geometry (fixed F = rows, dual levels L and rows).
+    """
+    given = {k: kw.pop(k, None) for k in CONFIG_OPTION_NAMES}
+    data = load_preset(given["preset"] or "paper").to_dict()
+    for k in GEOMETRY_OPTIONS:
+        if given[k] is not None:
+            data[k] = given[k]
+    rows, top = data["rows"], (1 << data["adc_bits"]) - 1
+    if isinstance(rows, int) and isinstance(top, int) and rows < top:
+        raise ValueError(f"rows ({rows}) must be at least the top ADC code "
+                         f"2**adc_bits - 1 = {top}")
+    vref = data["vref"]
+    if given["rows"] is not None or given["adc_bits"] is not None:
+        vref.update({"full_scale": rows, "dual_low": top, "dual_high": rows})
+    for opt, key in VREF_OPTIONS.items():
+        if given[opt] is not None:
+            vref[key] = given[opt]
+    ni = dict(data["nonideal"])
+    ni.update({key: given[opt] for opt, key in NONIDEAL_OPTIONS.items()
+               if given[opt] is not None})
+    data["nonideal"] = NonIdealityConfig(**ni).__dict__      # validates the flags' values
+    data["nmc"].update({key: given[opt] for opt, key in NMC_OPTIONS.items()
+                        if given[opt] is not None})
+    if given["chip_seed"] is not None:
+        data["chip_seed"] = given["chip_seed"]
+    if given["mask_zeros"] is not None:
+        data["mask_zero_inputs"] = given["mask_zeros"]
+    if given["adc_rounding"] is not None:
+        data["adc_rounding"] = given["adc_rounding"]
+    return MacroConfig.from_dict(data)
+
+
+# --- operand files ------------------------------------------------------------------------
+def operand_options(fn: F) -> F:
     """--w/--x .npy operands and their formats (shared by mvm and vectors)."""
     opts = [
         click.option("--w", "w_path", type=click.Path(dir_okay=False),
@@ -136,3 +261,22 @@ def _operand_options(fn):
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def load_npy(path, name: str) -> np.ndarray:
+    """One array from a .npy file (no pickles); ValueError naming ``name`` and the file."""
+    if not Path(path).is_file():
+        raise ValueError(f"{name}: no such file {path}")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{name}: cannot read {path} as .npy ({first_line(exc)})") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{name}: {path} holds no single array")
+    return arr
+
+
+def save_npy(path, array: np.ndarray) -> None:
+    """Write one array as .npy to ``path`` (an ``AtomicOutputs.temporary`` path)."""
+    with open(path, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)

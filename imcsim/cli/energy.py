@@ -9,12 +9,25 @@ from dataclasses import replace
 
 import click
 
-from imcsim.energy import (COSTED_EVENTS, DEFAULT_ENERGY_PRESET, DEFAULT_GRADIENT_DENSITY,
-                           MODELS, energy_report, load_energy_preset, parse_imc_kinds,
-                           parse_vref, plot_report, scenario_summary)
+from imcsim.atomic import resolve_output
+from imcsim.cli.common import cli_errors
+from imcsim.config import parse_mvm_kinds
+from imcsim.energy import (
+    COSTED_EVENTS,
+    DEFAULT_ENERGY_PRESET,
+    DEFAULT_GRADIENT_DENSITY,
+    MODELS,
+    EnergyReport,
+    energy_report,
+    load_energy_preset,
+    parse_vref_per_kind,
+    plot_report,
+    scenario_summary,
+)
+from imcsim.energy.plot import load_pyplot
 
 
-def _fmt(value) -> str:
+def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
     v = float(value)
@@ -25,8 +38,21 @@ def _fmt(value) -> str:
     return f"{v:.4g}"
 
 
-def format_report(report, scenarios=None) -> str:
-    """Plain-text rendering of an EnergyReport (and optionally the scenario summary)."""
+def format_report(report: EnergyReport, scenarios: list[dict] | None = None) -> str:
+    """Plain-text rendering of an energy report.
+
+    Parameters
+    ----------
+    report : EnergyReport
+        The report (counts in events, energies in joules; shown in mJ).
+    scenarios : list of dict or None
+        ``scenario_summary`` rows to list after the report.
+
+    Returns
+    -------
+    str
+        The table and summary lines, newline-separated (no trailing newline).
+    """
     s, c = report.settings, report.comparison
     cols = [("layer", 5), ("mvm", 8), ("dev", 3), ("vref", 8), ("density", 7), ("MACs", 10),
             ("bitcell", 10), ("ADC", 10), ("NMC", 10), ("reshape", 10), ("CIMA", 10),
@@ -45,7 +71,7 @@ def format_report(report, scenarios=None) -> str:
     for r in report.rows + [dict(report.totals, layer="total", mvm="", device="", vref="",
                                  density=None)]:
         cells = []
-        for (h, w), k in zip(cols, keys):
+        for (_, w), k in zip(cols, keys):
             v = r.get(k)
             if k == "energy_j":
                 text = _fmt(v * 1e3)
@@ -91,10 +117,11 @@ def format_report(report, scenarios=None) -> str:
 @click.option("--imc", "imc", default="forward,backward,update", show_default=True,
               help="MVM kinds that run on IMC: comma list of forward, backward, update "
                    "(or 'all', 'none'); the others run on the GPU.")
-@click.option("--vref", default="variable", show_default=True,
-              help="ADC reference mode (variable|dual|fixed), one for all kinds or per kind "
-                   "as 'forward=dual,backward=dual'. Changes only the high-Vref count: "
-                   "Table II prices an ADC sample whatever its reference.")
+@click.option("--vref", "vref_specs", multiple=True,
+              help="ADC reference: variable, fixed[:F] or dual[:LOW:HIGH] (rows) for every "
+                   "kind, or KIND=SPEC per kind, comma-separated or repeated (e.g. "
+                   "--vref forward=dual:255:2304); default variable. Changes only the "
+                   "high-Vref count: Table II prices an ADC sample whatever its reference.")
 @click.option("--gradient-density", type=click.FloatRange(0.0, 1.0),
               default=DEFAULT_GRADIENT_DENSITY, show_default=True,
               help="Assumed fraction of non-zero radix-4 gradient elements.")
@@ -112,26 +139,35 @@ def format_report(report, scenarios=None) -> str:
 @click.option("--scenarios", is_flag=True,
               help="Also list the configurations of Figs. 9 and 10.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--plot", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write a PNG bar chart (Figs. 9 and 10 style) to this path.")
-def energy_command(model, batch, imc, vref, gradient_density, no_pool_sparsity,
-                   first_last_on_imc, charge_masked_rows, preset, gpu_tops_per_watt, scenarios, as_json, plot):
-    """Energy per training step on IMC against the GPU, per layer and MVM (analytic counts)."""
-    try:
-        kinds = parse_imc_kinds(imc)
-        parse_vref(vref)
-        energy_preset = load_energy_preset(preset)
-        if gpu_tops_per_watt is not None:
-            energy_preset = replace(energy_preset, gpu_tops_per_watt=gpu_tops_per_watt)
-        common = dict(gradient_density=gradient_density, pool_sparsity=not no_pool_sparsity,
-                      charge_masked_rows=charge_masked_rows, preset=energy_preset)
-        report = energy_report(model, batch, imc=kinds, vref=vref,
-                               first_last_on_imc=first_last_on_imc, **common)
-        summary = scenario_summary(model, batch, **common) if (scenarios or plot) else None
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(str(exc)) from exc
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG bar chart (Figs. 9 and 10 style) to this path (needs "
+                   "matplotlib: the 'plot' extra).")
+@cli_errors
+def energy_command(model: str, batch: int, imc: str, vref_specs: tuple[str, ...],
+                   gradient_density: float, no_pool_sparsity: bool, first_last_on_imc: bool,
+                   charge_masked_rows: bool, preset: str, gpu_tops_per_watt: float | None,
+                   scenarios: bool, as_json: bool, plot: str | None) -> None:
+    """Energy per training step on IMC against the GPU, per layer and MVM (analytic counts).
+
+    Bad input (including a --plot path whose folder does not exist, or a missing matplotlib)
+    is one error line and exit status 2, found before any work; the PNG is written
+    all-or-nothing, and the JSON or the table is printed only once it is in place.
+    """
+    if plot:                              # refuse a bad --plot before any work
+        resolve_output(plot, "--plot")
+        load_pyplot()
+    kinds = parse_mvm_kinds(imc)
+    parse_vref_per_kind(vref_specs)
+    energy_preset = load_energy_preset(preset)
+    if gpu_tops_per_watt is not None:
+        energy_preset = replace(energy_preset, gpu_tops_per_watt=gpu_tops_per_watt)
+    common = dict(gradient_density=gradient_density, pool_sparsity=not no_pool_sparsity,
+                  charge_masked_rows=charge_masked_rows, preset=energy_preset)
+    report = energy_report(model, batch, imc=kinds, vref=vref_specs,
+                           first_last_on_imc=first_last_on_imc, **common)
+    summary = scenario_summary(model, batch, **common) if (scenarios or plot) else None
     if plot:
-        plot_report(report, plot, summary)
+        plot_report(report, plot, summary, name="--plot")
     if as_json:
         out = report.to_dict()
         if scenarios:

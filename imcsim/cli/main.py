@@ -1,27 +1,69 @@
-"""Command-line interface: ``imcsim mvm``, ``imcsim trace``, ``imcsim adc``, ``imcsim config``."""
+"""Command-line interface: ``imcsim mvm``, ``imcsim trace``, ``imcsim adc``, ``imcsim config``.
+
+Every command follows ``imcsim.cli.common``: one error line and a fixed exit status
+(``cli_errors``), one set of config flags, all-or-nothing outputs (``imcsim.atomic``).
+"""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 import numpy as np
 
-from imcsim.cli.common import (_config_from_kwargs, _config_options, _friendly_errors,
-                               _load_npy, _operand_options, _save_npy, random_operands)
+from imcsim.atomic import AtomicOutputs
+from imcsim.cli.common import (
+    cli_errors,
+    load_npy,
+    device_option,
+    macro_config_from_options,
+    macro_config_options,
+    operand_options,
+    preset_file,
+    save_npy,
+)
 from imcsim.config import VrefMode
 from imcsim.formats import parse_format
+from imcsim.operands import random_operands
 
 
 @click.group()
 @click.version_option(package_name="imcsim")
-def main():
-    """imcsim: bit-accurate emulator of the 2304 x 256 charge-domain IMC macro."""
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of any error instead of one line.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """imcsim: bit-accurate emulator of the 2304 x 256 charge-domain IMC macro.
+
+    \b
+    Exit status: 0 success, 1 a check found mismatches, 2 bad input or usage,
+    3 internal error (rerun with --debug for the traceback), 130 interrupted.
+    """
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def parse_tiles(text: str | None) -> tuple | None:
+    """'t,u;t,u' -> ((t, u), ...)."""
+    if not text:
+        return None
+    try:
+        return tuple(tuple(int(v) for v in t.split(",")) for t in text.split(";"))
+    except ValueError:
+        raise ValueError(f"--trace-tiles: expected 't,u;t,u', got {text!r}") from None
+
+
+def parse_planes(text: str | None) -> tuple | None:
+    """'0,3' -> (0, 3)."""
+    if not text:
+        return None
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"--trace-planes: expected 'p,p,...', got {text!r}") from None
 
 
 @main.command()
-@_operand_options
-@_config_options
+@operand_options
+@macro_config_options
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dynamic noise.")
 @click.option("--random-shape", nargs=3, type=int, default=(8, 600, 12), show_default=True,
               help="B M N of the seeded random operands used when --x/--w are not given.")
@@ -37,50 +79,49 @@ def main():
 @click.option("--trace-tiles", help="Tile operations to record, e.g. '0,0;1,0'.")
 @click.option("--trace-planes", help="Input planes to record, e.g. '0,3'.")
 @click.option("--traced/--fast", default=False, help="Use the cycle-level path even without a trace.")
-@_friendly_errors
+@device_option
+@cli_errors
 def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_path, codes_path,
-        trace_path, trace_vectors, trace_cycles, trace_tiles, trace_planes, traced, **kw):
-    """Run Y = X @ W on the macro; with no --x/--w, on seeded random operands."""
+        trace_path, trace_vectors, trace_cycles, trace_tiles, trace_planes, traced, device, **kw):
+    """Run Y = X @ W on the macro; with no --x/--w, on seeded random operands.
+
+    The outputs (-o, --codes, --trace) are written all-or-nothing.
+    """
     from imcsim.macro import Macro
-    from imcsim.verify.trace import TraceSelection, check_writable
-    config = _config_from_kwargs(kw)
+    from imcsim.verify.trace import TraceSelection
+    inputs = [x_path, w_path, preset_file(kw)]
+    config = macro_config_from_options(kw)
     xf, wf = parse_format(x_format), parse_format(w_format)
     if wf.kind != "binary":
-        raise ValueError(f"w-format: the stored operand must be binary:K, got {w_format}")
-    outputs = [check_writable(p) for p in (out_path, codes_path, trace_path) if p]
-    if len(set(outputs)) != len(outputs):
-        raise ValueError("out, codes, trace: output paths must differ")
+        raise ValueError(f"--w-format: the stored operand must be binary:K, got {w_format}")
     if (w_path is None) != (x_path is None):
-        raise ValueError("x, w: give both files or neither")
+        raise ValueError("--x, --w: give both files or neither")
+    outputs = AtomicOutputs(out_path, codes_path, trace_path,
+                            names=["--out", "--codes", "--trace"], inputs=inputs)
     if w_path:
-        W, X = _load_npy(w_path, "W"), _load_npy(x_path, "X")
+        W, X = load_npy(w_path, "--w"), load_npy(x_path, "--x")
         source = f"X from {x_path}, W from {w_path}"
     else:
         B, M, N = random_shape
         if min(B, M, N) < 1:
-            raise ValueError(f"random-shape: B, M, N must be >= 1, got {random_shape}")
+            raise ValueError(f"--random-shape: B, M, N must be >= 1, got {random_shape}")
         if not 0.0 <= density <= 1.0:
-            raise ValueError(f"density: must lie in [0, 1], got {density}")
+            raise ValueError(f"--density: must lie in [0, 1], got {density}")
         X, W = random_operands(np.random.default_rng(seed), xf, wf, B, M, N, density)
         source = f"seeded random operands (seed {seed}, density {density})"
-    macro = Macro(config)
-    if trace_path or traced:
-        tiles = None
-        if trace_tiles:
-            try:
-                tiles = tuple(tuple(int(v) for v in t.split(",")) for t in trace_tiles.split(";"))
-            except ValueError:
-                raise ValueError(f"trace-tiles: expected 't,u;t,u', got {trace_tiles!r}") from None
-        planes = tuple(int(p) for p in trace_planes.split(",")) if trace_planes else None
-        selection = TraceSelection(tiles=tiles, vectors=trace_vectors, planes=planes,
-                                   cycles=trace_cycles)
-        res = macro.mvm_traced(X, W, xf, wf, seed=seed, trace=trace_path, selection=selection)
-    else:
-        res = macro.mvm(X, W, xf, wf, seed=seed, return_codes=codes_path is not None)
-    if out_path:
-        _save_npy(Path(out_path), res.y)
-    if codes_path:
-        _save_npy(Path(codes_path), res.codes)
+    macro = Macro(config, device=device)
+    with outputs:
+        if trace_path or traced:
+            selection = TraceSelection(tiles=parse_tiles(trace_tiles), vectors=trace_vectors,
+                                       planes=parse_planes(trace_planes), cycles=trace_cycles)
+            res = macro.mvm_traced(X, W, xf, wf, seed=seed, selection=selection,
+                                   trace=outputs.temporary(trace_path) if trace_path else None)
+        else:
+            res = macro.mvm(X, W, xf, wf, seed=seed, return_codes=codes_path is not None)
+        if out_path:
+            save_npy(outputs.temporary(out_path), res.y)
+        if codes_path:
+            save_npy(outputs.temporary(codes_path), res.codes)
     exact = np.asarray(X, dtype=np.float64) @ np.asarray(W, dtype=np.float64)
     ev = res.events.total()
     err = np.abs(res.y - exact)
@@ -107,7 +148,7 @@ def trace():
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--cycle", "cycle_index", type=int, help="Print one recorded cycle in readable form.")
 @click.option("--columns", default=8, show_default=True, type=int, help="Columns to print.")
-@_friendly_errors
+@cli_errors
 def trace_show(file, cycle_index, columns):
     """Summary of a trace, and optionally one cycle."""
     from imcsim.verify.trace import TraceFile
@@ -122,7 +163,7 @@ def trace_show(file, cycle_index, columns):
 @click.option("--vcd", "vcd_path", required=True, type=click.Path(dir_okay=False),
               help="Write a VCD waveform here.")
 @click.option("--columns", type=int, help="Export only the first N columns.")
-@_friendly_errors
+@cli_errors
 def trace_export(file, vcd_path, columns):
     """Export a trace for waveform viewers (VCD)."""
     from imcsim.verify.trace import TraceFile
@@ -132,23 +173,29 @@ def trace_export(file, vcd_path, columns):
 
 
 @main.command()
-@_config_options
+@macro_config_options
 @click.option("--column", default=0, show_default=True, type=int, help="Physical column.")
 @click.option("--steps-per-lsb", default=64, show_default=True, type=int)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@_friendly_errors
+@cli_errors
 def adc(column, steps_per_lsb, plot_path, as_json, **kw):
     """Static transfer curve, DNL and INL of one column's SAR ADC."""
     from imcsim.adc import plot_transfer_curve, transfer_curve
     from imcsim.macro import Macro
-    config = _config_from_kwargs(kw)
+    from imcsim.plotting import require
+    inputs = [preset_file(kw)]
+    config = macro_config_from_options(kw)
+    if plot_path:
+        require("matplotlib", "plot", "--plot")
+    outputs = AtomicOutputs(plot_path, names=["--plot"], inputs=inputs)
     fs = config.vref.full_scale if config.vref.mode is VrefMode.FIXED else config.vref.dual_high
     curve = transfer_curve(Macro(config), fs, column, steps_per_lsb)
     summary = curve.summary()
-    if plot_path:
-        plot_transfer_curve(curve, plot_path)
-        summary["plot"] = plot_path
+    with outputs:
+        if plot_path:
+            plot_transfer_curve(curve, outputs.temporary(plot_path))
+            summary["plot"] = plot_path
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -160,25 +207,25 @@ def adc(column, steps_per_lsb, plot_path, as_json, **kw):
 
 
 @main.command("config")
-@_config_options
-@_friendly_errors
+@macro_config_options
+@cli_errors
 def show_config(**kw):
     """Print the effective macro configuration as JSON."""
-    click.echo(_config_from_kwargs(kw).to_json())
+    click.echo(macro_config_from_options(kw).to_json())
 
 
-def _register_subcommands():
+def register_subcommands() -> None:
     """Commands that live beside their subsystem (imported here: they use this module)."""
     from imcsim.cli.energy import energy_command
-    from imcsim.cli.verify import check_command, vectors_command
     from imcsim.cli.train import train_command
+    from imcsim.cli.verify import check_command, vectors_command
     main.add_command(energy_command, "energy")
     main.add_command(train_command, "train")
     main.add_command(vectors_command, "vectors")
     main.add_command(check_command, "check")
 
 
-_register_subcommands()
+register_subcommands()
 
 if __name__ == "__main__":
     main()

@@ -4,97 +4,30 @@ Click command objects; ``imcsim.cli`` registers them on the main group.
 """
 from __future__ import annotations
 
-import functools
 import json
-import os
 from pathlib import Path
 
 import click
 import numpy as np
 
-from imcsim.cli.common import _config_options, _load_npy, _operand_options
-from imcsim.config import MacroConfig, NonIdealityConfig, load_preset
+from imcsim.atomic import AtomicOutputs
+from imcsim.cli.common import (
+    MismatchFound,
+    cli_errors,
+    load_npy,
+    device_option,
+    macro_config_from_options,
+    macro_config_options,
+    operand_options,
+    preset_file,
+)
 from imcsim.formats import parse_format
-
-EXIT_MISMATCH = 1
-EXIT_ERROR = 2
-
-
-def _errors(exit_code=1):
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except (ValueError, TypeError, OSError, KeyError) as exc:
-                text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                err = click.ClickException(text)
-                err.exit_code = exit_code
-                raise err from None
-        return wrapper
-    return deco
-
-
-def config_with_overrides(kw) -> MacroConfig:
-    """A MacroConfig from the shared config options plus geometry / NMC overrides.
-
-    With --rows or --adc-bits given, Vref levels that are not given default to what fits the
-    new geometry (fixed F = rows, dual levels L and rows).
-    """
-    data = load_preset(kw.pop("preset")).to_dict()
-    geometry = {k: kw.pop(k) for k in ("rows", "columns", "adc_bits")}
-    nmc = {k: kw.pop(k) for k in ("scale_frac_bits", "acc_bits", "out_frac_bits")}
-    overflow = kw.pop("overflow")
-    reshaped = any(geometry[k] is not None for k in ("rows", "adc_bits"))
-    for k, v in geometry.items():
-        if v is not None:
-            data[k] = v
-    for k, v in nmc.items():
-        if v is not None:
-            data["nmc"][k] = v
-    if overflow is not None:
-        data["nmc"]["overflow"] = overflow
-    rows, top = data["rows"], (1 << data["adc_bits"]) - 1
-    if isinstance(rows, int) and rows < top:
-        raise ValueError(f"rows ({rows}) must be at least the top ADC code "
-                         f"2**adc_bits - 1 = {top}")
-    vref = data["vref"]
-    if reshaped:
-        vref.update({"full_scale": rows, "dual_low": top, "dual_high": rows})
-    for key, opt in (("mode", "vref_mode"), ("full_scale", "full_scale"),
-                     ("dual_low", "dual_low"), ("dual_high", "dual_high")):
-        v = kw.pop(opt)
-        if v is not None:
-            vref[key] = v
-    ni = dict(data["nonideal"])
-    for key, opt in (("cell_cap_sigma", "cell_mismatch"), ("parasitic_ratio", "parasitic"),
-                     ("cdac_unit_sigma", "cdac_mismatch"),
-                     ("comparator_offset_sigma", "comparator_offset"),
-                     ("comparator_noise_sigma", "comparator_noise"),
-                     ("sampling_noise_sigma", "sampling_noise")):
-        v = kw.pop(opt)
-        if v is not None:
-            ni[key] = v
-    data["nonideal"] = NonIdealityConfig(**ni).__dict__
-    chip_seed, mask = kw.pop("chip_seed"), kw.pop("mask_zeros")
-    if chip_seed is not None:
-        data["chip_seed"] = chip_seed
-    if mask is not None:
-        data["mask_zero_inputs"] = mask
-    return MacroConfig.from_dict(data)
 
 
 @click.command("vectors")
 @click.argument("outdir", type=click.Path(file_okay=False))
-@_config_options
-@click.option("--rows", type=int, help="Override the preset's rows (e.g. an RTL's ROWS).")
-@click.option("--columns", type=int, help="Override the preset's columns.")
-@click.option("--adc-bits", type=int, help="Override the preset's ADC bits.")
-@click.option("--scale-frac-bits", type=int, help="Override nmc.scale_frac_bits.")
-@click.option("--acc-bits", type=int, help="Override nmc.acc_bits (small values saturate).")
-@click.option("--out-frac-bits", type=int, help="Override nmc.out_frac_bits.")
-@click.option("--overflow", type=click.Choice(["saturate", "wrap"]), help="NMC overflow rule.")
-@_operand_options
+@macro_config_options
+@operand_options
 @click.option("--shape", nargs=2, type=int, default=(64, 8), show_default=True,
               help="M N of the random W when --w is not given.")
 @click.option("--random", "n_random", default=8, show_default=True, type=int,
@@ -106,32 +39,34 @@ def config_with_overrides(kw) -> MacroConfig:
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the random operands and of the dynamic noise.")
 @click.option("--force", is_flag=True, help="Replace an existing vectors folder.")
-@_errors(EXIT_ERROR)
+@device_option
+@cli_errors
 def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random, density,
-                    corners, seed, force, **kw):
+                    corners, seed, force, device, **kw):
     """Write stimulus and expected response of every array cycle to OUTDIR.
 
     OUTDIR gets vectors.h5, one $readmemh hex file per field and manifest.json
-    (docs/golden-model.md).
+    (docs/golden-model.md), all-or-nothing.
     """
     from imcsim.verify.vectors import make_operands, write_vectors
-    config = config_with_overrides(kw)
+    inputs = [x_path, w_path, preset_file(kw)]
+    config = macro_config_from_options(kw)
     xf, wf = parse_format(x_format), parse_format(w_format)
     if wf.kind != "binary":
-        raise ValueError(f"w-format: the stored operand must be binary:K, got {w_format}")
-    W = _load_npy(w_path, "W") if w_path else None
-    X = _load_npy(x_path, "X") if x_path else None
+        raise ValueError(f"--w-format: the stored operand must be binary:K, got {w_format}")
+    W = load_npy(w_path, "--w") if w_path else None
+    X = load_npy(x_path, "--x") if x_path else None
     inner, outputs = (W.shape if W is not None and W.ndim == 2 else shape)
     if min(inner, outputs) < 1:
-        raise ValueError(f"shape: M, N must be >= 1, got {shape}")
+        raise ValueError(f"--shape: M, N must be >= 1, got {shape}")
     if n_random < 0:
-        raise ValueError(f"random: must be >= 0, got {n_random}")
+        raise ValueError(f"--random: must be >= 0, got {n_random}")
     if density is not None and not 0.0 <= density <= 1.0:
-        raise ValueError(f"density: must lie in [0, 1], got {density}")
+        raise ValueError(f"--density: must lie in [0, 1], got {density}")
     ops = make_operands(config, xf, wf, inner=inner, outputs=outputs, n_random=n_random,
                         seed=seed, corners=corners, density=density, W=W, X=X)
     man = write_vectors(outdir, config, ops.W, ops.X, xf, wf, seed=seed, labels=ops.labels,
-                        force=force)
+                        force=force, inputs=inputs, device=device)
     g = man["geometry"]
     kinds = {}
     for lab in ops.labels:
@@ -163,7 +98,7 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
               help="Mismatches to print.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the report as JSON.")
-@_errors(EXIT_ERROR)
+@cli_errors
 def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_report, json_path):
     """Compare ACTUAL (RTL or silicon dump) with EXPECTED (vectors or trace).
 
@@ -172,24 +107,25 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
     from imcsim.verify.check import check_files, parse_signal_map
     smap = parse_signal_map(signal_map)
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
+    inputs = [expected, actual] + [m for m in signal_map if "=" not in m]
+    for folder in (expected, actual):
+        if Path(folder).is_dir():
+            inputs += [p for p in Path(folder).iterdir() if p.is_file()]
+    outputs = AtomicOutputs(json_path, names=["--json"], inputs=inputs)
     report = check_files(expected, actual, fmt=fmt, signal_map=smap, tolerance=tolerance,
                          signals=wanted)
-    if json_path:
-        path = Path(json_path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            tmp.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default) + "\n")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    with outputs:
+        if json_path:
+            outputs.temporary(json_path).write_text(
+                json.dumps(report.to_dict(), indent=2, default=json_default) + "\n")
     click.echo(f"imcsim check: expected {expected}, actual {actual}")
     click.echo(report.format(max_report))
     if not report.passed:
-        click.get_current_context().exit(EXIT_MISMATCH)
+        raise MismatchFound()
 
 
-def _json_default(obj):
+def json_default(obj):
+    """JSON encoding of NumPy scalars."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):

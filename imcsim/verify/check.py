@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import csv
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from imcsim.verify.golden import (
     Mismatch,
     pack_decisions,
 )
+from imcsim.verify.vcd import read_vcd
 from imcsim.verify.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
 
 KEYS = ("tile_row", "tile_col", "vector", "plane")
@@ -53,14 +55,15 @@ class SignalTable:
     """
 
     n: int
-    values: dict = field(default_factory=dict)
-    present: dict = field(default_factory=dict)
-    keys: dict | None = None
-    widths: dict = field(default_factory=dict)       # element widths, for bus splitting
-    signed: dict = field(default_factory=dict)
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    present: dict[str, np.ndarray] = field(default_factory=dict)
+    keys: dict[str, np.ndarray] | None = None
+    widths: dict[str, int] = field(default_factory=dict)   # element widths, for bus splitting
+    signed: dict[str, bool] = field(default_factory=dict)
     source: str = ""
 
-    def add(self, name, values, present=None):
+    def add(self, name: str, values, present=None) -> None:
+        """Add a signal: values (n,) or (n, width); present: False where not given."""
         values = np.asarray(values, dtype=np.int64)
         if values.ndim == 1:
             values = values[:, None]
@@ -138,7 +141,7 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
     return tab
 
 
-def load_expected(path) -> SignalTable:
+def load_expected(path: str | Path) -> SignalTable:
     """EXPECTED: a vectors folder, its vectors.h5, or an HDF5 trace."""
     path = Path(path)
     if path.is_dir():
@@ -245,7 +248,7 @@ def _table_from_entries(entries: dict, source: str) -> SignalTable:
     return tab
 
 
-def parse_signal_map(items) -> dict:
+def parse_signal_map(items: Iterable[str] | None) -> dict[str, str]:
     """``name=signal`` pairs and/or JSON files -> {name: vcd signal}."""
     out = {}
     for item in items or ():
@@ -271,7 +274,6 @@ def parse_signal_map(items) -> dict:
 
 
 def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
-    from imcsim.verify.vcd import read_vcd
     changes = read_vcd(path)
     user = bool(signal_map)
     smap = dict(signal_map) if user else dict(DEFAULT_VCD_MAP)
@@ -386,7 +388,8 @@ def _load_actual_hex(folder) -> SignalTable:
     return tab
 
 
-def load_actual(path, fmt: str = "auto", signal_map=None, expected=None) -> SignalTable:
+def load_actual(path: str | Path, fmt: str = "auto", signal_map: dict[str, str] | None = None,
+                expected: SignalTable | None = None) -> SignalTable:
     """ACTUAL: HDF5, CSV, VCD or a hex folder (``fmt``: auto, h5, csv, vcd, hex)."""
     path = Path(path)
     if not path.exists():
@@ -418,26 +421,28 @@ def load_actual(path, fmt: str = "auto", signal_map=None, expected=None) -> Sign
 # --- comparison --------------------------------------------------------------------------
 @dataclass
 class CheckReport:
+    """The outcome of a comparison: what was compared, every mismatch, code error statistics."""
+
     expected_cycles: int
     actual_cycles: int
-    compared: dict                       # signal -> values compared
-    mismatches: list                     # Mismatch, in (cycle, signal, index) order
+    compared: dict[str, int]             # signal -> values compared
+    mismatches: list[Mismatch]           # in (cycle, signal, index) order
     extra_cycles: int = 0                # actual rows that match no expected cycle
     code_errors: np.ndarray | None = None    # got - expected of every compared code
     tolerance: int | None = None
-    skipped: tuple = ()
+    skipped: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
         return not self.mismatches and not self.extra_cycles and sum(self.compared.values()) > 0
 
-    def by_signal(self) -> dict:
+    def by_signal(self) -> dict[str, int]:
         out = {}
         for m in self.mismatches:
             out[m.signal] = out.get(m.signal, 0) + 1
         return out
 
-    def by_column(self) -> dict:
+    def by_column(self) -> dict[tuple[str, int], int]:
         """{(kind, index): mismatches} for per-column ('column') and per-output signals."""
         out = {}
         for m in self.mismatches:
@@ -447,6 +452,7 @@ class CheckReport:
         return out
 
     def code_error_stats(self) -> dict | None:
+        """n, mean, sigma, max |e| and histogram of the code errors (got - expected)."""
         e = self.code_errors
         if e is None or not e.size:
             return None
@@ -456,6 +462,7 @@ class CheckReport:
                 "histogram": {int(v): int(c) for v, c in zip(values, counts)}}
 
     def to_dict(self, max_report: int = 100) -> dict:
+        """JSON-ready summary (``imcsim check --json``)."""
         return {"passed": self.passed, "expected_cycles": self.expected_cycles,
                 "actual_cycles": self.actual_cycles, "compared": self.compared,
                 "mismatch_count": len(self.mismatches), "extra_cycles": self.extra_cycles,
@@ -466,6 +473,7 @@ class CheckReport:
                 "code_errors": self.code_error_stats()}
 
     def format(self, max_report: int = 20) -> str:
+        """The report as text: compared counts, statistics, PASS or the first mismatches."""
         lines = [f"compared {self.actual_cycles} actual against {self.expected_cycles} "
                  "expected array cycles: " + ", ".join(f"{k} {v}" for k, v in
                                                       self.compared.items())]
@@ -523,7 +531,7 @@ def _align(expected: SignalTable, actual: SignalTable):
 
 
 def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None = None,
-            signals=None) -> CheckReport:
+            signals: Sequence[str] | None = None) -> CheckReport:
     """Compare every signal ACTUAL has (or ``signals``) with EXPECTED."""
     names = [s for s in SIGNALS if s in actual.values and s in expected.values]
     if signals:
@@ -574,8 +582,9 @@ def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None
                        skipped)
 
 
-def check_files(expected_path, actual_path, *, fmt="auto", signal_map=None, tolerance=None,
-                signals=None) -> CheckReport:
+def check_files(expected_path: str | Path, actual_path: str | Path, *, fmt: str = "auto",
+                signal_map: dict[str, str] | None = None, tolerance: int | None = None,
+                signals: Sequence[str] | None = None) -> CheckReport:
     """Load EXPECTED and ACTUAL and compare them."""
     expected = load_expected(expected_path)
     actual = load_actual(actual_path, fmt, signal_map, expected)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from imcsim.config import MacroConfig
 from imcsim.cima import ColumnGroup
+from imcsim.config import MacroConfig
 from imcsim.cycles import CycleStepper
 from imcsim.formats import BinaryFormat, parse_format
 from imcsim.macro import Macro, StoredWeights

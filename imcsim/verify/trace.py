@@ -1,26 +1,29 @@
 """Per-cycle traces in HDF5: selection, writer, reader and VCD export.
 
-Schema: docs/trace-format.md.  Files are written under a temporary name and renamed only when
-complete, so an interrupted run never leaves a partial trace behind.
+Schema: docs/trace-format.md.  Files are written all-or-nothing (``imcsim.atomic``), so an
+interrupted run never leaves a partial trace behind.
 """
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 import imcsim
-from imcsim.kernels.analog import ANALOG_FRAC_BITS
+from imcsim.atomic import AtomicOutputs
+from imcsim.kernels.hw import ANALOG_FRAC_BITS
+from imcsim.verify.vcd import write_trace_vcd
 
 SCHEMA_VERSION = "1.0"
 _FLUSH_EVERY = 256
 
 
-def _parse_range(text, name):
+def parse_range(text: str | tuple | None, name: str) -> tuple[int, int] | None:
     """'a:b' -> (a, b); 'a' -> (a, a+1); None -> None."""
     if text is None:
         return None
@@ -53,20 +56,21 @@ class TraceSelection:
     cycles : (start, stop)  serial cycle index within a tile operation (vector * P + plane).
     """
 
-    tiles: tuple | None = None
-    vectors: tuple | None = None
-    planes: tuple | None = None
-    cycles: tuple | None = None
+    tiles: tuple[tuple[int, int], ...] | None = None
+    vectors: tuple[int, int] | str | None = None
+    planes: tuple[int, ...] | None = None
+    cycles: tuple[int, int] | str | None = None
 
-    def __post_init__(self):
-        object.__setattr__(self, "vectors", _parse_range(self.vectors, "vectors"))
-        object.__setattr__(self, "cycles", _parse_range(self.cycles, "cycles"))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vectors", parse_range(self.vectors, "vectors"))
+        object.__setattr__(self, "cycles", parse_range(self.cycles, "cycles"))
         if self.tiles is not None:
             object.__setattr__(self, "tiles", tuple(tuple(int(v) for v in t) for t in self.tiles))
         if self.planes is not None:
             object.__setattr__(self, "planes", tuple(int(p) for p in self.planes))
 
-    def selects(self, t, u, b, p, n_planes) -> bool:
+    def selects(self, t: int, u: int, b: int, p: int, n_planes: int) -> bool:
+        """Whether the cycle of tile (t, u), vector b, plane p is recorded."""
         if self.tiles is not None and (t, u) not in self.tiles:
             return False
         if self.vectors is not None and not self.vectors[0] <= b < self.vectors[1]:
@@ -77,29 +81,17 @@ class TraceSelection:
         return self.cycles is None or self.cycles[0] <= cyc < self.cycles[1]
 
 
-def _temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
-def check_writable(path) -> Path:
-    """Raise ValueError unless ``path`` can be created (its folder exists and is writable)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder, expected a file name")
-    if not folder.is_dir():
-        raise ValueError(f"{path}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"{path}: folder {folder} is not writable")
-    return path
-
-
 class TraceWriter:
-    """Buffers recorded cycles and appends them to chunked, compressed datasets."""
+    """Buffers recorded cycles and appends them to chunked, compressed datasets.
 
-    def __init__(self, path, macro, prep):
-        self.path = check_writable(path)
-        self.tmp = _temporary_name(self.path)
+    The file appears at ``path`` only on :meth:`close`; :meth:`abort` leaves ``path`` as it
+    was.  ``inputs``: files the caller reads, which the trace must not overwrite.
+    """
+
+    def __init__(self, path, macro, prep, *, inputs: Iterable = ()) -> None:
+        self.files = AtomicOutputs(path, names=["trace"], inputs=inputs)
+        self.path: Path = self.files.targets[0]
+        self.tmp: Path = self.files.temporary(self.path)
         c, plan = macro.config, prep.plan
         self.rows = min(plan.inner, c.rows)
         self.cols = min(plan.outputs_per_tile, plan.outputs) * plan.weight_planes
@@ -150,12 +142,14 @@ class TraceWriter:
                              compression_opts=4, shuffle=True)
         g["column_value"].attrs["unit"] = f"rows * 2**-{ANALOG_FRAC_BITS}"
 
-    def add_cycle(self, **rec):
+    def add_cycle(self, **rec: Any) -> None:
+        """Record one array cycle (fields: see docs/trace-format.md)."""
         self.buffer.append(rec)
         if len(self.buffer) >= _FLUSH_EVERY:
-            self._flush()
+            self.flush()
 
-    def _flush(self):
+    def flush(self) -> None:
+        """Append the buffered cycles to the file."""
         if not self.buffer:
             return
         n = len(self.buffer)
@@ -186,8 +180,9 @@ class TraceWriter:
         self.count += n
         self.buffer = []
 
-    def close(self, result):
-        self._flush()
+    def close(self, result) -> Path:
+        """Write the MVM's result and events, and move the file to its path."""
+        self.flush()
         f = self.file
         r = f.create_group("result")
         r["y_int"] = result.y_int
@@ -199,20 +194,21 @@ class TraceWriter:
             e[name] = arr
         f.attrs["n_cycles"] = self.count
         f.close()
-        os.replace(self.tmp, self.path)
+        self.files.commit()
+        return self.path
 
-    def abort(self):
+    def abort(self) -> None:
+        """Close and delete the unfinished file; ``path`` stays as it was."""
         try:
             self.file.close()
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            self.files.abort()
 
 
 class TraceFile:
     """Read a trace written by ``Macro.mvm_traced(..., trace=PATH)``."""
 
-    def __init__(self, path):
+    def __init__(self, path) -> None:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path}: no such trace file")
@@ -223,15 +219,15 @@ class TraceFile:
         if self.file.attrs.get("schema_version") is None or "cycles" not in self.file:
             self.file.close()
             raise ValueError(f"{path}: not an imcsim trace (no schema_version or /cycles)")
-        self.path = path
+        self.path: Path = path
 
-    def __enter__(self):
+    def __enter__(self) -> TraceFile:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.file.close()
 
-    def close(self):
+    def close(self) -> None:
         self.file.close()
 
     @property
@@ -242,7 +238,7 @@ class TraceFile:
     def n_cycles(self) -> int:
         return int(self.file["cycles"]["cycle"].shape[0])
 
-    def cycle(self, i: int) -> dict:
+    def cycle(self, i: int) -> dict[str, Any]:
         """Every recorded field of the i-th recorded cycle, unpacked and trimmed."""
         if not 0 <= i < self.n_cycles:
             raise ValueError(f"cycle: index must lie in [0, {self.n_cycles}), got {i}")
@@ -260,6 +256,7 @@ class TraceFile:
         return rec
 
     def summary(self) -> str:
+        """A few lines: the MVM, the array, the recorded cycles and the event totals."""
         a = self.attrs
         cfg = json.loads(a["config_json"])
         b, m, n = (int(v) for v in a["shape_bmn"])
@@ -300,7 +297,6 @@ class TraceFile:
                        f"plane {rec['nmc_acc'][g].tolist()}")
         return "\n".join(out)
 
-    def export_vcd(self, path, max_columns: int | None = None) -> Path:
+    def export_vcd(self, path, max_columns: int | None = None, *, name: str = "vcd") -> Path:
         """Write the recorded cycles as a VCD waveform (one SAR step per clock)."""
-        from imcsim.verify.vcd import write_trace_vcd
-        return write_trace_vcd(self, path, max_columns)
+        return write_trace_vcd(self, path, max_columns, name=name)

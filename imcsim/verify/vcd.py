@@ -7,10 +7,12 @@ the last step raises ``eoc`` with the final ``code_<c>``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from imcsim.atomic import AtomicOutputs
 
 TIMESCALE = "1ns"
 
@@ -37,10 +39,12 @@ def _value(sig: _Signal, value: int) -> str:
     return f"b{int(value) & ((1 << sig.width) - 1):b} {sig.ident}"
 
 
-def write_trace_vcd(trace, path, max_columns=None) -> Path:
-    """Write the cycles of an open ``TraceFile`` as VCD to ``path`` (atomically)."""
-    from imcsim.verify.trace import check_writable
-    path = check_writable(path)
+def write_trace_vcd(trace, path, max_columns: int | None = None, *, name: str = "vcd") -> Path:
+    """Write the cycles of an open ``TraceFile`` as VCD to ``path`` (all-or-nothing).
+
+    Writing over the trace itself is refused (ValueError naming ``name``).
+    """
+    outputs = AtomicOutputs(path, names=[name], inputs=[getattr(trace, "path", None)])
     attrs = trace.attrs
     n = trace.n_cycles
     first = trace.cycle(0) if n else None
@@ -56,58 +60,51 @@ def write_trace_vcd(trace, path, max_columns=None) -> Path:
     for c in range(n_cols):
         specs += [(f"trial_{c}", adc_bits), (f"cmp_{c}", 1), (f"code_{c}", adc_bits)]
     signals = {name: _Signal(_identifier(i), name, w) for i, (name, w) in enumerate(specs)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(f"$comment imcsim trace {attrs['x_format']} x {attrs['w_format']}, "
-                     f"seed {attrs['seed']} $end\n$timescale {TIMESCALE} $end\n"
-                     "$scope module imc_macro $end\n")
-            for s in signals.values():
-                fh.write(f"$var wire {s.width} {s.ident} {s.name} $end\n")
-            fh.write("$upscope $end\n$enddefinitions $end\n")
-            time = 0
+    with outputs, open(outputs.temporary(path), "w") as fh:
+        fh.write(f"$comment imcsim trace {attrs['x_format']} x {attrs['w_format']}, "
+                 f"seed {attrs['seed']} $end\n$timescale {TIMESCALE} $end\n"
+                 "$scope module imc_macro $end\n")
+        for s in signals.values():
+            fh.write(f"$var wire {s.width} {s.ident} {s.name} $end\n")
+        fh.write("$upscope $end\n$enddefinitions $end\n")
+        time = 0
 
-            def emit(changes):
-                lines = []
-                for name, value in changes:
-                    s = signals[name]
-                    if s.last != int(value):
-                        s.last = int(value)
-                        lines.append(_value(s, value))
-                if lines:
-                    fh.write(f"#{time}\n" + "\n".join(lines) + "\n")
+        def emit(changes):
+            lines = []
+            for name, value in changes:
+                s = signals[name]
+                if s.last != int(value):
+                    s.last = int(value)
+                    lines.append(_value(s, value))
+            if lines:
+                fh.write(f"#{time}\n" + "\n".join(lines) + "\n")
 
-            for i in range(n):
-                rec = trace.cycle(i)
-                changes = [("cycle", rec["cycle"]), ("tile_row", rec["tile_row"]),
-                           ("tile_col", rec["tile_col"]), ("vector", rec["vector"]),
-                           ("plane", rec["plane"]), ("active_rows", rec["active_rows"]),
-                           ("full_scale", rec["full_scale"]), ("sar_step", 0), ("eoc", 0)]
-                if rows:
-                    weights = 1 << np.arange(rows, dtype=object)
-                    changes.append(("row_input", int((rec["row_input"].astype(object) * weights).sum())))
-                    changes.append(("row_mask", int((rec["row_mask"].astype(object) * weights).sum())))
-                emit(changes)
-                for s in range(adc_bits):
-                    time += 1
-                    ch = [("sar_step", s + 1)]
-                    for c in range(n_cols):
-                        ch += [(f"trial_{c}", rec["sar_trial"][c, s]),
-                               (f"cmp_{c}", rec["sar_decision"][c, s])]
-                    emit(ch)
+        for i in range(n):
+            rec = trace.cycle(i)
+            changes = [("cycle", rec["cycle"]), ("tile_row", rec["tile_row"]),
+                       ("tile_col", rec["tile_col"]), ("vector", rec["vector"]),
+                       ("plane", rec["plane"]), ("active_rows", rec["active_rows"]),
+                       ("full_scale", rec["full_scale"]), ("sar_step", 0), ("eoc", 0)]
+            if rows:
+                weights = 1 << np.arange(rows, dtype=object)
+                changes.append(("row_input", int((rec["row_input"].astype(object) * weights).sum())))
+                changes.append(("row_mask", int((rec["row_mask"].astype(object) * weights).sum())))
+            emit(changes)
+            for s in range(adc_bits):
                 time += 1
-                emit([("eoc", 1)] + [(f"code_{c}", rec["code"][c]) for c in range(n_cols)])
-                time += 1
-            fh.write(f"#{time}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    return path
+                ch = [("sar_step", s + 1)]
+                for c in range(n_cols):
+                    ch += [(f"trial_{c}", rec["sar_trial"][c, s]),
+                           (f"cmp_{c}", rec["sar_decision"][c, s])]
+                emit(ch)
+            time += 1
+            emit([("eoc", 1)] + [(f"code_{c}", rec["code"][c]) for c in range(n_cols)])
+            time += 1
+        fh.write(f"#{time}\n")
+    return outputs.targets[0]
 
 
-def read_vcd(path) -> dict:
+def read_vcd(path) -> dict[str, list[tuple[int, Any]]]:
     """Parse a VCD into ``{signal: [(time, value), ...]}``.
 
     Every signal is listed under its hierarchical name (``top.dut.code_0``) and, when that leaf

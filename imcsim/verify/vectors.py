@@ -9,22 +9,24 @@ golden model (``imcsim.verify.golden``) over them and writes a vectors folder:
 - ``manifest.json`` every hex file's depth and word width, and each field's bit position
                    (lsb), width, element count, signedness and meaning.
 
-File formats: docs/golden-model.md.  The folder is written under a temporary name and renamed
-when complete.
+File formats: docs/golden-model.md.  The folder's files are written all-or-nothing
+(``imcsim.atomic``): a failed run leaves the folder as it was.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 import imcsim
+from imcsim.atomic import AtomicOutputs
 from imcsim.mapping import select_full_scale
+from imcsim.operands import random_operands
 from imcsim.verify.golden import GoldenModel, pack_decisions
 
 VECTORS_FORMAT = "imcsim-vectors"
@@ -40,7 +42,7 @@ class Operands:
 
     X: np.ndarray
     W: np.ndarray
-    labels: list = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
 
 
 def _values_with_plane_bit(x_format, plane):
@@ -61,7 +63,8 @@ def _code_boundary_counts(active: int, full_scale: int, top: int) -> list:
     return exact + [k for k in firsts if k <= active] or [active]
 
 
-def corner_case_vectors(golden: GoldenModel, rng, n_boundary: int = 6) -> list:
+def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
+                        n_boundary: int = 6) -> list[tuple[str, np.ndarray]]:
     """Corner-case input vectors for a golden model's geometry and Vref mode.
 
     Returns [(label, x)]: all rows masked (zero vector), all rows active, exactly L / L+1 (and,
@@ -156,14 +159,14 @@ def corner_case_vectors(golden: GoldenModel, rng, n_boundary: int = 6) -> list:
 
 
 def make_operands(config, x_format, w_format, *, inner: int, outputs: int, n_random: int = 8,
-                  seed: int = 0, corners: bool = True, density=None, vref=None,
-                  W=None, X=None) -> Operands:
+                  seed: int = 0, corners: bool = True, density: float | None = None,
+                  vref=None, W: np.ndarray | None = None,
+                  X: np.ndarray | None = None) -> Operands:
     """Seeded random operands plus corner cases (docs/golden-model.md).
 
     W and X may be given (arrays); what is missing is drawn from ``seed``.  Corner cases are
     appended only when ``corners`` (they need W, which is drawn first).
     """
-    from imcsim.cli.common import random_operands
     rng = np.random.default_rng(seed)
     if density is None:
         density = 0.3 if x_format.kind == "radix4" else 1.0
@@ -193,7 +196,7 @@ def make_operands(config, x_format, w_format, *, inner: int, outputs: int, n_ran
 
 
 # --- hex packing ---------------------------------------------------------------------------
-def pack_words(values, width: int) -> list:
+def pack_words(values, width: int) -> list[int]:
     """Pack rows of integers (n, k) into one Python int per row: element i at bits
     [i*width, (i+1)*width), two's complement for negative values."""
     arr = np.asarray(values, dtype=np.int64)
@@ -208,7 +211,8 @@ def pack_words(values, width: int) -> list:
     return out
 
 
-def unpack_words(words, count: int, width: int, signed: bool = False) -> np.ndarray:
+def unpack_words(words: Sequence[int], count: int, width: int,
+                 signed: bool = False) -> np.ndarray:
     """Inverse of ``pack_words``: int64 (n, count)."""
     out = np.zeros((len(words), count), dtype=np.int64)
     mask = (1 << width) - 1
@@ -230,7 +234,7 @@ def signed_width(values) -> int:
     return max(2, hi.bit_length() + 1)
 
 
-def read_hex(path) -> list:
+def read_hex(path) -> list[int]:
     """Words of a $readmemh file (comments and blank lines skipped)."""
     words = []
     for line in Path(path).read_text().splitlines():
@@ -240,7 +244,7 @@ def read_hex(path) -> list:
     return words
 
 
-def _write_hex(path: Path, words: list, word_bits: int, comment: str) -> int:
+def _write_hex(path: Path, words: list[int], word_bits: int, comment: str) -> int:
     digits = max(1, -(-word_bits // 4))
     with open(path, "w") as fh:
         fh.write(f"// {comment}\n")
@@ -249,14 +253,15 @@ def _write_hex(path: Path, words: list, word_bits: int, comment: str) -> int:
 
 
 # --- the vectors folder ---------------------------------------------------------------------
-def run_golden(config, W, X, x_format, w_format, *, seed=0, vref=None):
+def run_golden(config, W, X, x_format, w_format, *, seed: int = 0,
+               vref=None) -> tuple[GoldenModel, list[dict[str, Any]]]:
     """Run the golden model over every vector; returns (golden, records)."""
     golden = GoldenModel(config, W, w_format, x_format, seed=seed, vref=vref)
     golden.load_vectors(X)
     return golden, golden.run()
 
 
-def cycle_table(golden: GoldenModel, records: list) -> dict:
+def cycle_table(golden: GoldenModel, records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Records -> dict of int arrays, one row per array cycle, padded to full tiles.
 
     Padding: rows past the tile's rows are 0 (inactive); columns past ``n_columns`` and
@@ -310,7 +315,7 @@ def _field(name, lsb, width, meaning, count=1, signed=False):
             "signed": signed, "meaning": meaning}
 
 
-def hex_layout(golden: GoldenModel, tab: dict) -> list:
+def hex_layout(golden: GoldenModel, tab: dict[str, np.ndarray]) -> list[tuple]:
     """The hex files: [(file, direction, fields, per-line data {field: (n, count) array})]."""
     c, plan = golden.config, golden.plan
     R = tab["row_input"].shape[1]
@@ -386,9 +391,31 @@ def hex_layout(golden: GoldenModel, tab: dict) -> list:
     return files
 
 
+def cross_check_device(golden, X, W, x_format, w_format, seed, vref, device: str) -> None:
+    """Run the fast path on ``device``; RuntimeError unless it equals the golden outputs."""
+    from imcsim.macro import Macro
+    fast = Macro(golden.config, device=device).mvm(np.asarray(X), np.asarray(W), x_format,
+                                                    w_format, seed=seed, vref=vref)
+    expected = golden.expected_outputs()["y_int"]
+    got = np.asarray(fast.y_int if not hasattr(fast.y_int, "get") else fast.y_int.get())
+    if not np.array_equal(got, expected):
+        bad = np.argwhere(got != expected)[0]
+        raise RuntimeError(f"device {device}: fast path y_int{tuple(bad)} = {got[tuple(bad)]} "
+                           f"differs from the golden model's {expected[tuple(bad)]}")
+
+
 def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vref=None,
-                  labels=None, force: bool = False) -> dict:
-    """Run the golden model and write the vectors folder; returns the manifest."""
+                  labels: Iterable[str] | None = None, force: bool = False,
+                  inputs: Iterable = (), device: str = "cpu") -> dict[str, Any]:
+    """Run the golden model and write the vectors folder; returns the manifest.
+
+    ``device`` "cuda" also runs the fast path on the GPU and refuses to write anything unless
+    its outputs equal the golden model's bit for bit (the manifest records the check).
+
+    The folder is created if missing.  A folder that is not empty is replaced only with
+    ``force`` and only if it is a vectors folder (has a manifest.json).  Every file is written
+    all-or-nothing; ``inputs`` are files the caller read, which must not be overwritten.
+    """
     outdir = Path(outdir)
     if outdir.exists():
         if not outdir.is_dir():
@@ -403,7 +430,10 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     parent = outdir.parent if str(outdir.parent) else Path(".")
     if not parent.is_dir():
         raise ValueError(f"{outdir}: folder {parent} does not exist")
+    inputs = [p for p in inputs if p is not None]
     golden, records = run_golden(config, W, X, x_format, w_format, seed=seed, vref=vref)
+    if device != "cpu":
+        cross_check_device(golden, X, W, x_format, w_format, seed, vref, device)
     tab = cycle_table(golden, records)
     c, plan = golden.config, golden.plan
     B = np.asarray(X).shape[0]
@@ -417,62 +447,76 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
                 "planes_P": golden.n_planes, "row_tiles_T": plan.row_tiles,
                 "col_tiles_U": plan.col_tiles, "vectors_B": B, "inner_M": plan.inner,
                 "outputs_N": plan.outputs}
-    tmp = outdir.with_name(f".{outdir.name}.{os.getpid()}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    layout = hex_layout(golden, tab)
+    names = [fname for fname, _, _ in layout] + ["weights.hex", H5_NAME, MANIFEST_NAME]
+    created = not outdir.exists()
+    outdir.mkdir(exist_ok=True)
     try:
-        manifest_files = []
-        n = len(records)
-        for fname, direction, fields in hex_layout(golden, tab):
-            word_bits = sum(f["width"] * f["count"] for f, _ in fields)
-            words = [0] * n
-            for f, data in fields:
-                packed = pack_words(np.asarray(data).reshape(n, -1), f["width"])
-                words = [w | (p << f["lsb"]) for w, p in zip(words, packed)]
-            digits = _write_hex(tmp / fname, words, word_bits,
-                                f"imcsim vectors: {fname}, {n} lines x {word_bits} bits; "
-                                "see manifest.json")
-            manifest_files.append({"file": fname, "direction": direction, "depth": n,
-                                   "word_bits": word_bits, "hex_digits": digits,
-                                   "line": "line i = array cycle i",
-                                   "fields": [f for f, _ in fields]})
-        # weights: one line per stored row of every tile
-        wlines = []
-        for t in range(plan.row_tiles):
-            for u in range(plan.col_tiles):
-                cols = golden.stored_columns(t, u)
-                block = np.zeros((R, C), dtype=np.int64)
-                block[: cols.shape[0], : cols.shape[1]] = cols
-                wlines.extend(pack_words(block, 1))
-        digits = _write_hex(tmp / "weights.hex", wlines, C,
-                            f"imcsim vectors: weights.hex, {len(wlines)} lines x {C} bits")
-        manifest_files.append({
-            "file": "weights.hex", "direction": "stimulus", "depth": len(wlines),
-            "word_bits": C, "hex_digits": digits,
-            "line": "line (t*U + u)*R + r = stored row r of tile (t, u)",
-            "fields": [_field("weight_bit", 0, 1, "column c (bit c) stores plane q = c % Kw of "
-                              "output u*G + c // Kw; 1 = +1, 0 = -1", count=C)]})
-        manifest = {
-            "format": VECTORS_FORMAT, "version": VECTORS_VERSION,
-            "imcsim_version": imcsim.__version__, "config": c.to_dict(),
-            "x_format": golden.x_format.spec(), "w_format": golden.w_format.spec(),
-            "seed": int(seed), "vref": vref_json, "geometry": geometry, "n_cycles": n,
-            "cycle_order": "row tile t, column tile u, vector b, plane p (Macro.mvm_traced "
-                           "order); hex line i and HDF5 row i are array cycle i",
-            "x_plane_weights": golden.x_plane_weights.tolist(),
-            "w_plane_weights": golden.w_plane_weights.tolist(),
-            "vectors": [{"index": i, "label": lab} for i, lab in enumerate(labels)],
-            "hdf5": H5_NAME, "files": manifest_files,
-        }
-        _write_h5(tmp / H5_NAME, golden, tab, manifest, np.asarray(X), np.asarray(W))
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-        if outdir.exists():
-            shutil.rmtree(outdir)
-        os.replace(tmp, outdir)
+        outputs = AtomicOutputs(*(outdir / f for f in names), names=names, inputs=inputs)
+        with outputs:
+            manifest = _write_folder(outputs, outdir, golden, tab, layout, records, labels,
+                                     seed, vref_json, geometry, X, W)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            try:
+                outdir.rmdir()
+            except OSError:
+                pass
         raise
+    return manifest
+
+
+def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab, layout,
+                  records, labels, seed, vref_json, geometry, X, W) -> dict[str, Any]:
+    """Write every file of a vectors folder to its temporary name; returns the manifest."""
+    c, plan = golden.config, golden.plan
+    R, C = geometry["rows_R"], geometry["columns_C"]
+    manifest_files = []
+    n = len(records)
+    for fname, direction, fields in layout:
+        word_bits = sum(f["width"] * f["count"] for f, _ in fields)
+        words = [0] * n
+        for f, data in fields:
+            packed = pack_words(np.asarray(data).reshape(n, -1), f["width"])
+            words = [w | (p << f["lsb"]) for w, p in zip(words, packed)]
+        digits = _write_hex(outputs.temporary(outdir / fname), words, word_bits,
+                            f"imcsim vectors: {fname}, {n} lines x {word_bits} bits; "
+                            "see manifest.json")
+        manifest_files.append({"file": fname, "direction": direction, "depth": n,
+                               "word_bits": word_bits, "hex_digits": digits,
+                               "line": "line i = array cycle i",
+                               "fields": [f for f, _ in fields]})
+    # weights: one line per stored row of every tile
+    wlines = []
+    for t in range(plan.row_tiles):
+        for u in range(plan.col_tiles):
+            cols = golden.stored_columns(t, u)
+            block = np.zeros((R, C), dtype=np.int64)
+            block[: cols.shape[0], : cols.shape[1]] = cols
+            wlines.extend(pack_words(block, 1))
+    digits = _write_hex(outputs.temporary(outdir / "weights.hex"), wlines, C,
+                        f"imcsim vectors: weights.hex, {len(wlines)} lines x {C} bits")
+    manifest_files.append({
+        "file": "weights.hex", "direction": "stimulus", "depth": len(wlines),
+        "word_bits": C, "hex_digits": digits,
+        "line": "line (t*U + u)*R + r = stored row r of tile (t, u)",
+        "fields": [_field("weight_bit", 0, 1, "column c (bit c) stores plane q = c % Kw of "
+                          "output u*G + c // Kw; 1 = +1, 0 = -1", count=C)]})
+    manifest = {
+        "format": VECTORS_FORMAT, "version": VECTORS_VERSION,
+        "imcsim_version": imcsim.__version__, "config": c.to_dict(),
+        "x_format": golden.x_format.spec(), "w_format": golden.w_format.spec(),
+        "seed": int(seed), "vref": vref_json, "geometry": geometry, "n_cycles": n,
+        "cycle_order": "row tile t, column tile u, vector b, plane p (Macro.mvm_traced "
+                       "order); hex line i and HDF5 row i are array cycle i",
+        "x_plane_weights": golden.x_plane_weights.tolist(),
+        "w_plane_weights": golden.w_plane_weights.tolist(),
+        "vectors": [{"index": i, "label": lab} for i, lab in enumerate(labels)],
+        "hdf5": H5_NAME, "files": manifest_files,
+    }
+    _write_h5(outputs.temporary(outdir / H5_NAME), golden, tab, manifest, np.asarray(X),
+              np.asarray(W))
+    outputs.temporary(outdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -513,14 +557,15 @@ def find_vectors_h5(path) -> Path:
     return path
 
 
-def load_manifest(folder) -> dict:
+def load_manifest(folder) -> dict[str, Any]:
+    """The manifest.json of a vectors (or hex dump) folder."""
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ValueError(f"{folder}: no {MANIFEST_NAME}")
     return json.loads(path.read_text())
 
 
-def read_hex_fields(folder, fname: str) -> dict:
+def read_hex_fields(folder, fname: str) -> dict[str, np.ndarray]:
     """Decode one hex file of a vectors folder by its manifest: {field: int64 (n, count)}."""
     folder = Path(folder)
     man = load_manifest(folder)
@@ -537,6 +582,7 @@ def read_hex_fields(folder, fname: str) -> dict:
 
 __all__ = [
     "Operands",
+    "random_operands",
     "corner_case_vectors",
     "cycle_table",
     "find_vectors_h5",

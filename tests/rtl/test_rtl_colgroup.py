@@ -27,8 +27,9 @@ pytestmark = pytest.mark.skipif(shutil.which("iverilog") is None,
                                 reason="Icarus Verilog (iverilog) is not on PATH; "
                                        "install it with `apt-get install iverilog`")
 
+# the output stage rounds (shift 2..11 > 0) and saturates (12-bit y_int of a 20-bit acc)
 PARAMS = {"ROWS": 64, "COLS": 8, "KW": 4, "ADC_BITS": 5, "SCALE_FRAC": 8, "ACC_BITS": 20,
-          "SATURATE": 1}
+          "SATURATE": 1, "OUT_FRAC": 4, "OUT_BITS": 12, "OUT_ROUND": 2}
 
 
 def _runner():
@@ -96,6 +97,19 @@ def test_broken_rtl_is_caught_with_cycle_and_column(tmp_path, bug, testcase):
                      r"got -?\d+", text), text[-3000:]
 
 
+def test_broken_output_stage_is_caught_on_y_int(tmp_path):
+    """y_int is the RTL's own register: a wrong output stage fails with the output named."""
+    results, log = run_sim(tmp_path / "bug_out_floor", defines={"BUG_OUT_FLOOR": 1},
+                           testcase="colgroup_matches_golden/x_format=binary_6/vref_mode=variable",
+                           n_random=4)
+    assert results, log[-2000:]
+    failed = {k: v for k, v in results.items() if v is not None}
+    assert failed, f"BUG_OUT_FLOOR: the scoreboard did not catch the broken RTL\n{log[-2000:]}"
+    text = " ".join(failed.values()) + log
+    assert re.search(r"output \d+: y_int expected -?\d+, got -?\d+", text), text[-3000:]
+    assert "nmc_acc expected" not in text, text[-3000:]   # only the output stage is wrong
+
+
 # --- the plain Verilog flow: $readmemh vectors -> RTL -> CSV / VCD -> imcsim check ---------
 def _vectors(tmp_path, x_format, vref):
     from click.testing import CliRunner
@@ -106,11 +120,20 @@ def _vectors(tmp_path, x_format, vref):
             "--adc-bits", str(PARAMS["ADC_BITS"]), "--scale-frac-bits",
             str(PARAMS["SCALE_FRAC"]), "--acc-bits", str(PARAMS["ACC_BITS"]),
             "--w-format", f"binary:{PARAMS['KW']}", "--x-format", x_format,
+            "--out-frac-bits", str(PARAMS["OUT_FRAC"]), "--out-bits", str(PARAMS["OUT_BITS"]),
+            "--out-rounding", ["floor", "half_up", "half_even"][PARAMS["OUT_ROUND"]],
             "--shape", "60", str(PARAMS["COLS"] // PARAMS["KW"]), "--vref", vref,
             "--random", "4", "--seed", "3"]
     res = CliRunner().invoke(vectors_command, args)
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "manifest.json").read_text())
+
+
+def den_bits(man) -> int:
+    """log2(den_x * den_w) of a vectors folder's formats (the RTL's den_bits input)."""
+    from imcsim import parse_format
+    return sum(int(parse_format(man[k]).denominator).bit_length() - 1
+               for k in ("x_format", "w_format"))
 
 
 def run_hex_tb(tmp_path, vec, man, defines=()):
@@ -122,7 +145,8 @@ def run_hex_tb(tmp_path, vec, man, defines=()):
                   VREF_MODE={"fixed": 0, "variable": 1, "dual": 2}[vref["mode"]],
                   VREF_FIXED=vref["full_scale"], VREF_LOW=vref["dual_low"],
                   VREF_HIGH=vref["dual_high"], XSH_LSB=ctrl["x_shift"]["lsb"],
-                  XSH_W=ctrl["x_shift"]["width"], CLEAR_LSB=ctrl["clear"]["lsb"])
+                  XSH_W=ctrl["x_shift"]["width"], CLEAR_LSB=ctrl["clear"]["lsb"],
+                  DEN_BITS=den_bits(man))
     assert g["rows_R"] <= PARAMS["ROWS"] and g["columns_C"] == PARAMS["COLS"]
     exe = tmp_path / "tb_hex.vvp"
     cmd = ["iverilog", "-g2005", "-o", str(exe), "-s", "tb_hex"]
@@ -139,7 +163,7 @@ def run_hex_tb(tmp_path, vec, man, defines=()):
 
 
 VCD_MAP = ["valid=done", "code=code", "column_count=count", "sar_decision=sar_dec",
-           "active_rows=active_rows", "full_scale=full_scale", "nmc_acc=acc"]
+           "active_rows=active_rows", "full_scale=full_scale", "nmc_acc=acc", "y_int=y_int"]
 
 
 @pytest.mark.parametrize("x_format, vref", [("binary:6", "fixed"), ("radix4:8", "dual")])
@@ -153,6 +177,7 @@ def test_hex_vectors_replayed_on_rtl_pass_imcsim_check(tmp_path, x_format, vref)
     res = runner.invoke(check_command, [str(vec), str(csv_path)])
     assert res.exit_code == 0, res.output
     assert "PASS" in res.output and "code " in res.output and "nmc_acc" in res.output
+    assert "y_int" in res.output
     args = [str(vec), str(vcd_path)] + [a for m in VCD_MAP for a in ("--map", m)]
     res = runner.invoke(check_command, args)
     assert res.exit_code == 0, res.output
