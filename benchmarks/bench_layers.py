@@ -155,7 +155,7 @@ def main():
                 for n_threads in threads:
                     if n_threads is not None:
                         set_num_threads(n_threads)
-                    med, best, res = time_call(lambda X=X, W=W, xf=xf, wf=wf: macro.mvm(X, W, xf, wf),
+                    med, best, res = time_call(lambda X=X, W=W, xf=xf, wf=wf, macro=macro: macro.mvm(X, W, xf, wf),
                                                args.repeat, sync)
                     conv = res.events.total()["adc_conversions"]
                     rows.append({"device": device, "layer": layer.name, "kind": kind,

@@ -17,9 +17,12 @@ from imcsim.checks import check_matrix
 from imcsim.formats import BinaryFormat
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
-from imcsim.kernels.pack import pack_stored_tile
+from imcsim.kernels.pack import pack_input_planes, unpack_columns
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
+
+#: an empty gate table: every stored cell is connected (the stored operand has no masks)
+_NO_GATES = np.zeros(0, dtype=np.uint16)
 
 if TYPE_CHECKING:
     from imcsim.macro import Macro
@@ -45,10 +48,18 @@ class StoredWeights(StoredOperand):
         self.w_format = w_format
         self.shape = W.shape
         self.plan = plan_tiles(macro.config, W.shape[0], W.shape[1], w_format)
-        # int16 holds every BinaryFormat value (|v| <= 2**14) at a quarter of int64's memory
-        self.values = w_format.validate(W, "W").astype(np.int16, copy=False)
+        # int16 holds every BinaryFormat value (|v| <= 2**14) at a quarter of int64's memory;
+        # kept transposed (N, M): each output's column of values is one "vector" of rows, so
+        # the input packer (kernels.pack.pack_input_planes) packs its weight planes
+        self.values_t = np.ascontiguousarray(
+            w_format.validate(W, "W").astype(np.int16, copy=False).T)
         self.cache = cache
         self._tiles = {}
+
+    @property
+    def values(self) -> np.ndarray:
+        """int16 (M, N): the stored values (a transposed view of ``values_t``)."""
+        return self.values_t.T
 
     def tile(self, t: int, u: int, columns: bool = True) -> dict:
         """Stored bits of tile (t, u): 'packed' uint64 (C, W) and 'columns' uint8 (R, C).
@@ -65,13 +76,17 @@ class StoredWeights(StoredOperand):
         n0, n1 = self.plan.output_range(u)
         kw = self.w_format.n_planes
         offset, pattern, _, _, _ = format_lookup_tables(self.w_format, False)
-        packed = np.empty(((n1 - n0) * kw, -(-(r1 - r0) // 64)), dtype=np.uint64)
-        cols = (np.empty((r1 - r0, (n1 - n0) * kw), dtype=np.uint8) if columns
-                else np.zeros((0, 0), dtype=np.uint8))
-        pack_stored_tile(self.values, offset, pattern, kw, r0, r1, n0, n1, packed, cols)
+        n_words = -(-(r1 - r0) // 64)
+        planes = np.empty((n1 - n0, kw, n_words), dtype=np.uint64)     # (G, Kw, W)
+        masks = np.empty_like(planes)
+        active = np.empty((n1 - n0, kw), dtype=np.int64)
+        pack_input_planes(self.values_t[n0:n1], offset, pattern, _NO_GATES, kw, r0, r1, planes,
+                          masks, active, False)
+        packed = planes.reshape((n1 - n0) * kw, n_words)              # column g * Kw + q
         entry = {"packed": packed}
         if columns:
-            entry["columns"] = cols
+            entry["columns"] = np.empty((r1 - r0, (n1 - n0) * kw), dtype=np.uint8)
+            unpack_columns(packed, r1 - r0, entry["columns"])
         if self.cache:
             self._tiles[key] = entry
         return entry

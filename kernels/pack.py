@@ -210,34 +210,11 @@ def count_outside(values, lo, hi):
 
 
 @njit(cache=True, parallel=True)
-def pack_stored_tile(values, lut_offset, pattern_lut, weight_planes, r0, r1, n0, n1, packed,
-                     columns):
-    """Encode and pack one tile of the stored operand straight from its values.
-
-    values : int16 (M, N) stored values (validated); bit q of ``pattern_lut[v + lut_offset]`` is
-    the cell of weight plane q.  Column g * Kw + q of the tile holds plane q of output n0 + g.
-    packed : uint64 (C, W) written, row r - r0 at bit (r - r0) % 64 of word (r - r0) // 64.
-    columns : uint8 (R, C) also written unpacked (the row-gather path), or (0, 0) to skip.
-    Parallel over 64-row words, so each thread reads whole rows of ``values``.
-    """
-    n_cols = (n1 - n0) * weight_planes
-    n_words = packed.shape[1]
-    want_columns = columns.shape[0] > 0
-    for w in prange(n_words):
-        words = np.zeros(n_cols, dtype=np.uint64)
-        lo = r0 + w * 64
-        hi = min(r1, lo + 64)
-        for r in range(lo, hi):
-            bit_of_row = np.uint64(1) << np.uint64(r - lo)
-            for g in range(n1 - n0):
-                pattern = np.int64(pattern_lut[np.int64(values[r, n0 + g]) + lut_offset])
-                for q in range(weight_planes):
-                    c = g * weight_planes + q
-                    if (pattern >> q) & 1:
-                        words[c] |= bit_of_row
-                        if want_columns:
-                            columns[r - r0, c] = 1
-                    elif want_columns:
-                        columns[r - r0, c] = 0
+def unpack_columns(packed, n_rows, columns):
+    """Packed stored columns uint64 (C, W) -> uint8 (R, C), one row per output row."""
+    n_cols = packed.shape[0]
+    for r in prange(n_rows):
+        word = r // 64
+        shift = np.uint64(r % 64)
         for c in range(n_cols):
-            packed[c, w] = words[c]
+            columns[r, c] = np.uint8((packed[c, word] >> shift) & np.uint64(1))

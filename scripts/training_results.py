@@ -78,6 +78,7 @@ def previous_run(run_dir, cfg, epochs):
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
+    doc["config"].setdefault("device", "cpu")          # runs from before TrainConfig.device
     if doc["config"] != json.loads(cfg.to_json()) or len(doc["history"]) != epochs:
         return None
     return doc["history"]
@@ -89,13 +90,15 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("--doc", default="docs/results.md")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: train on the GPU (see docs/training.md, 'CPU and GPU')")
     args = ap.parse_args()
     rows = {}
     for key, (label, kw) in CONFIGS.items():
         accs, times, extra = [], [], []
         for seed in args.seeds:
             cfg = TrainConfig(model="small-cnn", epochs=args.epochs, batch_size=64, lr=0.05,
-                              seed=seed, **kw)
+                              seed=seed, device=args.device, **kw)
             run_dir = Path(args.out) / f"{key}-seed{seed}"
             hist = previous_run(run_dir, cfg, args.epochs)
             if hist is None:
@@ -126,7 +129,7 @@ def write_doc(args, rows):
                      f"{100 * np.std(accs):.2f} | {', '.join(f'{100 * a:.1f}' for a in accs)} | "
                      f"{np.mean(times):.0f} |")
     lines += ["", "## Emulator statistics (last epoch, seed of the first run)", ""]
-    for key, (label, _, _, hists) in rows.items():
+    for key, (_label, _, _, hists) in rows.items():
         last = hists[0][-1]
         stats = {k: v for k, v in last.items() if any(s in k for s in ("share", "clip", "plane"))}
         if stats:

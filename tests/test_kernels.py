@@ -18,7 +18,7 @@ from imcsim.kernels.hw import (
     STREAM_CMP_OFFSET,
     STREAM_SAMPLE,
 )
-from imcsim.kernels.pack import count_outside, pack_input_planes, pack_stored_tile, radix4_units
+from imcsim.kernels.pack import count_outside, pack_input_planes, radix4_units
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
 from imcsim.kernels.targets import CPU
 
@@ -154,26 +154,26 @@ def test_event_noise_matches_the_twins_keys():
 
 
 @SETTINGS
-@given(st.integers(3, 16), st.integers(1, 200), st.integers(1, 5), st.integers(0, 2**32 - 1),
-       st.booleans())
-def test_stored_tile_packing_matches_twin_encoding(K, rows, outputs, data_seed, want_columns):
-    """pack_stored_tile == the twin's Eq. 1 encoder, bit by bit, for a sub-tile of a matrix."""
-    from imcsim import BinaryFormat
-    from imcsim.formats import plane_lookup_tables
+@given(st.integers(3, 16), st.integers(1, 200), st.integers(1, 5), st.integers(0, 2**32 - 1))
+def test_stored_tiles_match_twin_encoding(K, rows, outputs, data_seed):
+    """Stored tiles (packed by the input packer on the transposed matrix, unpacked columns by
+    unpack_columns) == the twin's Eq. 1 encoder, bit by bit, for every tile of a matrix."""
+    from imcsim import BinaryFormat, Macro, MacroConfig, VrefConfig
     rng = np.random.default_rng(data_seed)
     lim = 1 << (K - 2)
-    values = rng.integers(-lim, lim + 1, (rows + 3, outputs + 2)).astype(np.int16)
-    r0, r1, n0, n1 = 1, rows + 1, 1, outputs + 1
-    offset, pattern, _ = plane_lookup_tables(BinaryFormat(K), False)
-    n_words = -(-rows // 64)
-    packed = np.empty(((n1 - n0) * K, n_words), dtype=np.uint64)
-    cols = (np.empty((rows, (n1 - n0) * K), dtype=np.uint8) if want_columns
-            else np.zeros((0, 0), dtype=np.uint8))
-    pack_stored_tile(values, offset, pattern, K, r0, r1, n0, n1, packed, cols)
-    for g in range(n1 - n0):
-        planes = [ref.encode_binary(int(values[r, n0 + g]), K) for r in range(r0, r1)]
-        for q in range(K):
-            column = [planes[r][q] for r in range(rows)]
-            assert packed[g * K + q].tolist() == naive_pack(column)
-            if want_columns:
-                assert cols[:, g * K + q].tolist() == column
+    cfg = MacroConfig(rows=255, columns=max(K, 2 * K + 1),
+                      vref=VrefConfig(full_scale=255, dual_low=255, dual_high=255))
+    values = rng.integers(-lim, lim + 1, (rows + 300, outputs)).astype(np.int64)
+    stored = Macro(cfg).store_weights(values, BinaryFormat(K))
+    plan = stored.plan
+    for t in range(plan.row_tiles):
+        r0, r1 = plan.row_range(t)
+        for u in range(plan.col_tiles):
+            n0, n1 = plan.output_range(u)
+            tile = stored.tile(t, u)
+            for g in range(n1 - n0):
+                planes = [ref.encode_binary(int(values[r, n0 + g]), K) for r in range(r0, r1)]
+                for q in range(K):
+                    column = [planes[r][q] for r in range(r1 - r0)]
+                    assert tile["packed"][g * K + q].tolist() == naive_pack(column)
+                    assert tile["columns"][:, g * K + q].tolist() == column

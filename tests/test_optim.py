@@ -6,8 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from imcsim.training.optim import (SGD, ConstantLR, CosineLR, StepLR, default_no_decay,
-                            make_schedule)
+from imcsim.training.optim import SGD, ConstantLR, CosineLR, StepLR, default_no_decay, make_schedule
 
 
 def test_one_hand_computed_step_with_momentum_and_decay():

@@ -9,8 +9,17 @@ import struct
 import numpy as np
 import pytest
 
-from imcsim.training.data import (Dataset, augment_crop_flip, channel_stats, iterate_batches,
-                           load_cifar10, load_dataset, load_digits, load_mnist, normalize)
+from imcsim.training.data import (
+    Dataset,
+    augment_crop_flip,
+    channel_stats,
+    iterate_batches,
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_mnist,
+    normalize,
+)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from imcsim.verify.trace import TraceFile
 from imcsim.training.engine import TrainConfig, Trainer, parse_vref
+from imcsim.verify.trace import TraceFile
 
 ALL_IMC = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
 

@@ -3,10 +3,26 @@ import numpy as np
 import pytest
 
 from imcsim.training.backends import ExactBackend, ImcBackend, MvmKind
-from imcsim.training.layers import (BatchNorm, Conv2D, Dense, GlobalAvgPool, MaxPool2, ReLU, Residual,
-                             softmax_cross_entropy)
-from imcsim.training.quant import (grad_scale, int8_quantize, pact_alpha_grad, pact_quantize,
-                            radix4_round, radix4_two_phase, sawb_alpha, sawb_quantize)
+from imcsim.training.layers import (
+    BatchNorm,
+    Conv2D,
+    Dense,
+    GlobalAvgPool,
+    MaxPool2,
+    ReLU,
+    Residual,
+    softmax_cross_entropy,
+)
+from imcsim.training.quant import (
+    grad_scale,
+    int8_quantize,
+    pact_alpha_grad,
+    pact_quantize,
+    radix4_round,
+    radix4_two_phase,
+    sawb_alpha,
+    sawb_quantize,
+)
 
 
 def numeric_grad(f, x, eps=1e-2):

@@ -1,1 +1,1 @@
-"""NumPy training engine (see issue 3); uses only imcsim's public API."""
+"""Training engine on NumPy or CuPy (``training.xp``; issues 3 and 9); uses only imcsim's public API."""

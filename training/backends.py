@@ -1,8 +1,9 @@
-"""Where a training MVM runs: FP32 NumPy, exact quantized integers, or the IMC emulator.
+"""Where a training MVM runs: FP32 matmul, exact quantized integers, or the IMC emulator.
 
 A layer hands a backend the *streamed* operand X (vectors x inner) and the *stored* operand W
 (inner x outputs) already quantized, with their formats; the backend returns X @ W as the
-hardware would compute it.  Only the IMC backend touches the macro, through imcsim's public API.
+hardware would compute it, in the operands' namespace (NumPy, or CuPy on a GPU).  Only the IMC
+backend touches the macro, through imcsim's public API.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig
 from imcsim.config import MvmKind
-
+from imcsim.training.xp import namespace_of, to_device, to_host
 
 KINDS = tuple(MvmKind)
 
@@ -35,7 +36,7 @@ class MvmStats:
     high_vref_conversions: int = 0
     bitcell_mults: int = 0
     cycles: int = 0
-    active_rows_per_plane: np.ndarray | None = None   # sum over cycles, (P,)
+    active_rows_per_plane: np.ndarray | None = None   # sum over cycles, (P,), host
     cycles_per_plane: int = 0
 
     def add(self, res):
@@ -46,7 +47,7 @@ class MvmStats:
         self.high_vref_conversions += ev["high_vref_conversions"]
         self.bitcell_mults += ev["bitcell_mults"]
         self.cycles += ev["array_cycles"]
-        per_plane = res.active_rows.sum(axis=(0, 1))
+        per_plane = to_host(res.active_rows.sum(axis=(0, 1)))     # P counts, host
         self.active_rows_per_plane = per_plane if self.active_rows_per_plane is None \
             else self.active_rows_per_plane + per_plane
         self.cycles_per_plane += res.active_rows.shape[0] * res.active_rows.shape[1]
@@ -59,7 +60,8 @@ class Fp32Backend:
     quantized = False
 
     def matmul(self, X, W, x_format=None, w_format=None, *, layer="", mvm=None, step=0):
-        return np.asarray(X, dtype=np.float32) @ np.asarray(W, dtype=np.float32)
+        xp = namespace_of(X, W)
+        return xp.asarray(X, dtype=np.float32) @ xp.asarray(W, dtype=np.float32)
 
 
 class ExactBackend:
@@ -69,7 +71,8 @@ class ExactBackend:
     quantized = True
 
     def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
-        return np.asarray(X, dtype=np.float64) @ np.asarray(W, dtype=np.float64)
+        xp = namespace_of(X, W)
+        return xp.asarray(X, dtype=np.float64) @ xp.asarray(W, dtype=np.float64)
 
 
 class ImcBackend:
@@ -78,14 +81,19 @@ class ImcBackend:
     Noise seeds are derived from (seed, step, layer, MVM kind), so a training run is
     reproducible whatever the batch order of calls.  ``trace_request`` = (layer, kind, step,
     path) sends that one call through the cycle-level path and writes its HDF5 trace.
+
+    ``device`` is the macro's ('cpu' or 'cuda'): a CUDA macro takes and returns CuPy arrays,
+    so operands stay on the GPU.  Operands of another namespace than the macro's (device arrays
+    on a CPU macro), and the traced call, go through the host explicitly and come back.
     """
 
     kind = BackendKind.IMC
     quantized = True
 
     def __init__(self, config: MacroConfig, vref: VrefConfig | None = None, seed: int = 0,
-                 stats=None, trace_request=None):
-        self.macro = Macro(config)
+                 stats=None, trace_request=None, device: str = "cpu"):
+        self.device = device
+        self.macro = Macro(config) if device == "cpu" else Macro(config, device=device)
         self.vref = vref
         self.seed = seed
         self.stats = stats if stats is not None else defaultdict(MvmStats)
@@ -100,15 +108,19 @@ class ImcBackend:
 
     def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
         seed = self._call_seed(layer, mvm, step)
-        W = np.ascontiguousarray(W, dtype=np.int64)
+        xp = namespace_of(X, W)
         req = self.trace_request
-        if req is not None and req[0] == layer and req[1] == mvm and req[2] == step:
+        traced = req is not None and req[0] == layer and req[1] == mvm and req[2] == step
+        if traced or (self.device == "cpu" and xp is not np):
+            X, W = to_host(X), to_host(W)
+        W = namespace_of(X).ascontiguousarray(W, dtype=np.int64)
+        if traced:
             res = self.macro.mvm_traced(X, W, x_format, w_format, seed=seed, vref=self.vref,
                                         trace=req[3])
         else:
             res = self.macro.mvm(X, W, x_format, w_format, seed=seed, vref=self.vref)
         self.stats[(layer, mvm.value if mvm else "")].add(res)
-        return res.y
+        return to_device(res.y, xp)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Datasets for the NumPy training engine: NHWC float32 images and int64 labels.
+"""Datasets for the training engine: NHWC float32 images and int64 labels.
 
 Three sources are supported:
 
@@ -11,6 +11,8 @@ Every loader returns a :class:`Dataset` whose images are float32 in ``[0, 1]`` w
 ``(N, H, W, C)`` and whose labels are int64 ``(N,)``.  :func:`normalize` standardises the
 channels with training-set statistics; :func:`augment_crop_flip` and :func:`iterate_batches`
 are the deterministic (given a ``numpy.random.Generator``) augmentation and batching helpers.
+They also take device (CuPy) arrays: the random numbers are still drawn on the host from the
+NumPy generator, in the same order, and only then moved, so both devices see the same stream.
 Nothing here downloads anything.
 """
 from __future__ import annotations
@@ -19,11 +21,13 @@ import dataclasses
 import gzip
 import os
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 import numpy as np
+
+from imcsim.training.xp import is_array, namespace_of
 
 __all__ = ["Dataset", "load_digits", "load_cifar10", "load_mnist", "load_dataset",
            "DATASET_NAMES", "channel_stats", "normalize", "augment_crop_flip",
@@ -457,19 +461,21 @@ def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> 
 
     Parameters
     ----------
-    x : np.ndarray, shape (N, H, W, C)
-        Images (any dtype; float32 in this engine).  Not modified.
+    x : array, shape (N, H, W, C)
+        Images (any dtype; float32 in this engine), NumPy or a device array; the result is in
+        the same namespace.  Not modified.
     rng : numpy.random.Generator
         Source of randomness; the result is a deterministic function of the generator state.
-        Draws, in order: ``rng.integers(0, 2*pad+1, size=(N, 2))`` then ``rng.random(N)``.
+        Draws, in order: ``rng.integers(0, 2*pad+1, size=(N, 2))`` then ``rng.random(N)``,
+        always on the host.
     pad : int
         Padding / maximum shift in pixels, >= 0.  ``pad=0`` only flips.
 
     Returns
     -------
-    np.ndarray, same dtype and shape as ``x``
+    array, same dtype, shape and namespace as ``x``
     """
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
+    if not is_array(x) or x.ndim != 4:
         raise ValueError(f"x must be an (N, H, W, C) array, got {_describe(x)}")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -480,16 +486,19 @@ def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> 
     flips = rng.random(n) < 0.5
     if n == 0:
         return x.copy()
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
-    rows = offsets[:, 0:1] + np.arange(h)                    # (N, H)
-    cols = offsets[:, 1:2] + np.arange(w)                    # (N, W)
-    cols[flips] = cols[flips, ::-1]
-    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return np.ascontiguousarray(out)
+    xp = namespace_of(x)
+    offsets, flips = xp.asarray(offsets), xp.asarray(flips)
+    padded = xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))) if pad else x
+    rows = offsets[:, 0:1] + xp.arange(h)                    # (N, H)
+    cols = offsets[:, 1:2] + xp.arange(w)                    # (N, W)
+    cols = xp.where(flips[:, None], cols[:, ::-1], cols)
+    out = padded[xp.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return xp.ascontiguousarray(out)
 
 
 def iterate_batches(n: int, batch_size: int, rng: np.random.Generator | None = None,
-                    shuffle: bool = True, drop_last: bool = False) -> Iterator[np.ndarray]:
+                    shuffle: bool = True, drop_last: bool = False,
+                    xp=np) -> Iterator[np.ndarray]:
     """Index arrays for one epoch of minibatches.
 
     Parameters
@@ -505,10 +514,13 @@ def iterate_batches(n: int, batch_size: int, rng: np.random.Generator | None = N
         Shuffle the order; otherwise ``0 .. n-1`` in order.
     drop_last : bool
         Drop the final batch when it is smaller than ``batch_size``.
+    xp : module
+        Namespace of the yielded index arrays (``numpy``, or ``cupy`` to index data kept on
+        the GPU).  The order is drawn on the host and moved once per call.
 
     Yields
     ------
-    np.ndarray, int64, shape (B,)
+    array of ``xp``, int64, shape (B,)
         Sample indices; over the epoch every index appears exactly once (except those of a
         dropped last batch).  Arguments are validated when this is called, not on first
         iteration.
@@ -526,4 +538,6 @@ def iterate_batches(n: int, batch_size: int, rng: np.random.Generator | None = N
     else:
         order = np.arange(int(n), dtype=np.int64)
     stop = (n // batch_size) * batch_size if drop_last else n
+    if xp is not np:
+        order = xp.asarray(order)
     return (order[i:i + batch_size] for i in range(0, stop, batch_size))

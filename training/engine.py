@@ -3,6 +3,11 @@
 Determinism: model initialisation, data order and augmentation derive from (seed, epoch); the
 emulator's noise from (seed, step, layer, MVM kind); so the same configuration gives the same
 weights bit for bit, whatever the thread count, and a resumed run equals an uninterrupted one.
+
+Device: ``TrainConfig.device`` 'cuda' keeps the data set, parameters, activations and gradients
+on the GPU (CuPy, ``training.xp``); random numbers are still drawn on the host.  Per step, the
+host sees the loss and accuracy count (one transfer) and the quantizers' scalar clip levels and
+scales.  What is bit-identical between a CPU and a GPU run: docs/training.md.
 """
 from __future__ import annotations
 
@@ -17,12 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import VrefConfig, load_preset
-from imcsim.training.backends import (ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats,
-                               scheme_by_name)
+from imcsim.training.backends import ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats, scheme_by_name
 from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
-from imcsim.training.layers import softmax_cross_entropy
+from imcsim.training.layers import softmax_cross_entropy_array
 from imcsim.training.models import MODELS, build_model
 from imcsim.training.optim import SGD, make_schedule
+from imcsim.training.xp import DEVICES, array_module, to_device, to_host
 
 BACKEND_NAMES = ("fp32", "exact", "imc")
 
@@ -38,6 +43,8 @@ class TrainConfig:
 
     backends : backend of each MVM kind for hidden layers ('fp32', 'exact' or 'imc').
     vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'dual:LOW:HIGH').
+    device : 'cpu' (NumPy) or 'cuda' (CuPy and the macro's CUDA path).  A checkpoint resumes
+        on either device.
     """
 
     model: str = "small-cnn"
@@ -58,8 +65,11 @@ class TrainConfig:
     augment: bool = False
     max_steps_per_epoch: int | None = None
     trace: tuple | None = None          # (layer, kind, step, path)
+    device: str = "cpu"
 
     def __post_init__(self):
+        if self.device not in DEVICES:
+            raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {sorted(MODELS)}, got {self.model!r}")
         for name in ("epochs", "batch_size"):
@@ -77,7 +87,7 @@ class TrainConfig:
                                        or b["update"] == "imc"):
             raise ValueError("backends: quantized backward or update MVMs need a quantized "
                              "forward (its quantized activations and weights)")
-        for kind, text in self.vref:
+        for _kind, text in self.vref:
             parse_vref(text)
         load_preset(self.preset)
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
@@ -93,7 +103,7 @@ class TrainConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         d = json.loads(text)
         d["backends"] = tuple(tuple(x) for x in d["backends"])
         d["vref"] = tuple(tuple(x) for x in d["vref"])
@@ -117,15 +127,22 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir, progress: bool = True):
         self.config = config
+        self.xp = array_module(config.device)        # fails first, in one line, without a GPU
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         data = load_dataset(config.dataset, config.data_folder)
-        self.data = normalize(data)
+        self.data = normalize(data)                  # host copy (NumPy)
+        xp = self.xp
+        # the data set lives on the training device; batches are gathered there
+        self.x_train, self.y_train = (to_device(self.data.x_train, xp),
+                                      to_device(self.data.y_train, xp))
+        self.x_test, self.y_test = (to_device(self.data.x_test, xp),
+                                    to_device(self.data.y_test, xp))
         self.scheme = scheme_by_name(config.scheme)
         shape = self.data.x_train.shape[1:]
         self.model = build_model(config.model, shape, self.data.n_classes, config.seed,
-                                 self.scheme)
+                                 self.scheme).to_device(xp)
         self.stats = defaultdict(MvmStats)
         self._assign_backends()
         self.optimizer = SGD(config.lr, momentum=config.momentum,
@@ -141,7 +158,7 @@ class Trainer:
         macro_cfg = load_preset(cfg.preset)
         fp32, exact = Fp32Backend(), ExactBackend()
         imc = {k: ImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
-                             self._trace_request()) for k in MvmKind}
+                             self._trace_request(), device=cfg.device) for k in MvmKind}
         self.imc_backends = imc
         for layer in self.model.compute_layers():
             on_digital = layer.role in ("first", "last", "residual") and not (
@@ -168,8 +185,8 @@ class Trainer:
         return self.out_dir / "checkpoint.npz"
 
     def save_checkpoint(self, epoch: int):
-        arrays = {f"param/{k}": v for k, v in self.model.params.items()}
-        arrays.update({f"buffer/{k}": v for k, v in self.model.buffers.items()})
+        arrays = {f"param/{k}": to_host(v) for k, v in self.model.params.items()}
+        arrays.update({f"buffer/{k}": to_host(v) for k, v in self.model.buffers.items()})
         opt = self.optimizer.state_dict()
         arrays.update({f"opt/{k}": np.asarray(v) for k, v in _flatten(opt).items()})
         arrays["meta"] = np.array(json.dumps({"epoch": epoch, "config": self.config.to_json(),
@@ -187,13 +204,13 @@ class Trainer:
         with np.load(path, allow_pickle=False) as ck:
             meta = json.loads(str(ck["meta"]))
             saved = TrainConfig.from_json(meta["config"])
-            if replace(saved, epochs=self.config.epochs) != self.config:
+            if replace(saved, epochs=self.config.epochs, device=self.config.device) != self.config:
                 raise ValueError("resume: the checkpoint was written with another configuration")
             params, buffers = self.model.params, self.model.buffers
             for k in params:
-                params[k][...] = ck[f"param/{k}"]
+                params[k][...] = to_device(ck[f"param/{k}"], self.xp)
             for k in buffers:
-                buffers[k][...] = ck[f"buffer/{k}"]
+                buffers[k][...] = to_device(ck[f"buffer/{k}"], self.xp)
             opt = {k[4:]: ck[k] for k in ck.files if k.startswith("opt/")}
             self.optimizer.load_state_dict(_unflatten(opt))
         self.history = meta["history"]
@@ -206,13 +223,23 @@ class Trainer:
             n = min(n, self.config.max_steps_per_epoch)
         return n
 
+    def _metrics(self, out, y):
+        """(loss gradient, host loss, host correct count): one device-to-host transfer."""
+        xp = self.xp
+        loss, grad = softmax_cross_entropy_array(out, y)
+        correct = (out.argmax(axis=1) == y).sum()
+        host = to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
+                                 xp.asarray(correct, dtype=xp.float64)]))
+        return grad, float(host[0]), int(host[1])
+
     def evaluate(self, x, y, batch=256):
+        x, y = to_device(x, self.xp), to_device(y, self.xp)
         losses, correct = [], 0
         for i in range(0, len(y), batch):
             out = self.model.forward(x[i:i + batch], train=False)
-            loss, _ = softmax_cross_entropy(out, y[i:i + batch])
+            _, loss, hits = self._metrics(out, y[i:i + batch])
             losses.append(loss * len(y[i:i + batch]))
-            correct += int((out.argmax(axis=1) == y[i:i + batch]).sum())
+            correct += hits
         return float(np.sum(losses) / len(y)), correct / len(y)
 
     def train_epoch(self, epoch: int):
@@ -221,7 +248,8 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, epoch])
         steps = self._steps_per_epoch()
         n = len(self.data.y_train)
-        batches = iterate_batches(n, min(cfg.batch_size, n), rng, shuffle=True, drop_last=True)
+        batches = iterate_batches(n, min(cfg.batch_size, n), rng, shuffle=True, drop_last=True,
+                                  xp=self.xp)
         self.stats.clear()
         losses, correct, seen = [], 0, 0
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
@@ -229,19 +257,19 @@ class Trainer:
         for i, idx in enumerate(batches):
             if i >= steps:
                 break
-            x = self.data.x_train[idx]
+            x = self.x_train[idx]
             if cfg.augment:
                 x = augment_crop_flip(x, np.random.default_rng([cfg.seed, epoch, i]))
-            y = self.data.y_train[idx]
+            y = self.y_train[idx]
             step = epoch * steps + i
             self.model.set_step(step)
             out = self.model.forward(x, train=True)
-            loss, grad = softmax_cross_entropy(out, y)
+            grad, loss, hits = self._metrics(out, y)
             self.model.backward(grad)
             lr = self.schedule(epoch + i / steps)
             self.optimizer.step(self.model.params, self.model.grads, lr=lr)
             losses.append(loss)
-            correct += int((out.argmax(axis=1) == y).sum())
+            correct += hits
             seen += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
@@ -255,7 +283,7 @@ class Trainer:
             t0 = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)
             mvm_stats = self._stats_summary()
-            test_loss, test_acc = self.evaluate(self.data.x_test, self.data.y_test)
+            test_loss, test_acc = self.evaluate(self.x_test, self.y_test)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                    "test_loss": test_loss, "test_acc": test_acc,
                    "lr": self.schedule(epoch), "seconds": time.perf_counter() - t0}
@@ -310,6 +338,7 @@ def plot_curves(history, path, title=""):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from imcsim.plotting import save_figure
     ep = [r["epoch"] for r in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))

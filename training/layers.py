@@ -1,18 +1,22 @@
-"""Layers with explicit forward and backward passes (NumPy, NHWC, no autograd).
+"""Layers with explicit forward and backward passes (NHWC, no autograd).
 
 Every layer caches what its backward pass needs during ``forward(x, train=True)``;
 ``backward(grad)`` returns the gradient with respect to the input and fills ``self.grads``.
 Conv2D and Dense run their three MVMs (forward, backward, weight update) through the backend
 chosen for each kind (``training.backends``); they hold no hardware maths.
+
+Every layer computes in the namespace of the array it receives (NumPy, or CuPy on a GPU; see
+``training.xp``), so activations and gradients stay on the device; parameters must live in the
+same namespace (``Sequential.to_device``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from imcsim.reshape import conv_output_size, reshape_conv_inputs
+from imcsim.reshape import conv_output_size
 from imcsim.training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
-from imcsim.training.quant import (int8_quantize, pact_alpha_grad, pact_quantize, radix4_two_phase,
-                            sawb_quantize)
+from imcsim.training.quant import int8_quantize, pact_alpha_sum, pact_quantize, radix4_two_phase, sawb_quantize
+from imcsim.training.xp import namespace_of
 
 FP32 = Fp32Backend()
 
@@ -38,11 +42,13 @@ class Layer:
 
 class ReLU(Layer):
     def forward(self, x, train=False):
+        xp = namespace_of(x)
         self.mask = x > 0
-        return np.where(self.mask, x, 0).astype(x.dtype)
+        return xp.where(self.mask, x, 0).astype(x.dtype)
 
     def backward(self, grad):
-        return np.where(self.mask, grad, 0).astype(grad.dtype)
+        xp = namespace_of(grad)
+        return xp.where(self.mask, grad, 0).astype(grad.dtype)
 
 
 class Flatten(Layer):
@@ -65,12 +71,14 @@ class MaxPool2(Layer):
             B, H // 2, W // 2, C, 4)
         self.arg = win.argmax(axis=-1)
         self.shape = x.shape
-        return np.take_along_axis(win, self.arg[..., None], axis=-1)[..., 0]
+        return namespace_of(x).take_along_axis(win, self.arg[..., None], axis=-1)[..., 0]
 
     def backward(self, grad):
+        xp = namespace_of(grad)
         B, H, W, C = self.shape
-        win = np.zeros((B, H // 2, W // 2, C, 4), dtype=grad.dtype)
-        np.put_along_axis(win, self.arg[..., None], grad[..., None], axis=-1)
+        # the gradient goes to the window's argmax, zeros elsewhere
+        hit = xp.arange(4) == self.arg[..., None]
+        win = xp.where(hit, grad[..., None], 0).astype(grad.dtype)
         return win.reshape(B, H // 2, W // 2, C, 2, 2).transpose(0, 1, 4, 2, 5, 3).reshape(
             B, H, W, C)
 
@@ -84,7 +92,8 @@ class GlobalAvgPool(Layer):
 
     def backward(self, grad):
         B, H, W, C = self.shape
-        return np.broadcast_to(grad[:, None, None, :] / (H * W), self.shape).astype(grad.dtype)
+        xp = namespace_of(grad)
+        return xp.broadcast_to(grad[:, None, None, :] / (H * W), self.shape).astype(grad.dtype)
 
 
 class BatchNorm(Layer):
@@ -112,7 +121,7 @@ class BatchNorm(Layer):
             rv += self.momentum * var * n / max(n - 1, 1)
         else:
             mean, var = rm, rv
-        self.inv = 1.0 / np.sqrt(var + self.eps)
+        self.inv = 1.0 / namespace_of(x).sqrt(var + self.eps)
         self.xhat = (x - mean) * self.inv
         return (self.xhat * g + b).astype(np.float32)
 
@@ -166,13 +175,14 @@ class QuantLinearCore(Layer):
 
     def _through_input_quantizer(self, x, dx, qa):
         """Straight-through estimator of PACT: mask dx, collect dL/dalpha (zero otherwise)."""
+        xp = namespace_of(dx)
         if qa is not None and self.scheme.name == "radix4":
             alpha = float(self.params[f"{self.name}.alpha"][0])
-            self.grads[f"{self.name}.alpha"] = np.array([pact_alpha_grad(x, dx, alpha)],
-                                                        np.float32)
+            self.grads[f"{self.name}.alpha"] = xp.asarray(pact_alpha_sum(x, dx, alpha),
+                                                          dtype=np.float32).reshape(1)
             dx = dx * qa.pass_mask
         else:
-            self.grads[f"{self.name}.alpha"] = np.zeros(1, np.float32)
+            self.grads[f"{self.name}.alpha"] = xp.zeros(1, np.float32)
         return dx.astype(np.float32)
 
     def _quantize_grad(self, g):
@@ -184,23 +194,31 @@ class QuantLinearCore(Layer):
         return phase1, phase2, 2.0, scale
 
 
-def _pad_windows(x, pad_lo, pad_hi):
-    """Stride-1 3x3 windows of x padded by (pad_lo, pad_hi): (B*Ho*Wo, 9*C), order (ky, kx, c)."""
+def _pad_windows(x, pad_lo, pad_hi, stride=1):
+    """3x3 windows of x padded by (pad_lo, pad_hi), taken every ``stride`` pixels:
+    (B*Ho*Wo, 9*C), element order (ky, kx, c), in the namespace of x.
+
+    With pad 1/1 these are the vectors of the input reshape buffer
+    (``imcsim.reshape.reshape_conv_inputs``, host only), value for value.
+    """
+    xp = namespace_of(x)
     B, H, W, C = x.shape
-    p = np.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
+    p = xp.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
     p[:, pad_lo:pad_lo + H, pad_lo:pad_lo + W] = x
-    ho, wo = p.shape[1] - 2, p.shape[2] - 2
-    out = np.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
+    ho, wo = (p.shape[1] - 3) // stride + 1, (p.shape[2] - 3) // stride + 1
+    out = xp.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
     for ky in range(3):
         for kx in range(3):
-            out[:, :, :, ky, kx, :] = p[:, ky:ky + ho, kx:kx + wo]
+            out[:, :, :, ky, kx, :] = p[:, ky:ky + stride * (ho - 1) + 1:stride,
+                                        kx:kx + stride * (wo - 1) + 1:stride]
     return out.reshape(B * ho * wo, 9 * C), (B, ho, wo)
 
 
 class Conv2D(QuantLinearCore):
     """3x3 'same' convolution (stride 1 or 2) or 1x1 (stride 1 or 2), no bias (BN follows).
 
-    Forward: the input reshape buffer (imcsim.reshape) builds the windows.  Backward: the
+    Forward: the windows of the input reshape buffer (imcsim.reshape), built in the input's
+    namespace (``_pad_windows``).  Backward: the
     input gradient is the convolution of the (stride-dilated) output gradient with the
     flipped kernel, so its MVM streams gradient windows of 9 * C_out elements against the
     stored transposed kernel.  Update: gradient columns streamed against stored windows.
@@ -221,8 +239,7 @@ class Conv2D(QuantLinearCore):
         if self.kernel == 1:
             xs = x[:, ::self.stride, ::self.stride, :]
             return xs.reshape(-1, x.shape[-1]), xs.shape[:3]
-        r = reshape_conv_inputs(x, self.stride, self.scheme.activation.bits_per_element)
-        return r.vectors, r.out_shape
+        return _pad_windows(x, 1, 1, self.stride)
 
     def forward(self, x, train=False):
         w = self.weight
@@ -248,7 +265,8 @@ class Conv2D(QuantLinearCore):
         if self.kernel == 1:
             return None
         s = self.stride
-        dil = np.zeros((B, (ho - 1) * s + 1, (wo - 1) * s + 1, self.cout), dtype=g.dtype)
+        dil = namespace_of(g).zeros((B, (ho - 1) * s + 1, (wo - 1) * s + 1, self.cout),
+                                    dtype=g.dtype)
         dil[:, ::s, ::s] = g
         pad_hi_h = H - dil.shape[1] + 1
         pad_hi_w = W - dil.shape[2] + 1
@@ -287,7 +305,7 @@ class Conv2D(QuantLinearCore):
                               self.scheme.weight) * (qw.scale / gscale)
             else:
                 dA = self._mm(MvmKind.BACKWARD, G, w_eff.reshape(C, self.cout).T, None, None)
-            dx = np.zeros(self.in_shape, np.float32)
+            dx = namespace_of(dA).zeros(self.in_shape, np.float32)
             ho, wo = grad.shape[1:3]
             dx[:, ::self.stride, ::self.stride, :] = dA.reshape(B, ho, wo, C)
         else:
@@ -394,15 +412,26 @@ class Residual(Layer):
 
 
 def softmax_cross_entropy(logits, labels):
-    """Mean cross-entropy and its gradient with respect to the logits."""
+    """Mean cross-entropy (a host float) and its gradient with respect to the logits."""
+    loss, grad = softmax_cross_entropy_array(logits, labels)
+    return float(loss), grad
+
+
+def softmax_cross_entropy_array(logits, labels):
+    """As :func:`softmax_cross_entropy`, the loss a 0-d array of the logits' namespace (no host
+    synchronisation; labels are moved there when they are not)."""
+    xp = namespace_of(logits)
+    labels = xp.asarray(labels)
     z = logits - logits.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    logp = z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
     n = logits.shape[0]
-    loss = -float(logp[np.arange(n), labels].mean())
-    grad = np.exp(logp)
-    grad[np.arange(n), labels] -= 1.0
+    rows = xp.arange(n)
+    loss = -logp[rows, labels].mean()
+    grad = xp.exp(logp)
+    grad[rows, labels] -= 1.0
     return loss, (grad / n).astype(np.float32)
 
 
 __all__ = ["Layer", "ReLU", "Flatten", "MaxPool2", "GlobalAvgPool", "BatchNorm", "Conv2D",
-           "Dense", "Residual", "softmax_cross_entropy", "conv_output_size"]
+           "Dense", "Residual", "softmax_cross_entropy", "softmax_cross_entropy_array",
+           "conv_output_size"]

@@ -2,14 +2,28 @@
 
 Each model is a ``Sequential`` whose Conv2D / Dense layers carry a role: 'first', 'last',
 'residual' (1x1 shortcut convs) or 'hidden'.  The engine maps MVMs to backends by role.
+Models are initialised on the host (seeded NumPy generator) and then moved to the training
+device (:meth:`Sequential.to_device`), so both devices start from the same weights.
+VGG-lite's geometry comes from ``imcsim.workloads.vgg_lite_layers`` (defined once).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from imcsim.training.backends import RADIX4_SCHEME
-from imcsim.training.layers import (BatchNorm, Conv2D, Dense, Flatten, GlobalAvgPool, MaxPool2,
-                             QuantLinearCore, ReLU, Residual)
+from imcsim.training.layers import (
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool2,
+    QuantLinearCore,
+    ReLU,
+    Residual,
+)
+from imcsim.training.xp import to_device
+from imcsim.workloads import vgg_lite_layers
 
 
 class Sequential:
@@ -60,6 +74,13 @@ class Sequential:
         for layer in self.compute_layers():
             layer.step = step
 
+    def to_device(self, xp):
+        """Move every parameter and buffer into namespace ``xp`` (values unchanged)."""
+        for layer in self.all_layers():
+            layer.params = {k: to_device(v, xp) for k, v in layer.params.items()}
+            layer.buffers = {k: to_device(v, xp) for k, v in layer.buffers.items()}
+        return self
+
 
 def _conv_bn_relu(name, cin, cout, rng, role="hidden", pool=False, scheme=RADIX4_SCHEME,
                   stride=1):
@@ -99,21 +120,34 @@ def small_cnn(input_shape, n_classes, rng, scheme=RADIX4_SCHEME):
 
 
 def vgg_lite(input_shape, n_classes, rng, scheme=RADIX4_SCHEME):
-    """Table I: 128C-128C-MP-256C-256C-MP-256C-256C-MP-1024FC-1024FC-10FC (+BN, ReLU)."""
+    """Table I: 128C-128C-MP-256C-256C-MP-256C-256C-MP-1024FC-1024FC-10FC (+BN, ReLU).
+
+    Layer names, channels and pooling come from ``imcsim.workloads.vgg_lite_layers`` (specs for
+    32x32x3 inputs); the first layer takes the input's channels, the last ``n_classes``
+    outputs, and the first dense layer's width follows the input's spatial size.
+    """
     h, w, c = input_shape
-    layers = (_conv_bn_relu("L1", c, 128, rng, role="first", scheme=scheme)
-              + _conv_bn_relu("L2", 128, 128, rng, pool=True, scheme=scheme)
-              + _conv_bn_relu("L3", 128, 256, rng, scheme=scheme)
-              + _conv_bn_relu("L4", 256, 256, rng, pool=True, scheme=scheme)
-              + _conv_bn_relu("L5", 256, 256, rng, scheme=scheme)
-              + _conv_bn_relu("L6", 256, 256, rng, pool=True, scheme=scheme)
-              + [Flatten("flat"),
-                 Dense("L7", 256 * (h // 8) * (w // 8), 1024, rng, scheme=scheme),
-                 BatchNorm("L7.bn", 1024), ReLU("L7.relu"),
-                 Dense("L8", 1024, 1024, rng, scheme=scheme), BatchNorm("L8.bn", 1024),
-                 ReLU("L8.relu"),
-                 Dense("L9", 1024, n_classes, rng, role="last", scheme=scheme),
-                 BatchNorm("L9.bn", n_classes)])
+    specs = vgg_lite_layers()
+    convs = [s for s in specs if s.kind == "conv"]
+    dense = [s for s in specs if s.kind == "dense"]
+    layers, cin = [], c
+    for i, spec in enumerate(convs):
+        layers += _conv_bn_relu(spec.name, cin, spec.out_channels, rng,
+                                role="first" if i == 0 else "hidden", pool=spec.pool_after,
+                                scheme=scheme)
+        cin = spec.out_channels
+    shrink = 2 ** sum(spec.pool_after for spec in convs)
+    layers.append(Flatten("flat"))
+    din = cin * (h // shrink) * (w // shrink)
+    for i, spec in enumerate(dense):
+        last = i == len(dense) - 1
+        dout = n_classes if last else spec.out_channels
+        layers.append(Dense(spec.name, din, dout, rng, role="last" if last else "hidden",
+                            scheme=scheme))
+        layers.append(BatchNorm(f"{spec.name}.bn", dout))
+        if not last:
+            layers.append(ReLU(f"{spec.name}.relu"))
+        din = dout
     return Sequential("vgg-lite", layers)
 
 

@@ -1,8 +1,9 @@
-"""SGD with momentum / weight decay over dicts of NumPy arrays, and learning-rate schedules.
+"""SGD with momentum / weight decay over dicts of arrays, and learning-rate schedules.
 
-Parameters and gradients are plain ``dict[str, np.ndarray]`` keyed by dotted names such as
-``"conv1.weight"`` or ``"bn1.gamma"``.  :class:`SGD` updates the parameter arrays in place and
-keeps one velocity buffer per name.  Schedules are small callables mapping a (fractional)
+Parameters and gradients are plain ``dict[str, array]`` keyed by dotted names such as
+``"conv1.weight"`` or ``"bn1.gamma"``; the arrays are NumPy arrays, or CuPy arrays on a GPU
+(``training.xp``).  :class:`SGD` updates the parameter arrays in place, in their namespace, and
+keeps one velocity buffer per name next to its parameter.  Schedules are small callables mapping a (fractional)
 epoch to a learning rate; pass the result to ``SGD.step(..., lr=...)``.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from collections.abc import Callable, Mapping
 
 import numpy as np
+
+from imcsim.training.xp import is_array, namespace_of, to_host
 
 __all__ = ["SGD", "default_no_decay", "NO_DECAY_SUFFIXES", "ConstantLR", "StepLR", "CosineLR",
            "make_schedule", "SCHEDULE_NAMES"]
@@ -72,8 +75,9 @@ class SGD:
 
     Notes
     -----
-    Parameters must be floating-point ndarrays; they are modified in place, and the velocity
-    buffers have each parameter's dtype and shape.  ``grads`` may hold a subset of the names in
+    Parameters must be floating-point arrays (NumPy, or CuPy on a GPU); they are modified in
+    place, and the velocity buffers have each parameter's dtype, shape and namespace (a buffer
+    restored by :meth:`load_state_dict` moves to its parameter's device on the next step).  ``grads`` may hold a subset of the names in
     ``params`` (parameters without a gradient are left alone, their velocity untouched); a
     gradient without a parameter, or with another shape, is a ``ValueError``.
     """
@@ -128,11 +132,11 @@ class SGD:
         # Validate everything before touching anything, so a bad call leaves no partial update.
         for name, g in grads.items():
             p = params[name]
-            if not isinstance(p, np.ndarray) or not np.issubdtype(p.dtype, np.floating):
+            if not is_array(p) or not np.issubdtype(p.dtype, np.floating):
                 raise ValueError(f"parameter {name!r} must be a floating-point ndarray, got "
                                  f"{type(p).__name__}"
-                                 + (f" of dtype {p.dtype}" if isinstance(p, np.ndarray) else ""))
-            g_shape = np.shape(g)
+                                 + (f" of dtype {p.dtype}" if is_array(p) else ""))
+            g_shape = tuple(g.shape) if is_array(g) else np.shape(g)
             if g_shape != p.shape:
                 raise ValueError(f"gradient {name!r} has shape {g_shape}, parameter has "
                                  f"{p.shape}")
@@ -142,13 +146,16 @@ class SGD:
                                  f"{p.shape}")
         for name, g in grads.items():
             p = params[name]
-            d = np.asarray(g, dtype=p.dtype)
+            xp = namespace_of(p)
+            d = xp.asarray(g, dtype=p.dtype)
             if self.decays(name):
                 d = d + p.dtype.type(self.weight_decay) * p
             if self.momentum > 0:
                 v = self.velocity.get(name)
+                if v is not None and namespace_of(v) is not xp:
+                    v = self.velocity[name] = xp.array(to_host(v), dtype=p.dtype, copy=True)
                 if v is None:
-                    v = np.array(d, dtype=p.dtype, copy=True)   # momentum * 0 + d
+                    v = xp.array(d, dtype=p.dtype, copy=True)   # momentum * 0 + d
                     self.velocity[name] = v
                 else:
                     v *= p.dtype.type(self.momentum)
@@ -167,7 +174,7 @@ class SGD:
         -------
         dict
             ``{'lr': float, 'momentum': float, 'weight_decay': float, 'nesterov': bool,
-            'steps': int, 'velocity:<name>': np.ndarray (copy), ...}``.  Keys are strings and
+            'steps': int, 'velocity:<name>': np.ndarray (host copy), ...}``.  Keys are strings and
             values are scalars or arrays, so the dict can go straight into ``np.savez``
             (``np.load`` gives 0-d arrays back for the scalars; :meth:`load_state_dict`
             accepts those).  The ``no_decay`` predicate is not part of the state.
@@ -176,7 +183,7 @@ class SGD:
                                     "weight_decay": self.weight_decay,
                                     "nesterov": self.nesterov, "steps": self.steps}
         for name, v in self.velocity.items():
-            state[_VELOCITY_PREFIX + name] = v.copy()
+            state[_VELOCITY_PREFIX + name] = np.array(to_host(v), copy=True)
         return state
 
     def load_state_dict(self, state: Mapping[str, object]) -> None:
@@ -200,7 +207,7 @@ class SGD:
         velocity: dict[str, np.ndarray] = {}
         for key, value in state.items():
             if key.startswith(_VELOCITY_PREFIX):
-                arr = np.asarray(value)
+                arr = to_host(value)
                 if not np.issubdtype(arr.dtype, np.floating):
                     raise ValueError(f"state dict {key!r} must be a floating-point array, got "
                                      f"dtype {arr.dtype}")

@@ -9,13 +9,19 @@
 - Banner et al. 2018 8-bit integers, the paper's foil (Fig. 3): symmetric per-tensor linear
   quantization to -64..64 (the range of the 8-bit +/-1 binary format).
 
-Every choice the papers leave open is stated in docs/training.md.
+Every choice the papers leave open is stated in docs/training.md.  The quantizers run in the
+namespace of the array they receive (NumPy or CuPy, see ``training.xp``); their scalar parameters
+(clip levels, steps, GradScale) are host floats, each reduced from the tensor by one exact
+reduction (a maximum) or a float one (the SAWB moments), so the element-wise arithmetic is the
+same IEEE arithmetic on either device.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from imcsim.training.xp import namespace_of, to_host
 
 ACT_LEVELS = 16
 WEIGHT_LEVELS = 8
@@ -30,9 +36,9 @@ SAWB_C2 = 12.2
 
 @dataclass
 class Quantized:
-    """values : integer-valued (or radix-4) array handed to the MVM; scale : float so that
-    ``values * scale`` approximates the input; pass_mask : bool array where the straight-through
-    estimator passes the gradient (None = everywhere)."""
+    """values : integer-valued (or radix-4) array handed to the MVM, in the input's namespace;
+    scale : host float so that ``values * scale`` approximates the input; pass_mask : bool
+    array where the straight-through estimator passes the gradient (None = everywhere)."""
 
     values: np.ndarray
     scale: float
@@ -46,54 +52,75 @@ def pact_quantize(x, alpha: float, levels: int = ACT_LEVELS) -> Quantized:
     """
     if alpha <= 0:
         raise ValueError(f"alpha: PACT clip must be positive, got {alpha}")
+    xp = namespace_of(x)
     step = alpha / levels
-    q = np.rint(np.clip(x, 0.0, alpha) / step)
+    q = xp.rint(xp.clip(x, 0.0, alpha) / step)
     return Quantized(q, step, (x > 0) & (x < alpha))
+
+
+def pact_alpha_sum(x, grad_out, alpha: float):
+    """dL/dalpha of PACT in the gradient's namespace (stays on the device): the sum of the
+    selected elements in order (on CuPy the selection's size costs one synchronisation)."""
+    return namespace_of(grad_out).sum(grad_out[x >= alpha])
 
 
 def pact_alpha_grad(x, grad_out, alpha: float) -> float:
     """dL/dalpha of PACT: the sum of the incoming gradient where the input was clipped."""
-    return float(np.sum(grad_out[x >= alpha]))
+    return float(pact_alpha_sum(x, grad_out, alpha))
 
 
 def sawb_alpha(w) -> float:
     """SAWB clip from the first and second moments; never below 1/levels of max |w|."""
-    w = np.asarray(w, dtype=np.float64)
-    alpha = SAWB_C1 * np.sqrt(np.mean(w * w)) - SAWB_C2 * np.mean(np.abs(w))
-    floor = np.max(np.abs(w)) / WEIGHT_LEVELS
+    xp = namespace_of(w)
+    w = xp.asarray(w, dtype=xp.float64)
+    a = xp.abs(w)
+    # the three reductions come back to the host together (one transfer on a device)
+    mean_sq, mean_abs, peak = to_host(xp.stack([xp.mean(w * w), xp.mean(a), xp.max(a)]))
+    alpha = SAWB_C1 * np.sqrt(mean_sq) - SAWB_C2 * mean_abs
+    floor = peak / WEIGHT_LEVELS
     return float(max(alpha, floor, 1e-12))
 
 
 def sawb_quantize(w, levels: int = WEIGHT_LEVELS) -> Quantized:
     """Symmetric weights: round(clip(w, -alpha, alpha) / alpha * levels) in -levels..levels."""
+    xp = namespace_of(w)
     alpha = sawb_alpha(w)
     step = alpha / levels
-    q = np.rint(np.clip(w, -alpha, alpha) / step)
-    return Quantized(q, step, np.abs(w) <= alpha)
+    q = xp.rint(xp.clip(w, -alpha, alpha) / step)
+    return Quantized(q, step, xp.abs(w) <= alpha)
 
 
-def radix4_round(x) -> np.ndarray:
-    """Nearest radix-4 value: 0 or +/-4**e, e in [-3, 3] (float64).
+def radix4_round(x):
+    """Nearest radix-4 value: 0 or +/-4**e, e in [-3, 3] (float64, in the namespace of x).
 
     Nearest in the linear domain: between 4**e and 4**(e+1) the threshold is 2.5 * 4**e;
     below 4**-3 the threshold to 0 is half of 4**-3; above 64 it saturates at 64.
+
+    The octave comes from the exact binary exponent (frexp: |x| = m * 2**k, m in [0.5, 1), so
+    floor(log2 |x|) = k - 1), with no logarithm, so the result is the same bit for bit on any
+    device.  (A logarithm can misplace floor(log2 |x|) only within an ulp of a power of two;
+    there both candidate octaves give the same radix-4 value.)
     """
-    x = np.asarray(x, dtype=np.float64)
-    mag = np.abs(x)
+    xp = namespace_of(x)
+    x = xp.asarray(x, dtype=xp.float64)
+    mag = xp.abs(x)
     lo_val = 4.0 ** RADIX4_MIN_EXP
-    with np.errstate(divide="ignore"):
-        e = np.floor(np.log2(np.maximum(mag, 1e-300)) / 2.0)
-    e = np.clip(e, RADIX4_MIN_EXP, RADIX4_MAX_EXP)
-    lo = 4.0 ** e
-    out = np.where(mag > 2.5 * lo, 4.0 * lo, lo)
-    out = np.minimum(out, 4.0 ** RADIX4_MAX_EXP)
-    out = np.where(mag < lo_val / 2, 0.0, out)
-    return np.sign(x) * out
+    top = 4.0 ** RADIX4_MAX_EXP
+    _, k = xp.frexp(mag)                                     # int32; 0 for mag == 0
+    e = xp.clip((k - 1) // 2, RADIX4_MIN_EXP, RADIX4_MAX_EXP)    # floor(floor(log2 mag) / 2)
+    lo = xp.ldexp(xp.ones(e.shape, xp.float64), 2 * e)      # 4**e, exactly
+    out = xp.where(mag > 2.5 * lo, 4.0 * lo, lo)
+    out = xp.minimum(out, top)
+    out = xp.where(mag > top, top, out)                      # +/-inf (frexp gives no exponent)
+    out = xp.where(mag < lo_val / 2, 0.0, out)
+    return xp.sign(x) * out
 
 
 def grad_scale(g) -> float:
     """GradScale: the power of two that brings max |g| into (32, 64], the radix-4 top octave."""
-    peak = float(np.max(np.abs(g))) if np.size(g) else 0.0
+    xp = namespace_of(g)
+    g = xp.asarray(g)
+    peak = float(xp.max(xp.abs(g))) if g.size else 0.0
     if peak == 0.0 or not np.isfinite(peak):
         return 1.0
     return float(2.0 ** np.floor(np.log2(64.0 / peak)))
@@ -107,15 +134,17 @@ def radix4_two_phase(g):
     of ``1 / scale``: g ~= phase1 / scale ~= 2 * phase2 / scale.
     """
     scale = grad_scale(g)
-    gs = np.asarray(g, dtype=np.float64) * scale
+    xp = namespace_of(g)
+    gs = xp.asarray(g, dtype=xp.float64) * scale
     return radix4_round(gs), radix4_round(gs / 2.0), scale
 
 
 def int8_quantize(x, levels: int = INT8_LEVELS) -> Quantized:
     """Banner et al. style symmetric per-tensor 8-bit: round(x / max|x| * levels)."""
-    x = np.asarray(x, dtype=np.float64)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
+    xp = namespace_of(x)
+    x = xp.asarray(x, dtype=xp.float64)
+    peak = float(xp.max(xp.abs(x))) if x.size else 0.0
     if peak == 0.0:
-        return Quantized(np.zeros_like(x), 1.0, None)
+        return Quantized(xp.zeros_like(x), 1.0, None)
     step = peak / levels
-    return Quantized(np.rint(x / step), step, None)
+    return Quantized(xp.rint(x / step), step, None)

@@ -13,8 +13,8 @@ import numpy as np
 from imcsim.atomic import AtomicOutputs
 from imcsim.cli.common import (
     cli_errors,
-    load_npy,
     device_option,
+    load_npy,
     macro_config_from_options,
     macro_config_options,
     operand_options,

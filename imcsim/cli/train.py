@@ -1,4 +1,5 @@
-"""``imcsim train``: slow-but-exact training with every chosen MVM on the emulated macro."""
+"""``imcsim train``: exact training with every chosen MVM on the emulated macro, on the CPU or a
+CUDA GPU (``--device cuda``)."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from imcsim.cli.common import cli_errors
 from imcsim.config import MvmKind, parse_mvm_kinds
 
 _BACKEND = click.Choice(["fp32", "exact", "imc"])
@@ -47,30 +49,33 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
               type=click.Path(file_okay=False), help="Metrics, checkpoint and curves go here.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.npz.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="cuda: data, weights, activations and gradients on the GPU (CuPy; the "
+                   "'gpu' extra); see docs/training.md for what matches the CPU bit for bit.")
+@cli_errors
 def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet, **kw):
-    """Train a model with a NumPy engine; chosen MVMs run on the emulated IMC macro."""
+    """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
     from imcsim.training.engine import TrainConfig, Trainer
-    try:
-        kinds = parse_mvm_kinds(imc_kinds)
-        fallback = "fp32" if not kinds and other == "exact" else other
-        backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
-        vref = {k.value: "variable" for k in MvmKind}
-        for spec in vref_specs:
-            kind, _, mode = spec.partition("=")
-            if kind not in vref or not mode:
-                raise ValueError(f"vref: expected KIND=MODE, got {spec!r}")
-            vref[kind] = mode
-        trace = None
-        if trace_spec:
-            parts = trace_spec.split(":")
-            if len(parts) != 4:
-                raise ValueError(f"trace: expected LAYER:KIND:STEP:FILE, got {trace_spec!r}")
-            trace = (parts[0], parts[1], int(parts[2]), parts[3])
-        config = TrainConfig(backends=backends, vref=tuple(vref.items()), trace=trace, **kw)
-        trainer = Trainer(config, Path(out_dir), progress=not quiet)
-        history = trainer.run(resume=resume)
-    except (ValueError, TypeError, OSError) as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
+    from imcsim.training.xp import array_module
+    array_module(kw["device"])                  # without CuPy or a GPU: one line, exit 2
+    kinds = parse_mvm_kinds(imc_kinds)
+    fallback = "fp32" if not kinds and other == "exact" else other
+    backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
+    vref = {k.value: "variable" for k in MvmKind}
+    for spec in vref_specs:
+        kind, _, mode = spec.partition("=")
+        if kind not in vref or not mode:
+            raise ValueError(f"vref: expected KIND=MODE, got {spec!r}")
+        vref[kind] = mode
+    trace = None
+    if trace_spec:
+        parts = trace_spec.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"trace: expected LAYER:KIND:STEP:FILE, got {trace_spec!r}")
+        trace = (parts[0], parts[1], int(parts[2]), parts[3])
+    config = TrainConfig(backends=backends, vref=tuple(vref.items()), trace=trace, **kw)
+    trainer = Trainer(config, Path(out_dir), progress=not quiet)
+    history = trainer.run(resume=resume)
     last = history[-1] if history else {}
     click.echo(json.dumps({"final": {k: v for k, v in last.items() if not isinstance(v, list)},
                            "out": str(out_dir)}))

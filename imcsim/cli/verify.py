@@ -14,8 +14,8 @@ from imcsim.atomic import AtomicOutputs
 from imcsim.cli.common import (
     MismatchFound,
     cli_errors,
-    load_npy,
     device_option,
+    load_npy,
     macro_config_from_options,
     macro_config_options,
     operand_options,
