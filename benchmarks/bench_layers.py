@@ -22,7 +22,7 @@ import platform
 import time
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import cuda, get_num_threads, njit, prange, set_num_threads
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format
 from imcsim.kernels.targets import CPU as hw
@@ -41,6 +41,19 @@ def bare_counts_cpu(xbits, wbits, counts):
                 for w in range(wbits.shape[1]):
                     m += hw.word_mismatches(xbits[b, p, w], wbits[c, w], hw.ALL_ONES)
                 counts[b, p, c] = m
+
+
+@cuda.jit
+def bare_counts_gpu(xbits, wbits_t, counts):
+    """Reference on the GPU: counts of every (vector, plane, column); wbits_t is (W, C)."""
+    c, b = cuda.grid(2)
+    if b >= xbits.shape[0] or c >= wbits_t.shape[1]:
+        return
+    for p in range(xbits.shape[1]):
+        m = 0
+        for w in range(wbits_t.shape[0]):
+            m += cuda.popc(xbits[b, p, w] ^ wbits_t[w, c])
+        counts[b, p, c] = m
 
 
 def layer_operands(layer, kind: str, batch: int, density: float, rng):
@@ -92,19 +105,6 @@ def bare_reference(macro, X, W, xf, wf, device, repeat):
         bare_counts_cpu(packed.xbits, wbits, counts)
         med, _, _ = time_call(lambda: bare_counts_cpu(packed.xbits, wbits, counts), repeat)
         return n / med
-    from numba import cuda
-
-    @cuda.jit
-    def bare_counts_gpu(xbits, wbits_t, counts):
-        c, b = cuda.grid(2)
-        if b >= xbits.shape[0] or c >= wbits_t.shape[1]:
-            return
-        for p in range(xbits.shape[1]):
-            m = 0
-            for w in range(wbits_t.shape[0]):
-                m += cuda.popc(xbits[b, p, w] ^ wbits_t[w, c])
-            counts[b, p, c] = m
-
     xb = cuda.to_device(packed.xbits)
     wt = cuda.to_device(np.ascontiguousarray(wbits.T))
     counts = cuda.device_array((packed.xbits.shape[0], packed.xbits.shape[1], cols), np.int64)

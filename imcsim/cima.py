@@ -17,7 +17,7 @@ from imcsim.checks import check_matrix
 from imcsim.formats import BinaryFormat
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
-from imcsim.kernels.pack import pack_input_planes, unpack_columns
+from imcsim.kernels.pack import pack_input_planes, transpose_to_int16, unpack_columns
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
 
@@ -51,8 +51,15 @@ class StoredWeights(StoredOperand):
         # int16 holds every BinaryFormat value (|v| <= 2**14) at a quarter of int64's memory;
         # kept transposed (N, M): each output's column of values is one "vector" of rows, so
         # the input packer (kernels.pack.pack_input_planes) packs its weight planes
-        self.values_t = np.ascontiguousarray(
-            w_format.validate(W, "W").astype(np.int16, copy=False).T)
+        if W.dtype.kind in "iu" and W.dtype.isnative:
+            # integers: range check and transpose in one parallel pass
+            lim = w_format.max_value
+            self.values_t = np.empty((W.shape[1], W.shape[0]), dtype=np.int16)
+            if transpose_to_int16(W, -lim, lim, self.values_t):
+                w_format.validate(W, "W")          # raises the format's own message
+        else:
+            self.values_t = np.ascontiguousarray(
+                w_format.validate(W, "W").astype(np.int16, copy=False).T)
         self.cache = cache
         self._tiles = {}
 
@@ -163,7 +170,8 @@ class ColumnGroup:
         return CycleOutcome(count, value, trials, decisions, code, int(clipped))
 
 
-def hw_key(seed, stream: int, tile_row: int, tile_col: int, vector: int, plane: int):
+def hw_key(seed: int, stream: int, tile_row: int, tile_col: int, vector: int,
+           plane: int) -> np.uint64:
     """The key hash of one array cycle's event stream (``hw.cycle_key``), uint64."""
 
     return np.uint64(CPU.cycle_key(np.uint64(seed), stream, tile_row, tile_col, vector, plane))

@@ -95,9 +95,14 @@ def _check_enum(name, value, enum_type):
 class VrefConfig:
     """ADC reference mode and levels, all as full scales F in rows (Vref,p = F * vdd / rows)."""
 
+    #: how F is chosen per array cycle: fixed, variable (F = max(active rows, L)) or dual
     mode: VrefMode = VrefMode.VARIABLE
+    #: F of the fixed mode [rows]; 2304 rows = 0.8 V in the paper's macro
     full_scale: int = 2304
+    #: the dual mode's low level [rows], used while the cycle has at most this many active
+    #: rows; 255 rows = V_prec = 0.0885 V
     dual_low: int = 255
+    #: the dual mode's high level [rows]
     dual_high: int = 2304
 
     def __post_init__(self):
@@ -140,13 +145,21 @@ class VrefConfig:
 class NmcConfig:
     """Fixed-point datapath after the ADC (docs/hardware-model.md 4.6)."""
 
+    #: fraction bits S of the per-cycle scale F / L [bits], 0..24
     scale_frac_bits: int = 16
+    #: width of each output's accumulator register [bits, two's complement], 8..62
     acc_bits: int = 48
+    #: what the accumulator does on overflow: saturate or wrap
     overflow: Overflow = Overflow.SATURATE
+    #: reconstruct a code as the middle of its bin (code + 1/2) instead of its lower edge
     half_lsb_reconstruction: bool = False
+    #: fraction bits of the output register y_int [bits], 0..40
     out_frac_bits: int = 12
+    #: width of the output register [bits, two's complement, saturating], 8..62
     out_bits: int = 48
+    #: rounding of the accumulator -> output shift (and of the per-output scale)
     out_rounding: Rounding = Rounding.HALF_EVEN
+    #: fraction bits of the optional per-output scale [bits], 0..30
     out_scale_frac_bits: int = 16
 
     def __post_init__(self):
@@ -171,11 +184,17 @@ class NonIdealityConfig:
     (1 row = vdd / rows, 347 uV in the paper preset).
     """
 
+    #: relative sigma of one bit cell's capacitor (static, per cell) [1], 0..0.2
     cell_cap_sigma: float = 0.0
+    #: column parasitic capacitance over the column's total cell capacitance [1], 0..10
     parasitic_ratio: float = 0.0
+    #: relative sigma of one CDAC unit capacitor (static, per column) [1], 0..0.2
     cdac_unit_sigma: float = 0.0
+    #: sigma of each column comparator's static offset [rows], 0..64
     comparator_offset_sigma: float = 0.0
+    #: sigma of the comparator noise, drawn per SAR step [rows], 0..64
     comparator_noise_sigma: float = 0.0
+    #: sigma of the kT/C sampling noise, drawn per conversion [rows], 0..64
     sampling_noise_sigma: float = 0.0
 
     def __post_init__(self):
@@ -217,15 +236,25 @@ class JsonRoundTrip:
 class MacroConfig(JsonRoundTrip):
     """The whole macro. Defaults are the paper's (see ``data/presets/paper.json``)."""
 
+    #: bit-cell rows of the array (the most rows one array cycle sums) [rows], L..16384
     rows: int = 2304
+    #: columns of the array, one SAR ADC each [columns], 1..4096
     columns: int = 256
+    #: ADC resolution Nb [bits]; the top code is L = 2**Nb - 1
     adc_bits: int = 8
+    #: the ADC law: floor (the paper's) or half_up (thresholds half an LSB lower)
     adc_rounding: Rounding = Rounding.FLOOR
+    #: supply and full-range reference [V]; sets only the volts-per-row reporting
     vdd: float = 0.8
+    #: mask rows whose binary input element is 0 (an option the macro's masks allow)
     mask_zero_inputs: bool = False
+    #: ADC reference choice
     vref: VrefConfig = field(default_factory=VrefConfig)
+    #: near-memory datapath registers and rounding
     nmc: NmcConfig = field(default_factory=NmcConfig)
+    #: analog non-idealities (all zero: ideal)
     nonideal: NonIdealityConfig = field(default_factory=NonIdealityConfig)
+    #: the chip: seed of every static mismatch table [0, 2**63)
     chip_seed: int = 0
 
     def __post_init__(self):

@@ -82,7 +82,7 @@ class BinaryFormat:
                              f"got [{arr.min()}, {arr.max()}]")
         return arr.astype(np.int64, copy=False)
 
-    def encode(self, values, name="values"):
+    def encode(self, values, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
         """Canonical encoding.
 
         Returns
@@ -170,7 +170,7 @@ class Radix4Format:
                              f"not, e.g. {flat[~ok][:3].tolist()}")
         return units
 
-    def encode(self, values, name="values"):
+    def encode(self, values, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
         """Returns (bits, active), each (..., n_planes): sign bit per plane, one-hot mask."""
         units = self.validate(values, name)
         mag = np.abs(units)
@@ -193,7 +193,8 @@ class Radix4Format:
         return sign * mag / self.denominator
 
 
-def plane_lookup_tables(fmt, mask_zero: bool = False):
+def plane_lookup_tables(fmt: BinaryFormat | Radix4Format,
+                        mask_zero: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
     """Per-value plane patterns for the fast packer, built from ``fmt.encode``.
 
     Returns (offset, pattern_lut, gate_lut): for an element of integer units ``v`` (the values
@@ -222,7 +223,7 @@ def plane_lookup_tables(fmt, mask_zero: bool = False):
 _SPEC = re.compile(r"^\s*(binary|radix4)\s*:\s*(\d+)\s*$")
 
 
-def parse_format(spec: str):
+def parse_format(spec: str) -> BinaryFormat | Radix4Format:
     """Parse ``"binary:K"`` or ``"radix4:K"`` into a format object."""
     if not isinstance(spec, str):
         raise TypeError(f"format: expected a string like 'binary:6', got {type(spec).__name__}")

@@ -27,8 +27,24 @@ def simulator_enabled() -> bool:
     return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 
+def restore_numpy_aliases_for_numba_cuda() -> list[str]:
+    """Put back NumPy aliases that released numba-cuda versions still use; returns their names.
+
+    NumPy 2.5 removed ``np.row_stack`` (deprecated since 2.0 as an alias of ``np.vstack``);
+    numba-cuda releases built before that call it at import time and fail with
+    AttributeError.  The alias is restored only when missing, to the function NumPy itself
+    documents as its replacement, so no NumPy behaviour changes.
+    """
+    restored = []
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+        restored.append("row_stack")
+    return restored
+
+
 def load_cuda():
     """The ``numba.cuda`` module, or ValueError with one line saying why it is unusable."""
+    restore_numpy_aliases_for_numba_cuda()
     try:
         from numba import cuda
     except Exception as exc:    # e.g. numba-cuda built against an older NumPy API
@@ -95,7 +111,7 @@ class GpuStoredWeights(StoredOperand):
         return self.host().capacitance_table(t, u, tile)
 
     def device_tile(self, t: int, u: int):
-        """uint64 (W, C) device array: tile (t, u)'s bit-plane columns, packed by rows."""
+        """uint64 (W, Kw, G) device array: tile (t, u)'s bit-plane columns, packed by rows."""
         key = (t, u)
         if key not in self._device_tiles:
             self._device_tiles[key] = self.gpu.pack_stored(self.units, self.w_format, self.plan,
@@ -161,19 +177,23 @@ class GpuMacro:
         cols = plan.used_columns(u)
         offset, pattern, _, _, _ = format_lookup_tables(w_format, False)
         n_words = -(-(r1 - r0) // 64)
-        out = self.cuda.device_array((n_words, cols), dtype=np.uint64)
+        kw = w_format.n_planes
+        out = self.cuda.device_array((n_words, kw, cols // kw), dtype=np.uint64)
         self.k["pack_stored"][(_blocks(n_words, 1), _blocks(cols, 64)), (1, 64)](
-            units, offset, self.to_device(pattern), w_format.n_planes, r0, r1, n0, out)
+            units, offset, self.to_device(pattern), r0, r1, n0, out)
         return out
 
     def stored_tile(self, weights, t: int, u: int):
-        """Device (W, C) packed columns of a tile of any stored operand (cached when reused)."""
+        """Device (W, Kw, G) packed columns of a tile of any stored operand (cached if reused)."""
         if isinstance(weights, GpuStoredWeights):
             return weights.device_tile(t, u)
         tile = weights.tile(t, u, columns=False)
-        if "cuda_packed_t" not in tile:
-            tile["cuda_packed_t"] = self.to_device(np.ascontiguousarray(tile["packed"].T))
-        return tile["cuda_packed_t"]
+        if "cuda_packed" not in tile:
+            kw = weights.w_format.n_planes
+            packed = tile["packed"]                                   # (G * Kw, W)
+            layout = packed.reshape(-1, kw, packed.shape[1]).transpose(2, 1, 0)
+            tile["cuda_packed"] = self.to_device(np.ascontiguousarray(layout))
+        return tile["cuda_packed"]
 
     # --- the MVM ---------------------------------------------------------------------------
     def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
@@ -219,6 +239,7 @@ class GpuMacro:
         pw_x = self.to_device(prep.x_format.plane_weights)
         pw_w = self.to_device(prep.w_format.plane_weights)
         no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
+        no_codes = cuda.to_device(np.zeros((1, 1, 1), dtype=np.int64))
         tpb = CUDA_THREADS_PER_BLOCK
         for t in range(plan.row_tiles):
             r0, r1 = plan.row_range(t)
@@ -240,21 +261,19 @@ class GpuMacro:
             for u in range(plan.col_tiles):
                 n0, n1 = plan.output_range(u)
                 cols = plan.used_columns(u)
-                wbits_t = self.stored_tile(prep.weights, t, u)
+                wbits = self.stored_tile(prep.weights, t, u)
                 caps = (self.to_device(prep.weights.capacitance_table(t, u))
                         if analog.cell_mismatch else no_caps)
-                codes = cuda.device_array((B, P, cols), dtype=np.int64)
+                codes = (cuda.device_array((B, P, cols), dtype=np.int64) if return_codes
+                         else no_codes)
                 clip_b = cuda.to_device(np.zeros(B, dtype=np.int64))
-                k["count_convert"][(_blocks(cols, tpb), B), (tpb, 1)](
-                    xbits, xmask, active, fs, shift, wbits_t, caps, col_total_cap[:cols],
+                k["tile_mvm"][(_blocks(n1 - n0, tpb), B), (tpb, 1)](
+                    xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap[:cols],
                     cdac[:cols], cdac_total[:cols], cmp_offset[:cols], c.rows, c.top_code,
                     analog.ideal, analog.cell_mismatch, analog.sigma_sample_fx,
-                    analog.sigma_cmp_fx, np.uint64(prep.seed), t, u, prep.vector_offset, codes,
-                    clip_b)
-                k["nmc_accumulate"][(_blocks(n1 - n0, tpb), B), (tpb, 1)](
-                    codes, active, scale, pw_x, pw_w, nmc.scale_frac_bits,
-                    nmc.half_lsb_reconstruction, nmc.acc_bits,
-                    nmc.overflow.value == "saturate", n0, acc)
+                    analog.sigma_cmp_fx, np.uint64(prep.seed), t, u, prep.vector_offset, pw_x,
+                    pw_w, nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
+                    nmc.overflow.value == "saturate", n0, return_codes, codes, clip_b, acc)
                 clipped[t, u] = int(clip_b.copy_to_host().sum())
                 if return_codes:
                     codes_all[t, :, :, n0:n1, :] = codes.copy_to_host().reshape(

@@ -14,7 +14,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 
-from imcsim.checks import check_matrix, check_seed
+from imcsim.checks import check_matrix, check_memory, check_seed, mvm_memory_bytes
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
 from imcsim.events import EventCounts, tile_event_counts
@@ -33,7 +33,7 @@ _NO_GATES = np.zeros(0, dtype=np.uint16)
 
 
 @lru_cache(maxsize=64)
-def format_lookup_tables(x_format, mask_zero: bool):
+def format_lookup_tables(x_format: BinaryFormat | Radix4Format, mask_zero: bool) -> tuple:
     """(offset, pattern, gate, all_active, uniform_pattern) of a format, built once.
 
     all_active: no value is masked in any plane (dense binary inputs); uniform_pattern: every
@@ -130,7 +130,7 @@ class PreparedMvm:
         fs, scale, shift = cycle_constants(active, self.vref, self.config)
         return PackedTile(xbits, xmask, active, fs, scale, shift)
 
-    def row_signals(self, t: int):
+    def row_signals(self, t: int) -> tuple[np.ndarray, np.ndarray]:
         """What the row drivers of tile t apply: row inputs uint8 and active flags bool (B, P, R).
 
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
@@ -220,21 +220,30 @@ class Macro:
         """Validate operands (see ``mvm``); W may be an array or a ``StoredWeights``."""
         c = self.config
         check_matrix("X", X)
+        if not isinstance(x_format, (BinaryFormat, Radix4Format)):
+            raise TypeError(f"x_format: expected BinaryFormat or Radix4Format, got {x_format!r}")
         if isinstance(W, StoredOperand):
             if W.macro.config != c:
                 raise ValueError("W: stored on a macro with a different config")
             if w_format is not None and w_format != W.w_format:
                 raise ValueError(f"w_format: {w_format!r} differs from the stored {W.w_format!r}")
-            weights = W
+            w_shape, w_format = W.shape, W.w_format
         else:
             if w_format is None:
                 raise TypeError("w_format: required when W is an array")
-            weights = StoredWeights(self, W, w_format, cache=False)
-        w_format = weights.w_format
-        if not isinstance(x_format, (BinaryFormat, Radix4Format)):
-            raise TypeError(f"x_format: expected BinaryFormat or Radix4Format, got {x_format!r}")
-        if X.shape[1] != weights.shape[0]:
-            raise ValueError(f"X, W: inner dimensions differ: X is {X.shape}, W is {weights.shape}")
+            check_matrix("W", W)
+            if not isinstance(w_format, BinaryFormat):
+                raise TypeError(f"w_format: the stored operand must be a BinaryFormat, "
+                                f"got {w_format!r}")
+            w_shape = W.shape
+        if X.shape[1] != w_shape[0]:
+            raise ValueError(f"X, W: inner dimensions differ: X is {X.shape}, W is {w_shape}")
+        # fail fast: refuse, with the figure, what cannot fit before allocating anything
+        check_memory("X, W", mvm_memory_bytes(c, X.shape[0], w_shape[0], w_shape[1], x_format,
+                                              w_format, x_float=X.dtype.kind == "f"),
+                     "split the batch into chunks (vector_offset keeps their noise)")
+        weights = W if isinstance(W, StoredOperand) else StoredWeights(self, W, w_format,
+                                                                       cache=False)
         check_seed("seed", seed)
         check_seed("vector_offset", vector_offset)
         vref = c.vref if vref is None else vref
@@ -406,7 +415,8 @@ class Macro:
         return run_cycle_level(self, prep, trace=trace, selection=selection)
 
 
-def conv2d(macro: Macro, fmap, weights, x_format, w_format, *, stride=1, traced=False, **kwargs):
+def conv2d(macro: Macro, fmap: np.ndarray, weights: np.ndarray, x_format, w_format: BinaryFormat, *,
+           stride: int = 1, traced: bool = False, **kwargs) -> tuple[np.ndarray, MvmResult]:
     """3x3 'same' convolution on the macro through the input reshape buffer.
 
     fmap : (B, H, W, C) values of ``x_format``; weights : (3, 3, C, F) values of ``w_format``.

@@ -67,7 +67,8 @@ def vref_arguments(vref: VrefConfig) -> tuple:
     return VREF_MODE_CODES[vref.mode], vref.full_scale, vref.dual_low, vref.dual_high
 
 
-def cycle_constants(active_rows, vref: VrefConfig, config: MacroConfig):
+def cycle_constants(active_rows, vref: VrefConfig,
+                    config: MacroConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-cycle constants from the active-row counts (``hw.cycle_full_scale`` and friends).
 
     active_rows : int array, any shape.  Returns int64 arrays of that shape: the full scale F

@@ -7,13 +7,14 @@ runs, compiled with ``numba.cuda.jit(device=True)``.  Loop orders are chosen for
   / ``hw.binary_unit``), so operands already on the GPU never go back to the host;
 - ``pack_inputs``: one thread per (vector, 64-row word): plane bits and masks from the
   format's lookup tables, active rows counted with atomics;
-- ``pack_stored``: one thread per (64-row word, column): the stored operand's bit-plane columns,
-  transposed to (W, C) so that neighbouring threads read neighbouring columns;
+- ``pack_stored``: one thread per (64-row word, column): the stored operand's bit-plane columns
+  as (W, Kw, G), so that neighbouring threads (outputs) read neighbouring words;
 - ``cycle_constants``: Vref choice, NMC scale and ADC threshold of every cycle;
-- ``count_convert``: one thread per (vector, column) for all planes of a row tile: XNOR counts
-  (``hw.word_mismatches``; words without active rows are skipped, so a sparse radix-4 plane
-  costs in proportion to its active words), charge sharing, sampling, SAR or the ideal law;
-- ``nmc_accumulate``: one thread per (vector, output): the canonical NMC order;
+- ``tile_mvm``: one thread per (output, vector), fused like the CPU kernel: for every input
+  plane and weight plane, the XNOR count (``hw.word_mismatches``; words without active rows
+  are skipped, so a sparse radix-4 plane costs in proportion to the words its active rows
+  touch), charge sharing, sampling, SAR or the ideal law, and the NMC accumulation in the
+  canonical order; codes reach device memory only when asked for;
 - ``output_stage``: one thread per (vector, output).
 The kernels are private to ``imcsim.gpu``, which validates every argument first.  This module
 imports ``numba.cuda`` (``cuda`` must be a module global for Numba's CUDA simulator), so only
@@ -77,9 +78,11 @@ def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, r0, r1, x
         cuda.atomic.add(active, (b, p), np.int64(hw.popcount64(masks[p])))
 
 @cuda.jit
-def pack_stored(values, lut_offset, pattern_lut, weight_planes, r0, r1, n0, wbits_t):
+def pack_stored(values, lut_offset, pattern_lut, r0, r1, n0, wbits):
+    """Stored operand tile -> uint64 (W, Kw, G): word w of weight plane q of output g."""
     w, c = cuda.grid(2)
-    if w >= wbits_t.shape[0] or c >= wbits_t.shape[1]:
+    weight_planes = wbits.shape[1]
+    if w >= wbits.shape[0] or c >= weight_planes * wbits.shape[2]:
         return
     g = c // weight_planes
     q = c - g * weight_planes
@@ -89,7 +92,7 @@ def pack_stored(values, lut_offset, pattern_lut, weight_planes, r0, r1, n0, wbit
     for r in range(lo, hi):
         if (np.int64(pattern_lut[values[r, n0 + g] + lut_offset]) >> q) & 1:
             word |= np.uint64(1) << np.uint64(r - lo)
-    wbits_t[w, c] = word
+    wbits[w, q, g] = word
 
 @cuda.jit
 def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code,
@@ -104,76 +107,75 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
     threshold_shift[b, p] = hw.adc_threshold_shift(fs, top_code, half_up)
 
 @cuda.jit
-def count_convert(xbits, xmask, active, full_scale, threshold_shift, wbits_t, cap_table,
-                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                  cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col,
-                  vector_offset, codes, clipped):
-    c, b = cuda.grid(2)          # x: column, so a warp shares one vector's input words
-    n_planes = xbits.shape[1]
-    if b >= xbits.shape[0] or c >= wbits_t.shape[1]:
+def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
+             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
+             sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col, vector_offset, pw_x, pw_w,
+             scale_frac_bits, half_lsb, acc_bits, saturate, n0, keep_codes, codes, clipped, acc):
+    """One tile operation, fused: XNOR counts, charge sharing, ADC and NMC of one output.
+
+    One thread per (output g of the tile, vector b): for every input plane p, then every
+    weight plane q (the canonical NMC order), the count of column c = g * Kw + q, its code,
+    and the accumulator update.  wbits : uint64 (W, Kw, G) so that a warp (consecutive g)
+    reads consecutive words.  codes (B, P, C) is written only when ``keep_codes``.
+    """
+    g, b = cuda.grid(2)
+    kw = wbits.shape[1]
+    if b >= xbits.shape[0] or g >= wbits.shape[2]:
         return
-    mismatches = cuda.local.array(MAX_PLANES, np.int64)
     no_trials = cuda.local.array(MAX_ADC_BITS, np.int64)
     no_decisions = cuda.local.array(MAX_ADC_BITS, np.uint8)
-    for p in range(n_planes):
-        mismatches[p] = 0
-    if not cell_mismatch:
-        # XNOR counts of every plane, the stored word read once per word for all planes
-        for w in range(wbits_t.shape[0]):
-            stored = wbits_t[w, c]
-            for p in range(n_planes):
-                m = xmask[b, p, w]
-                if m != 0:
-                    mismatches[p] += hw.word_mismatches(xbits[b, p, w], stored, m)
     adc_bits = cdac.shape[1]
     gb = vector_offset + b
     n_clipped = 0
-    for p in range(n_planes):
+    a_out = acc[b, n0 + g]
+    for p in range(xbits.shape[1]):
         a = active[b, p]
         fs = full_scale[b, p]
-        count = a - mismatches[p]
-        if ideal:
-            code = np.int64(0)
-            if a > 0:
-                multiplier, shift = hw.division_magic(fs)
-                code = hw.ideal_adc_code(count, multiplier, shift, top_code)
-                if count > fs:
-                    n_clipped += 1
+        sc = scale[b, p]
+        if ideal and a > 0:
+            multiplier, shift = hw.division_magic(fs)
         else:
-            if cell_mismatch:
-                charge = hw.column_charge(xbits[b, p], xmask[b, p], cap_table, c)
-            else:
-                charge = count * hw.CAP_UNIT
+            multiplier, shift = np.int64(0), np.int64(0)
+        if not ideal:
             sample_key = hw.cycle_key(seed, hw.STREAM_SAMPLE, tile_row, tile_col, gb, p)
             noise_key = hw.cycle_key(seed, hw.STREAM_CMP_NOISE, tile_row, tile_col, gb, p)
-            value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
-                                     sigma_sample_fx, hw.mix(sample_key, c))
-            if value > (np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)):
-                n_clipped += 1
-            code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], fs, adc_bits,
-                                  sigma_cmp_fx, hw.mix(noise_key, c), threshold_shift[b, p],
-                                  no_trials, no_decisions, False)
-        codes[b, p, c] = code
+        for q in range(kw):
+            c = g * kw + q
+            count = np.int64(0)
+            if not cell_mismatch:
+                # hw.column_xnor_count over the (W, Kw, G) layout
+                mismatches = np.int64(0)
+                for w in range(xbits.shape[2]):
+                    m = xmask[b, p, w]
+                    if m != 0:
+                        mismatches += hw.word_mismatches(xbits[b, p, w], wbits[w, q, g], m)
+                count = a - mismatches
+            code = np.int64(0)
+            if ideal:
+                if a > 0:
+                    code = hw.ideal_adc_code(count, multiplier, shift, top_code)
+                    if count > fs:
+                        n_clipped += 1
+            else:
+                if cell_mismatch:
+                    charge = hw.column_charge(xbits[b, p], xmask[b, p], cap_table, c)
+                else:
+                    charge = count * hw.CAP_UNIT
+                value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
+                                         sigma_sample_fx, hw.mix(sample_key, c))
+                if value > (np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)):
+                    n_clipped += 1
+                code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], fs, adc_bits,
+                                      sigma_cmp_fx, hw.mix(noise_key, c), threshold_shift[b, p],
+                                      no_trials, no_decisions, False)
+            if keep_codes:
+                codes[b, p, c] = code
+            term = hw.nmc_term(code, sc, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
+            a_out = hw.accumulate(a_out, term, acc_bits, saturate)
+    acc[b, n0 + g] = a_out
     if n_clipped:
         cuda.atomic.add(clipped, b, n_clipped)
 
-@cuda.jit
-def nmc_accumulate(codes, active, scale, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
-                   saturate, n0, acc):
-    g, b = cuda.grid(2)
-    kw = pw_w.shape[0]
-    n_outputs = codes.shape[2] // kw
-    if b >= codes.shape[0] or g >= n_outputs:
-        return
-    a = acc[b, n0 + g]
-    for p in range(codes.shape[1]):
-        sc = scale[b, p]
-        act = active[b, p]
-        for q in range(kw):
-            term = hw.nmc_term(codes[b, p, g * kw + q], sc, act, scale_frac_bits, half_lsb,
-                               pw_x[p], pw_w[q])
-            a = hw.accumulate(a, term, acc_bits, saturate)
-    acc[b, n0 + g] = a
 
 @cuda.jit
 def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_frac_bits,
@@ -190,5 +192,5 @@ def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_fra
 #: every kernel by name, for imcsim.gpu
 KERNELS = {"encode_units": encode_units, "pack_inputs": pack_inputs,
         "pack_stored": pack_stored, "cycle_constants": cycle_constants,
-        "count_convert": count_convert, "nmc_accumulate": nmc_accumulate,
+        "tile_mvm": tile_mvm,
         "output_stage": output_stage}

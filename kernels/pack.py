@@ -218,3 +218,28 @@ def unpack_columns(packed, n_rows, columns):
         shift = np.uint64(r % 64)
         for c in range(n_cols):
             columns[r, c] = np.uint8((packed[c, word] >> shift) & np.uint64(1))
+
+
+@njit(cache=True, parallel=True)
+def transpose_to_int16(values, lo, hi, out):
+    """out[n, m] = values[m, n] for an integer matrix (M, N); returns how many lie outside
+    [lo, hi] (those entries are written clipped and the caller raises).
+
+    One pass over the stored operand in 64 x 64 blocks (both sides stay in cache).
+    """
+    n_rows, n_cols = values.shape
+    bad = 0
+    n_blocks = (n_cols + 63) // 64
+    for nb in prange(n_blocks):
+        c0 = nb * 64
+        c1 = min(n_cols, c0 + 64)
+        for r0 in range(0, n_rows, 64):
+            r1 = min(n_rows, r0 + 64)
+            for c in range(c0, c1):
+                for r in range(r0, r1):
+                    v = values[r, c]
+                    if v < lo or v > hi:
+                        bad += 1
+                        v = lo if v < lo else hi
+                    out[c, r] = np.int16(v)
+    return bad

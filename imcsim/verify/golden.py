@@ -20,6 +20,7 @@ mismatch messages that name the cycle, vector, plane and column (docs/golden-mod
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,7 +233,7 @@ class GoldenModel:
             out.append(self.step())
         return out
 
-    def iter_cycles(self):
+    def iter_cycles(self) -> Iterator[dict]:
         """Generator form of ``run``."""
         while self._batch is not None or self._pending:
             yield self.step()
@@ -280,7 +281,7 @@ class Mismatch:
                 f"{self.expected}, got {got}")
 
 
-def expected_signal(rec: dict, signal: str):
+def expected_signal(rec: dict, signal: str) -> np.ndarray | None:
     """The expected value(s) of a signal in a ``step()`` record, as int64 (or None)."""
     if signal == "sar_decision":
         return pack_decisions(rec["sar_decision"])
