@@ -6,7 +6,7 @@ p and bit p of ``gate_lut[...]`` says whether the row is active in plane p.  Row
 to bit (r % 64) of word (r // 64) of its (vector, plane).
 """
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from imcsim.kernels.targets import CPU as hw
 
@@ -163,7 +163,7 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
     n_vec = values.shape[0]
     n_words = xbits.shape[2]
     all_active = gate_lut.shape[0] == 0
-    n_chunks = min(n_vec, 64)
+    n_chunks = min(n_vec, max(64, 8 * get_num_threads()))
     for chunk in prange(n_chunks):
         pat = np.zeros(n_words * 64, dtype=np.uint8)
         gat = np.zeros(n_words * 64, dtype=np.uint8)
