@@ -20,6 +20,8 @@ from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
 from imcsim.tuning import CUDA_THREADS_PER_BLOCK
 
 GPU_INSTALL_HINT = "pip install 'imcsim[gpu]'"
+#: CUDA caps a grid's y dimension at 65535 blocks; kernels loop over the rest (grid-stride)
+MAX_GRID_Y = 65535
 
 
 def simulator_enabled() -> bool:
@@ -131,9 +133,16 @@ class GpuMacro:
 
     # --- transfers ------------------------------------------------------------------------
     def to_device(self, a):
-        if is_device_array(a):
-            return self.cuda.as_cuda_array(a) if hasattr(a, "__cuda_array_interface__") else a
-        return self.cuda.to_device(np.ascontiguousarray(a))
+        """A C-contiguous Numba device view of ``a`` (copied to the GPU if it is on the host)."""
+        if not is_device_array(a):
+            return self.cuda.to_device(np.ascontiguousarray(a))
+        if not hasattr(a, "__cuda_array_interface__"):
+            return a                                       # the simulator's device arrays
+        view = self.cuda.as_cuda_array(a)
+        if not view.is_c_contiguous():
+            import cupy  # a strided CuPy view: compact it
+            view = self.cuda.as_cuda_array(cupy.ascontiguousarray(a))
+        return view
 
     def tables(self):
         """Device copies of the chip's column tables, uploaded once."""
@@ -267,7 +276,7 @@ class GpuMacro:
                 codes = (cuda.device_array((B, P, cols), dtype=np.int64) if return_codes
                          else no_codes)
                 clip_b = cuda.to_device(np.zeros(B, dtype=np.int64))
-                k["tile_mvm"][(_blocks(n1 - n0, tpb), B), (tpb, 1)](
+                k["tile_mvm"][(_blocks(n1 - n0, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
                     xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap[:cols],
                     cdac[:cols], cdac_total[:cols], cmp_offset[:cols], c.rows, c.top_code,
                     analog.ideal, analog.cell_mismatch, analog.sigma_sample_fx,
@@ -281,7 +290,7 @@ class GpuMacro:
         y_int = cuda.device_array((B, N), dtype=np.int64)
         has_scale, has_offset = prep.out_scale is not None, prep.out_offset is not None
         empty = cuda.to_device(np.zeros(1, dtype=np.int64))
-        k["output_stage"][(_blocks(N, tpb), B), (tpb, 1)](
+        k["output_stage"][(_blocks(N, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
             acc, prep.acc_frac_bits - nmc.out_frac_bits, ROUNDING_CODES[nmc.out_rounding],
             nmc.out_bits, has_scale, self.to_device(prep.out_scale) if has_scale else empty,
             nmc.out_scale_frac_bits, has_offset,

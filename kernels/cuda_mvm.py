@@ -118,10 +118,26 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
     and the accumulator update.  wbits : uint64 (W, Kw, G) so that a warp (consecutive g)
     reads consecutive words.  codes (B, P, C) is written only when ``keep_codes``.
     """
-    g, b = cuda.grid(2)
-    kw = wbits.shape[1]
-    if b >= xbits.shape[0] or g >= wbits.shape[2]:
+    g, first_b = cuda.grid(2)
+    if g >= wbits.shape[2]:
         return
+    # grid-stride over vectors: the grid's y dimension is capped at 65535 blocks
+    for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
+        _tile_mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits,
+                      cap_table, col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code,
+                      ideal, cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, tile_row,
+                      tile_col, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
+                      saturate, n0, keep_codes, codes, clipped, acc, g, b)
+
+
+@cuda.jit(device=True)
+def _tile_mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
+                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
+                  cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col,
+                  vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate, n0,
+                  keep_codes, codes, clipped, acc, g, b):
+    """Output g of vector b: the body of ``tile_mvm``."""
+    kw = wbits.shape[1]
     no_trials = cuda.local.array(MAX_ADC_BITS, np.int64)
     no_decisions = cuda.local.array(MAX_ADC_BITS, np.uint8)
     adc_bits = cdac.shape[1]
@@ -136,6 +152,8 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
             multiplier, shift = hw.division_magic(fs)
         else:
             multiplier, shift = np.int64(0), np.int64(0)
+        sample_key = np.uint64(0)
+        noise_key = np.uint64(0)
         if not ideal:
             sample_key = hw.cycle_key(seed, hw.STREAM_SAMPLE, tile_row, tile_col, gb, p)
             noise_key = hw.cycle_key(seed, hw.STREAM_CMP_NOISE, tile_row, tile_col, gb, p)
@@ -180,13 +198,14 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
 @cuda.jit
 def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_frac_bits,
                  has_offset, out_offset, y_int):
-    n, b = cuda.grid(2)
-    if b >= acc.shape[0] or n >= acc.shape[1]:
+    n, first_b = cuda.grid(2)
+    if n >= acc.shape[1]:
         return
     sc = out_scale[n] if has_scale else 0
     off = out_offset[n] if has_offset else 0
-    y_int[b, n] = hw.output_value(acc[b, n], shift, rounding, out_bits, has_scale, sc,
-                                  scale_frac_bits, has_offset, off)
+    for b in range(first_b, acc.shape[0], cuda.gridDim.y * cuda.blockDim.y):   # grid-stride
+        y_int[b, n] = hw.output_value(acc[b, n], shift, rounding, out_bits, has_scale, sc,
+                                      scale_frac_bits, has_offset, off)
 
 
 #: every kernel by name, for imcsim.gpu

@@ -31,12 +31,17 @@ def both(cfg):
     return Macro(cfg), Macro(cfg, device="cuda")
 
 
+def host(a):
+    """A result array on the host (CuPy results of device operands come back with .get())."""
+    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
 def assert_results_equal(a, b):
-    assert np.array_equal(a.y_int, b.y_int)
-    assert np.array_equal(a.y, b.y)
+    assert np.array_equal(host(a.y_int), host(b.y_int))
+    assert np.array_equal(host(a.y), host(b.y))
     assert (a.codes is None) == (b.codes is None)
     if a.codes is not None:
-        assert np.array_equal(a.codes, b.codes)
+        assert np.array_equal(host(a.codes), host(b.codes))
     assert np.array_equal(a.active_rows, b.active_rows)
     assert np.array_equal(a.full_scale, b.full_scale)
     assert a.events.total() == b.events.total()
@@ -126,3 +131,16 @@ def test_missing_gpu_is_one_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="no CUDA GPU found"):
         Macro(small_config(), device="cuda")
 
+
+
+def test_more_vectors_than_grid_rows_use_the_grid_stride_loop(monkeypatch):
+    """CUDA caps a grid's y dimension (65535 blocks); with the cap at 2 blocks, 5 vectors must
+    still all be computed (kernels loop over vectors)."""
+    import imcsim.gpu as gpu_module
+    monkeypatch.setattr(gpu_module, "MAX_GRID_Y", 2)
+    cfg = small_config(nonideal=NonIdealityConfig(comparator_noise_sigma=0.3))
+    cpu, gpu = both(cfg)
+    rng = np.random.default_rng(6)
+    X, W = rng.integers(-16, 17, (5, 60)), rng.integers(-8, 9, (60, 3))
+    assert_results_equal(cpu.mvm(X, W, BinaryFormat(6), BinaryFormat(5), return_codes=True),
+                         gpu.mvm(X, W, BinaryFormat(6), BinaryFormat(5), return_codes=True))
