@@ -297,6 +297,7 @@ class GpuMacro:
             self.to_device(prep.out_offset) if has_offset else empty, y_int)
         denominator = float(1 << nmc.out_frac_bits)
         if x_on_device and not simulator_enabled():
+            self.cuda.synchronize()     # Numba's launches before CuPy's (maybe other) stream
             import cupy
             y_int_out = cupy.asarray(y_int)
             y = y_int_out.astype(cupy.float64) / denominator

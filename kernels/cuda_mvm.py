@@ -60,7 +60,8 @@ def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, r0, r1, x
         words[p] = np.uint64(0)
         masks[p] = np.uint64(0)
     lo = r0 + w * 64
-    hi = min(r1, lo + 64)
+    end = lo + 64
+    hi = r1 if r1 < end else end        # not min(): see kernels/hw.py
     full = (1 << n_planes) - 1
     for r in range(lo, hi):
         idx = values[b, r] + lut_offset
@@ -87,7 +88,8 @@ def pack_stored(values, lut_offset, pattern_lut, r0, r1, n0, wbits):
     g = c // weight_planes
     q = c - g * weight_planes
     lo = r0 + w * 64
-    hi = min(r1, lo + 64)
+    end = lo + 64
+    hi = r1 if r1 < end else end        # not min(): see kernels/hw.py
     word = np.uint64(0)
     for r in range(lo, hi):
         if (np.int64(pattern_lut[values[r, n0 + g] + lut_offset]) >> q) & 1:

@@ -8,7 +8,8 @@ functions are plain Python; ``kernels.targets`` compiles the same source for eac
 - ``kernels.targets.cuda_hardware()``: ``numba.cuda.jit(device=True)`` (the CUDA kernels).
 
 Rules for code in this module, so that it compiles for both targets:
-- scalars and array element reads only; no allocation, no NumPy array functions;
+- scalars and array element reads only; no allocation, no NumPy array functions, no builtin
+  ``min``/``max`` (numba-cuda before 0.21 cannot type them on the device);
 - integer arithmetic only, with explicit ``np.int64``/``np.uint64`` where signedness matters
   (NumPy and Numba promote uint64 op int64 to float64);
 - a function calls other functions of this module, and target primitives, by their global
@@ -232,7 +233,8 @@ def cycle_full_scale(active, vref_mode, fixed_full_scale, dual_low, dual_high, t
     if vref_mode == VREF_FIXED:
         return np.int64(fixed_full_scale)
     if vref_mode == VREF_VARIABLE:
-        return np.int64(max(active, top_code))
+        # a comparison, not max(): some numba-cuda versions cannot type the builtin on devices
+        return np.int64(active if active > top_code else top_code)
     return np.int64(dual_low if active <= dual_low else dual_high)
 
 

@@ -33,7 +33,7 @@ step install 120 python -m pip install --no-index --find-links .device/wheels --
     .device/wheels/imcsim-*.whl pytest pluggy iniconfig packaging hypothesis attrs \
     sortedcontainers threadpoolctl tqdm
 # the installed wheel, not the working tree, must be what runs (and imports imcsim.kernels)
-export IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=${IMCSIM_CUDA_EXAMPLES:-150}
+export IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=${IMCSIM_CUDA_EXAMPLES:-30}
 step cuda_tests 120 python -m pytest -q -p no:cacheprovider -x tests/test_cuda.py
 step training_gpu_tests 60 python -m pytest -q -p no:cacheprovider tests/test_training_xp.py
 step bench_layers_gpu 90 python benchmarks/bench_layers.py --device cuda --batch 128 \
