@@ -20,6 +20,7 @@ from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
 from imcsim.kernels.pack import pack_input_planes, transpose_to_int16, unpack_columns
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
+from imcsim.tuning import parallel_chunks
 
 #: an empty gate table: every stored cell is connected (the stored operand has no masks)
 _NO_GATES = np.zeros(0, dtype=np.uint16)
@@ -88,7 +89,7 @@ class StoredWeights(StoredOperand):
         masks = np.empty_like(planes)
         active = np.empty((n1 - n0, kw), dtype=np.int64)
         pack_input_planes(self.values_t[n0:n1], offset, pattern, _NO_GATES, kw, r0, r1, planes,
-                          masks, active, False)
+                          masks, active, False, parallel_chunks())
         packed = planes.reshape((n1 - n0) * kw, n_words)              # column g * Kw + q
         entry = {"packed": packed}
         if columns:

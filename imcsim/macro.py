@@ -26,7 +26,7 @@ from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcPa
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
 from imcsim.mapping import TilePlan, cycle_constants
 from imcsim.nmc import accumulator_fraction_bits, output_stage
-from imcsim.tuning import GATHER_FRACTION
+from imcsim.tuning import GATHER_FRACTION, parallel_chunks
 
 DEVICES = ("cpu", "cuda")
 _NO_GATES = np.zeros(0, dtype=np.uint16)
@@ -126,7 +126,7 @@ class PreparedMvm:
         active = np.empty((B, P), dtype=np.int64)
         gates = _NO_GATES if self.all_active else self.gate_lut   # dense: skip the gate work
         pack_input_planes(self.x_units, self.lut_offset, self.pattern_lut, gates, P, r0, r1,
-                          xbits, xmask, active, self.uniform_pattern)
+                          xbits, xmask, active, self.uniform_pattern, parallel_chunks())
         fs, scale, shift = cycle_constants(active, self.vref, self.config)
         return PackedTile(xbits, xmask, active, fs, scale, shift)
 
@@ -376,7 +376,7 @@ class Macro:
             active_rows[t], full_scale[t] = packed.active_rows, packed.full_scale
             cyc = CycleInputs(packed.xbits, packed.xmask, packed.active_rows, packed.full_scale,
                               packed.scale, packed.threshold_shift)
-            tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0)
+            tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0, parallel_chunks())
             needs_gather = bool((packed.active_rows <= tuning.gather_limit).any())
             for u in range(plan.col_tiles):
                 n0, n1 = plan.output_range(u)

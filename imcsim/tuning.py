@@ -10,3 +10,14 @@ CUDA_THREADS_PER_BLOCK = 128
 
 #: CUDA: the most input planes a cycle kernel keeps in registers (every format has <= 16).
 CUDA_MAX_PLANES = 16
+
+#: CPU: parallel chunks of vectors per Numba thread (several per thread balance the load when
+#: sparse planes make vectors unequal in cost); at least MIN_PARALLEL_CHUNKS.
+CHUNKS_PER_THREAD = 8
+MIN_PARALLEL_CHUNKS = 32
+
+
+def parallel_chunks() -> int:
+    """How many chunks a parallel CPU kernel splits its batch into, for the current threads."""
+    from numba import get_num_threads
+    return max(MIN_PARALLEL_CHUNKS, CHUNKS_PER_THREAD * get_num_threads())

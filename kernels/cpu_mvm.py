@@ -11,12 +11,9 @@ orders that are fast on a CPU:
 The kernel is private to ``imcsim.macro``, which validates every argument first.
 """
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from imcsim.kernels.targets import CPU as hw
-
-#: parallel chunks of vectors per thread (a speed setting: chunking never changes results)
-CHUNKS_PER_THREAD = 8
 
 
 @njit(cache=True, inline="always")
@@ -165,8 +162,9 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     noise_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_CMP_NOISE), key.tile_row),
                           key.tile_col)
     # scratch is allocated once per chunk of vectors, not per vector; several chunks per
-    # thread keep the threads busy when sparse planes make vectors unequal in cost
-    n_chunks = min(n_vec, max(32, CHUNKS_PER_THREAD * get_num_threads()))
+    # thread (tuning.chunks, from the caller: numba.get_num_threads() inside a kernel would
+    # make it uncachable) keep the threads busy when sparse planes make vectors unequal
+    n_chunks = min(n_vec, tuning.chunks)
     for chunk in prange(n_chunks):
         counts = np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)

@@ -6,7 +6,7 @@ p and bit p of ``gate_lut[...]`` says whether the row is active in plane p.  Row
 to bit (r % 64) of word (r // 64) of its (vector, plane).
 """
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 from imcsim.kernels.targets import CPU as hw
 
@@ -151,7 +151,7 @@ def _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active, 
 
 @njit(cache=True, parallel=True)
 def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r1,
-                      xbits, xmask, active, uniform_pattern=False):
+                      xbits, xmask, active, uniform_pattern=False, chunks=64):
     """Pack rows [r0, r1) of every vector and count active rows per plane.
 
     values : int64 (B, M)  element values in the format's integer units (validated).
@@ -159,11 +159,13 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
         every row is active in every plane (dense binary inputs), which skips the gate work.
     xbits, xmask : uint64 (B, P, W), active : int64 (B, P)  outputs (overwritten).
     uniform_pattern : bool  every value's row input is the same in all planes (radix-4).
+    chunks : int  parallel chunks of vectors (speed only; the caller passes a multiple of the
+        thread count, since numba.get_num_threads() here would make the kernel uncachable).
     """
     n_vec = values.shape[0]
     n_words = xbits.shape[2]
     all_active = gate_lut.shape[0] == 0
-    n_chunks = min(n_vec, max(64, 8 * get_num_threads()))
+    n_chunks = min(n_vec, chunks)
     for chunk in prange(n_chunks):
         pat = np.zeros(n_words * 64, dtype=np.uint8)
         gat = np.zeros(n_words * 64, dtype=np.uint8)

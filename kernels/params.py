@@ -34,5 +34,6 @@ NmcParams = namedtuple("NmcParams", "scale_frac_bits acc_bits saturate half_lsb 
 NoiseKey = namedtuple("NoiseKey", "seed tile_row tile_col vector_offset")
 
 #: Fast-path tuning: planes with at most ``gather_limit`` active rows take the row gather;
-#: tile_rows is the row tile's height (a plane with that many active rows needs no mask).
-Tuning = namedtuple("Tuning", "gather_limit tile_rows")
+#: tile_rows is the row tile's height (a plane with that many active rows needs no mask);
+#: chunks is how many parallel chunks the batch is split into (speed only, never results).
+Tuning = namedtuple("Tuning", "gather_limit tile_rows chunks")

@@ -54,13 +54,25 @@ class MvmStats:
 
 
 class Fp32Backend:
-    """Plain float matmul on unquantized operands (first/last/residual layers, baselines)."""
+    """Plain float matmul on unquantized operands (first/last/residual layers, baselines).
+
+    ``reproducible``: the fixed-order product of ``training.repro.matmul`` (float64 sums in
+    index order, the same on any CPU, BLAS and thread count; NumPy operands) instead of BLAS.
+    """
 
     kind = BackendKind.FP32
     quantized = False
 
+    def __init__(self, reproducible: bool = False):
+        self.reproducible = reproducible
+
     def matmul(self, X, W, x_format=None, w_format=None, *, layer="", mvm=None, step=0):
         xp = namespace_of(X, W)
+        if self.reproducible:
+            if xp is not np:
+                raise ValueError("reproducible: the fixed-order product runs on NumPy arrays")
+            from imcsim.training.repro import matmul
+            return matmul(X, W)
         return xp.asarray(X, dtype=np.float32) @ xp.asarray(W, dtype=np.float32)
 
 

@@ -405,7 +405,7 @@ def load_dataset(name: str = "digits", folder: str | os.PathLike | None = None) 
 # ----------------------------------------------------------------------------------------------
 # Normalisation, augmentation, batching
 # ----------------------------------------------------------------------------------------------
-def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def channel_stats(x: np.ndarray, reproducible: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of NHWC images.
 
     Parameters
@@ -416,18 +416,24 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     -------
     mean, std : np.ndarray, float32, shape (C,)
         Population statistics (computed in float64).  A channel with zero spread gets
-        ``std = 1`` so dividing by it is safe.
+        ``std = 1`` so dividing by it is safe.  ``reproducible``: float64 sums in index order
+        (``training.repro``) instead of NumPy's reductions.
     """
     if not isinstance(x, np.ndarray) or x.ndim != 4:
         raise ValueError(f"x must be an (N, H, W, C) array, got {_describe(x)}")
     x64 = x.astype(np.float64, copy=False)
-    mean = x64.mean(axis=(0, 1, 2))
-    std = x64.std(axis=(0, 1, 2))
+    if reproducible:
+        from imcsim.training.repro import mean_rows
+        mean = mean_rows(x64)
+        std = np.sqrt(mean_rows((x64 - mean) ** 2))
+    else:
+        mean = x64.mean(axis=(0, 1, 2))
+        std = x64.std(axis=(0, 1, 2))
     std = np.where(std > 0, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-def normalize(dataset: Dataset) -> Dataset:
+def normalize(dataset: Dataset, reproducible: bool = False) -> Dataset:
     """Standardise each channel with the *training* set's mean and std.
 
     Parameters
@@ -443,7 +449,7 @@ def normalize(dataset: Dataset) -> Dataset:
     """
     if not isinstance(dataset, Dataset):
         raise ValueError(f"dataset must be a Dataset, got {type(dataset).__name__}")
-    mean, std = channel_stats(dataset.x_train)
+    mean, std = channel_stats(dataset.x_train, reproducible)
     return dataclasses.replace(
         dataset,
         x_train=((dataset.x_train - mean) / std).astype(np.float32),

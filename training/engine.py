@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +44,9 @@ class TrainConfig:
     vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'dual:LOW:HIGH').
     device : 'cpu' (NumPy) or 'cuda' (CuPy and the macro's CUDA path).  A checkpoint resumes
         on either device.
+    reproducible : compute the FP32 products, float sums and the loss with the fixed-order
+        kernels of ``training.repro`` (bit-identical weights on any x86-64 CPU, BLAS build and
+        thread count; CPU only).  docs/training.md, Reproducibility.
     """
 
     model: str = "small-cnn"
@@ -66,10 +68,27 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     trace: tuple | None = None          # (layer, kind, step, path)
     device: str = "cpu"
+    reproducible: bool = False
 
     def __post_init__(self):
         if self.device not in DEVICES:
             raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not isinstance(self.reproducible, bool):
+            raise ValueError(f"reproducible: expected a bool, got {self.reproducible!r}")
+        if self.reproducible and self.device != "cpu":
+            raise ValueError("reproducible: the fixed-order kernels run on the CPU only; use "
+                             "--device cpu (see docs/training.md, Reproducibility)")
+        if self.trace is not None:
+            if not isinstance(self.trace, tuple) or len(self.trace) != 4:
+                raise ValueError(f"trace: expected (layer, kind, step, path), got {self.trace!r}")
+            _, kind, step, path = self.trace
+            if kind not in {k.value for k in MvmKind}:
+                raise ValueError(f"trace: KIND must be one of "
+                                 f"{', '.join(k.value for k in MvmKind)}, got {kind!r}")
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"trace: STEP must be an integer >= 0, got {step!r}")
+            if not str(path).strip():
+                raise ValueError("trace: FILE is empty")
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {sorted(MODELS)}, got {self.model!r}")
         for name in ("epochs", "batch_size"):
@@ -113,13 +132,11 @@ class TrainConfig:
 
 
 def _atomic_write(path: Path, write):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``write(tmp)`` then rename onto ``path`` (``imcsim.atomic``: all-or-nothing, and
+    temporaries left by killed runs are removed)."""
+    from imcsim.atomic import AtomicOutputs
+    with AtomicOutputs(path, names=[path.name]) as out:
+        write(out.temporary(path))
 
 
 class Trainer:
@@ -132,7 +149,7 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         data = load_dataset(config.dataset, config.data_folder)
-        self.data = normalize(data)                  # host copy (NumPy)
+        self.data = normalize(data, config.reproducible)     # host copy (NumPy)
         xp = self.xp
         # the data set lives on the training device; batches are gathered there
         self.x_train, self.y_train = (to_device(self.data.x_train, xp),
@@ -143,8 +160,11 @@ class Trainer:
         shape = self.data.x_train.shape[1:]
         self.model = build_model(config.model, shape, self.data.n_classes, config.seed,
                                  self.scheme).to_device(xp)
+        for layer in self.model.all_layers():
+            layer.reproducible = config.reproducible
         self.stats = defaultdict(MvmStats)
         self._assign_backends()
+        self._check_trace_request()
         self.optimizer = SGD(config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
         self.schedule = make_schedule(config.schedule, config.lr, config.epochs)
@@ -156,7 +176,7 @@ class Trainer:
     def _assign_backends(self):
         cfg = self.config
         macro_cfg = load_preset(cfg.preset)
-        fp32, exact = Fp32Backend(), ExactBackend()
+        fp32, exact = Fp32Backend(reproducible=cfg.reproducible), ExactBackend()
         imc = {k: ImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
                              self._trace_request(), device=cfg.device) for k in MvmKind}
         self.imc_backends = imc
@@ -179,6 +199,30 @@ class Trainer:
         layer, kind, step, path = t
         return (layer, MvmKind(kind), int(step), str(path))
 
+    def _check_trace_request(self, start_step: int = 0):
+        """Refuse a trace request that would never write its file: an unknown layer, an MVM
+        kind that layer does not run on the emulator, a step outside the run, a bad path."""
+        req = self._trace_request()
+        if req is None:
+            return
+        from imcsim.atomic import resolve_output
+        layer, kind, step, path = req
+        layers = {la.name: la for la in self.model.compute_layers()}
+        if layer not in layers:
+            raise ValueError(f"trace: no layer {layer!r} in {self.config.model}; its layers "
+                             f"are {', '.join(layers)}")
+        if not isinstance(layers[layer].policy[kind], ImcBackend):
+            on_imc = [name for name, la in layers.items()
+                      if isinstance(la.policy[kind], ImcBackend)]
+            raise ValueError(f"trace: the {kind.value} MVM of {layer} does not run on the "
+                             f"emulator (layers with {kind.value} on IMC: "
+                             f"{', '.join(on_imc) or 'none'}; see --imc)")
+        total = self.config.epochs * self._steps_per_epoch()
+        if not start_step <= step < total:
+            raise ValueError(f"trace: step {step} is not in this run (steps {start_step} to "
+                             f"{total - 1})")
+        resolve_output(path, "trace")
+
     # --- checkpoints ----------------------------------------------------------------------
     @property
     def checkpoint_path(self) -> Path:
@@ -198,23 +242,45 @@ class Trainer:
         _atomic_write(self.checkpoint_path, write)
 
     def load_checkpoint(self, path=None):
+        """Restore parameters, buffers, optimizer state and history from a checkpoint.
+
+        Everything is read and checked before anything is restored: a missing, truncated or
+        corrupt checkpoint, or one of another configuration, raises a one-line ValueError
+        naming the file, and the model stays as it was.
+        """
         path = Path(path) if path else self.checkpoint_path
         if not path.is_file():
             raise ValueError(f"resume: no checkpoint at {path}")
-        with np.load(path, allow_pickle=False) as ck:
-            meta = json.loads(str(ck["meta"]))
-            saved = TrainConfig.from_json(meta["config"])
-            if replace(saved, epochs=self.config.epochs, device=self.config.device) != self.config:
-                raise ValueError("resume: the checkpoint was written with another configuration")
-            params, buffers = self.model.params, self.model.buffers
-            for k in params:
-                params[k][...] = to_device(ck[f"param/{k}"], self.xp)
-            for k in buffers:
-                buffers[k][...] = to_device(ck[f"buffer/{k}"], self.xp)
-            opt = {k[4:]: ck[k] for k in ck.files if k.startswith("opt/")}
+        params, buffers = self.model.params, self.model.buffers
+        try:
+            with np.load(path, allow_pickle=False) as ck:
+                meta = json.loads(str(ck["meta"]))
+                saved = TrainConfig.from_json(meta["config"])
+                arrays = {k: ck[k] for k in ck.files if k != "meta"}
+            epoch, history = int(meta["epoch"]), list(meta["history"])
+        except Exception as exc:        # BadZipFile, EOFError, KeyError, JSON and zlib errors
+            raise ValueError(f"resume: {path} is not a readable checkpoint (truncated or "
+                             f"corrupt: {type(exc).__name__}: {_first_line(exc)})") from None
+        if replace(saved, epochs=self.config.epochs, device=self.config.device) != self.config:
+            raise ValueError(f"resume: {path} was written with another configuration")
+        for prefix, target in (("param/", params), ("buffer/", buffers)):
+            for k, v in target.items():
+                got = arrays.get(prefix + k)
+                if got is None or got.shape != v.shape or got.dtype.kind != "f":
+                    raise ValueError(f"resume: {path} has no {prefix}{k} of shape {v.shape}")
+        if epoch < 0:
+            raise ValueError(f"resume: {path} records epoch {epoch}")
+        opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
+        try:
             self.optimizer.load_state_dict(_unflatten(opt))
-        self.history = meta["history"]
-        self.start_epoch = meta["epoch"] + 1
+        except ValueError as exc:
+            raise ValueError(f"resume: {path}: optimizer {_first_line(exc)}") from None
+        for k in params:
+            params[k][...] = to_device(arrays[f"param/{k}"], self.xp)
+        for k in buffers:
+            buffers[k][...] = to_device(arrays[f"buffer/{k}"], self.xp)
+        self.history = history
+        self.start_epoch = epoch + 1
 
     # --- loop -----------------------------------------------------------------------------
     def _steps_per_epoch(self):
@@ -226,6 +292,10 @@ class Trainer:
     def _metrics(self, out, y):
         """(loss gradient, host loss, host correct count): one device-to-host transfer."""
         xp = self.xp
+        if self.config.reproducible:
+            from imcsim.training.repro import softmax_cross_entropy
+            loss, grad = softmax_cross_entropy(out, y)
+            return grad, loss, int((out.argmax(axis=1) == y).sum())
         loss, grad = softmax_cross_entropy_array(out, y)
         correct = (out.argmax(axis=1) == y).sum()
         host = to_host(xp.stack([xp.asarray(loss, dtype=xp.float64),
@@ -279,6 +349,7 @@ class Trainer:
     def run(self, resume: bool = False) -> list[dict]:
         if resume:
             self.load_checkpoint()
+            self._check_trace_request(self.start_epoch * self._steps_per_epoch())
         for epoch in range(self.start_epoch, self.config.epochs):
             t0 = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)
@@ -355,6 +426,13 @@ def plot_curves(history, path, title=""):
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _first_line(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
 
 
 def _flatten(d, prefix=""):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from imcsim.reshape import conv_output_size
+from imcsim.training import repro
 from imcsim.training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
 from imcsim.training.quant import int8_quantize, pact_alpha_sum, pact_quantize, radix4_two_phase, sawb_quantize
 from imcsim.training.xp import namespace_of
@@ -22,13 +23,25 @@ FP32 = Fp32Backend()
 
 
 class Layer:
-    """Base: no parameters, identity."""
+    """Base: no parameters, identity.
+
+    ``reproducible``: compute every float sum with the fixed-order kernels of
+    ``training.repro`` (NumPy only; ``TrainConfig.reproducible`` sets it on every layer).
+    """
+
+    reproducible = False
 
     def __init__(self, name: str):
         self.name = name
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
+
+    def _sum_channels(self, a):
+        """Sum over every axis but the last (channels), in a's dtype."""
+        if self.reproducible:
+            return repro.sum_rows(a).astype(a.dtype)
+        return a.sum(axis=tuple(range(a.ndim - 1)))
 
     def forward(self, x, train=False):
         return x
@@ -88,6 +101,8 @@ class GlobalAvgPool(Layer):
 
     def forward(self, x, train=False):
         self.shape = x.shape
+        if self.reproducible:
+            return (repro.sum_middle(x) / (x.shape[1] * x.shape[2])).astype(x.dtype)
         return x.mean(axis=(1, 2))
 
     def backward(self, grad):
@@ -111,9 +126,14 @@ class BatchNorm(Layer):
         axes = tuple(range(x.ndim - 1))
         g, b = self.params[f"{self.name}.gamma"], self.params[f"{self.name}.beta"]
         rm, rv = self.buffers[f"{self.name}.running_mean"], self.buffers[f"{self.name}.running_var"]
-        if train:
+        if train and self.reproducible:
+            mean64 = repro.mean_rows(x)
+            var64 = repro.mean_rows((x.astype(np.float64) - mean64) ** 2)
+            mean, var = mean64.astype(x.dtype), var64.astype(x.dtype)
+        elif train:
             mean = x.mean(axis=axes)
             var = x.var(axis=axes)
+        if train:
             n = x.size // x.shape[-1]
             rm *= 1 - self.momentum
             rm += self.momentum * mean
@@ -126,14 +146,13 @@ class BatchNorm(Layer):
         return (self.xhat * g + b).astype(np.float32)
 
     def backward(self, grad):
-        axes = tuple(range(grad.ndim - 1))
         g = self.params[f"{self.name}.gamma"]
         n = grad.size // grad.shape[-1]
-        self.grads[f"{self.name}.gamma"] = (grad * self.xhat).sum(axis=axes).astype(np.float32)
-        self.grads[f"{self.name}.beta"] = grad.sum(axis=axes).astype(np.float32)
+        self.grads[f"{self.name}.gamma"] = self._sum_channels(grad * self.xhat).astype(np.float32)
+        self.grads[f"{self.name}.beta"] = self._sum_channels(grad).astype(np.float32)
         dxhat = grad * g
-        dx = (self.inv / n) * (n * dxhat - dxhat.sum(axis=axes)
-                               - self.xhat * (dxhat * self.xhat).sum(axis=axes))
+        dx = (self.inv / n) * (n * dxhat - self._sum_channels(dxhat)
+                               - self.xhat * self._sum_channels(dxhat * self.xhat))
         return dx.astype(np.float32)
 
 
@@ -171,15 +190,18 @@ class QuantLinearCore(Layer):
     def _quantize_weight(self, w):
         if not self.policy[MvmKind.FORWARD].quantized:
             return None
-        return int8_quantize(w) if self.scheme.name == "int8" else sawb_quantize(w)
+        if self.scheme.name == "int8":
+            return int8_quantize(w)
+        return sawb_quantize(w, reproducible=self.reproducible)
 
     def _through_input_quantizer(self, x, dx, qa):
         """Straight-through estimator of PACT: mask dx, collect dL/dalpha (zero otherwise)."""
         xp = namespace_of(dx)
         if qa is not None and self.scheme.name == "radix4":
             alpha = float(self.params[f"{self.name}.alpha"][0])
-            self.grads[f"{self.name}.alpha"] = xp.asarray(pact_alpha_sum(x, dx, alpha),
-                                                          dtype=np.float32).reshape(1)
+            self.grads[f"{self.name}.alpha"] = xp.asarray(
+                pact_alpha_sum(x, dx, alpha, reproducible=self.reproducible),
+                dtype=np.float32).reshape(1)
             dx = dx * qa.pass_mask
         else:
             self.grads[f"{self.name}.alpha"] = xp.zeros(1, np.float32)
@@ -369,7 +391,7 @@ class Dense(QuantLinearCore):
             dW = dW * qw.pass_mask
         self.grads[f"{self.name}.w"] = dW.astype(np.float32)
         if self.bias:
-            self.grads[f"{self.name}.bias"] = G.sum(axis=0).astype(np.float32)
+            self.grads[f"{self.name}.bias"] = self._sum_channels(G).astype(np.float32)
         if quant_bwd:
             dx = self._mm(MvmKind.BACKWARD, g_bwd, qw.values.T, self.scheme.gradient,
                           self.scheme.weight) * (qw.scale / gscale)

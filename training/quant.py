@@ -17,6 +17,7 @@ same IEEE arithmetic on either device.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,9 +59,13 @@ def pact_quantize(x, alpha: float, levels: int = ACT_LEVELS) -> Quantized:
     return Quantized(q, step, (x > 0) & (x < alpha))
 
 
-def pact_alpha_sum(x, grad_out, alpha: float):
+def pact_alpha_sum(x, grad_out, alpha: float, reproducible: bool = False):
     """dL/dalpha of PACT in the gradient's namespace (stays on the device): the sum of the
-    selected elements in order (on CuPy the selection's size costs one synchronisation)."""
+    selected elements in order (on CuPy the selection's size costs one synchronisation).
+    ``reproducible``: a float64 sum in index order (``training.repro``; NumPy only)."""
+    if reproducible:
+        from imcsim.training.repro import sum_all
+        return sum_all(grad_out[x >= alpha])
     return namespace_of(grad_out).sum(grad_out[x >= alpha])
 
 
@@ -69,22 +74,29 @@ def pact_alpha_grad(x, grad_out, alpha: float) -> float:
     return float(pact_alpha_sum(x, grad_out, alpha))
 
 
-def sawb_alpha(w) -> float:
-    """SAWB clip from the first and second moments; never below 1/levels of max |w|."""
+def sawb_alpha(w, reproducible: bool = False) -> float:
+    """SAWB clip from the first and second moments; never below 1/levels of max |w|.
+
+    ``reproducible``: the moments are float64 sums in index order (``training.repro``)."""
     xp = namespace_of(w)
     w = xp.asarray(w, dtype=xp.float64)
     a = xp.abs(w)
-    # the three reductions come back to the host together (one transfer on a device)
-    mean_sq, mean_abs, peak = to_host(xp.stack([xp.mean(w * w), xp.mean(a), xp.max(a)]))
+    if reproducible:
+        from imcsim.training.repro import sum_all
+        n = max(1, w.size)
+        mean_sq, mean_abs, peak = sum_all(w * w) / n, sum_all(a) / n, float(a.max())
+    else:
+        # the three reductions come back to the host together (one transfer on a device)
+        mean_sq, mean_abs, peak = to_host(xp.stack([xp.mean(w * w), xp.mean(a), xp.max(a)]))
     alpha = SAWB_C1 * np.sqrt(mean_sq) - SAWB_C2 * mean_abs
     floor = peak / WEIGHT_LEVELS
     return float(max(alpha, floor, 1e-12))
 
 
-def sawb_quantize(w, levels: int = WEIGHT_LEVELS) -> Quantized:
+def sawb_quantize(w, levels: int = WEIGHT_LEVELS, reproducible: bool = False) -> Quantized:
     """Symmetric weights: round(clip(w, -alpha, alpha) / alpha * levels) in -levels..levels."""
     xp = namespace_of(w)
-    alpha = sawb_alpha(w)
+    alpha = sawb_alpha(w, reproducible=reproducible)
     step = alpha / levels
     q = xp.rint(xp.clip(w, -alpha, alpha) / step)
     return Quantized(q, step, xp.abs(w) <= alpha)
@@ -117,13 +129,22 @@ def radix4_round(x):
 
 
 def grad_scale(g) -> float:
-    """GradScale: the power of two that brings max |g| into (32, 64], the radix-4 top octave."""
+    """GradScale: the power of two that brings max |g| into (32, 64], the radix-4 top octave.
+
+    2**floor(log2(64 / peak)) from the exact binary exponent (frexp), with no logarithm: a
+    logarithm's last bit differs between CPUs and could misplace the octave next to a power
+    of two.
+    """
     xp = namespace_of(g)
     g = xp.asarray(g)
     peak = float(xp.max(xp.abs(g))) if g.size else 0.0
     if peak == 0.0 or not np.isfinite(peak):
         return 1.0
-    return float(2.0 ** np.floor(np.log2(64.0 / peak)))
+    q = 64.0 / peak
+    if not math.isfinite(q):
+        return math.ldexp(1.0, 1023)
+    _, e = math.frexp(q)                       # q = m 2**e, m in [0.5, 1)
+    return math.ldexp(1.0, e - 1)
 
 
 def radix4_two_phase(g):

@@ -263,17 +263,40 @@ def operand_options(fn: F) -> F:
     return fn
 
 
-def load_npy(path, name: str) -> np.ndarray:
-    """One array from a .npy file (no pickles); ValueError naming ``name`` and the file."""
+def load_npy(path, name: str, *, ndim: int | None = None) -> np.ndarray:
+    """One numeric array from a .npy file (no pickles), in native byte order.
+
+    Every problem is a ValueError (one line naming ``name`` and the file): no such file, an
+    empty, truncated or corrupt file, an .npz or pickle, a non-numeric dtype, another number
+    of dimensions than ``ndim``, or more data than the memory available (checked from the
+    header, before reading).  Big-endian data is converted to the machine's byte order.
+    """
+    from imcsim.checks import check_memory, native
     if not Path(path).is_file():
         raise ValueError(f"{name}: no such file {path}")
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{name}: cannot read {path} as .npy ({first_line(exc)})") from None
-    if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{name}: {path} holds no single array")
-    return arr
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:        # EOFError, ValueError, OSError, UnpicklingError, ...
+        reason = ("empty file" if Path(path).stat().st_size == 0 else
+                  "truncated: shorter than its header says" if "mmap length" in str(exc)
+                  else first_line(exc))
+        raise ValueError(f"{name}: cannot read {path} as .npy ({reason})") from None
+    if not isinstance(mapped, np.ndarray):
+        if hasattr(mapped, "close"):
+            mapped.close()
+        raise ValueError(f"{name}: {path} holds no single array (an .npz archive?)")
+    if mapped.dtype.kind not in "iuf" or mapped.dtype.itemsize > 8:
+        raise ValueError(f"{name}: {path} holds {mapped.dtype} values; expected integers or "
+                         "floats")
+    if ndim is not None and mapped.ndim != ndim:
+        raise ValueError(f"{name}: {path} holds a {mapped.ndim}-D array of shape "
+                         f"{mapped.shape}; expected {ndim}-D")
+    check_memory(name, mapped.nbytes)
+    try:
+        arr = np.array(mapped)                # reads the data (mmap closes with it)
+    except Exception as exc:
+        raise ValueError(f"{name}: cannot read {path} ({first_line(exc)})") from None
+    return native(arr)
 
 
 def save_npy(path, array: np.ndarray) -> None:

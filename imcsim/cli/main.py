@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from imcsim.atomic import AtomicOutputs
+from imcsim.checks import check_memory, check_seed, mvm_memory_bytes
 from imcsim.cli.common import (
     cli_errors,
     device_option,
@@ -41,14 +42,39 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
+#: TraceSelection field -> the mvm option that sets it
+TRACE_OPTION_NAMES = {"vectors": "--trace-vectors", "cycles": "--trace-cycles",
+                      "tiles": "--trace-tiles", "planes": "--trace-planes"}
+
+
+def mvm_command_bytes(config, shape, x_format, w_format, codes: bool, traced: bool, *,
+                      random: bool = False, x_float: bool = True) -> int:
+    """Peak memory of ``imcsim mvm`` on a (B, M) x (M, N) problem, roughly: the operands (and
+    the temporaries of drawing them), the MVM (``imcsim.checks.mvm_memory_bytes``) and the
+    float64 exact product of the summary."""
+    B, M, N = shape
+    operands = B * M * 8 + M * N * 8
+    drawing = 2 * B * M * 8 if random else 0
+    mvm_peak = mvm_memory_bytes(config, B, M, N, x_format, w_format, codes=codes,
+                                traced=traced, x_float=x_float)
+    result = B * N * 16                       # y and y_int, kept for the summary
+    if codes or traced:
+        result += -(-M // config.rows) * B * x_format.n_planes * N * w_format.n_planes * 2
+    exact = result + B * M * 8 + M * N * 8 + 3 * B * N * 8
+    return operands + max(drawing, mvm_peak, exact)
+
+
 def parse_tiles(text: str | None) -> tuple | None:
     """'t,u;t,u' -> ((t, u), ...)."""
     if not text:
         return None
     try:
-        return tuple(tuple(int(v) for v in t.split(",")) for t in text.split(";"))
+        tiles = tuple(tuple(int(v) for v in t.split(",")) for t in text.split(";"))
     except ValueError:
         raise ValueError(f"--trace-tiles: expected 't,u;t,u', got {text!r}") from None
+    if any(len(t) != 2 or min(t) < 0 for t in tiles):
+        raise ValueError(f"--trace-tiles: expected 't,u;t,u' with indices >= 0, got {text!r}")
+    return tiles
 
 
 def parse_planes(text: str | None) -> tuple | None:
@@ -56,9 +82,12 @@ def parse_planes(text: str | None) -> tuple | None:
     if not text:
         return None
     try:
-        return tuple(int(p) for p in text.split(","))
+        planes = tuple(int(p) for p in text.split(","))
     except ValueError:
         raise ValueError(f"--trace-planes: expected 'p,p,...', got {text!r}") from None
+    if min(planes) < 0:
+        raise ValueError(f"--trace-planes: plane indices must be >= 0, got {text!r}")
+    return planes
 
 
 @main.command()
@@ -88,6 +117,7 @@ def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_pat
     The outputs (-o, --codes, --trace) are written all-or-nothing.
     """
     from imcsim.macro import Macro
+    from imcsim.mapping import plan_tiles
     from imcsim.verify.trace import TraceSelection
     inputs = [x_path, w_path, preset_file(kw)]
     config = macro_config_from_options(kw)
@@ -96,24 +126,42 @@ def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_pat
         raise ValueError(f"--w-format: the stored operand must be binary:K, got {w_format}")
     if (w_path is None) != (x_path is None):
         raise ValueError("--x, --w: give both files or neither")
+    check_seed("--seed", seed)
     outputs = AtomicOutputs(out_path, codes_path, trace_path,
                             names=["--out", "--codes", "--trace"], inputs=inputs)
+    cycle_level = bool(trace_path or traced)
+    selection = None
+    if cycle_level:
+        selection = TraceSelection(tiles=parse_tiles(trace_tiles), vectors=trace_vectors,
+                                   planes=parse_planes(trace_planes), cycles=trace_cycles)
     if w_path:
-        W, X = load_npy(w_path, "--w"), load_npy(x_path, "--x")
+        W, X = load_npy(w_path, "--w", ndim=2), load_npy(x_path, "--x", ndim=2)
+        shape = (X.shape[0], W.shape[0], W.shape[1])
+        if X.shape[1] != W.shape[0]:
+            raise ValueError(f"--x, --w: inner dimensions differ: X is {X.shape}, W is {W.shape}")
+        check_memory("--x, --w", mvm_command_bytes(config, shape, xf, wf, codes_path is not None,
+                                                   cycle_level, x_float=X.dtype.kind == "f"))
         source = f"X from {x_path}, W from {w_path}"
     else:
-        B, M, N = random_shape
+        B, M, N = shape = tuple(random_shape)
         if min(B, M, N) < 1:
             raise ValueError(f"--random-shape: B, M, N must be >= 1, got {random_shape}")
         if not 0.0 <= density <= 1.0:
             raise ValueError(f"--density: must lie in [0, 1], got {density}")
-        X, W = random_operands(np.random.default_rng(seed), xf, wf, B, M, N, density)
+        check_memory("--random-shape", mvm_command_bytes(config, shape, xf, wf,
+                                                         codes_path is not None, cycle_level,
+                                                         random=True))
+        X = W = None
         source = f"seeded random operands (seed {seed}, density {density})"
+    if selection is not None:                 # a selection outside the MVM would record nothing
+        plan = plan_tiles(config, shape[1], shape[2], wf)
+        selection.check_against(shape[0], xf.n_planes, (plan.row_tiles, plan.col_tiles),
+                                names=TRACE_OPTION_NAMES)
+    if X is None:
+        X, W = random_operands(np.random.default_rng(seed), xf, wf, *shape, density)
     macro = Macro(config, device=device)
     with outputs:
-        if trace_path or traced:
-            selection = TraceSelection(tiles=parse_tiles(trace_tiles), vectors=trace_vectors,
-                                       planes=parse_planes(trace_planes), cycles=trace_cycles)
+        if cycle_level:
             res = macro.mvm_traced(X, W, xf, wf, seed=seed, selection=selection,
                                    trace=outputs.temporary(trace_path) if trace_path else None)
         else:
@@ -152,6 +200,8 @@ def trace():
 def trace_show(file, cycle_index, columns):
     """Summary of a trace, and optionally one cycle."""
     from imcsim.verify.trace import TraceFile
+    if columns < 0:
+        raise ValueError(f"--columns: must be >= 0, got {columns}")
     with TraceFile(file) as tf:
         click.echo(tf.summary())
         if cycle_index is not None:
@@ -167,6 +217,8 @@ def trace_show(file, cycle_index, columns):
 def trace_export(file, vcd_path, columns):
     """Export a trace for waveform viewers (VCD)."""
     from imcsim.verify.trace import TraceFile
+    if columns is not None and columns < 0:
+        raise ValueError(f"--columns: must be >= 0, got {columns}")
     with TraceFile(file) as tf:
         tf.export_vcd(vcd_path, max_columns=columns)
     click.echo(f"wrote {vcd_path}")

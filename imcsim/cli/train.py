@@ -52,6 +52,10 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="cuda: data, weights, activations and gradients on the GPU (CuPy; the "
                    "'gpu' extra); see docs/training.md for what matches the CPU bit for bit.")
+@click.option("--reproducible", is_flag=True,
+              help="Bit-identical weights on any x86-64 CPU, BLAS and thread count: FP32 "
+                   "products, float sums and the loss in a fixed order (CPU only; slower "
+                   "FP32 layers). See docs/training.md, Reproducibility.")
 @cli_errors
 def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet, **kw):
     """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
@@ -69,9 +73,11 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
         vref[kind] = mode
     trace = None
     if trace_spec:
-        parts = trace_spec.split(":")
-        if len(parts) != 4:
-            raise ValueError(f"trace: expected LAYER:KIND:STEP:FILE, got {trace_spec!r}")
+        parts = trace_spec.split(":", 3)
+        if len(parts) != 4 or not all(p.strip() for p in parts):
+            raise ValueError(f"--trace: expected LAYER:KIND:STEP:FILE, got {trace_spec!r}")
+        if not parts[2].strip().isdigit():
+            raise ValueError(f"--trace: STEP must be an integer >= 0, got {parts[2]!r}")
         trace = (parts[0], parts[1], int(parts[2]), parts[3])
     config = TrainConfig(backends=backends, vref=tuple(vref.items()), trace=trace, **kw)
     trainer = Trainer(config, Path(out_dir), progress=not quiet)

@@ -35,6 +35,7 @@ from imcsim.verify.golden import (
     Mismatch,
     pack_decisions,
 )
+from imcsim.verify.trace import first_message
 from imcsim.verify.vcd import read_vcd
 from imcsim.verify.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
 
@@ -43,6 +44,44 @@ KEYS = ("tile_row", "tile_col", "vector", "plane")
 DERIVED_SIGNALS = ("sar_decision", "nmc_acc", "y_int", "column_value")
 DEFAULT_VCD_MAP = {"valid": "eoc", "code": "code_{c}", "active_rows": "active_rows",
                    "full_scale": "full_scale"}
+INT64_MAX = (1 << 63) - 1
+#: largest column / output index a CSV may give (beyond any array's columns)
+MAX_INDEX = 1 << 16
+#: exceptions that mean a dump or an expected file is malformed, whatever raised them
+MALFORMED = (KeyError, IndexError, TypeError, OverflowError, AttributeError, UnicodeError,
+             csv.Error, json.JSONDecodeError)
+
+
+def as_int64(data, where: str) -> np.ndarray:
+    """Values of a signal as int64; ValueError naming ``where`` for anything that is not an
+    integer in int64's range (1.5, NaN, 1e30, strings), so no value is truncated into a PASS."""
+    arr = np.asarray(data)
+    kind = arr.dtype.kind
+    if kind == "b":
+        return arr.astype(np.int64)
+    if kind == "i":
+        return arr.astype(np.int64, copy=False)
+    if kind == "u":
+        if arr.size and int(arr.max()) > INT64_MAX:
+            raise ValueError(f"{where}: value {int(arr.max())} is out of the int64 range")
+        return arr.astype(np.int64)
+    if kind == "f":
+        bad = ~np.isfinite(arr)
+        if not bad.any():
+            bad = (arr != np.round(arr)) | (np.abs(arr) >= 2.0 ** 63)
+        if bad.any():
+            at = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"{where}: value {arr[at].item()!r} at "
+                             f"{at if len(at) > 1 else at[0]} "
+                             "is not an integer in the int64 range (codes and counts are "
+                             "integers)")
+        return arr.astype(np.int64)
+    raise ValueError(f"{where}: expected integers, got dtype {arr.dtype}")
+
+
+def _malformed(source, exc: BaseException) -> ValueError:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return ValueError(f"{source}: malformed ({type(exc).__name__}{': ' + text if text else ''})")
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -91,46 +130,101 @@ def _h5_is_trace(f) -> bool:
         and not _h5_is_vectors(f)
 
 
+#: /cycles datasets of an imcsim vectors file or trace and their dimensions (1: per cycle)
+_IMCSIM_DATASETS = {"tile_row": 1, "tile_col": 1, "vector": 1, "plane": 1, "n_columns": 1,
+                    "output_index": 2, "code": 2, "active_rows": 1, "full_scale": 1,
+                    "column_count": 2, "column_value": 2, "sar_decision": 3,
+                    "group_done": 1, "y_int": 2}
+_IMCSIM_REQUIRED = KEYS + ("n_columns", "output_index", "code")
+
+
+def _check_imcsim_h5(f, source) -> None:
+    """The datasets an imcsim vectors file or trace must have, with one row per cycle."""
+    if _h5_is_trace(f):
+        from imcsim.verify.trace import validate_trace
+        validate_trace(f, source)
+    g = f["cycles"]
+    if not isinstance(g, h5py.Group):
+        raise ValueError(f"{source}: /cycles is not a group")
+    n = None
+    for name, ndim in _IMCSIM_DATASETS.items():
+        ds = g.get(name)
+        if ds is None:
+            if name in _IMCSIM_REQUIRED:
+                raise ValueError(f"{source}: imcsim file without /cycles/{name}")
+            continue
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != ndim:
+            raise ValueError(f"{source}: dataset /cycles/{name} must be a {ndim}-D array, got "
+                             f"{getattr(ds, 'shape', type(ds).__name__)}")
+        if n is None:
+            n = ds.shape[0]
+        elif ds.shape[0] != n:
+            raise ValueError(f"{source}: dataset /cycles/{name} has {ds.shape[0]} rows, "
+                             f"/cycles/tile_row has {n}")
+    acc = g.get("nmc_acc")
+    if acc is not None and (not isinstance(acc, h5py.Dataset) or acc.ndim not in (2, 3)
+                            or acc.shape[0] != n):
+        raise ValueError(f"{source}: dataset /cycles/nmc_acc must have {n} rows of 2 or 3 "
+                         "dimensions")
+    if "y_int" in g and "group_done" not in g:
+        raise ValueError(f"{source}: /cycles/y_int without /cycles/group_done")
+    if g["output_index"].shape[1:] and acc is not None and acc.shape[1] != \
+            g["output_index"].shape[1]:
+        raise ValueError(f"{source}: /cycles/nmc_acc and /cycles/output_index disagree in "
+                         "their outputs")
+    if not _h5_is_vectors(f):
+        for name in ("tiles", "n_planes"):
+            if name not in f.attrs:
+                raise ValueError(f"{source}: trace without the attribute {name}")
+        if "result" in f and not isinstance(f["result"].get("y_int"), h5py.Dataset):
+            raise ValueError(f"{source}: /result without the dataset y_int")
+
+
 def _table_from_imcsim_h5(f, source) -> SignalTable:
     """A vectors file or a trace -> SignalTable with every signal and the keys."""
+    _check_imcsim_h5(f, source)
     g = f["cycles"]
-    missing = [k for k in KEYS + ("n_columns", "output_index") if k not in g]
-    if missing:
-        raise ValueError(f"{source}: imcsim file without /cycles/{missing[0]}")
     n = int(g["n_columns"].shape[0])
     config = MacroConfig.from_json(f.attrs["config_json"])
-    tab = SignalTable(n, keys={k: g[k][()].astype(np.int64) for k in KEYS}, source=source)
-    n_cols = g["n_columns"][()].astype(np.int64)
+    tab = SignalTable(n, keys={k: as_int64(g[k][()], f"{source}: /cycles/{k}") for k in KEYS},
+                      source=source)
+    n_cols = as_int64(g["n_columns"][()], f"{source}: /cycles/n_columns")
     C = g["code"].shape[1]
     col_ok = np.arange(C)[None, :] < n_cols[:, None]
-    out_idx = g["output_index"][()].astype(np.int64)
+    out_idx = as_int64(g["output_index"][()], f"{source}: /cycles/output_index")
     out_ok = out_idx >= 0
+    def read(name):
+        return as_int64(g[name][()], f"{source}: /cycles/{name}")
+
     for name in ("active_rows", "full_scale"):
         if name in g:
-            tab.add(name, g[name][()])
+            tab.add(name, read(name))
     for name in ("column_count", "code", "column_value"):
         if name in g:
-            tab.add(name, g[name][()], col_ok)
+            tab.add(name, read(name), col_ok)
     if "sar_decision" in g:
-        tab.add("sar_decision", pack_decisions(g["sar_decision"][()]), col_ok)
-    acc = g["nmc_acc"][()] if "nmc_acc" in g else None
+        tab.add("sar_decision", pack_decisions(read("sar_decision")), col_ok)
+    acc = read("nmc_acc") if "nmc_acc" in g else None
     if _h5_is_vectors(f):
         if acc is not None:
             tab.add("nmc_acc", acc, out_ok)
         if "y_int" in g:
-            done = g["group_done"][()].astype(bool)
-            tab.add("y_int", g["y_int"][()], out_ok & done[:, None])
+            done = read("group_done").astype(bool)
+            tab.add("y_int", read("y_int"), out_ok & done[:, None])
     else:                                             # trace: (n, G, Kw) steps
         if acc is not None:
-            tab.add("nmc_acc", acc[:, :, -1], out_ok)
+            tab.add("nmc_acc", acc[:, :, -1] if acc.ndim == 3 else acc, out_ok)
         T, _ = (int(v) for v in f.attrs["tiles"])
         P = int(f.attrs["n_planes"])
         done = (tab.keys["tile_row"] == T - 1) & (tab.keys["plane"] == P - 1)
         if "result" in f:
-            y_all = f["result"]["y_int"][()]
+            y_all = as_int64(f["result"]["y_int"][()], f"{source}: /result/y_int")
+            if y_all.ndim != 2 or not y_all.size:
+                raise ValueError(f"{source}: /result/y_int must be a non-empty (B, N) array")
             b = tab.keys["vector"] - int(f.attrs.get("vector_offset", 0))
             rows = np.clip(b, 0, y_all.shape[0] - 1)
-            y = np.where(out_ok, y_all[rows[:, None], np.maximum(out_idx, 0)], 0)
+            cols = np.clip(out_idx, 0, y_all.shape[1] - 1)
+            y = np.where(out_ok, y_all[rows[:, None], cols], 0)
             tab.add("y_int", y, out_ok & done[:, None])
     cnt_bits = config.rows.bit_length()               # counts 0..rows: $clog2(rows + 1)
     tab.widths = {"active_rows": cnt_bits, "full_scale": cnt_bits,
@@ -155,62 +249,128 @@ def load_expected(path: str | Path) -> SignalTable:
     with f:
         if not (_h5_is_vectors(f) or _h5_is_trace(f)):
             raise ValueError(f"{path}: neither an imcsim vectors file nor a trace")
-        return _table_from_imcsim_h5(f, str(path))
+        try:
+            return _table_from_imcsim_h5(f, str(path))
+        except MALFORMED as exc:
+            raise _malformed(path, exc) from None
 
 
 def _load_actual_h5(path) -> SignalTable:
     try:
         f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not an HDF5 file ({exc})") from None
+    except Exception as exc:                  # OSError, and whatever a damaged file raises
+        raise ValueError(f"{path}: not an HDF5 file ({first_message(exc)})") from None
     with f:
-        if _h5_is_vectors(f) or _h5_is_trace(f):
-            return _table_from_imcsim_h5(f, str(path))
-        g = f["cycles"] if "cycles" in f else f
-        names = [k for k in g if isinstance(g[k], h5py.Dataset)]
-        sig = [k for k in names if k in SIGNALS]
-        if not sig:
-            raise ValueError(f"{path}: no signal datasets ({', '.join(SIGNALS)}) in "
-                             f"{'/cycles' if g is not f else '/'}")
-        n = int(g[sig[0]].shape[0])
-        keys = {k: g[k][()].astype(np.int64) for k in KEYS if k in names}
-        tab = SignalTable(n, keys=keys if len(keys) == len(KEYS) else None, source=str(path))
-        if tab.keys is None and "cycle" in names:
-            tab.keys = {"cycle": g["cycle"][()].astype(np.int64)}
-        for name in sig:
-            data = g[name][()]
-            if data.shape[0] != n:
-                raise ValueError(f"{path}: dataset {name} has {data.shape[0]} rows, "
-                                 f"{sig[0]} has {n}")
-            if name == "sar_decision" and data.ndim == 3:
-                data = pack_decisions(data)
-            if name == "nmc_acc" and data.ndim == 3:
-                data = data[:, :, -1]
-            tab.add(name, data)
-        return tab
+        try:
+            if _h5_is_vectors(f) or _h5_is_trace(f):
+                return _table_from_imcsim_h5(f, str(path))
+            return _table_from_plain_h5(f, path)
+        except MALFORMED as exc:
+            raise _malformed(path, exc) from None
+
+
+#: dimensions a signal dataset of a plain HDF5 dump may have (per cycle: scalar, per column)
+_PLAIN_NDIM = {"sar_decision": (1, 2, 3), "nmc_acc": (1, 2, 3)}
+
+
+def _table_from_plain_h5(f, path) -> SignalTable:
+    g = f["cycles"] if isinstance(f.get("cycles"), h5py.Group) else f
+    where = "/cycles" if g is not f else ""
+    names = [k for k in g if isinstance(g[k], h5py.Dataset)]
+    sig = [k for k in names if k in SIGNALS]
+    if not sig:
+        raise ValueError(f"{path}: no signal datasets ({', '.join(SIGNALS)}) in "
+                         f"{where or '/'}")
+    n = None
+    for name in sig + [k for k in KEYS + ("cycle",) if k in names]:
+        ds = g[name]
+        allowed = _PLAIN_NDIM.get(name, (1, 2) if name in SIGNALS else (1,))
+        if ds.ndim not in allowed:
+            raise ValueError(f"{path}: dataset {where}/{name} has shape {ds.shape}; expected "
+                             f"one row per cycle ({' or '.join(f'{d}-D' for d in allowed)})")
+        if n is None:
+            n, first = ds.shape[0], name
+        elif ds.shape[0] != n:
+            raise ValueError(f"{path}: dataset {where}/{name} has {ds.shape[0]} rows, "
+                             f"{first} has {n}")
+
+    def read(name):
+        return as_int64(g[name][()], f"{path}: dataset {where}/{name}")
+
+    keys = {k: read(k) for k in KEYS if k in names}
+    tab = SignalTable(n, keys=keys if len(keys) == len(KEYS) else None, source=str(path))
+    if tab.keys is None and "cycle" in names:
+        tab.keys = {"cycle": read("cycle")}
+    for name in sig:
+        data = read(name)
+        if name == "sar_decision" and data.ndim == 3:
+            if data.size and (data.min() < 0 or data.max() > 1):
+                raise ValueError(f"{path}: dataset {where}/sar_decision (n, C, Nb) must hold "
+                                 "0/1 decisions")
+            data = pack_decisions(data)
+        if name == "nmc_acc" and data.ndim == 3:
+            data = data[:, :, -1]
+        tab.add(name, data)
+    return tab
 
 
 def _load_actual_csv(path) -> SignalTable:
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k is not None}
-                for r in reader]
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = [h.strip() for h in (reader.fieldnames or []) if h is not None]
+            rows = [{k.strip(): (v or "").strip() for k, v in r.items()
+                     if k is not None and isinstance(v, (str, type(None)))} for r in reader]
+    except (UnicodeError, csv.Error) as exc:
+        raise ValueError(f"{path}: not a readable CSV file ({first_message(exc)})") from None
     if "cycle" not in header:
         raise ValueError(f"{path}: CSV needs a 'cycle' column, got {header}")
     entries = {}                                     # signal -> {(cycle, index): value}
+    lines = {}                                       # (signal, cycle, index) -> first line
+
+    def number(text, what, line, signal):
+        try:
+            v = int(text, 0)
+        except (ValueError, TypeError):
+            raise ValueError(f"{path}: line {line}: {what} {text!r} of {signal} is not an "
+                             "integer") from None
+        if not -INT64_MAX - 1 <= v <= INT64_MAX:
+            raise ValueError(f"{path}: line {line}: {what} {text} of {signal} is out of the "
+                             "int64 range")
+        return v
 
     def put(signal, cycle, index, value, line):
         try:
-            entries.setdefault(signal, {})[(int(cycle), int(index))] = int(value, 0)
-        except ValueError:
-            raise ValueError(f"{path}: line {line}: cannot read {signal}={value!r} at "
-                             f"cycle {cycle!r}, index {index!r}") from None
+            kind = _signal_kind(signal)
+        except ValueError as exc:
+            raise ValueError(f"{path}: line {line}: {exc}") from None
+        c = number(cycle, "cycle", line, signal)
+        if c < 0:
+            raise ValueError(f"{path}: line {line}: negative cycle {c}")
+        if kind == "scalar":
+            if index not in (None, "", "-1", "0"):
+                raise ValueError(f"{path}: line {line}: {signal} is one value per cycle; "
+                                 f"got index {index!r}")
+            i = -1
+        else:
+            i = number(index, "index", line, signal)
+            if not 0 <= i < MAX_INDEX:
+                raise ValueError(f"{path}: line {line}: index {i} of {signal} must lie in "
+                                 f"[0, {MAX_INDEX})")
+        v = number(value, "value", line, signal)
+        key = (c, i)
+        table = entries.setdefault(signal, {})
+        if key in table and table[key] != v:
+            where = f"cycle {c}" + ("" if i < 0 else f", index {i}")
+            raise ValueError(f"{path}: lines {lines[(signal, c, i)]} and {line} give "
+                             f"{signal} at {where} two values ({table[key]} and {v})")
+        table[key] = v
+        lines.setdefault((signal, c, i), line)
 
     if "signal" in header and "value" in header:     # long format
         for line, r in enumerate(rows, start=2):
-            _signal_kind(r["signal"])
-            put(r["signal"], r["cycle"], r.get("index") or -1, r["value"], line)
+            put(r.get("signal", ""), r.get("cycle", ""), r.get("index") or None,
+                r.get("value", ""), line)
     else:                                            # wide format
         signals = [h for h in header if h in SIGNALS]
         extra = [h for h in header if h not in SIGNALS and h not in
@@ -226,24 +386,25 @@ def _load_actual_csv(path) -> SignalTable:
                 key = {"column": "column", "output": "output"}.get(kind)
                 if key and not r.get(key):
                     raise ValueError(f"{path}: line {line}: {s} needs a '{key}' column value")
-                put(s, r["cycle"], r[key] if key else -1, r[s], line)
+                put(s, r.get("cycle", ""), r[key] if key else None, r[s], line)
     return _table_from_entries(entries, str(path))
 
 
 def _table_from_entries(entries: dict, source: str) -> SignalTable:
+    """One table row per distinct cycle (keys ``cycle``), so a sparse or far-out cycle number
+    costs nothing; values absent from the dump are marked not present."""
     if not entries:
         raise ValueError(f"{source}: no values")
-    n = 1 + max(c for e in entries.values() for c, _ in e)
-    tab = SignalTable(n, source=source)
+    cycles = np.array(sorted({c for e in entries.values() for c, _ in e}), dtype=np.int64)
+    row_of = {int(c): r for r, c in enumerate(cycles)}
+    tab = SignalTable(len(cycles), source=source, keys={"cycle": cycles})
     for s, e in entries.items():
         width = 1 + max(max(i for _, i in e), 0)
-        if min(c for c, _ in e) < 0:
-            raise ValueError(f"{source}: negative cycle index in {s}")
-        vals = np.zeros((n, width), dtype=np.int64)
-        pres = np.zeros((n, width), dtype=bool)
+        vals = np.zeros((len(cycles), width), dtype=np.int64)
+        pres = np.zeros((len(cycles), width), dtype=bool)
         for (c, i), v in e.items():
-            vals[c, max(i, 0)] = v
-            pres[c, max(i, 0)] = True
+            vals[row_of[c], max(i, 0)] = v
+            pres[row_of[c], max(i, 0)] = True
         tab.add(s, vals, pres)
     return tab
 
@@ -274,6 +435,15 @@ def parse_signal_map(items: Iterable[str] | None) -> dict[str, str]:
 
 
 def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
+    try:
+        return _vcd_table(path, signal_map, expected)
+    except ValueError as exc:                         # every message names the dump
+        if str(path) in str(exc) or str(exc).startswith("map:"):
+            raise
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _vcd_table(path, signal_map, expected: SignalTable) -> SignalTable:
     changes = read_vcd(path)
     user = bool(signal_map)
     smap = dict(signal_map) if user else dict(DEFAULT_VCD_MAP)
@@ -302,11 +472,23 @@ def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
             continue
         kind = _signal_kind(name)
         spec, _, width_txt = sig.partition(":")
-        width = int(width_txt) if width_txt else expected.widths.get(name, 64)
+        try:
+            width = int(width_txt) if width_txt else expected.widths.get(name, 64)
+        except ValueError:
+            raise ValueError(f"map: {name}={sig}: the width after ':' must be an integer"
+                             ) from None
+        if not 1 <= width <= 64:
+            raise ValueError(f"map: {name}={sig}: the width must lie in [1, 64]")
+        if name not in expected.values:
+            raise ValueError(f"map: {name}: EXPECTED has no signal {name}")
         signed = expected.signed.get(name, False)
         count = 1 if kind == "scalar" else expected.values[name].shape[1]
         if "{" in spec:                               # one VCD signal per column / output
-            names = [spec.format(c=i, g=i, i=i) for i in range(count)]
+            try:
+                names = [spec.format(c=i, g=i, i=i) for i in range(count)]
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(f"map: {name}={sig}: use {{c}} (or {{g}}, {{i}}) for the "
+                                 "column / output index") from None
             present = [nm in series for nm in names]
             if not any(present):
                 if user:
@@ -334,6 +516,7 @@ def _load_actual_vcd(path, signal_map, expected: SignalTable) -> SignalTable:
                 if v is None or v < 0:
                     vals[j] = -1
                 else:
+                    v = _signed(v, 64, False)
                     for i in range(count):
                         vals[j, i] = _signed((v >> (i * width)) & ((1 << width) - 1), width,
                                              signed)
@@ -357,13 +540,50 @@ def _value_before(times, values, t):
 def _signed(v, width, signed):
     if v is None or v < 0:
         return -1
+    if isinstance(v, float):                          # a real VCD value: integers only
+        if v != int(v):
+            raise ValueError(f"VCD value {v} is not an integer (codes and counts are "
+                             "integers)")
+        v = int(v)
     if signed and width < 64 and v >> (width - 1):
         return v - (1 << width)
     return v
 
 
+def _check_manifest(folder, man) -> None:
+    """The manifest entries the hex reader uses, with sane sizes (ValueError otherwise)."""
+    def bad(what):
+        return ValueError(f"{folder}/{MANIFEST_NAME}: {what}")
+
+    if not isinstance(man, dict) or not isinstance(man.get("files"), list):
+        raise bad("needs a list 'files'")
+    n = man.get("n_cycles")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise bad("needs 'n_cycles', an integer >= 0")
+    for entry in man["files"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                or not isinstance(entry.get("fields"), list):
+            raise bad("every entry of 'files' needs 'file' and a list 'fields'")
+        if Path(entry["file"]).name != entry["file"]:
+            raise bad(f"file {entry['file']!r} must be a plain name in the folder")
+        for fld in entry["fields"]:
+            if not isinstance(fld, dict) or not isinstance(fld.get("name"), str):
+                raise bad(f"{entry['file']}: every field needs a 'name'")
+            for key, lo, hi in (("lsb", 0, 1 << 20), ("count", 1, MAX_INDEX),
+                                ("width", 1, 64)):
+                v = fld.get(key)
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise bad(f"{entry['file']}: field {fld['name']}: {key} must be an "
+                              f"integer in [{lo}, {hi}], got {v!r}")
+
+
 def _load_actual_hex(folder) -> SignalTable:
-    man = load_manifest(folder)
+    try:
+        man = load_manifest(folder)
+    except (OSError, UnicodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{folder}/{MANIFEST_NAME}: cannot read it as JSON "
+                         f"({first_message(exc)})") from None
+    _check_manifest(folder, man)
     names = {f["file"]: [x["name"] for x in f["fields"]] for f in man["files"]}
     n = int(man["n_cycles"])
     tab = SignalTable(n, source=str(folder))
@@ -403,18 +623,23 @@ def load_actual(path: str | Path, fmt: str = "auto", signal_map: dict[str, str] 
             if fmt is None:
                 raise ValueError(f"{path}: cannot tell the format from the suffix; use "
                                  "--format h5|csv|vcd|hex")
-    if fmt == "hex":
-        if not (path / MANIFEST_NAME).is_file():
-            raise ValueError(f"{path}: a hex dump folder needs a {MANIFEST_NAME}")
-        return _load_actual_hex(path)
-    if fmt == "h5":
-        return _load_actual_h5(path)
-    if fmt == "csv":
-        return _load_actual_csv(path)
-    if fmt == "vcd":
-        if expected is None:
-            raise ValueError("vcd: needs the expected table for bus widths")
-        return _load_actual_vcd(path, signal_map or {}, expected)
+    if fmt != "hex" and path.is_dir():
+        raise ValueError(f"{path}: a folder; only a hex dump (--format hex) is a folder")
+    try:
+        if fmt == "hex":
+            if not (path / MANIFEST_NAME).is_file():
+                raise ValueError(f"{path}: a hex dump folder needs a {MANIFEST_NAME}")
+            return _load_actual_hex(path)
+        if fmt == "h5":
+            return _load_actual_h5(path)
+        if fmt == "csv":
+            return _load_actual_csv(path)
+        if fmt == "vcd":
+            if expected is None:
+                raise ValueError("vcd: needs the expected table for bus widths")
+            return _load_actual_vcd(path, signal_map or {}, expected)
+    except MALFORMED as exc:                          # whatever else a damaged dump raises
+        raise _malformed(path, exc) from None
     raise ValueError(f"format: expected auto, h5, csv, vcd or hex, got {fmt!r}")
 
 
@@ -517,17 +742,33 @@ class CheckReport:
 
 
 def _align(expected: SignalTable, actual: SignalTable):
-    """Expected row of every actual row (-1: none)."""
+    """Expected row of every actual row (-1: none).
+
+    Two actual rows for one expected cycle are refused (ValueError naming both): otherwise the
+    last would silently win.
+    """
     ek, ak = expected.keys, actual.keys
     if ek is not None and ak is not None and all(k in ak for k in KEYS):
         index = {tuple(int(ek[k][i]) for k in KEYS): i for i in range(expected.n)}
-        return np.array([index.get(tuple(int(ak[k][j]) for k in KEYS), -1)
+        rows = np.array([index.get(tuple(int(ak[k][j]) for k in KEYS), -1)
                          for j in range(actual.n)], dtype=np.int64)
-    if ak is not None and "cycle" in ak:
+        how = "tile_row/tile_col/vector/plane"
+    elif ak is not None and "cycle" in ak:
         rows = ak["cycle"].astype(np.int64)
-        return np.where((rows >= 0) & (rows < expected.n), rows, -1)
-    rows = np.arange(actual.n, dtype=np.int64)
-    return np.where(rows < expected.n, rows, -1)
+        rows = np.where((rows >= 0) & (rows < expected.n), rows, -1)
+        how = "cycle"
+    else:
+        rows = np.arange(actual.n, dtype=np.int64)
+        return np.where(rows < expected.n, rows, -1)
+    matched = rows[rows >= 0]
+    if matched.size != np.unique(matched).size:
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        dup = np.nonzero((srt[1:] == srt[:-1]) & (srt[1:] >= 0))[0][0]
+        a, b = sorted((int(order[dup]), int(order[dup + 1])))
+        raise ValueError(f"{actual.source}: rows {a} and {b} are both expected cycle "
+                         f"{int(srt[dup])} (same {how}); a dump must give each cycle once")
+    return rows
 
 
 def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None = None,
@@ -585,7 +826,17 @@ def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None
 def check_files(expected_path: str | Path, actual_path: str | Path, *, fmt: str = "auto",
                 signal_map: dict[str, str] | None = None, tolerance: int | None = None,
                 signals: Sequence[str] | None = None) -> CheckReport:
-    """Load EXPECTED and ACTUAL and compare them."""
+    """Load EXPECTED and ACTUAL and compare them.
+
+    A dump with nothing to compare (no signal or no cycle in common) is bad input
+    (ValueError), not a mismatch: ``imcsim check`` exits 1 only for mismatches.
+    """
     expected = load_expected(expected_path)
     actual = load_actual(actual_path, fmt, signal_map, expected)
-    return compare(expected, actual, tolerance=tolerance, signals=signals)
+    report = compare(expected, actual, tolerance=tolerance, signals=signals)
+    if not sum(report.compared.values()):
+        common = [s for s in SIGNALS if s in actual.values and s in expected.values]
+        why = ("no signal in common" if not common else
+               f"no cycle in common (signals {', '.join(common)})")
+        raise ValueError(f"{actual_path}: nothing to compare with {expected_path}: {why}")
+    return report

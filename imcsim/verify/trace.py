@@ -5,7 +5,9 @@ interrupted run never leaves a partial trace behind.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +17,17 @@ import h5py
 import numpy as np
 
 import imcsim
-from imcsim.atomic import AtomicOutputs
+from imcsim.atomic import PARTIAL_SUFFIX, AtomicOutputs
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
 from imcsim.verify.vcd import write_trace_vcd
 
 SCHEMA_VERSION = "1.0"
 _FLUSH_EVERY = 256
+#: datasets of /cycles and their number of dimensions (shapes: ``cycle_dataset_spec``)
+CYCLE_DATASETS = {"tile_row": 1, "tile_col": 1, "vector": 1, "plane": 1, "cycle": 1,
+                  "row_input": 2, "row_mask": 2, "active_rows": 1, "full_scale": 1,
+                  "n_columns": 1, "column_count": 2, "column_value": 2, "sar_trial": 3,
+                  "sar_decision": 3, "code": 2, "nmc_acc": 3, "output_index": 2}
 
 
 def parse_range(text: str | tuple | None, name: str) -> tuple[int, int] | None:
@@ -65,9 +72,39 @@ class TraceSelection:
         object.__setattr__(self, "vectors", parse_range(self.vectors, "vectors"))
         object.__setattr__(self, "cycles", parse_range(self.cycles, "cycles"))
         if self.tiles is not None:
-            object.__setattr__(self, "tiles", tuple(tuple(int(v) for v in t) for t in self.tiles))
+            tiles = tuple(tuple(int(v) for v in t) for t in self.tiles)
+            bad = [t for t in tiles if len(t) != 2 or min(t) < 0]
+            if bad or not tiles:
+                raise ValueError(f"tiles: expected (row_tile, col_tile) pairs of indices >= 0, "
+                                 f"got {bad[0] if bad else 'none'}")
+            object.__setattr__(self, "tiles", tiles)
         if self.planes is not None:
-            object.__setattr__(self, "planes", tuple(int(p) for p in self.planes))
+            planes = tuple(int(p) for p in self.planes)
+            if not planes or min(planes) < 0:
+                raise ValueError(f"planes: expected plane indices >= 0, got {planes}")
+            object.__setattr__(self, "planes", planes)
+
+    def check_against(self, batch: int, n_planes: int, tiles: tuple[int, int],
+                      names: dict[str, str] | None = None) -> None:
+        """Refuse a selection that reaches outside the MVM (it would record nothing or less
+        than asked): ValueError naming the option (``names`` maps field -> option name)."""
+        names = names or {}
+        T, U = tiles
+        if self.vectors is not None and self.vectors[1] > batch:
+            raise ValueError(f"{names.get('vectors', 'vectors')}: {self.vectors[0]}:"
+                             f"{self.vectors[1]} reaches past the {batch} vectors (0:{batch})")
+        if self.cycles is not None and self.cycles[1] > batch * n_planes:
+            raise ValueError(f"{names.get('cycles', 'cycles')}: {self.cycles[0]}:"
+                             f"{self.cycles[1]} reaches past the {batch * n_planes} serial "
+                             f"cycles of a tile operation (0:{batch * n_planes})")
+        if self.planes is not None and max(self.planes) >= n_planes:
+            raise ValueError(f"{names.get('planes', 'planes')}: plane {max(self.planes)} does "
+                             f"not exist; the input format has planes 0..{n_planes - 1}")
+        if self.tiles is not None:
+            for t, u in self.tiles:
+                if t >= T or u >= U:
+                    raise ValueError(f"{names.get('tiles', 'tiles')}: tile ({t}, {u}) does not "
+                                     f"exist; the MVM has {T} x {U} tiles")
 
     def selects(self, t: int, u: int, b: int, p: int, n_planes: int) -> bool:
         """Whether the cycle of tile (t, u), vector b, plane p is recorded."""
@@ -81,17 +118,122 @@ class TraceSelection:
         return self.cycles is None or self.cycles[0] <= cyc < self.cycles[1]
 
 
+def temporary_target(path) -> Path | None:
+    """The target of an ``AtomicOutputs`` temporary of this process (``.NAME.PID.TOKEN.partial``),
+    or None for any other path."""
+    p = Path(path)
+    name = p.name
+    if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
+        return None
+    parts = name[1:-len(PARTIAL_SUFFIX)].rsplit(".", 2)
+    if len(parts) != 3 or parts[1] != str(os.getpid()) or not parts[0]:
+        return None
+    return p.with_name(parts[0])
+
+
+class GuardedFile:
+    """A file for h5py's ``fileobj`` driver that never lets HDF5 see a failed write.
+
+    HDF5 2.0 crashes the process (segmentation fault at the next close or at exit) once one of
+    its own writes has failed, e.g. on a full disk.  Here a failed write is recorded in
+    :attr:`error` and its bytes are kept in memory, so HDF5 stays consistent and can be
+    closed; the writer then checks :attr:`error` and raises a clean OSError.
+    """
+
+    def __init__(self, path) -> None:
+        self.raw = open(path, "w+b", buffering=0)
+        self.pos = 0
+        self.error: OSError | None = None
+        self.overlay: list[tuple[int, bytes]] = []      # writes after the first failure
+        self.size = 0
+
+    def _raw_write(self, data) -> None:
+        """Write all of ``data`` at the raw file's position (raises OSError)."""
+        view = memoryview(data).cast("B")
+        while view:
+            n = self.raw.write(view)
+            if not n:
+                raise OSError(errno.EIO, "short write")
+            view = view[n:]
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if self.error is None:
+            try:
+                self.raw.seek(self.pos)
+                self._raw_write(data)
+            except OSError as exc:
+                self.error = exc
+        if self.error is not None:
+            self.overlay.append((self.pos, data))
+        self.pos += len(data)
+        self.size = max(self.size, self.pos)
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = max(0, self.size - self.pos)
+        self.raw.seek(self.pos)
+        buf = bytearray(self.raw.read(n) or b"")
+        if self.overlay:
+            buf.extend(bytes(max(0, min(n, self.size - self.pos) - len(buf))))
+            for off, data in self.overlay:
+                lo, hi = max(off, self.pos), min(off + len(data), self.pos + len(buf))
+                if lo < hi:
+                    buf[lo - self.pos:hi - self.pos] = data[lo - off:hi - off]
+        self.pos += len(buf)
+        return bytes(buf)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.size}[whence]
+        self.pos = base + offset
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self.pos if size is None else size
+        if self.error is None:
+            try:
+                self.raw.truncate(size)
+            except OSError as exc:
+                self.error = exc
+        self.size = size
+        return size
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 class TraceWriter:
     """Buffers recorded cycles and appends them to chunked, compressed datasets.
 
     The file appears at ``path`` only on :meth:`close`; :meth:`abort` leaves ``path`` as it
-    was.  ``inputs``: files the caller reads, which the trace must not overwrite.
+    was.  ``inputs``: files the caller reads, which the trace must not overwrite.  ``path``
+    may be a temporary of the caller's ``AtomicOutputs`` (then the caller renames it, and
+    errors name its target).  A failed write (full disk, file size limit) raises an OSError
+    naming the target, and leaves nothing behind.
     """
 
     def __init__(self, path, macro, prep, *, inputs: Iterable = ()) -> None:
-        self.files = AtomicOutputs(path, names=["trace"], inputs=inputs)
-        self.path: Path = self.files.targets[0]
-        self.tmp: Path = self.files.temporary(self.path)
+        target = temporary_target(path)
+        if target is not None:                      # the caller's temporary: write it directly
+            self.files = None
+            self.tmp: Path = Path(path)
+            self.path: Path = target
+        else:
+            self.files = AtomicOutputs(path, names=["trace"], inputs=inputs)
+            self.path = self.files.targets[0]
+            self.tmp = self.files.temporary(self.path)
         c, plan = macro.config, prep.plan
         self.rows = min(plan.inner, c.rows)
         self.cols = min(plan.outputs_per_tile, plan.outputs) * plan.weight_planes
@@ -100,7 +242,18 @@ class TraceWriter:
         self.adc_bits = c.adc_bits
         self.buffer = []
         self.count = 0
-        self.file = h5py.File(self.tmp, "w")
+        self.guard = None
+        self.file = None
+        try:
+            self.guard = GuardedFile(self.tmp)
+            self.file = h5py.File(self.guard, "w")
+            self._create(c, prep, plan)
+            self._check_written()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, c, prep, plan) -> None:
         f = self.file
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["imcsim_version"] = imcsim.__version__
@@ -121,19 +274,7 @@ class TraceWriter:
         f.attrs["out_frac_bits"] = c.nmc.out_frac_bits
         g = f.create_group("cycles")
         packed = -(-self.rows // 8)
-        self.spec = {
-            "tile_row": ((), np.int32), "tile_col": ((), np.int32), "vector": ((), np.int64),
-            "plane": ((), np.int32), "cycle": ((), np.int64),
-            "row_input": ((packed,), np.uint8), "row_mask": ((packed,), np.uint8),
-            "active_rows": ((), np.int32), "full_scale": ((), np.int32),
-            "n_columns": ((), np.int32),
-            "column_count": ((self.cols,), np.int32), "column_value": ((self.cols,), np.int64),
-            "sar_trial": ((self.cols, self.adc_bits), np.uint16),
-            "sar_decision": ((self.cols, self.adc_bits), np.uint8),
-            "code": ((self.cols,), np.uint16),
-            "nmc_acc": ((self.outputs, self.kw), np.int64),
-            "output_index": ((self.outputs,), np.int32),
-        }
+        self.spec = cycle_dataset_spec(packed, self.cols, self.adc_bits, self.outputs, self.kw)
         for name, (shape, dtype) in self.spec.items():
             chunk_rows = max(1, min(_FLUSH_EVERY, (1 << 20) // max(1, int(np.prod(shape or (1,)))
                                                                    * np.dtype(dtype).itemsize)))
@@ -141,6 +282,15 @@ class TraceWriter:
                              chunks=(chunk_rows,) + shape, compression="gzip",
                              compression_opts=4, shuffle=True)
         g["column_value"].attrs["unit"] = f"rows * 2**-{ANALOG_FRAC_BITS}"
+
+    def _check_written(self) -> None:
+        """Raise the first failed write as an OSError naming the target."""
+        exc = None if self.guard is None else self.guard.error
+        if exc is not None:
+            err = OSError(f"trace: cannot write {self.path}: "
+                          f"{exc.strerror or first_message(exc)}")
+            err.errno = exc.errno
+            raise err
 
     def add_cycle(self, **rec: Any) -> None:
         """Record one array cycle (fields: see docs/trace-format.md)."""
@@ -179,10 +329,17 @@ class TraceWriter:
             ds[self.count:] = data
         self.count += n
         self.buffer = []
+        self._check_written()
 
     def close(self, result) -> Path:
-        """Write the MVM's result and events, and move the file to its path."""
+        """Write the MVM's result and events, and move the file to its path.
+
+        A selection that recorded no cycle is refused (ValueError): the trace would be empty.
+        """
         self.flush()
+        if not self.count:
+            raise ValueError(f"trace: the selection recorded no cycle of this MVM; "
+                             f"{self.path} was not written")
         f = self.file
         r = f.create_group("result")
         r["y_int"] = result.y_int
@@ -193,16 +350,143 @@ class TraceWriter:
         for name, arr in result.events.per_tile.items():
             e[name] = arr
         f.attrs["n_cycles"] = self.count
+        self.file = None
         f.close()
-        self.files.commit()
+        self.guard.close()
+        self._check_written()
+        if self.files is not None:
+            self.files.commit()
         return self.path
 
     def abort(self) -> None:
         """Close and delete the unfinished file; ``path`` stays as it was."""
         try:
-            self.file.close()
+            if self.file is not None:
+                f, self.file = self.file, None
+                try:
+                    f.close()
+                except Exception:           # already failing; the file is deleted below
+                    pass
+            if self.guard is not None:
+                self.guard.close()
         finally:
-            self.files.abort()
+            if self.files is not None:
+                self.files.abort()
+            else:
+                try:
+                    self.tmp.unlink()
+                except FileNotFoundError:
+                    pass
+
+
+def cycle_dataset_spec(packed: int, cols: int, adc_bits: int, outputs: int,
+                       kw: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """{dataset: (shape of one row, dtype)} of /cycles (docs/trace-format.md)."""
+    return {
+        "tile_row": ((), np.int32), "tile_col": ((), np.int32), "vector": ((), np.int64),
+        "plane": ((), np.int32), "cycle": ((), np.int64),
+        "row_input": ((packed,), np.uint8), "row_mask": ((packed,), np.uint8),
+        "active_rows": ((), np.int32), "full_scale": ((), np.int32),
+        "n_columns": ((), np.int32),
+        "column_count": ((cols,), np.int32), "column_value": ((cols,), np.int64),
+        "sar_trial": ((cols, adc_bits), np.uint16),
+        "sar_decision": ((cols, adc_bits), np.uint8),
+        "code": ((cols,), np.uint16),
+        "nmc_acc": ((outputs, kw), np.int64),
+        "output_index": ((outputs,), np.int32),
+    }
+
+
+def first_message(exc: BaseException) -> str:
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def validate_trace(f: h5py.File, path) -> None:
+    """Check every attribute and dataset a trace reader uses (ValueError naming the file and
+    the attribute or dataset), so a damaged trace fails in one line, not in a KeyError later."""
+    a = f.attrs
+
+    def attr(name, kind):
+        if name not in a:
+            raise ValueError(f"{path}: attribute {name} is missing")
+        value = a[name]
+        try:
+            if kind == "json":
+                out = json.loads(value if isinstance(value, str) else bytes(value).decode())
+                if not isinstance(out, dict):
+                    raise ValueError
+                return out
+            if kind == "str":
+                return str(value if not isinstance(value, bytes) else value.decode())
+            if kind == "float":
+                return float(np.asarray(value).reshape(()))
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "iu":
+                raise ValueError
+            if kind == "int":
+                return int(arr.reshape(()))
+            if arr.shape != (kind,) or (arr < 0).any():
+                raise ValueError
+            return [int(v) for v in arr]
+        except (ValueError, TypeError, UnicodeDecodeError):
+            what = {"json": "a JSON object", "str": "a string", "float": "a number",
+                    "int": "an integer"}.get(kind, f"{kind} non-negative integers")
+            raise ValueError(f"{path}: attribute {name} must be {what}, got "
+                             f"{str(value)[:40]!r}") from None
+
+    cfg = attr("config_json", "json")
+    for key in ("rows", "columns", "adc_bits"):
+        if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+            raise ValueError(f"{path}: attribute config_json has no valid {key!r}")
+    if "mode" not in attr("vref_json", "json"):
+        raise ValueError(f"{path}: attribute vref_json has no 'mode'")
+    for name in ("schema_version", "imcsim_version", "x_format", "w_format"):
+        attr(name, "str")
+    for name in ("seed", "n_planes", "analog_frac_bits"):
+        attr(name, "int")
+    attr("volts_per_row", "float")
+    _, m, _ = attr("shape_bmn", 3)
+    attr("tiles", 2)
+    g = f["cycles"]
+    if not isinstance(g, h5py.Group):
+        raise ValueError(f"{path}: /cycles is not a group")
+    shapes = {}
+    for name in CYCLE_DATASETS:
+        ds = g.get(name)
+        if not isinstance(ds, h5py.Dataset):
+            raise ValueError(f"{path}: dataset /cycles/{name} is missing")
+        if ds.dtype.kind not in "iu" or ds.ndim != CYCLE_DATASETS[name]:
+            raise ValueError(f"{path}: dataset /cycles/{name} must be an integer array "
+                             f"with {CYCLE_DATASETS[name]} dimensions, got {ds.dtype} "
+                             f"{ds.shape}")
+        shapes[name] = ds.shape
+    n = shapes["cycle"][0]
+    rows = min(m, cfg["rows"])
+    packed = shapes["row_input"][1]
+    cols, nb = shapes["sar_trial"][1:]
+    outs, kw = shapes["nmc_acc"][1:]
+    expect = cycle_dataset_spec(packed, cols, nb, outs, kw)
+    for name, (shape, _) in expect.items():
+        if shapes[name] != (n,) + shape:
+            raise ValueError(f"{path}: dataset /cycles/{name} has shape {shapes[name]}, "
+                             f"expected {(n,) + shape}")
+    if packed * 8 < rows:
+        raise ValueError(f"{path}: dataset /cycles/row_input holds {packed * 8} rows, the "
+                         f"MVM uses {rows}")
+    if n:
+        used = g["n_columns"][()]
+        if used.min() < 0 or used.max() > cols:
+            raise ValueError(f"{path}: dataset /cycles/n_columns must lie in [0, {cols}]")
+    for group in ("events", "result"):
+        if group in f:
+            if not isinstance(f[group], h5py.Group):
+                raise ValueError(f"{path}: /{group} is not a group")
+            for name, ds in f[group].items():
+                if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in "iuf":
+                    raise ValueError(f"{path}: /{group}/{name} is not a numeric dataset")
 
 
 class TraceFile:
@@ -214,12 +498,24 @@ class TraceFile:
             raise ValueError(f"{path}: no such trace file")
         try:
             self.file = h5py.File(path, "r")
-        except OSError as exc:
-            raise ValueError(f"{path}: not an HDF5 trace ({exc})") from None
-        if self.file.attrs.get("schema_version") is None or "cycles" not in self.file:
-            self.file.close()
-            raise ValueError(f"{path}: not an imcsim trace (no schema_version or /cycles)")
+        except Exception as exc:                  # OSError, and whatever a damaged file raises
+            raise ValueError(f"{path}: not an HDF5 trace ({first_message(exc)})") from None
         self.path: Path = path
+        try:
+            if self.file.attrs.get("schema_version") is None or "cycles" not in self.file:
+                raise ValueError(f"{path}: not an imcsim trace (no schema_version or /cycles)")
+            self._validate()
+        except BaseException as exc:
+            self.file.close()
+            if isinstance(exc, ValueError):
+                raise
+            if isinstance(exc, Exception):
+                raise ValueError(f"{path}: unreadable trace ({type(exc).__name__}: "
+                                 f"{first_message(exc)})") from None
+            raise
+
+    def _validate(self) -> None:
+        validate_trace(self.file, self.path)
 
     def __enter__(self) -> TraceFile:
         return self

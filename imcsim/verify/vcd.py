@@ -104,6 +104,53 @@ def write_trace_vcd(trace, path, max_columns: int | None = None, *, name: str = 
     return outputs.targets[0]
 
 
+def _parse_line(raw: str, in_defs: bool, time: int, scope: list, ident_names: dict,
+                changes: dict) -> tuple[bool, int, list]:
+    """One VCD line: updates ``ident_names`` / ``changes``; returns (in_defs, time, scope).
+    Raises ValueError (or IndexError) for a line it cannot read."""
+    line = raw.strip()
+    if not line:
+        return in_defs, time, scope
+    if in_defs:
+        parts = line.split()
+        if parts[0] == "$scope" and len(parts) >= 3:
+            scope = scope + [parts[2]]
+        elif parts[0] == "$upscope":
+            scope = scope[:-1]
+        elif parts[0] == "$var" and len(parts) >= 5:
+            full = ".".join(scope + [parts[4]])
+            ident_names.setdefault(parts[3], []).append(full)
+            changes[full] = []
+        elif parts[0] == "$enddefinitions":
+            in_defs = False
+        return in_defs, time, scope
+    if line[0] == "#":
+        new_time = int(line[1:])
+        if new_time < time:
+            raise ValueError("time goes backwards")
+        return in_defs, new_time, scope
+    if line[0] in "bBrR":
+        text, ident = line[1:].split()
+        if line[0] in "rR":
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("not a finite real")
+        else:
+            value = -1 if any(ch in "xXzZ" for ch in text) else int(text, 2)
+    elif line[0] in "01xXzZ":
+        ident = line[1:]
+        value = int(line[0]) if line[0] in "01" else -1
+    elif line.startswith("$"):
+        return in_defs, time, scope
+    else:
+        raise ValueError("unknown line")
+    if ident not in ident_names:
+        raise ValueError(f"value change for undeclared identifier {ident!r}")
+    for name in ident_names[ident]:
+        changes[name].append((time, value))
+    return in_defs, time, scope
+
+
 def read_vcd(path) -> dict[str, list[tuple[int, Any]]]:
     """Parse a VCD into ``{signal: [(time, value), ...]}``.
 
@@ -120,44 +167,19 @@ def read_vcd(path) -> dict[str, list[tuple[int, Any]]]:
     scope: list[str] = []
     time = 0
     in_defs = True
-    with open(path) as fh:
-        for raw in fh:
-            line = raw.strip()
-            if not line:
-                continue
-            if in_defs:
-                parts = line.split()
-                if parts[0] == "$scope" and len(parts) >= 3:
-                    scope.append(parts[2])
-                elif parts[0] == "$upscope":
-                    scope = scope[:-1]
-                elif parts[0] == "$var" and len(parts) >= 5:
-                    full = ".".join(scope + [parts[4]])
-                    ident_names.setdefault(parts[3], []).append(full)
-                    changes[full] = []
-                elif parts[0] == "$enddefinitions":
-                    in_defs = False
-                continue
-            if line[0] == "#":
-                time = int(line[1:])
-                continue
-            if line[0] in "bBrR":
-                text, ident = line[1:].split()
-                if line[0] in "rR":
-                    value = float(text)
-                else:
-                    value = -1 if any(ch in "xXzZ" for ch in text) else int(text, 2)
-            elif line[0] in "01xXzZ":
-                ident = line[1:]
-                value = int(line[0]) if line[0] in "01" else -1
-            elif line.startswith("$"):
-                continue
-            else:
-                raise ValueError(f"{path}: cannot parse VCD line {line!r}")
-            if ident not in ident_names:
-                raise ValueError(f"{path}: value change for undeclared identifier {ident!r}")
-            for name in ident_names[ident]:
-                changes[name].append((time, value))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    in_defs, time, scope = _parse_line(raw, in_defs, time, scope, ident_names,
+                                                       changes)
+                except (ValueError, IndexError, KeyError) as exc:
+                    why = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise ValueError(f"{path}: line {number}: cannot parse VCD line "
+                                     f"{raw.strip()[:60]!r}" + (f" ({why})" if why else "")
+                                     ) from None
+    except UnicodeError as exc:
+        raise ValueError(f"{path}: not a text VCD file ({exc.reason})") from None
     leaves: dict[str, list[str]] = {}
     for full in changes:
         leaves.setdefault(full.rsplit(".", 1)[-1], []).append(full)
