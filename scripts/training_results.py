@@ -1,6 +1,7 @@
-"""Reproduce the training comparison of issue 3 on scikit-learn's digits; writes docs/results.md.
+"""Write docs/results.md from the digits training sweep (the comparison of issue 3).
 
-Configurations (small CNN, same epochs, mean and std over seeds):
+The runs are a sweep file, scripts/digits_results.sweep.json (small CNN, same epochs, seeds
+0 1 2):
   (a)  FP32 baseline;
   (b)  all three MVMs on IMC, variable Vref;
   (c)  forward and backward on IMC, dual Vref 0.8 V / 0.089 V (F = 2304 / 255 rows),
@@ -9,41 +10,21 @@ Configurations (small CNN, same epochs, mean and std over seeds):
   (d)  Banner et al. 8-bit integer training, forward and backward on IMC under the 8-bit ADC
        at full scale 2304, weight update FP32 (the paper's Fig. 3 foil);
   (d0) the same 8-bit scheme with exact MVMs (no ADC), to separate scheme from ADC.
-Run:  python scripts/training_results.py [--epochs 8] [--seeds 0 1 2] [--out runs/results]
+Run them as Dask tasks (resumable: finished runs are skipped), then write the table:
+  imcsim sweep scripts/digits_results.sweep.json [--set epochs=8] [--set device=cuda]
+  python scripts/training_results.py [--out runs/results] [--doc docs/results.md]
 """
 import argparse
 import json
-import time
+import shlex
 from pathlib import Path
 
 import numpy as np
 
-from imcsim.training.engine import TrainConfig, Trainer
+from imcsim.atomic import write_text_atomic
+from imcsim.sweep import read_table
 
-IMC3 = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
-FWD_BWD = (("forward", "imc"), ("backward", "imc"), ("update", "exact"))
-FWD_BWD_FP32_UPD = (("forward", "imc"), ("backward", "imc"), ("update", "fp32"))
-FP32 = (("forward", "fp32"), ("backward", "fp32"), ("update", "fp32"))
-EXACT_FWD_BWD = (("forward", "exact"), ("backward", "exact"), ("update", "fp32"))
-
-
-def vref(fwd, bwd, upd="variable"):
-    return (("forward", fwd), ("backward", bwd), ("update", upd))
-
-
-CONFIGS = {
-    "a": ("FP32", dict(backends=FP32)),
-    "b": ("all three MVMs on IMC, variable Vref", dict(backends=IMC3)),
-    "c": ("forward + backward on IMC, dual Vref 0.8 V / 0.089 V",
-          dict(backends=FWD_BWD, vref=vref("dual:255:2304", "dual:255:2304"))),
-    "c'": ("forward + backward on IMC, dual Vref 0.2 V / 0.089 V",
-           dict(backends=FWD_BWD, vref=vref("dual:255:576", "dual:255:576"))),
-    "d": ("8-bit integer (Banner), fwd + bwd on IMC, fixed F = 2304",
-          dict(backends=FWD_BWD_FP32_UPD, scheme="int8", vref=vref("fixed:2304", "fixed:2304"))),
-    "d0": ("8-bit integer (Banner), exact MVMs (no ADC)",
-           dict(backends=EXACT_FWD_BWD, scheme="int8")),
-}
-
+SPEC = "scripts/digits_results.sweep.json"
 
 ANALYSIS = [
     "## What the numbers say, and why they differ from the paper where they do",
@@ -72,76 +53,76 @@ ANALYSIS = [
 ]
 
 
-def previous_run(run_dir, cfg, epochs):
-    """The history of a finished run with the same configuration in run_dir, else None."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    doc = json.loads(path.read_text())
-    doc["config"].setdefault("device", "cpu")          # runs from before TrainConfig.device
-    if doc["config"] != json.loads(cfg.to_json()) or len(doc["history"]) != epochs:
-        return None
-    return doc["history"]
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--out", default="runs/results")
-    ap.add_argument("--doc", default="docs/results.md")
-    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                    help="cuda: train on the GPU (see docs/training.md, 'CPU and GPU')")
-    args = ap.parse_args()
+def group_runs(table):
+    """{config: (label, [records in seed order])} in the sweep's order; failed runs dropped."""
     rows = {}
-    for key, (label, kw) in CONFIGS.items():
-        accs, times, extra = [], [], []
-        for seed in args.seeds:
-            cfg = TrainConfig(model="small-cnn", epochs=args.epochs, batch_size=64, lr=0.05,
-                              seed=seed, device=args.device, **kw)
-            run_dir = Path(args.out) / f"{key}-seed{seed}"
-            hist = previous_run(run_dir, cfg, args.epochs)
-            if hist is None:
-                t0 = time.perf_counter()
-                hist = Trainer(cfg, run_dir, progress=False).run()
-                times.append(time.perf_counter() - t0)
-            else:
-                times.append(sum(h["seconds"] for h in hist))
-            accs.append(hist[-1]["test_acc"])
-            extra.append(hist)
-            print(f"({key}) seed {seed}: test accuracy {accs[-1]:.4f} ({times[-1]:.0f} s)",
-                  flush=True)
-        rows[key] = (label, accs, times, extra)
-    write_doc(args, rows)
+    for rec in table["runs"]:
+        label, recs = rows.setdefault(rec["config"], (rec["label"], []))
+        if rec["status"] == "ok":
+            recs.append(rec)
+        else:
+            print(f"({rec['config']}) {rec['name']} failed: {rec['error']}")
+    return rows
 
 
-def write_doc(args, rows):
+def history(out, rec):
+    """The per-epoch metrics of one run (its folder's metrics.json)."""
+    return json.loads((Path(out) / rec["name"] / "metrics.json").read_text())["history"]
+
+
+def write_doc(out, doc_path):
+    table = read_table(out)
+    rows = group_runs(table)
+    first = table["runs"][0]["params"]
+    seeds = sorted({rec["grid"]["seed"] for rec in table["runs"]})
+    epochs = first["epochs"]
+    sets = f" --set epochs={epochs}" if epochs != 8 else ""
     lines = ["# Training results on digits (issue 3)", "",
              f"Small CNN (16C-32C-MP-64C-MP-128FC-10FC, first and last layer FP32), scikit-learn "
-             f"digits (1437 train / 360 test, 8x8), {args.epochs} epochs, batch 64, SGD momentum "
-             f"0.9, lr 0.05 cosine, weight decay 5e-4; seeds {args.seeds}.",
-             "Reproduce: `python scripts/training_results.py --epochs "
-             f"{args.epochs} --seeds {' '.join(map(str, args.seeds))}`.", "",
-             "| config | MVM mapping | test accuracy (mean +/- std) | per seed | training seconds / run |",
+             f"digits (1437 train / 360 test, 8x8), {epochs} epochs, batch "
+             f"{first['batch_size']}, SGD momentum {first['momentum']}, lr {first['lr']} "
+             f"{first['schedule']}, weight decay {first['weight_decay']}; seeds {seeds}.",
+             f"Reproduce: `imcsim sweep {SPEC}{sets}` (Dask, one worker per core; "
+             f"docs/cluster.md), then `python scripts/training_results.py"
+             f"{' --out ' + shlex.quote(str(out)) if str(out) != 'runs/results' else ''}`.", "",
+             "| config | MVM mapping | test accuracy (mean +/- std) | per seed | "
+             "training seconds / run |",
              "|---|---|---|---|---|"]
-    for key, (label, accs, times, _) in rows.items():
+    for key, (label, recs) in rows.items():
+        if not recs:
+            lines.append(f"| ({key}) | {label} | failed | - | - |")
+            continue
+        accs = [r["result"]["test_acc"] for r in recs]
+        times = [r["result"]["train_seconds"] for r in recs]
         lines.append(f"| ({key}) | {label} | {100 * np.mean(accs):.2f} % +/- "
                      f"{100 * np.std(accs):.2f} | {', '.join(f'{100 * a:.1f}' for a in accs)} | "
                      f"{np.mean(times):.0f} |")
     lines += ["", "## Emulator statistics (last epoch, seed of the first run)", ""]
-    for key, (_label, _, _, hists) in rows.items():
-        last = hists[0][-1]
+    for key, (_label, recs) in rows.items():
+        if not recs:
+            continue
+        last = recs[0]["result"]
         stats = {k: v for k, v in last.items() if any(s in k for s in ("share", "clip", "plane"))}
         if stats:
             lines.append(f"- ({key}) {json.dumps(stats)}")
-    c_hist = rows.get("c", (None, None, None, [[]]))[3][0]
-    share = [round(h.get("backward_high_vref_share", 0.0), 4) for h in c_hist]
-    fshare = [round(h.get("forward_high_vref_share", 0.0), 4) for h in c_hist]
-    lines += ["", f"(c) high-Vref share per epoch, backward (Fig. 8b): {share}; "
-              f"forward: {fshare}", ""]
+    if rows.get("c", (None, []))[1]:
+        c_hist = history(out, rows["c"][1][0])
+        share = [round(h.get("backward_high_vref_share", 0.0), 4) for h in c_hist]
+        fshare = [round(h.get("forward_high_vref_share", 0.0), 4) for h in c_hist]
+        lines += ["", f"(c) high-Vref share per epoch, backward (Fig. 8b): {share}; "
+                  f"forward: {fshare}", ""]
     lines += ANALYSIS
-    Path(args.doc).write_text("\n".join(lines) + "\n")
+    write_text_atomic(doc_path, "\n".join(lines) + "\n", "--doc")
     print("\n".join(lines))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/results",
+                    help="The sweep's output folder (its results.json and run folders).")
+    ap.add_argument("--doc", default="docs/results.md")
+    args = ap.parse_args()
+    write_doc(args.out, args.doc)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Click command objects; ``imcsim.cli`` registers them on the main group.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -21,7 +22,30 @@ from imcsim.cli.common import (
     operand_options,
     preset_file,
 )
+from imcsim.cli.sweep import scheduler_option
 from imcsim.formats import parse_format
+
+
+def shard_options(what: str):
+    """``--shards N`` and ``--scheduler ADDRESS``: split ``what`` into N Dask tasks."""
+    def decorate(fn):
+        fn = scheduler_option(fn)
+        return click.option("--shards", default=1, show_default=True,
+                            type=click.IntRange(min=1),
+                            help=f"Split {what} into N Dask tasks (needs the 'dask' extra); "
+                                 "the outputs equal an unsharded run's.")(fn)
+    return decorate
+
+
+def sharded(shards: int, scheduler: str | None, feature: str):
+    """A Dask client for ``shards`` > 1 (LocalCluster of min(N, cores) workers or
+    ``scheduler``), else None."""
+    if shards == 1:
+        if scheduler:
+            raise ValueError("--scheduler: needs --shards N with N > 1")
+        return contextlib.nullcontext()
+    from imcsim.sweep import available_cores, dask_client
+    return dask_client(scheduler, min(shards, available_cores()), feature=feature)
 
 
 @click.command("vectors")
@@ -40,9 +64,10 @@ from imcsim.formats import parse_format
               help="Seed of the random operands and of the dynamic noise.")
 @click.option("--force", is_flag=True, help="Replace an existing vectors folder.")
 @device_option
+@shard_options("the vector range")
 @cli_errors
 def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random, density,
-                    corners, seed, force, device, **kw):
+                    corners, seed, force, device, shards, scheduler, **kw):
     """Write stimulus and expected response of every array cycle to OUTDIR.
 
     OUTDIR gets vectors.h5, one $readmemh hex file per field and manifest.json
@@ -65,8 +90,15 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
         raise ValueError(f"--density: must lie in [0, 1], got {density}")
     ops = make_operands(config, xf, wf, inner=inner, outputs=outputs, n_random=n_random,
                         seed=seed, corners=corners, density=density, W=W, X=X)
-    man = write_vectors(outdir, config, ops.W, ops.X, xf, wf, seed=seed, labels=ops.labels,
-                        force=force, inputs=inputs, device=device)
+    with sharded(shards, scheduler, "--shards") as client:
+        if client is None:
+            man = write_vectors(outdir, config, ops.W, ops.X, xf, wf, seed=seed,
+                                labels=ops.labels, force=force, inputs=inputs, device=device)
+        else:
+            from imcsim.verify.shard import write_vectors_sharded
+            man = write_vectors_sharded(outdir, config, ops.W, ops.X, xf, wf, client=client,
+                                        shards=shards, seed=seed, labels=ops.labels,
+                                        force=force, inputs=inputs, device=device)
     g = man["geometry"]
     kinds = {}
     for lab in ops.labels:
@@ -98,8 +130,10 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
               help="Mismatches to print.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the report as JSON.")
+@shard_options("EXPECTED's array cycles")
 @cli_errors
-def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_report, json_path):
+def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_report, json_path,
+                  shards, scheduler):
     """Compare ACTUAL (RTL or silicon dump) with EXPECTED (vectors or trace).
 
     Exit status: 0 all compared values match, 1 mismatches, 2 unusable input.
@@ -112,8 +146,15 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
         if Path(folder).is_dir():
             inputs += [p for p in Path(folder).iterdir() if p.is_file()]
     outputs = AtomicOutputs(json_path, names=["--json"], inputs=inputs)
-    report = check_files(expected, actual, fmt=fmt, signal_map=smap, tolerance=tolerance,
-                         signals=wanted)
+    with sharded(shards, scheduler, "--shards") as client:
+        if client is None:
+            report = check_files(expected, actual, fmt=fmt, signal_map=smap,
+                                 tolerance=tolerance, signals=wanted)
+        else:
+            from imcsim.verify.shard import check_files_sharded
+            report = check_files_sharded(expected, actual, client=client, shards=shards,
+                                         fmt=fmt, signal_map=smap, tolerance=tolerance,
+                                         signals=wanted)
     with outputs:
         if json_path:
             outputs.temporary(json_path).write_text(

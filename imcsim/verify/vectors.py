@@ -253,10 +253,15 @@ def _write_hex(path: Path, words: list[int], word_bits: int, comment: str) -> in
 
 
 # --- the vectors folder ---------------------------------------------------------------------
-def run_golden(config, W, X, x_format, w_format, *, seed: int = 0,
-               vref=None) -> tuple[GoldenModel, list[dict[str, Any]]]:
-    """Run the golden model over every vector; returns (golden, records)."""
-    golden = GoldenModel(config, W, w_format, x_format, seed=seed, vref=vref)
+def run_golden(config, W, X, x_format, w_format, *, seed: int = 0, vref=None,
+               vector_offset: int = 0) -> tuple[GoldenModel, list[dict[str, Any]]]:
+    """Run the golden model over every vector; returns (golden, records).
+
+    ``vector_offset`` is the global index of X's first vector (the noise is keyed by it), for
+    a shard of a larger X (``imcsim.verify.shard``).
+    """
+    golden = GoldenModel(config, W, w_format, x_format, seed=seed, vref=vref,
+                         vector_offset=vector_offset)
     golden.load_vectors(X)
     return golden, golden.run()
 
@@ -391,12 +396,15 @@ def hex_layout(golden: GoldenModel, tab: dict[str, np.ndarray]) -> list[tuple]:
     return files
 
 
-def cross_check_device(golden, X, W, x_format, w_format, seed, vref, device: str) -> None:
-    """Run the fast path on ``device``; RuntimeError unless it equals the golden outputs."""
+def cross_check_device(golden, X, W, x_format, w_format, seed, vref, device: str,
+                       expected: np.ndarray | None = None) -> None:
+    """Run the fast path on ``device``; RuntimeError unless it equals the golden outputs
+    (``expected`` y_int, default the golden model's)."""
     from imcsim.macro import Macro
     fast = Macro(golden.config, device=device).mvm(np.asarray(X), np.asarray(W), x_format,
                                                     w_format, seed=seed, vref=vref)
-    expected = golden.expected_outputs()["y_int"]
+    if expected is None:
+        expected = golden.expected_outputs()["y_int"]
     got = np.asarray(fast.y_int if not hasattr(fast.y_int, "get") else fast.y_int.get())
     if not np.array_equal(got, expected):
         bad = np.argwhere(got != expected)[0]
@@ -406,35 +414,33 @@ def cross_check_device(golden, X, W, x_format, w_format, seed, vref, device: str
 
 def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vref=None,
                   labels: Iterable[str] | None = None, force: bool = False,
-                  inputs: Iterable = (), device: str = "cpu") -> dict[str, Any]:
+                  inputs: Iterable = (), device: str = "cpu",
+                  table: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+                  ) -> dict[str, Any]:
     """Run the golden model and write the vectors folder; returns the manifest.
 
     ``device`` "cuda" also runs the fast path on the GPU and refuses to write anything unless
     its outputs equal the golden model's bit for bit (the manifest records the check).
+
+    ``table``: (``cycle_table`` of all of X, y_int (B, N)) computed elsewhere -- merged from
+    shards of the vector range by ``imcsim.verify.shard`` -- instead of running the golden
+    model here.
 
     The folder is created if missing.  A folder that is not empty is replaced only with
     ``force`` and only if it is a vectors folder (has a manifest.json).  Every file is written
     all-or-nothing; ``inputs`` are files the caller read, which must not be overwritten.
     """
     outdir = Path(outdir)
-    if outdir.exists():
-        if not outdir.is_dir():
-            raise ValueError(f"{outdir}: exists and is not a folder")
-        if any(outdir.iterdir()):
-            if not force:
-                raise ValueError(f"{outdir}: folder exists and is not empty (use --force to "
-                                 "replace a vectors folder)")
-            if not (outdir / MANIFEST_NAME).is_file():
-                raise ValueError(f"{outdir}: not a vectors folder (no {MANIFEST_NAME}); "
-                                 "refusing to replace it")
-    parent = outdir.parent if str(outdir.parent) else Path(".")
-    if not parent.is_dir():
-        raise ValueError(f"{outdir}: folder {parent} does not exist")
+    check_vectors_folder(outdir, force)
     inputs = [p for p in inputs if p is not None]
-    golden, records = run_golden(config, W, X, x_format, w_format, seed=seed, vref=vref)
+    if table is None:
+        golden, records = run_golden(config, W, X, x_format, w_format, seed=seed, vref=vref)
+        tab, y_int = cycle_table(golden, records), golden.expected_outputs()["y_int"]
+    else:
+        golden = GoldenModel(config, W, w_format, x_format, seed=seed, vref=vref)
+        tab, y_int = table
     if device != "cpu":
-        cross_check_device(golden, X, W, x_format, w_format, seed, vref, device)
-    tab = cycle_table(golden, records)
+        cross_check_device(golden, X, W, x_format, w_format, seed, vref, device, y_int)
     c, plan = golden.config, golden.plan
     B = np.asarray(X).shape[0]
     labels = list(labels) if labels is not None else ["given"] * B
@@ -454,7 +460,7 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     try:
         outputs = AtomicOutputs(*(outdir / f for f in names), names=names, inputs=inputs)
         with outputs:
-            manifest = _write_folder(outputs, outdir, golden, tab, layout, records, labels,
+            manifest = _write_folder(outputs, outdir, golden, tab, y_int, layout, labels,
                                      seed, vref_json, geometry, X, W)
     except BaseException:
         if created:
@@ -466,13 +472,32 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     return manifest
 
 
-def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab, layout,
-                  records, labels, seed, vref_json, geometry, X, W) -> dict[str, Any]:
+def check_vectors_folder(outdir, force: bool = False) -> None:
+    """ValueError unless ``outdir`` may receive a vectors folder (``write_vectors``'s rule:
+    missing or empty, or with ``force`` an existing vectors folder; its parent must exist)."""
+    outdir = Path(outdir)
+    if outdir.exists():
+        if not outdir.is_dir():
+            raise ValueError(f"{outdir}: exists and is not a folder")
+        if any(outdir.iterdir()):
+            if not force:
+                raise ValueError(f"{outdir}: folder exists and is not empty (use --force to "
+                                 "replace a vectors folder)")
+            if not (outdir / MANIFEST_NAME).is_file():
+                raise ValueError(f"{outdir}: not a vectors folder (no {MANIFEST_NAME}); "
+                                 "refusing to replace it")
+    parent = outdir.parent if str(outdir.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"{outdir}: folder {parent} does not exist")
+
+
+def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab, y_int, layout,
+                  labels, seed, vref_json, geometry, X, W) -> dict[str, Any]:
     """Write every file of a vectors folder to its temporary name; returns the manifest."""
     c, plan = golden.config, golden.plan
     R, C = geometry["rows_R"], geometry["columns_C"]
     manifest_files = []
-    n = len(records)
+    n = len(tab["cycle"])
     for fname, direction, fields in layout:
         word_bits = sum(f["width"] * f["count"] for f, _ in fields)
         words = [0] * n
@@ -514,14 +539,16 @@ def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab
         "vectors": [{"index": i, "label": lab} for i, lab in enumerate(labels)],
         "hdf5": H5_NAME, "files": manifest_files,
     }
-    _write_h5(outputs.temporary(outdir / H5_NAME), golden, tab, manifest, np.asarray(X),
-              np.asarray(W))
+    _write_h5(outputs.temporary(outdir / H5_NAME), golden, tab, y_int, manifest,
+              np.asarray(X), np.asarray(W))
     outputs.temporary(outdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def _write_h5(path, golden, tab, manifest, X, W):
-    res = golden.expected_outputs()
+def _write_h5(path, golden, tab, y_int, manifest, X, W):
+    y_int = np.asarray(y_int, dtype=np.int64)
+    res = {"y_int": y_int,      # as GoldenModel.expected_outputs
+           "y": y_int.astype(np.float64) / float(1 << golden.config.nmc.out_frac_bits)}
     with h5py.File(path, "w") as f:
         f.attrs["format"] = VECTORS_FORMAT
         f.attrs["schema_version"] = VECTORS_VERSION
