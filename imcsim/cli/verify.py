@@ -63,19 +63,34 @@ def sharded(shards: int, scheduler: str | None, feature: str):
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the random operands and of the dynamic noise.")
 @click.option("--force", is_flag=True, help="Replace an existing vectors folder.")
+@click.option("--calibration", is_flag=True,
+              help="Write the calibration stimulus instead (docs/calibration.md): per column, "
+                   "code ramps at several full scales, repeated vectors and row patterns, one "
+                   "vectors folder per block plus calibration.json.")
 @device_option
 @shard_options("the vector range")
 @cli_errors
 def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random, density,
-                    corners, seed, force, device, shards, scheduler, **kw):
+                    corners, seed, force, calibration, device, shards, scheduler, **kw):
     """Write stimulus and expected response of every array cycle to OUTDIR.
 
     OUTDIR gets vectors.h5, one $readmemh hex file per field and manifest.json
-    (docs/golden-model.md), all-or-nothing.
+    (docs/golden-model.md), all-or-nothing.  With --calibration, the calibration stimulus
+    (one such folder per block) that `imcsim calibrate` fits a chip's codes to.
     """
     from imcsim.verify.vectors import make_operands, write_vectors
     inputs = [x_path, w_path, preset_file(kw)]
     config = macro_config_from_options(kw)
+    if calibration:
+        if w_path or x_path or shards != 1:
+            raise ValueError("--calibration: the stimulus is designed, not given (no --x, --w "
+                             "or --shards)")
+        from imcsim.calibration import write_calibration_vectors
+        stim = write_calibration_vectors(outdir, config, noise_seed=seed, force=force,
+                                         device=device)
+        click.echo(f"wrote calibration stimulus to {outdir}: {len(stim.blocks)} blocks "
+                   f"({', '.join(b.name for b in stim.blocks)})")
+        return
     xf, wf = parse_format(x_format), parse_format(w_format)
     if wf.kind != "binary":
         raise ValueError(f"--w-format: the stored operand must be binary:K, got {w_format}")
@@ -130,16 +145,37 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
               help="Mismatches to print.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the report as JSON.")
+@click.option("--statistical", is_flag=True,
+              help="Silicon: compare code-error distributions per column with a calibrated "
+                   "model (EXPECTED: chip.json from `imcsim calibrate`; ACTUAL: the chip's "
+                   "dumps of the calibration stimulus) instead of exact codes.")
 @shard_options("EXPECTED's array cycles")
 @cli_errors
 def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_report, json_path,
-                  shards, scheduler):
+                  statistical, shards, scheduler):
     """Compare ACTUAL (RTL or silicon dump) with EXPECTED (vectors or trace).
 
     Exit status: 0 all compared values match, 1 mismatches, 2 unusable input.
     """
     from imcsim.verify.check import check_files, parse_signal_map
     smap = parse_signal_map(signal_map)
+    if statistical:
+        if shards != 1 or tolerance is not None or signals:
+            raise ValueError("--statistical: compares distributions (no --shards, --tolerance "
+                             "or --signals)")
+        from imcsim.calibration import statistical_check_files
+        outputs = AtomicOutputs(json_path, names=["--json"], inputs=[expected])
+        report = statistical_check_files(expected, actual, fmt=fmt, signal_map=smap,
+                                         diagnose=True)
+        with outputs:
+            if json_path:
+                outputs.temporary(json_path).write_text(
+                    json.dumps(report.to_dict(), indent=2, default=json_default) + "\n")
+        click.echo(f"imcsim check --statistical: model {expected}, measured {actual}")
+        click.echo(report.format())
+        if not report.passed:
+            raise MismatchFound()
+        return
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
     inputs = [expected, actual] + [m for m in signal_map if "=" not in m]
     for folder in (expected, actual):
