@@ -112,12 +112,18 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+#: requests below this many bytes are never checked against the available memory
+ALWAYS_FITS_BYTES = 64 << 20
+
+
 def check_memory(name: str, needed: int, hint: str = "") -> None:
     """ValueError naming ``name`` when ``needed`` bytes exceed the memory available.
 
     The message gives both figures: ``X, W: needs about 6.1 GiB of memory, more than the
     3.2 GiB available``, then ``hint``.
     """
+    if needed < ALWAYS_FITS_BYTES:
+        return      # reading /proc on every small MVM would cost ~0.1 ms a call for nothing
     avail, what = available_memory()
     if avail is not None and needed > avail:
         raise ValueError(f"{name}: needs about {format_bytes(needed)} of memory, more than the "

@@ -412,6 +412,7 @@ def test_requests_that_cannot_fit_are_refused_with_the_figure_before_allocating(
     assert time.perf_counter() - t0 < 20
     assert not (tmp_path / "c.npy").exists()
     monkeypatch.setattr(checks, "available_memory", lambda: (1 << 20, "available"))
+    monkeypatch.setattr(checks, "ALWAYS_FITS_BYTES", 0)     # check even small requests here
     m = Macro(SMALL_CFG)
     X = np.zeros((4000, 40), dtype=np.int8)
     with pytest.raises(ValueError, match=r"^X, W: needs about .* MiB of memory, more than "
