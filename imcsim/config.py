@@ -29,7 +29,7 @@ class VrefMode(enum.Enum):
 
 
 class MvmKind(enum.Enum):
-    """The three training MVMs (HARDWARE.md section 3)."""
+    """The three training MVMs: forward, backward and weight update (Grimm & Verma Sec. III)."""
 
     FORWARD = "forward"
     BACKWARD = "backward"

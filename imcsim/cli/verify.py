@@ -159,44 +159,39 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
     """
     from imcsim.verify.check import check_files, parse_signal_map
     smap = parse_signal_map(signal_map)
-    if statistical:
-        if shards != 1 or tolerance is not None or signals:
-            raise ValueError("--statistical: compares distributions (no --shards, --tolerance "
-                             "or --signals)")
-        from imcsim.calibration import statistical_check_files
-        outputs = AtomicOutputs(json_path, names=["--json"], inputs=[expected])
-        report = statistical_check_files(expected, actual, fmt=fmt, signal_map=smap,
-                                         diagnose=True)
-        with outputs:
-            if json_path:
-                outputs.temporary(json_path).write_text(
-                    json.dumps(report.to_dict(), indent=2, default=json_default) + "\n")
-        click.echo(f"imcsim check --statistical: model {expected}, measured {actual}")
-        click.echo(report.format())
-        if not report.passed:
-            raise MismatchFound()
-        return
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
     inputs = [expected, actual] + [m for m in signal_map if "=" not in m]
     for folder in (expected, actual):
         if Path(folder).is_dir():
             inputs += [p for p in Path(folder).iterdir() if p.is_file()]
     outputs = AtomicOutputs(json_path, names=["--json"], inputs=inputs)
-    with sharded(shards, scheduler, "--shards") as client:
-        if client is None:
-            report = check_files(expected, actual, fmt=fmt, signal_map=smap,
-                                 tolerance=tolerance, signals=wanted)
-        else:
-            from imcsim.verify.shard import check_files_sharded
-            report = check_files_sharded(expected, actual, client=client, shards=shards,
-                                         fmt=fmt, signal_map=smap, tolerance=tolerance,
-                                         signals=wanted)
+    if statistical:
+        if shards != 1 or tolerance is not None or signals:
+            raise ValueError("--statistical: compares distributions (no --shards, --tolerance "
+                             "or --signals)")
+        from imcsim.calibration import statistical_check_files
+        report = statistical_check_files(expected, actual, fmt=fmt, signal_map=smap,
+                                         diagnose=True)
+        title, text = f"imcsim check --statistical: model {expected}, measured {actual}", \
+            report.format()
+    else:
+        with sharded(shards, scheduler, "--shards") as client:
+            if client is None:
+                report = check_files(expected, actual, fmt=fmt, signal_map=smap,
+                                     tolerance=tolerance, signals=wanted)
+            else:
+                from imcsim.verify.shard import check_files_sharded
+                report = check_files_sharded(expected, actual, client=client, shards=shards,
+                                             fmt=fmt, signal_map=smap, tolerance=tolerance,
+                                             signals=wanted)
+        title, text = f"imcsim check: expected {expected}, actual {actual}", \
+            report.format(max_report)
     with outputs:
         if json_path:
             outputs.temporary(json_path).write_text(
                 json.dumps(report.to_dict(), indent=2, default=json_default) + "\n")
-    click.echo(f"imcsim check: expected {expected}, actual {actual}")
-    click.echo(report.format(max_report))
+    click.echo(title)
+    click.echo(text)
     if not report.passed:
         raise MismatchFound()
 

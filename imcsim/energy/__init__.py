@@ -9,7 +9,7 @@ The same counts are available in three ways:
   active rows, exactly what ``Macro.mvm`` / ``conv2d`` count (both call
   ``imcsim.events.tile_event_counts``);
 - analytically for a whole model: ``energy_report`` maps the three training MVMs of every layer
-  of VGG-lite (``imcsim.workloads``) onto the macro (HARDWARE.md section 3) and compares with a
+  of VGG-lite (``imcsim.workloads``) onto the macro (Grimm & Verma Sec. III; docs/hardware-model.md section 3) and compares with a
   GPU baseline (energy = 2 x MACs / ops-per-joule, the T4's 0.116 TOPS/W by default).
 
 Modules

@@ -212,7 +212,7 @@ def layer_event_counts(layer: LayerSpec, kind: str, batch: int, *,
                        config: MacroConfig | None = None, vref: VrefConfig | None = None,
                        density: float | None = None,
                        active_rows: np.ndarray | None = None) -> EventCounts:
-    """Event counts of one training MVM of a layer mapped onto the macro (HARDWARE.md sec. 3).
+    """Event counts of one training MVM of a layer mapped onto the macro (Grimm & Verma Sec. III).
 
     forward : weights stored (binary:5), activations streamed (binary:6), one vector per
         output pixel and image; convolutions go through the reshape buffer.

@@ -1,7 +1,7 @@
 """Energy of counted events, the GPU baseline, and the whole-model report of one training step.
 
 ``energy_report`` maps the three training MVMs of every layer of a model (``MODELS``) onto the
-macro (HARDWARE.md section 3), prices their event counts with an ``EnergyPreset`` and compares
+macro (Grimm & Verma Sec. III; docs/hardware-model.md section 3), prices their event counts with an ``EnergyPreset`` and compares
 with a GPU baseline (energy = 2 x MACs / ops per joule).
 """
 from __future__ import annotations
