@@ -324,34 +324,50 @@ class _NoiseFit:
         return 1.0 / np.sqrt(info) if info > 0 else np.inf
 
 
-def _repeat_data(measured: MeasuredCodes, model: ChipModel, columns):
-    """Entries (trial levels, keep, group, n) and each group's initial held value."""
-    st = measured.stimulus
-    rows = []
-    u0 = []
-    g = 0
-    for b in st.blocks_of("repeat"):
+def _column_samples(measured: MeasuredCodes, kind: str, columns):
+    """(block, XNOR count k, column c, valid codes) of every row subset of every measured block
+    of ``kind``; the codes are int64 (n,), the subset's repeated conversions of column c."""
+    for b in measured.stimulus.blocks_of(kind):
         if b.name not in measured.codes:
             continue
         codes = measured.codes[b.name]
         for sid in np.unique(b.subset_ids):
             sel = b.subset_ids == sid
             k = int(b.counts[sel][0])
+            subset = codes[sel]
             for c in columns:
-                d = codes[sel][:, :, c].ravel()
-                d = d[d >= 0]
-                if d.size < 8:
-                    continue
-                vals, cnt = np.unique(d, return_counts=True)
-                for v, m in zip(vals, cnt):
-                    rows.append((g, c, b.full_scale, v, m))
-                u0.append(model.gain[c] * k + model.offset[c])
-                g += 1
+                d = subset[:, :, c].ravel()
+                yield b, k, c, d[d >= 0]
+
+
+def _append_code_histogram(rows: list, group: int, column: int, full_scale: int, codes) -> None:
+    """Append (group, column, F, code, how often) for every distinct code of ``codes``."""
+    vals, cnt = np.unique(codes, return_counts=True)
+    for v, m in zip(vals, cnt):
+        rows.append((group, column, full_scale, v, m))
+
+
+def _trial_rows(rows: list, model: ChipModel, adc_bits: int):
+    """The histogram rows as int64 (n, 5), with each code's SAR trial levels and decisions."""
+    arr = np.array(rows, dtype=np.int64)
+    trials, keep = path_trials(arr[:, 3], adc_bits)
+    return arr, model.trial_levels(arr[:, 1], arr[:, 2], trials), keep
+
+
+def _repeat_data(measured: MeasuredCodes, model: ChipModel, columns):
+    """Entries (trial levels, keep, group, n) and each group's initial held value."""
+    rows = []
+    u0 = []
+    g = 0
+    for b, k, c, d in _column_samples(measured, "repeat", columns):
+        if d.size < 8:
+            continue
+        _append_code_histogram(rows, g, c, b.full_scale, d)
+        u0.append(model.gain[c] * k + model.offset[c])
+        g += 1
     if not rows:
         return None
-    arr = np.array(rows, dtype=np.int64)
-    trials, keep = path_trials(arr[:, 3], st.config.adc_bits)
-    t = model.trial_levels(arr[:, 1], arr[:, 2], trials)
+    arr, t, keep = _trial_rows(rows, model, measured.stimulus.config.adc_bits)
     return t, keep, arr[:, 0], arr[:, 4].astype(np.float64), np.array(u0), g, arr
 
 
@@ -513,33 +529,20 @@ def _fit_cells(measured, model: ChipModel, columns, sigma_dyn, opts: FitOptions)
     R = st.config.rows
     rows, u0, scale, cluster_group = [], [], [], []
     group_of, cl = {}, 0
-    for b in st.blocks_of("pattern"):
-        if b.name not in measured.codes:
+    for b, k, c, d in _column_samples(measured, "pattern", columns):
+        if not d.size:
             continue
-        codes = measured.codes[b.name]
-        for sid in np.unique(b.subset_ids):
-            sel = b.subset_ids == sid
-            k = int(b.counts[sel][0])
-            for c in columns:
-                d = codes[sel][:, :, c].ravel()
-                d = d[d >= 0]
-                if not d.size:
-                    continue
-                key = (b.name, c, k)
-                if key not in group_of:
-                    group_of[key] = len(u0)
-                    u0.append(model.gain[c] * k + model.offset[c])
-                    scale.append(model.gain[c] * np.sqrt(k * (R - k) / max(R - 1, 1)))
-                vals, cnt = np.unique(d, return_counts=True)
-                for v, m in zip(vals, cnt):
-                    rows.append((cl, c, b.full_scale, v, m))
-                cluster_group.append(group_of[key])
-                cl += 1
+        key = (b.name, c, k)
+        if key not in group_of:
+            group_of[key] = len(u0)
+            u0.append(model.gain[c] * k + model.offset[c])
+            scale.append(model.gain[c] * np.sqrt(k * (R - k) / max(R - 1, 1)))
+        _append_code_histogram(rows, cl, c, b.full_scale, d)
+        cluster_group.append(group_of[key])
+        cl += 1
     if not rows:
         return None
-    arr = np.array(rows, dtype=np.int64)
-    trials, keep = path_trials(arr[:, 3], st.config.adc_bits)
-    t = model.trial_levels(arr[:, 1], arr[:, 2], trials)
+    arr, t, keep = _trial_rows(rows, model, st.config.adc_bits)
     cl_u = np.array(u0)[np.array(cluster_group)][arr[:, 0]]
     reach = 1.0 + 10.0 * sigma_dyn + 3.0 * max(scale) * 0.05
     idx = relevant_steps(cl_u, t, keep, reach)
