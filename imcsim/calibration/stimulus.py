@@ -198,6 +198,20 @@ def _default_full_scales(config: MacroConfig) -> tuple[int, ...]:
     return tuple(sorted({L, min(max(mid, L), R), R}))
 
 
+def _repeated_subsets(rng, rows: int, k: int, n_subsets: int, repeats: int, next_id: int,
+                      counts: list, ids: list, on: list) -> int:
+    """Append ``n_subsets`` random subsets of ``k`` rows, each ``repeats`` times under one new
+    subset id, to the block lists; returns the next free id."""
+    for _ in range(n_subsets):
+        subset = _subset(rng, rows, k)
+        for _ in range(repeats):
+            counts.append(k)
+            ids.append(next_id)
+            on.append(subset)
+        next_id += 1
+    return next_id
+
+
 def _subset(rng: np.random.Generator, rows: int, k: int) -> np.ndarray:
     on = np.zeros(rows, dtype=bool)
     on[rng.permutation(rows)[:k]] = True
@@ -294,25 +308,15 @@ def make_calibration_stimulus(config: MacroConfig, *, full_scales: Sequence[int]
         chosen = sorted({int(round(F * q)) for q in np.linspace(0.1, 0.9, repeat_counts)})
         counts, ids, on = [], [], []
         for k in chosen:
-            subset = _subset(rng, R, k)
-            for _ in range(repeat_vectors):
-                counts.append(k)
-                ids.append(next_id)
-                on.append(subset)
-            next_id += 1
+            next_id = _repeated_subsets(rng, R, k, 1, repeat_vectors, next_id, counts, ids, on)
         add(f"repeat_F{F}", "repeat", F, counts, ids, on)
     # patterns: many subsets of counts around rows / 2 at F = rows
     n_counts = pattern_counts if pattern_counts is not None else max(3, int(np.ceil(R / L)))
     first = R // 2 - n_counts // 2
     counts, ids, on = [], [], []
     for k in range(first, first + n_counts):
-        for _ in range(pattern_subsets):
-            subset = _subset(rng, R, k)
-            for _ in range(pattern_repeats):
-                counts.append(k)
-                ids.append(next_id)
-                on.append(subset)
-            next_id += 1
+        next_id = _repeated_subsets(rng, R, k, pattern_subsets, pattern_repeats, next_id, counts,
+                                    ids, on)
     add(f"pattern_F{R}", "pattern", R, counts, ids, on)
     design = {"full_scales": list(full_scales), "ramp_vectors": int(ramp_vectors),
               "ramp_headroom": float(ramp_headroom), "max_ramp_counts": max_ramp_counts,
