@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig
-from imcsim.config import MvmKind
+from imcsim.config import MvmKind, VrefMode
 from imcsim.training.xp import namespace_of, to_device, to_host
 
 KINDS = tuple(MvmKind)
@@ -87,6 +87,27 @@ class ExactBackend:
         return xp.asarray(X, dtype=np.float64) @ xp.asarray(W, dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class MatchedFullScale:
+    """Fixed Vref programmed per MVM to the layer's inner dimension (the matched-F control).
+
+    Each call runs in the fixed mode with ``F = min(inner rows, array rows)``, raised to the
+    ADC's top code L where the layer is smaller: the full scale a controller would program for
+    a layer whose column count can reach its whole inner dimension.  Where the inner dimension
+    spans several tiles, the last (partial) tile shares the full tiles' F.  Written
+    ``fixed:matched`` in ``--vref``.
+    """
+
+    TEXT = "fixed:matched"
+
+    def for_inner(self, inner: int, config: MacroConfig) -> VrefConfig:
+        """The fixed-mode VrefConfig of an MVM with ``inner`` rows on ``config``'s array."""
+        full_scale = min(int(inner), config.rows)
+        return VrefConfig(mode=VrefMode.FIXED,
+                          full_scale=full_scale if full_scale > config.top_code
+                          else config.top_code)
+
+
 class ImcBackend:
     """Runs the MVM on the emulated macro (fast path), with one Vref mode per backend.
 
@@ -126,11 +147,14 @@ class ImcBackend:
         if traced or (self.device == "cpu" and xp is not np):
             X, W = to_host(X), to_host(W)
         W = namespace_of(X).ascontiguousarray(W, dtype=np.int64)
+        vref = self.vref
+        if isinstance(vref, MatchedFullScale):
+            vref = vref.for_inner(W.shape[0], self.macro.config)
         if traced:
-            res = self.macro.mvm_traced(X, W, x_format, w_format, seed=seed, vref=self.vref,
+            res = self.macro.mvm_traced(X, W, x_format, w_format, seed=seed, vref=vref,
                                         trace=req[3])
         else:
-            res = self.macro.mvm(X, W, x_format, w_format, seed=seed, vref=self.vref)
+            res = self.macro.mvm(X, W, x_format, w_format, seed=seed, vref=vref)
         self.stats[(layer, mvm.value if mvm else "")].add(res)
         return to_device(res.y, xp)
 
@@ -160,4 +184,4 @@ def scheme_by_name(name: str) -> Scheme:
 
 
 __all__ = ["MvmKind", "KINDS", "BackendKind", "MvmStats", "Fp32Backend", "ExactBackend",
-           "ImcBackend", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name"]
+           "ImcBackend", "MatchedFullScale", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name"]

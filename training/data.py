@@ -3,6 +3,9 @@
 Three sources are supported:
 
 * ``digits``  -- scikit-learn's bundled 8x8 handwritten digits (no download), 8x8x1;
+* ``digits32`` -- the same digits and split as CIFAR-shaped 32x32x3 images (each pixel
+  repeated 4x4 and copied to three channels: :func:`load_digits32`), so that CIFAR-sized
+  models such as VGG-lite run with their paper layer sizes on data that ships with a package;
 * ``cifar10`` -- the standard CIFAR-10 *python* batches (``data_batch_1`` .. ``data_batch_5``,
   ``test_batch``) in a local folder, 32x32x3;
 * ``mnist``   -- the four MNIST IDX files (optionally gzipped) in a local folder, 28x28x1.
@@ -29,11 +32,11 @@ import numpy as np
 
 from imcsim.training.xp import is_array, namespace_of
 
-__all__ = ["Dataset", "load_digits", "load_cifar10", "load_mnist", "load_dataset",
+__all__ = ["Dataset", "load_digits", "load_digits32", "load_cifar10", "load_mnist", "load_dataset",
            "DATASET_NAMES", "channel_stats", "normalize", "augment_crop_flip",
            "iterate_batches"]
 
-DATASET_NAMES = ("digits", "cifar10", "mnist")
+DATASET_NAMES = ("digits", "digits32", "cifar10", "mnist")
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR10_TEST_FILE = "test_batch"
@@ -183,6 +186,36 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset(x_train=np.ascontiguousarray(x[train_idx]), y_train=labels[train_idx],
                    x_test=np.ascontiguousarray(x[test_idx]), y_test=labels[test_idx],
                    n_classes=10, name="digits")
+
+
+#: side of the CIFAR-shaped digits and how many times each 8x8 pixel is repeated per axis
+DIGITS32_SIDE = 32
+DIGITS32_REPEAT = DIGITS32_SIDE // 8
+
+
+def load_digits32(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The digits of :func:`load_digits` (same images, labels and split) as 32x32x3 images.
+
+    The resize is exact and deterministic: every 8x8 pixel becomes a 4x4 block of the same
+    value (nearest-neighbour upsampling by an integer factor, no interpolation, so no value is
+    invented), and the grey image is copied to the three colour channels.  This gives
+    CIFAR-10's input shape, so VGG-lite runs with its paper layer sizes (Table I: 1152 to 2304
+    rows per column in the hidden convolutions) on data that ships with scikit-learn.
+
+    Returns
+    -------
+    Dataset
+        ``x_*`` float32 ``(N, 32, 32, 3)`` in ``[0, 1]``, ``y_*`` int64 as in
+        :func:`load_digits`, ``name="digits32"``.
+    """
+    small = load_digits(test_fraction, seed)
+
+    def grow(x):                                                  # (N, 8, 8, 1) -> (N, 32, 32, 3)
+        big = np.repeat(np.repeat(x, DIGITS32_REPEAT, axis=1), DIGITS32_REPEAT, axis=2)
+        return np.ascontiguousarray(np.repeat(big, 3, axis=3))
+
+    return dataclasses.replace(small, x_train=grow(small.x_train), x_test=grow(small.x_test),
+                               name="digits32")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,9 +415,9 @@ def load_dataset(name: str = "digits", folder: str | os.PathLike | None = None) 
 
     Parameters
     ----------
-    name : {'digits', 'cifar10', 'mnist'}
-        Case-insensitive.  ``'digits'`` ignores ``folder`` and uses the default split of
-        :func:`load_digits`; the other two require ``folder``.
+    name : {'digits', 'digits32', 'cifar10', 'mnist'}
+        Case-insensitive.  ``'digits'`` and ``'digits32'`` ignore ``folder`` and use the
+        default split of :func:`load_digits`; the other two require ``folder``.
     folder : str or path-like, optional
         Folder with the dataset's files (see :func:`load_cifar10`, :func:`load_mnist`).
 
@@ -395,6 +428,8 @@ def load_dataset(name: str = "digits", folder: str | os.PathLike | None = None) 
     key = str(name).lower().replace("-", "").replace("_", "")
     if key == "digits":
         return load_digits()
+    if key == "digits32":
+        return load_digits32()
     if key in ("cifar10", "mnist"):
         if folder is None:
             raise ValueError(f"dataset {name!r} needs a folder with its files (folder=None)")

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import VrefConfig, load_preset
-from imcsim.training.backends import ExactBackend, Fp32Backend, ImcBackend, MvmKind, MvmStats, scheme_by_name
+from imcsim.training.backends import (
+    ExactBackend,
+    Fp32Backend,
+    ImcBackend,
+    MatchedFullScale,
+    MvmKind,
+    MvmStats,
+    scheme_by_name,
+)
 from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
 from imcsim.training.layers import softmax_cross_entropy_array
 from imcsim.training.models import MODELS, build_model
@@ -31,8 +39,11 @@ from imcsim.training.xp import DEVICES, array_module, to_device, to_host
 BACKEND_NAMES = ("fp32", "exact", "imc")
 
 
-def parse_vref(text: str) -> VrefConfig:
-    """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]' -> VrefConfig (see VrefConfig.parse)."""
+def parse_vref(text: str) -> VrefConfig | MatchedFullScale:
+    """'variable', 'fixed[:F]', 'dual[:LOW:HIGH]' -> VrefConfig (see VrefConfig.parse);
+    'fixed:matched' -> MatchedFullScale (F programmed per layer to its inner dimension)."""
+    if str(text).strip() == MatchedFullScale.TEXT:
+        return MatchedFullScale()
     return VrefConfig.parse(text)
 
 
@@ -41,7 +52,8 @@ class TrainConfig:
     """Everything a run depends on; saved in checkpoints and metrics.
 
     backends : backend of each MVM kind for hidden layers ('fp32', 'exact' or 'imc').
-    vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'dual:LOW:HIGH').
+    vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'fixed:matched',
+        'dual:LOW:HIGH').
     device : 'cpu' (NumPy) or 'cuda' (CuPy and the macro's CUDA path).  A checkpoint resumes
         on either device.
     reproducible : compute the FP32 products, float sums and the loss with the fixed-order

@@ -17,8 +17,9 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--model", default="small-cnn", show_default=True,
               type=click.Choice(["mlp", "small-cnn", "vgg-lite", "resnet-18"]))
 @click.option("--data", "dataset", default="digits", show_default=True,
-              type=click.Choice(["digits", "cifar10", "mnist"]),
-              help="digits ships with scikit-learn; cifar10/mnist read --data-folder.")
+              type=click.Choice(["digits", "digits32", "cifar10", "mnist"]),
+              help="digits ships with scikit-learn (digits32: the same as 32x32x3 images, "
+                   "for CIFAR-sized models); cifar10/mnist read --data-folder.")
 @click.option("--data-folder", type=click.Path(file_okay=False),
               help="Folder with the CIFAR-10 python batches or the MNIST IDX files.")
 @click.option("--epochs", default=10, show_default=True, type=int)
