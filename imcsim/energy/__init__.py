@@ -10,7 +10,14 @@ The same counts are available in three ways:
   ``imcsim.events.tile_event_counts``);
 - analytically for a whole model: ``energy_report`` maps the three training MVMs of every layer
   of VGG-lite (``imcsim.workloads``) onto the macro (Grimm & Verma Sec. III; docs/hardware-model.md section 3) and compares with a
-  GPU baseline (energy = 2 x MACs / ops-per-joule, the T4's 0.116 TOPS/W by default).
+  GPU baseline (energy = 2 x MACs / ops-per-joule, the T4's 0.116 TOPS/W by default);
+- from a training run's recorded statistics: ``run_energy(load_run(folder), layers)`` prices
+  every epoch's measured events per step next to the assumed densities.
+
+Every TOPS/W figure counts operations = 2 x MACs on the IMC and the GPU side alike
+(``OPS_PER_MAC``, ``TOPS_CONVENTION``).  The first layer's backward MVM (the gradient of the
+input image, which training never needs) is left out of every accounting unless
+``first_layer_backward=True``.
 
 Modules
 -------
@@ -18,7 +25,9 @@ presets : ``EnergyPreset``, loading and saving presets.
 counts : analytic event counts of an MVM, a convolution, a layer's training MVM.
 vref : ``parse_vref_per_kind``, the ``--vref`` syntax shared with ``imcsim train``.
 report : energy of events, the GPU baseline, ``energy_report`` and ``scenario_summary``.
-plot : ``plot_report`` (matplotlib, the ``plot`` extra, is imported only when plotting).
+run : ``load_run`` (a training run's metrics.json, validated) and ``run_energy``.
+plot : ``plot_report``, ``plot_run`` (matplotlib, the ``plot`` extra, is imported only when
+    plotting).
 checks : argument checks.
 
 See docs/energy.md for the model, its assumptions and the comparison with the paper.
@@ -28,13 +37,18 @@ from __future__ import annotations
 from imcsim.energy.counts import (
     ACT_FORMAT,
     GRAD_FORMAT,
+    INT8_FORMATS,
+    PAPER_FORMATS,
+    SCHEME_FORMATS,
     WEIGHT_FORMAT,
+    TrainingFormats,
     conv_event_counts,
     layer_event_counts,
+    layer_mvm_shape,
     measured_density,
     mvm_event_counts,
 )
-from imcsim.energy.plot import plot_report
+from imcsim.energy.plot import plot_report, plot_run
 from imcsim.energy.presets import (
     COSTED_EVENTS,
     DEFAULT_ENERGY_PRESET,
@@ -48,14 +62,28 @@ from imcsim.energy.presets import (
 from imcsim.energy.report import (
     DEFAULT_GRADIENT_DENSITY,
     MODELS,
+    OPS_PER_MAC,
     POOL_GRADIENT_FRACTION,
     SCENARIOS,
+    SKIPPED,
     TABLE_COLUMNS,
+    TOPS_CONVENTION,
     EnergyReport,
+    MeasuredMvm,
     energy_from_events,
     energy_report,
     gpu_energy,
     scenario_summary,
+    tops_per_watt,
+)
+from imcsim.energy.run import (
+    RUN_METRICS_FILE,
+    EpochRecord,
+    MvmRecord,
+    RunEnergy,
+    RunRecord,
+    load_run,
+    run_energy,
 )
 from imcsim.energy.vref import MVM_KINDS, parse_vref_per_kind
 from imcsim.workloads import LayerSpec, vgg_lite_layers
@@ -66,10 +94,13 @@ parse_vref = parse_vref_per_kind
 
 __all__ = [
     "ACT_FORMAT", "COSTED_EVENTS", "DEFAULT_ENERGY_PRESET", "DEFAULT_GRADIENT_DENSITY",
-    "ENERGY_PRESET_DIR", "FJ", "GRAD_FORMAT", "MODELS", "MVM_KINDS", "POOL_GRADIENT_FRACTION",
-    "SCENARIOS", "TABLE_COLUMNS", "WEIGHT_FORMAT", "EnergyPreset", "EnergyReport", "LayerSpec",
-    "conv_event_counts", "energy_from_events", "energy_preset_names", "energy_report",
-    "gpu_energy", "layer_event_counts", "load_energy_preset", "measured_density",
-    "mvm_event_counts", "parse_vref", "parse_vref_per_kind", "plot_report", "save_energy_preset",
-    "scenario_summary", "vgg_lite_layers",
+    "ENERGY_PRESET_DIR", "FJ", "GRAD_FORMAT", "INT8_FORMATS", "MODELS", "MVM_KINDS",
+    "OPS_PER_MAC", "PAPER_FORMATS", "POOL_GRADIENT_FRACTION", "RUN_METRICS_FILE", "SCENARIOS",
+    "SCHEME_FORMATS", "SKIPPED", "TABLE_COLUMNS", "TOPS_CONVENTION", "WEIGHT_FORMAT",
+    "EnergyPreset", "EnergyReport", "EpochRecord", "LayerSpec", "MeasuredMvm", "MvmRecord",
+    "RunEnergy", "RunRecord", "TrainingFormats", "conv_event_counts", "energy_from_events",
+    "energy_preset_names", "energy_report", "gpu_energy", "layer_event_counts",
+    "layer_mvm_shape", "load_energy_preset", "load_run", "measured_density",
+    "mvm_event_counts", "parse_vref", "parse_vref_per_kind", "plot_report", "plot_run",
+    "run_energy", "save_energy_preset", "scenario_summary", "tops_per_watt", "vgg_lite_layers",
 ]

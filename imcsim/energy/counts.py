@@ -7,6 +7,8 @@ from a density) and the cycles converted at the high Vref level.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from imcsim.config import MacroConfig, VrefConfig, VrefMode
@@ -24,6 +26,39 @@ from imcsim.workloads import LayerSpec
 ACT_FORMAT = BinaryFormat(6)
 WEIGHT_FORMAT = BinaryFormat(5)
 GRAD_FORMAT = Radix4Format(8)
+
+
+@dataclass(frozen=True)
+class TrainingFormats:
+    """Operand formats of the three training MVMs of a quantization scheme.
+
+    activation : BinaryFormat
+        Streamed by the forward MVM.
+    weight : BinaryFormat
+        Stored by the forward and backward MVMs.
+    gradient : BinaryFormat or Radix4Format
+        Streamed by the backward and update MVMs.
+    stored_activation : BinaryFormat
+        Stored by the update MVM.
+    """
+
+    activation: BinaryFormat
+    weight: BinaryFormat
+    gradient: BinaryFormat | Radix4Format
+    stored_activation: BinaryFormat
+
+    def streamed(self, kind: str) -> BinaryFormat | Radix4Format:
+        """Format of the operand the ``kind`` MVM streams (the one whose rows can be masked)."""
+        return self.activation if kind == "forward" else self.gradient
+
+
+#: The paper's formats (Sec. IV-A; ``imcsim train --scheme radix4``).
+PAPER_FORMATS = TrainingFormats(ACT_FORMAT, WEIGHT_FORMAT, GRAD_FORMAT, ACT_FORMAT)
+#: ``imcsim train --scheme int8``: binary:8 for every operand (training.backends.INT8_SCHEME).
+INT8_FORMATS = TrainingFormats(BinaryFormat(8), BinaryFormat(8), BinaryFormat(8),
+                               BinaryFormat(8))
+#: Formats by the scheme names of ``imcsim train --scheme``.
+SCHEME_FORMATS = {"radix4": PAPER_FORMATS, "int8": INT8_FORMATS}
 
 
 def _check_x_format(x_format) -> None:
@@ -208,10 +243,44 @@ def measured_density(result: MvmResult, inner: int) -> float:
     return float(a.sum()) / float(B * inner * (1 if radix4 else P))
 
 
+def layer_mvm_shape(layer: LayerSpec, kind: str, batch: int) -> tuple[int, int, int]:
+    """Shape of one training MVM of ``layer`` as mapped onto the macro (Grimm & Verma Sec. III).
+
+    Parameters
+    ----------
+    layer : LayerSpec
+        The layer.
+    kind : str
+        'forward', 'backward' or 'update'.
+    batch : int
+        Images per training step.
+
+    Returns
+    -------
+    tuple of int
+        (inner M: rows of the stored operand, outputs N: its columns, vectors B: streamed
+        vectors per call), as in the table of docs/energy.md, section 2.
+    """
+    if not isinstance(layer, LayerSpec):
+        raise TypeError(f"layer: expected LayerSpec, got {type(layer).__name__}")
+    if kind not in MVM_KINDS:
+        raise ValueError(f"kind: must be one of {MVM_KINDS}, got {kind!r}")
+    batch = check_pos_int("batch", batch)
+    L = layer
+    pixels = L.height * L.width             # 1 for a dense layer
+    window = KERNEL * KERNEL if L.kind == "conv" else 1
+    if kind == "forward":
+        return window * L.in_channels, L.out_channels, batch * pixels
+    if kind == "backward":
+        return window * L.out_channels, L.in_channels, batch * pixels
+    return batch * pixels, window * L.in_channels, L.out_channels
+
+
 def layer_event_counts(layer: LayerSpec, kind: str, batch: int, *,
                        config: MacroConfig | None = None, vref: VrefConfig | None = None,
                        density: float | None = None,
-                       active_rows: np.ndarray | None = None) -> EventCounts:
+                       active_rows: np.ndarray | None = None,
+                       formats: TrainingFormats | None = None) -> EventCounts:
     """Event counts of one training MVM of a layer mapped onto the macro (Grimm & Verma Sec. III).
 
     forward : weights stored (binary:5), activations streamed (binary:6), one vector per
@@ -234,6 +303,9 @@ def layer_event_counts(layer: LayerSpec, kind: str, batch: int, *,
     config, vref, density, active_rows
         As in ``mvm_event_counts``; ``density`` / ``active_rows`` describe the streamed
         operand.
+    formats : TrainingFormats or None
+        Operand formats (default ``PAPER_FORMATS``: binary:6 activations, binary:5 weights,
+        radix4:8 gradients; ``INT8_FORMATS`` for ``--scheme int8``).
 
     Returns
     -------
@@ -245,21 +317,25 @@ def layer_event_counts(layer: LayerSpec, kind: str, batch: int, *,
     if kind not in MVM_KINDS:
         raise ValueError(f"kind: must be one of {MVM_KINDS}, got {kind!r}")
     batch = check_pos_int("batch", batch)
+    formats = PAPER_FORMATS if formats is None else formats
+    if not isinstance(formats, TrainingFormats):
+        raise TypeError(f"formats: expected TrainingFormats, got {type(formats).__name__}")
     kw = dict(config=config, vref=vref, density=density, active_rows=active_rows)
-    L = layer
+    L, f = layer, formats
     if L.kind == "conv":
         if kind == "forward":
             return conv_event_counts(batch, L.height, L.width, L.in_channels, L.out_channels,
-                                     ACT_FORMAT, WEIGHT_FORMAT, **kw)
+                                     f.activation, f.weight, **kw)
         if kind == "backward":
             return conv_event_counts(batch, L.height, L.width, L.out_channels, L.in_channels,
-                                     GRAD_FORMAT, WEIGHT_FORMAT, **kw)
+                                     f.gradient, f.weight, **kw)
         return mvm_event_counts(batch * L.height * L.width, KERNEL * KERNEL * L.in_channels,
-                                L.out_channels, GRAD_FORMAT, ACT_FORMAT, **kw)
+                                L.out_channels, f.gradient, f.stored_activation, **kw)
     if kind == "forward":
-        return mvm_event_counts(L.in_channels, L.out_channels, batch, ACT_FORMAT, WEIGHT_FORMAT,
+        return mvm_event_counts(L.in_channels, L.out_channels, batch, f.activation, f.weight,
                                 **kw)
     if kind == "backward":
-        return mvm_event_counts(L.out_channels, L.in_channels, batch, GRAD_FORMAT, WEIGHT_FORMAT,
+        return mvm_event_counts(L.out_channels, L.in_channels, batch, f.gradient, f.weight,
                                 **kw)
-    return mvm_event_counts(batch, L.in_channels, L.out_channels, GRAD_FORMAT, ACT_FORMAT, **kw)
+    return mvm_event_counts(batch, L.in_channels, L.out_channels, f.gradient,
+                            f.stored_activation, **kw)

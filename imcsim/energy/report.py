@@ -1,22 +1,31 @@
 """Energy of counted events, the GPU baseline, and the whole-model report of one training step.
 
 ``energy_report`` maps the three training MVMs of every layer of a model (``MODELS``) onto the
-macro (Grimm & Verma Sec. III; docs/hardware-model.md section 3), prices their event counts with an ``EnergyPreset`` and compares
-with a GPU baseline (energy = 2 x MACs / ops per joule).
+macro (Grimm & Verma Sec. III; docs/hardware-model.md section 3), prices their event counts
+with an ``EnergyPreset`` and compares with a GPU baseline (energy = 2 x MACs / ops per joule).
+Every TOPS/W figure counts operations = 2 x MACs (``OPS_PER_MAC``, ``TOPS_CONVENTION``), on
+the IMC and the GPU side alike.  The first layer's backward MVM (the gradient of the input
+image) is not run, hence not charged, unless ``first_layer_backward``.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from imcsim.config import MacroConfig, VrefConfig, parse_mvm_kinds
-from imcsim.energy.checks import check_density, check_number, check_pos_int
-from imcsim.energy.counts import ACT_FORMAT, GRAD_FORMAT, MVM_KINDS, WEIGHT_FORMAT, layer_event_counts
+from imcsim.energy.checks import check_density, check_number, check_pos_int, check_str
+from imcsim.energy.counts import (
+    MVM_KINDS,
+    SCHEME_FORMATS,
+    TrainingFormats,
+    layer_event_counts,
+)
 from imcsim.energy.presets import COSTED_EVENTS, EnergyPreset, resolve_energy_preset
 from imcsim.energy.vref import parse_vref_per_kind
 from imcsim.events import EVENT_NAMES, EventCounts
+from imcsim.formats import BinaryFormat
 from imcsim.macro import MvmResult
-from imcsim.workloads import vgg_lite_layers
+from imcsim.workloads import LayerSpec, vgg_lite_layers
 
 #: Models ``energy_report`` knows: name -> function returning its list of ``LayerSpec``.
 MODELS = {"vgg-lite": vgg_lite_layers}
@@ -25,6 +34,12 @@ MODELS = {"vgg-lite": vgg_lite_layers}
 DEFAULT_GRADIENT_DENSITY = 0.5
 #: Fraction of a max-pooled conv output's gradient that max-pool backward can leave non-zero.
 POOL_GRADIENT_FRACTION = 0.25
+
+#: Operations per MAC in every TOPS/W figure, on the IMC and the GPU side alike (a MAC is a
+#: multiply and an add; the GPU's FP32 FLOPS count them so).
+OPS_PER_MAC = 2
+#: The TOPS/W convention, stated once in every report.
+TOPS_CONVENTION = "TOPS/W = tera-operations per joule, operations = 2 x MACs (IMC and GPU alike)"
 
 #: Count columns of a report row (besides the energies).
 TABLE_COLUMNS = ("macs", "bitcell_mults", "adc_conversions", "nmc_outputs", "reshape_words",
@@ -77,14 +92,15 @@ def energy_from_events(event_totals: dict | EventCounts | MvmResult,
 
 
 def gpu_energy(macs: int | float, tops_per_watt: float | EnergyPreset | None = None) -> float:
-    """GPU baseline energy in joules: 2 x MACs / (ops per joule).
+    """GPU baseline energy in joules: ``OPS_PER_MAC`` x MACs / (ops per joule).
 
     Parameters
     ----------
     macs : int or float
         Multiply-accumulates (>= 0).
     tops_per_watt : float or EnergyPreset or None
-        Tera-operations per joule (> 0; default: the default preset's 0.116 of the T4).
+        Tera-operations per joule (> 0), operations = 2 x MACs (default: the default preset's
+        0.116 of the T4).
 
     Returns
     -------
@@ -95,25 +111,86 @@ def gpu_energy(macs: int | float, tops_per_watt: float | EnergyPreset | None = N
     if tops_per_watt is None or isinstance(tops_per_watt, EnergyPreset):
         tops_per_watt = resolve_energy_preset(tops_per_watt).gpu_tops_per_watt
     tops_per_watt = check_number("tops_per_watt", tops_per_watt, positive=True)
-    return 2.0 * macs / (tops_per_watt * 1e12)
+    return OPS_PER_MAC * macs / (tops_per_watt * 1e12)
+
+
+def tops_per_watt(macs: int | float, joules: float) -> float:
+    """Efficiency in TOPS/W (tera-operations per joule), operations = ``OPS_PER_MAC`` x MACs.
+
+    The inverse of ``gpu_energy``: ``tops_per_watt(m, gpu_energy(m, t)) == t``.
+
+    Parameters
+    ----------
+    macs : int or float
+        Multiply-accumulates (>= 0).
+    joules : float
+        Energy spent on them (> 0), J.
+
+    Returns
+    -------
+    float
+        Tera-operations per joule.
+    """
+    macs = check_number("macs", macs)
+    joules = check_number("joules", joules, positive=True)
+    return OPS_PER_MAC * macs / joules / 1e12
 
 
 # ----------------------------------------------------------------------------------------
 # The whole-model report
 # ----------------------------------------------------------------------------------------
+#: Device of the row of an MVM that is not run at all: the first layer's backward MVM (the
+#: gradient of the input image, which no weight needs) unless ``first_layer_backward``.
+SKIPPED = "skip"
+
+
+@dataclass(frozen=True)
+class MeasuredMvm:
+    """Events of one training MVM per training step, measured by the emulator in a run.
+
+    The values are an epoch's totals divided by its training steps, so they are floats.
+
+    Attributes
+    ----------
+    calls : float
+        MVM calls per step (1 when the engine runs the MVM once per step).
+    bitcell_mults, adc_conversions, high_vref_conversions : float
+        Events per step, as ``Macro.mvm`` counted them (masked rows spend no bit-cell
+        multiplication).
+    density : float in [0, 1]
+        Measured density of the streamed operand (the analytic model's ``density``: the
+        fraction of non-zero radix-4 elements, or of active rows per plane for binary ones).
+    """
+
+    calls: float
+    bitcell_mults: float
+    adc_conversions: float
+    high_vref_conversions: float
+    density: float
+
+    def __post_init__(self):
+        for name in ("calls", "bitcell_mults", "adc_conversions", "high_vref_conversions"):
+            check_number(name, getattr(self, name))
+        check_density("density", self.density)
+
+
 @dataclass
 class EnergyReport:
     """Per-layer x per-MVM counts and energies, totals and the GPU comparison.
 
-    rows : list of dict, one per (layer, MVM kind): layer, mvm, device ('imc' or 'gpu'), vref,
-        density, the counts of ``TABLE_COLUMNS`` (0 on the GPU), energy_j (on its device),
-        imc_energy_j (had it run on IMC), gpu_energy_j (had it run on the GPU), and for IMC rows
-        the energy split by event (``e_<event>``); energies in joules.
+    rows : list of dict, one per (layer, MVM kind): layer, mvm, device ('imc', 'gpu', or
+        'skip' for the first layer's backward MVM, which is not run), vref, density, source
+        ('assumed' or 'measured' statistics; '-' on the GPU and for skipped rows), the counts
+        of ``TABLE_COLUMNS`` (0 on the GPU and when skipped), energy_j (on its device),
+        imc_energy_j (had it run on IMC), gpu_energy_j (had it run on the GPU), and for IMC
+        rows the energy split by event (``e_<event>``); energies in joules, counts in events
+        per training step.
     totals : dict of summed counts and energies.
     comparison : dict: gpu_step_j, imc_step_j, ratio, imc_part_j, gpu_part_j, imc_macs,
-        imc_tops_per_watt, imc_macs_per_joule, first_last_j, without_first_last_j,
-        gpu_without_first_last_j, ratio_without_first_last, first_last_penalty,
-        first_last_mac_fraction, high_vref_share.
+        imc_tops_per_watt, gpu_tops_per_watt (both ops = 2 x MACs, ``OPS_PER_MAC``),
+        first_last_j, without_first_last_j, gpu_without_first_last_j,
+        ratio_without_first_last, first_last_penalty, first_last_mac_fraction,
+        high_vref_share, sources (IMC rows with assumed and measured statistics).
     settings : dict of the inputs and the stated assumptions.
     """
 
@@ -129,12 +206,14 @@ class EnergyReport:
 
 
 def _streamed_density(layer, kind, densities, activation_density, gradient_density,
-                      pool_sparsity) -> float:
-    """Density of the streamed operand of one training MVM of ``layer``."""
+                      pool_sparsity, formats: TrainingFormats, config: MacroConfig) -> float:
+    """Assumed density of the streamed operand of one training MVM of ``layer``."""
     if (layer.name, kind) in densities:
         return check_density(f"densities[{(layer.name, kind)}]", densities[(layer.name, kind)])
     if kind == "forward":
         return activation_density
+    if isinstance(formats.gradient, BinaryFormat) and not config.mask_zero_inputs:
+        return 1.0              # a zero binary gradient still drives +/-1 rows: nothing masked
     return gradient_density * (POOL_GRADIENT_FRACTION if pool_sparsity and layer.pool_after
                                else 1.0)
 
@@ -146,7 +225,8 @@ def _high_share(rows: list, kind: str) -> float | None:
     return high / conv if conv else None
 
 
-def _comparison(rows: list, totals: dict, edge: set, kinds_on_imc: tuple) -> dict:
+def _comparison(rows: list, totals: dict, edge: set, kinds_on_imc: tuple,
+                preset: EnergyPreset) -> dict:
     """The GPU comparison of ``EnergyReport.comparison``."""
     def total(key, where=lambda r: True):
         return sum(r[key] for r in rows if where(r))
@@ -166,8 +246,8 @@ def _comparison(rows: list, totals: dict, edge: set, kinds_on_imc: tuple) -> dic
         "imc_part_j": imc_part,
         "gpu_part_j": float(total("energy_j", lambda r: r["device"] == "gpu")),
         "imc_macs": imc_macs,
-        "imc_tops_per_watt": (2.0 * imc_macs / imc_part / 1e12) if imc_part > 0 else None,
-        "imc_macs_per_joule": (imc_macs / imc_part) if imc_part > 0 else None,
+        "imc_tops_per_watt": tops_per_watt(imc_macs, imc_part) if imc_part > 0 else None,
+        "gpu_tops_per_watt": preset.gpu_tops_per_watt,
         "first_last_j": float(total("energy_j", on_edge)),
         "without_first_last_j": without_edge,
         "gpu_without_first_last_j": gpu_without_edge,
@@ -175,7 +255,54 @@ def _comparison(rows: list, totals: dict, edge: set, kinds_on_imc: tuple) -> dic
         "first_last_mac_fraction": total("macs", on_edge) / totals["macs"],
         "high_vref_share": {k: _high_share(rows, k) for k in kinds_on_imc},
         "ratio_without_first_last": gpu_without_edge / without_edge if without_edge > 0 else None,
+        "sources": {src: sum(1 for r in rows if r["device"] == "imc" and r["source"] == src)
+                    for src in ("assumed", "measured")},
     }
+
+
+def _check_layers(model, layers) -> list[LayerSpec]:
+    """The layers of the report: ``layers`` if given, else ``MODELS[model]()``."""
+    if layers is None:
+        if not isinstance(model, str) or model not in MODELS:
+            raise ValueError(f"model: must be one of {sorted(MODELS)}, got {model!r}")
+        return MODELS[model]()
+    check_str("model", model)
+    layers = list(layers)
+    if not layers or not all(isinstance(la, LayerSpec) for la in layers):
+        raise TypeError("layers: expected a non-empty list of LayerSpec")
+    names = [la.name for la in layers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers: names must be unique, got {names}")
+    return layers
+
+
+def _row_events(layer, kind, batch, *, config, vref, density, formats, measured,
+                charge_masked_rows, rewrite) -> tuple[dict, str, float]:
+    """Events per step of one MVM on IMC: (counts, source, density shown).
+
+    Without a measurement every event is analytic.  With one, the events that depend on the
+    data (bit-cell multiplications, high-Vref conversions) and the ADC samples are the
+    emulator's counts; NMC outputs, reshape words and CIMA words, which do not depend on the
+    data, are analytic per call times the measured calls per step.  ``rewrite`` (a fraction,
+    or None) scales the CIMA words of the stored weights (forward, backward) to the words a
+    step rewrites, whatever the source of the other events.
+    """
+    ev = layer_event_counts(layer, kind, batch, config=config, vref=vref, formats=formats,
+                            density=None if density == 1.0 and kind == "forward" else density)
+    tot = {k: float(v) for k, v in ev.total().items()}
+    calls, source = 1.0, "assumed"
+    if measured is not None:
+        calls, source, density = measured.calls, "measured", measured.density
+        tot = {k: v * calls for k, v in tot.items()}
+        tot.update(bitcell_mults=measured.bitcell_mults,
+                   adc_conversions=measured.adc_conversions,
+                   high_vref_conversions=measured.high_vref_conversions)
+    if rewrite is not None and kind != "update":        # forward, backward: stored weights
+        tot["cima_load_words"] *= rewrite
+    if charge_masked_rows:
+        full = layer_event_counts(layer, kind, batch, config=config, vref=vref, formats=formats)
+        tot["bitcell_mults"] = float(full.total()["bitcell_mults"]) * calls
+    return tot, source, density
 
 
 def energy_report(model: str = "vgg-lite", batch: int = 128, *,
@@ -184,14 +311,18 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
                   gradient_density: float = DEFAULT_GRADIENT_DENSITY,
                   activation_density: float = 1.0, pool_sparsity: bool = True,
                   first_last_on_imc: bool = False, charge_masked_rows: bool = False,
+                  first_layer_backward: bool = False,
                   preset: EnergyPreset | str | None = None, config: MacroConfig | None = None,
-                  densities: dict | None = None) -> EnergyReport:
-    """Analytic energy of one training step of a model: IMC for the chosen MVMs, GPU elsewhere.
+                  densities: dict | None = None, layers: Iterable[LayerSpec] | None = None,
+                  scheme: str = "radix4",
+                  measured: Mapping[tuple[str, str], MeasuredMvm] | None = None,
+                  weight_rewrite: Mapping[str, float] | None = None) -> EnergyReport:
+    """Energy of one training step of a model: IMC for the chosen MVMs, GPU elsewhere.
 
     Parameters
     ----------
     model : str
-        A key of ``MODELS`` ('vgg-lite').
+        A key of ``MODELS`` ('vgg-lite'), or with ``layers`` only a label.
     batch : int
         Images per training step.
     imc : str or iterable of str
@@ -210,23 +341,39 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
         Run the first and last layers on IMC too (the paper keeps them on the GPU in FP32).
     charge_masked_rows : bool
         Accounting variant: charge a bit-cell multiplication for every row of every plane,
-        masked or not (no credit for sparsity; what the paper's Table IV figure implies, see
-        docs/energy.md).  Default False: a masked row spends no bit-cell multiplication.
+        masked or not (no credit for sparsity).  Default False: a masked row spends no
+        bit-cell multiplication (docs/energy.md, 4).
+    first_layer_backward : bool
+        Accounting variant: charge the first layer's backward MVM, on both the IMC and the
+        GPU side.  Default False: that MVM computes the gradient of the input image, which
+        training never needs, so its row is 'skip' with no MACs and no energy.
     preset : EnergyPreset or str or None
         Energy per event and GPU baseline (default: Table II / T4).
     config : MacroConfig or None
         Array geometry (default: the paper's).
     densities : dict or None
-        {(layer name, kind): density}, e.g. measured in a training run with
-        ``measured_density``; overrides the assumptions for those MVMs.
+        {(layer name, kind): density}: assumed densities for those MVMs instead of the
+        defaults.
+    layers : iterable of LayerSpec or None
+        The model's layers, first to last (default ``MODELS[model]()``), e.g. those of a
+        training model (``imcsim energy --from-run``).
+    scheme : str
+        Operand formats: 'radix4' (the paper's) or 'int8' (``SCHEME_FORMATS``).
+    measured : mapping or None
+        {(layer name, kind): MeasuredMvm}: events per step measured in a run; those MVMs use
+        the measured counts (``source`` 'measured'), the others the assumed density.
+    weight_rewrite : mapping or None
+        {layer name: fraction in [0, 1] of the words of a weight load that one step
+        rewrites}, measured in a run (``cima_write_words``); the forward and backward MVMs of
+        those layers write that fraction of their stored words per call instead of all of
+        them (an update rule that rewrites only changed words; docs/energy.md, 5).
 
     Returns
     -------
     EnergyReport
-        Counts in events, energies in joules.
+        Counts in events per step, energies in joules per step.
     """
-    if not isinstance(model, str) or model not in MODELS:
-        raise ValueError(f"model: must be one of {sorted(MODELS)}, got {model!r}")
+    layers = _check_layers(model, layers)
     batch = check_pos_int("batch", batch)
     kinds_on_imc = parse_mvm_kinds(imc)
     config = MacroConfig() if config is None else config
@@ -239,34 +386,57 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
         raise ValueError("activation_density: below 1 needs a config with mask_zero_inputs=True "
                          "(the paper's macro does not mask zero activations)")
     for name, flag in (("first_last_on_imc", first_last_on_imc), ("pool_sparsity", pool_sparsity),
-                       ("charge_masked_rows", charge_masked_rows)):
+                       ("charge_masked_rows", charge_masked_rows),
+                       ("first_layer_backward", first_layer_backward)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name}: expected a bool")
+    if scheme not in SCHEME_FORMATS:
+        raise ValueError(f"scheme: must be one of {sorted(SCHEME_FORMATS)}, got {scheme!r}")
+    formats = SCHEME_FORMATS[scheme]
     preset = resolve_energy_preset(preset)
     densities = {} if densities is None else dict(densities)
+    measured = {} if measured is None else dict(measured)
+    for key, value in measured.items():
+        if not isinstance(value, MeasuredMvm):
+            raise TypeError(f"measured[{key}]: expected MeasuredMvm, got {type(value).__name__}")
+    unknown = set(measured) - {(la.name, k) for la in layers for k in MVM_KINDS}
+    if unknown:
+        raise ValueError(f"measured: no such (layer, kind) in the model: {sorted(unknown)}")
+    weight_rewrite = {} if weight_rewrite is None else dict(weight_rewrite)
+    unknown = set(weight_rewrite) - {la.name for la in layers}
+    if unknown:
+        raise ValueError(f"weight_rewrite: no such layer in the model: {sorted(unknown)}")
+    for name, fraction in weight_rewrite.items():
+        check_density(f"weight_rewrite[{name!r}]", fraction)
     per_event = preset.joules_per_event()
-    layers = MODELS[model]()
     edge = {layers[0].name, layers[-1].name}
 
     rows = []
     for layer in layers:
         for kind in MVM_KINDS:
+            row = {"layer": layer.name, "mvm": kind}
+            if layer is layers[0] and kind == "backward" and not first_layer_backward:
+                row.update({"device": SKIPPED, "vref": "-", "density": None, "source": "-",
+                            "macs": 0, **dict.fromkeys(TABLE_COLUMNS[1:], 0.0),
+                            "energy_j": 0.0, "imc_energy_j": 0.0, "gpu_energy_j": 0.0,
+                            **{f"e_{n}": 0.0 for n in COSTED_EVENTS}})
+                rows.append(row)
+                continue
             macs = layer.macs(batch)
             dens = _streamed_density(layer, kind, densities, activation_density,
-                                     gradient_density, pool_sparsity)
-            ev = layer_event_counts(layer, kind, batch, config=config, vref=vrefs[kind],
-                                    density=None if dens == 1.0 and kind == "forward" else dens)
-            tot = {k: float(v) for k, v in ev.total().items()}
-            if charge_masked_rows:
-                full = layer_event_counts(layer, kind, batch, config=config, vref=vrefs[kind])
-                tot["bitcell_mults"] = float(full.total()["bitcell_mults"])
+                                     gradient_density, pool_sparsity, formats, config)
+            tot, source, dens = _row_events(layer, kind, batch, config=config,
+                                            vref=vrefs[kind], density=dens, formats=formats,
+                                            measured=measured.get((layer.name, kind)),
+                                            charge_masked_rows=charge_masked_rows,
+                                            rewrite=weight_rewrite.get(layer.name))
             e_split = {f"e_{name}": tot[name] * per_event[name] for name in COSTED_EVENTS}
             imc_e = float(sum(e_split.values()))
             gpu_e = gpu_energy(macs, preset)
             on_imc = kind in kinds_on_imc and (first_last_on_imc or layer.name not in edge)
-            row = {"layer": layer.name, "mvm": kind, "device": "imc" if on_imc else "gpu",
-                   "vref": vrefs[kind].mode.value if on_imc else "-", "density": dens,
-                   "macs": macs}
+            row.update({"device": "imc" if on_imc else "gpu",
+                        "vref": vrefs[kind].mode.value if on_imc else "-", "density": dens,
+                        "source": source if on_imc else "-", "macs": macs})
             for col in TABLE_COLUMNS[1:]:
                 row[col] = tot[col] if on_imc else 0.0
             row.update({"energy_j": imc_e if on_imc else gpu_e, "imc_energy_j": imc_e,
@@ -284,14 +454,20 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
         "vref": {k: v.mode.value for k, v in vrefs.items()},
         "gradient_density": gradient_density, "activation_density": activation_density,
         "pool_sparsity": pool_sparsity, "first_last_on_imc": first_last_on_imc,
-        "charge_masked_rows": charge_masked_rows,
+        "charge_masked_rows": charge_masked_rows, "first_layer_backward": first_layer_backward,
+        "weight_rewrite": weight_rewrite,
+        "tops_convention": TOPS_CONVENTION,
         "preset": preset.to_dict(),
         "geometry": {"rows": config.rows, "columns": config.columns,
                      "adc_bits": config.adc_bits},
-        "formats": {"activations": ACT_FORMAT.spec(), "weights": WEIGHT_FORMAT.spec(),
-                    "gradients": GRAD_FORMAT.spec()},
+        "scheme": scheme,
+        "formats": {"activations": formats.activation.spec(), "weights": formats.weight.spec(),
+                    "gradients": formats.gradient.spec(),
+                    "stored_activations": formats.stored_activation.spec()},
+        "layers": [asdict(la) for la in layers],
     }
-    return EnergyReport(rows, totals, _comparison(rows, totals, edge, kinds_on_imc), settings)
+    return EnergyReport(rows, totals, _comparison(rows, totals, edge, kinds_on_imc, preset),
+                        settings)
 
 
 #: The configurations of Figs. 9 and 10: (label, imc kinds, vref, first_last_on_imc).
