@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import weakref
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class GpuStoredWeights(StoredOperand):
         self.shape = tuple(int(s) for s in W.shape)
         self.plan = plan_tiles(gpu.macro.config, self.shape[0], self.shape[1], w_format)
         self.units = gpu.encode(W, w_format, "W")          # int64 (M, N) on the GPU
-        self._device_tiles: dict = {}
+        self._device_packed = None
         self._host: StoredWeights | None = None
 
     def host(self) -> StoredWeights:
@@ -112,13 +113,12 @@ class GpuStoredWeights(StoredOperand):
     def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
         return self.host().capacitance_table(t, u, tile)
 
-    def device_tile(self, t: int, u: int):
-        """uint64 (W, Kw, G) device array: tile (t, u)'s bit-plane columns, packed by rows."""
-        key = (t, u)
-        if key not in self._device_tiles:
-            self._device_tiles[key] = self.gpu.pack_stored(self.units, self.w_format, self.plan,
-                                                           t, u)
-        return self._device_tiles[key]
+    def device_packed(self):
+        """uint64 (T, WT, Kw, N) device array: every tile's bit-plane columns, packed by rows."""
+        if self._device_packed is None:
+            self._device_packed = self.gpu.pack_stored(self.units, False, self.w_format,
+                                                       self.plan)
+        return self._device_packed
 
 
 class GpuMacro:
@@ -130,6 +130,8 @@ class GpuMacro:
         self.k = KERNELS
         self.macro = macro
         self._tables = None
+        # packed device copies of host StoredWeights, dropped with them
+        self._packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- transfers ------------------------------------------------------------------------
     def to_device(self, a):
@@ -179,30 +181,32 @@ class GpuMacro:
                              "values are not")
         return units.reshape(tuple(values.shape))
 
-    def pack_stored(self, units, w_format, plan, t: int, u: int):
+    def pack_stored(self, values, transposed: bool, w_format, plan):
+        """Device uint64 (T, WT, Kw, N) bit-plane columns of a stored operand's every tile.
+
+        ``values``: the operand's integer values, (M, N) or (N, M) when ``transposed``.
+        """
         from imcsim.macro import format_lookup_tables
-        r0, r1 = plan.row_range(t)
-        n0, _ = plan.output_range(u)
-        cols = plan.used_columns(u)
         offset, pattern, _, _, _ = format_lookup_tables(w_format, False)
-        n_words = -(-(r1 - r0) // 64)
+        words_per_tile = -(-plan.rows // 64)
         kw = w_format.n_planes
-        out = self.cuda.device_array((n_words, kw, cols // kw), dtype=np.uint64)
-        self.k["pack_stored"][(_blocks(n_words, 1), _blocks(cols, 64)), (1, 64)](
-            units, offset, self.to_device(pattern), r0, r1, n0, out)
+        out = self.cuda.device_array((plan.row_tiles, words_per_tile, kw, plan.outputs),
+                                     dtype=np.uint64)
+        self.k["pack_stored"][(_blocks(plan.row_tiles * words_per_tile, 1),
+                               _blocks(kw * plan.outputs, 64)), (1, 64)](
+            self.to_device(values), transposed, offset, self.to_device(pattern), plan.rows, out)
         return out
 
-    def stored_tile(self, weights, t: int, u: int):
-        """Device (W, Kw, G) packed columns of a tile of any stored operand (cached if reused)."""
+    def stored_packed(self, weights):
+        """Device (T, WT, Kw, N) packed columns of any stored operand (cached if reused)."""
         if isinstance(weights, GpuStoredWeights):
-            return weights.device_tile(t, u)
-        tile = weights.tile(t, u, columns=False)
-        if "cuda_packed" not in tile:
-            kw = weights.w_format.n_planes
-            packed = tile["packed"]                                   # (G * Kw, W)
-            layout = packed.reshape(-1, kw, packed.shape[1]).transpose(2, 1, 0)
-            tile["cuda_packed"] = self.to_device(np.ascontiguousarray(layout))
-        return tile["cuda_packed"]
+            return weights.device_packed()
+        cached = self._packed.get(weights)
+        if cached is None:
+            cached = self.pack_stored(weights.values_t, True, weights.w_format, weights.plan)
+            if weights.cache:
+                self._packed[weights] = cached
+        return cached
 
     # --- the MVM ---------------------------------------------------------------------------
     def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
@@ -240,53 +244,53 @@ class GpuMacro:
         pattern = self.to_device(prep.pattern_lut)
         gate = self.to_device(prep.gate_lut)
         acc = cuda.to_device(np.zeros((B, N), dtype=np.int64))
-        clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
-        active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        codes_all = (np.zeros((plan.row_tiles, B, P, N, Kw), dtype=np.uint16)
-                     if return_codes else None)
+        T, U = plan.row_tiles, plan.col_tiles
         pw_x = self.to_device(prep.x_format.plane_weights)
         pw_w = self.to_device(prep.w_format.plane_weights)
-        no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
-        no_codes = cuda.to_device(np.zeros((1, 1, 1), dtype=np.int64))
         tpb = CUDA_THREADS_PER_BLOCK
-        for t in range(plan.row_tiles):
-            r0, r1 = plan.row_range(t)
-            n_words = -(-(r1 - r0) // 64)
-            xbits = cuda.device_array((B, P, n_words), dtype=np.uint64)
-            xmask = cuda.device_array((B, P, n_words), dtype=np.uint64)
-            active = cuda.to_device(np.zeros((B, P), dtype=np.int64))
-            k["pack_inputs"][(_blocks(B, 1), _blocks(n_words, 32)), (1, 32)](
-                x_units, prep.lut_offset, pattern, gate, prep.all_active, r0, r1, xbits, xmask,
-                active)
-            fs = cuda.device_array((B, P), dtype=np.int64)
-            scale = cuda.device_array((B, P), dtype=np.int64)
-            shift = cuda.device_array((B, P), dtype=np.int64)
-            k["cycle_constants"][(_blocks(B, 8), _blocks(P, 16)), (8, 16)](
-                active, *vref_arguments(prep.vref), c.top_code, nmc.scale_frac_bits,
-                c.adc_rounding.value == "half_up", fs, scale, shift)
-            active_rows[t] = active.copy_to_host()
-            full_scale[t] = fs.copy_to_host()
-            for u in range(plan.col_tiles):
-                n0, n1 = plan.output_range(u)
-                cols = plan.used_columns(u)
-                wbits = self.stored_tile(prep.weights, t, u)
-                caps = (self.to_device(prep.weights.capacitance_table(t, u))
-                        if analog.cell_mismatch else no_caps)
-                codes = (cuda.device_array((B, P, cols), dtype=np.int64) if return_codes
-                         else no_codes)
-                clip_b = cuda.to_device(np.zeros(B, dtype=np.int64))
-                k["tile_mvm"][(_blocks(n1 - n0, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
-                    xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap[:cols],
-                    cdac[:cols], cdac_total[:cols], cmp_offset[:cols], c.rows, c.top_code,
-                    analog.ideal, analog.cell_mismatch, analog.sigma_sample_fx,
-                    analog.sigma_cmp_fx, np.uint64(prep.seed), t, u, prep.vector_offset, pw_x,
-                    pw_w, nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
-                    nmc.overflow.value == "saturate", n0, return_codes, codes, clip_b, acc)
-                clipped[t, u] = int(clip_b.copy_to_host().sum())
-                if return_codes:
-                    codes_all[t, :, :, n0:n1, :] = codes.copy_to_host().reshape(
-                        B, P, n1 - n0, Kw).astype(np.uint16)
+        # every row tile's input planes at once: (B, P, T * WT) words, active rows (T, B, P)
+        words = T * (-(-plan.rows // 64))
+        xbits = cuda.device_array((B, P, words), dtype=np.uint64)
+        xmask = cuda.device_array((B, P, words), dtype=np.uint64)
+        active = cuda.to_device(np.zeros((T, B, P), dtype=np.int64))
+        k["pack_inputs"][(_blocks(B, 1), _blocks(words, 32)), (1, 32)](
+            x_units, prep.lut_offset, pattern, gate, prep.all_active, plan.rows, xbits, xmask,
+            active)
+        fs = cuda.device_array((T, B, P), dtype=np.int64)
+        scale = cuda.device_array((T, B, P), dtype=np.int64)
+        shift = cuda.device_array((T, B, P), dtype=np.int64)
+        k["cycle_constants"][(_blocks(T * B, 8), _blocks(P, 16)), (8, 16)](
+            active, *vref_arguments(prep.vref), c.top_code, nmc.scale_frac_bits,
+            c.adc_rounding.value == "half_up", fs, scale, shift)
+        wbits = self.stored_packed(prep.weights)
+        codes = (cuda.device_array((T, B, P, N * Kw), dtype=np.int64) if return_codes
+                 else cuda.device_array((1, 1, 1, 1), dtype=np.int64))
+        clipped_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
+        no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
+
+        def launch(t_lo, t_hi, n_lo, n_hi, caps):
+            k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
+                xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap, cdac,
+                cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal, analog.cell_mismatch,
+                analog.sigma_sample_fx, analog.sigma_cmp_fx, np.uint64(prep.seed), t_lo, t_hi,
+                n_lo, n_hi, plan.outputs_per_tile, prep.vector_offset, pw_x, pw_w,
+                nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
+                nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, acc)
+
+        if not analog.cell_mismatch:
+            launch(0, T, 0, N, no_caps)            # the whole MVM in one launch
+        else:
+            # each tile has its own capacitance table; row tiles stay in order per output
+            for t in range(T):
+                for u in range(U):
+                    n0, n1 = plan.output_range(u)
+                    launch(t, t + 1, n0, n1,
+                           self.to_device(prep.weights.capacitance_table(t, u)))
+        active_rows = active.copy_to_host()
+        full_scale = fs.copy_to_host()
+        clipped = clipped_dev.copy_to_host()
+        codes_all = (codes.copy_to_host().reshape(T, B, P, N, Kw).astype(np.uint16)
+                     if return_codes else None)
         y_int = cuda.device_array((B, N), dtype=np.int64)
         has_scale, has_offset = prep.out_scale is not None, prep.out_offset is not None
         empty = cuda.to_device(np.zeros(1, dtype=np.int64))

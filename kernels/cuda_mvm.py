@@ -5,13 +5,15 @@ runs, compiled with ``numba.cuda.jit(device=True)``.  Loop orders are chosen for
 
 - ``encode_units``: one thread per element: format check and integer units (``hw.radix4_unit``
   / ``hw.binary_unit``), so operands already on the GPU never go back to the host;
-- ``pack_inputs``: one thread per (vector, 64-row word): plane bits and masks from the
-  format's lookup tables, active rows counted with atomics;
-- ``pack_stored``: one thread per (64-row word, column): the stored operand's bit-plane columns
-  as (W, Kw, G), so that neighbouring threads (outputs) read neighbouring words;
-- ``cycle_constants``: Vref choice, NMC scale and ADC threshold of every cycle;
-- ``tile_mvm``: one thread per (output, vector), fused like the CPU kernel: for every input
-  plane and weight plane, the XNOR count (``hw.word_mismatches``; words without active rows
+- ``pack_inputs``: one thread per (vector, 64-row word of any row tile): plane bits and masks
+  from the format's lookup tables, active rows per (tile, vector, plane) counted with atomics;
+- ``pack_stored``: one thread per (64-row word, column) of every tile: the stored operand's
+  bit-plane columns as (T, WT, Kw, N), so that neighbouring threads (outputs) read
+  neighbouring words;
+- ``cycle_constants``: Vref choice, NMC scale and ADC threshold of every cycle of every tile;
+- ``tile_mvm``: one thread per (output, vector) over all row and column tiles in one launch
+  (a launch per tile left the GPU idle on the weight-update MVM's many small tiles), fused
+  like the CPU kernel: for every row tile, input plane and weight plane, the XNOR count (``hw.word_mismatches``; words without active rows
   are skipped, so a sparse radix-4 plane costs in proportion to the words its active rows
   touch), charge sharing, sampling, SAR or the ideal law, and the NMC accumulation in the
   canonical order; codes reach device memory only when asked for;
@@ -47,21 +49,38 @@ def encode_units(values, radix4, denominator, max_exponent2, lo, hi, units, bad)
     if not ok:
         cuda.atomic.add(bad, 0, 1)
 
+@cuda.jit(device=True)
+def _word_rows(t, w, tile_rows, inner):
+    """Rows [lo, hi) of word w of row tile t (empty where the last tile is partial)."""
+    lo = t * tile_rows + w * 64
+    hi = lo + 64
+    tile_end = (t + 1) * tile_rows
+    hi = hi if hi < tile_end else tile_end          # not min(): see kernels/hw.py
+    hi = hi if hi < inner else inner
+    return lo, hi
+
+
 @cuda.jit
-def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, r0, r1, xbits, xmask,
+def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, tile_rows, xbits, xmask,
                 active):
-    b, w = cuda.grid(2)
+    """Streamed operand -> uint64 (B, P, T * WT) plane bits and masks of every row tile.
+
+    One thread per (vector b, word gw); word gw is word w = gw % WT of row tile t = gw // WT
+    (WT = ceil(tile_rows / 64) words per tile, the last tile's surplus words stay empty).
+    Active rows per (t, b, p) are counted with atomics.
+    """
+    b, gw = cuda.grid(2)
     n_planes = xbits.shape[1]
-    if b >= xbits.shape[0] or w >= xbits.shape[2]:
+    if b >= xbits.shape[0] or gw >= xbits.shape[2]:
         return
+    words_per_tile = (tile_rows + 63) // 64
+    t = gw // words_per_tile
+    lo, hi = _word_rows(t, gw - t * words_per_tile, tile_rows, values.shape[1])
     words = cuda.local.array(MAX_PLANES, np.uint64)
     masks = cuda.local.array(MAX_PLANES, np.uint64)
     for p in range(n_planes):
         words[p] = np.uint64(0)
         masks[p] = np.uint64(0)
-    lo = r0 + w * 64
-    end = lo + 64
-    hi = r1 if r1 < end else end        # not min(): see kernels/hw.py
     full = (1 << n_planes) - 1
     for r in range(lo, hi):
         idx = values[b, r] + lut_offset
@@ -74,127 +93,162 @@ def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, r0, r1, x
                 if (pattern >> p) & 1:
                     words[p] |= bit
     for p in range(n_planes):
-        xbits[b, p, w] = words[p]
-        xmask[b, p, w] = masks[p]
-        cuda.atomic.add(active, (b, p), np.int64(hw.popcount64(masks[p])))
+        xbits[b, p, gw] = words[p]
+        xmask[b, p, gw] = masks[p]
+        if masks[p] != 0:
+            cuda.atomic.add(active, (t, b, p), np.int64(hw.popcount64(masks[p])))
+
 
 @cuda.jit
-def pack_stored(values, lut_offset, pattern_lut, r0, r1, n0, wbits):
-    """Stored operand tile -> uint64 (W, Kw, G): word w of weight plane q of output g."""
-    w, c = cuda.grid(2)
-    weight_planes = wbits.shape[1]
-    if w >= wbits.shape[0] or c >= weight_planes * wbits.shape[2]:
+def pack_stored(values, transposed, lut_offset, pattern_lut, tile_rows, wbits):
+    """Stored operand -> uint64 (T, WT, Kw, N): word w of tile t, weight plane q, output n.
+
+    ``values`` is (M, N), or (N, M) when ``transposed``.  One thread per (t * WT + w,
+    n * Kw + q); a warp's neighbouring outputs write (and the MVM later reads) neighbouring
+    words.
+    """
+    gw, c = cuda.grid(2)
+    words_per_tile = wbits.shape[1]
+    weight_planes = wbits.shape[2]
+    n_out = wbits.shape[3]
+    if gw >= wbits.shape[0] * words_per_tile or c >= weight_planes * n_out:
         return
-    g = c // weight_planes
-    q = c - g * weight_planes
-    lo = r0 + w * 64
-    end = lo + 64
-    hi = r1 if r1 < end else end        # not min(): see kernels/hw.py
+    t = gw // words_per_tile
+    w = gw - t * words_per_tile
+    n = c // weight_planes
+    q = c - n * weight_planes
+    inner = values.shape[1] if transposed else values.shape[0]
+    lo, hi = _word_rows(t, w, tile_rows, inner)
     word = np.uint64(0)
     for r in range(lo, hi):
-        if (np.int64(pattern_lut[values[r, n0 + g] + lut_offset]) >> q) & 1:
+        # int64 before the offset: the host copy is int16, whose sum would wrap (NumPy 2
+        # keeps a Python int's partner type, so the simulator would index out of the table)
+        v = np.int64(values[n, r]) if transposed else np.int64(values[r, n])
+        if (np.int64(pattern_lut[v + lut_offset]) >> q) & 1:
             word |= np.uint64(1) << np.uint64(r - lo)
-    wbits[w, q, g] = word
+    wbits[t, w, q, n] = word
+
 
 @cuda.jit
 def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code,
                     scale_frac_bits, half_up, full_scale, scale, threshold_shift):
-    b, p = cuda.grid(2)
-    if b >= active.shape[0] or p >= active.shape[1]:
+    """Vref choice, NMC scale and ADC threshold of every (tile, vector, plane) cycle."""
+    tb, p = cuda.grid(2)
+    n_vectors = active.shape[1]
+    if tb >= active.shape[0] * n_vectors or p >= active.shape[2]:
         return
-    fs = hw.cycle_full_scale(active[b, p], vref_mode, fixed_full_scale, dual_low, dual_high,
+    t = tb // n_vectors
+    b = tb - t * n_vectors
+    fs = hw.cycle_full_scale(active[t, b, p], vref_mode, fixed_full_scale, dual_low, dual_high,
                              top_code)
-    full_scale[b, p] = fs
-    scale[b, p] = hw.nmc_scale(fs, top_code, scale_frac_bits)
-    threshold_shift[b, p] = hw.adc_threshold_shift(fs, top_code, half_up)
+    full_scale[t, b, p] = fs
+    scale[t, b, p] = hw.nmc_scale(fs, top_code, scale_frac_bits)
+    threshold_shift[t, b, p] = hw.adc_threshold_shift(fs, top_code, half_up)
+
 
 @cuda.jit
 def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
-             sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col, vector_offset, pw_x, pw_w,
-             scale_frac_bits, half_lsb, acc_bits, saturate, n0, keep_codes, codes, clipped, acc):
-    """One tile operation, fused: XNOR counts, charge sharing, ADC and NMC of one output.
+             sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile,
+             vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
+             keep_codes, codes, clipped, acc):
+    """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
+    ADC and NMC, in one launch.
 
-    One thread per (output g of the tile, vector b): for every input plane p, then every
-    weight plane q (the canonical NMC order), the count of column c = g * Kw + q, its code,
-    and the accumulator update.  wbits : uint64 (W, Kw, G) so that a warp (consecutive g)
-    reads consecutive words.  codes (B, P, C) is written only when ``keep_codes``.
+    One thread per (output n, vector b).  For every row tile t in order, every input plane
+    p, then every weight plane q (the canonical NMC order), the count of column
+    c = g * Kw + q of column tile u = n // outputs_per_tile (g = n - u * outputs_per_tile),
+    its code, and the accumulator update; the accumulator stays in a register across tiles.
+    wbits : uint64 (T, WT, Kw, N) so that a warp (consecutive n) reads consecutive words.
+    codes (T, B, P, N * Kw) is written only when ``keep_codes``; clipped (T, U) counts.
+    Without cell mismatch one launch covers the whole MVM; with it, the host launches one
+    (t, u) tile at a time with that tile's capacitance table.
     """
-    g, first_b = cuda.grid(2)
-    if g >= wbits.shape[2]:
+    i, first_b = cuda.grid(2)
+    n = n_lo + i
+    if n >= n_hi:
         return
     # grid-stride over vectors: the grid's y dimension is capped at 65535 blocks
     for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
-        _tile_mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits,
-                      cap_table, col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code,
-                      ideal, cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, tile_row,
-                      tile_col, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
-                      saturate, n0, keep_codes, codes, clipped, acc, g, b)
+        _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
+                 col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
+                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi,
+                 outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
+                 acc_bits, saturate, keep_codes, codes, clipped, acc, n, b)
 
 
 @cuda.jit(device=True)
-def _tile_mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
-                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                  cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, tile_row, tile_col,
-                  vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate, n0,
-                  keep_codes, codes, clipped, acc, g, b):
-    """Output g of vector b: the body of ``tile_mvm``."""
-    kw = wbits.shape[1]
+def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
+             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
+             sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi, outputs_per_tile, vector_offset,
+             pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate, keep_codes, codes,
+             clipped, acc, n, b):
+    """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
+    words_per_tile = wbits.shape[1]
+    kw = wbits.shape[2]
+    u = n // outputs_per_tile
+    g = n - u * outputs_per_tile
     no_trials = cuda.local.array(MAX_ADC_BITS, np.int64)
     no_decisions = cuda.local.array(MAX_ADC_BITS, np.uint8)
     adc_bits = cdac.shape[1]
     gb = vector_offset + b
-    n_clipped = 0
-    a_out = acc[b, n0 + g]
-    for p in range(xbits.shape[1]):
-        a = active[b, p]
-        fs = full_scale[b, p]
-        sc = scale[b, p]
-        if ideal and a > 0:
-            multiplier, shift = hw.division_magic(fs)
-        else:
-            multiplier, shift = np.int64(0), np.int64(0)
-        sample_key = np.uint64(0)
-        noise_key = np.uint64(0)
-        if not ideal:
-            sample_key = hw.cycle_key(seed, hw.STREAM_SAMPLE, tile_row, tile_col, gb, p)
-            noise_key = hw.cycle_key(seed, hw.STREAM_CMP_NOISE, tile_row, tile_col, gb, p)
-        for q in range(kw):
-            c = g * kw + q
-            count = np.int64(0)
-            if not cell_mismatch:
-                # hw.column_xnor_count over the (W, Kw, G) layout
-                mismatches = np.int64(0)
-                for w in range(xbits.shape[2]):
-                    m = xmask[b, p, w]
-                    if m != 0:
-                        mismatches += hw.word_mismatches(xbits[b, p, w], wbits[w, q, g], m)
-                count = a - mismatches
-            code = np.int64(0)
-            if ideal:
-                if a > 0:
-                    code = hw.ideal_adc_code(count, multiplier, shift, top_code)
-                    if count > fs:
-                        n_clipped += 1
+    a_out = acc[b, n]
+    for t in range(t_lo, t_hi):
+        w0 = t * words_per_tile
+        n_clipped = 0
+        for p in range(xbits.shape[1]):
+            a = active[t, b, p]
+            fs = full_scale[t, b, p]
+            sc = scale[t, b, p]
+            if ideal and a > 0:
+                multiplier, shift = hw.division_magic(fs)
             else:
-                if cell_mismatch:
-                    charge = hw.column_charge(xbits[b, p], xmask[b, p], cap_table, c)
+                multiplier, shift = np.int64(0), np.int64(0)
+            sample_key = np.uint64(0)
+            noise_key = np.uint64(0)
+            if not ideal:
+                sample_key = hw.cycle_key(seed, hw.STREAM_SAMPLE, t, u, gb, p)
+                noise_key = hw.cycle_key(seed, hw.STREAM_CMP_NOISE, t, u, gb, p)
+            for q in range(kw):
+                c = g * kw + q
+                count = np.int64(0)
+                if not cell_mismatch:
+                    # hw.column_xnor_count over the (T, WT, Kw, N) layout
+                    mismatches = np.int64(0)
+                    for w in range(words_per_tile):
+                        m = xmask[b, p, w0 + w]
+                        if m != 0:
+                            mismatches += hw.word_mismatches(xbits[b, p, w0 + w],
+                                                             wbits[t, w, q, n], m)
+                    count = a - mismatches
+                code = np.int64(0)
+                if ideal:
+                    if a > 0:
+                        code = hw.ideal_adc_code(count, multiplier, shift, top_code)
+                        if count > fs:
+                            n_clipped += 1
                 else:
-                    charge = count * hw.CAP_UNIT
-                value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
-                                         sigma_sample_fx, hw.mix(sample_key, c))
-                if value > (np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)):
-                    n_clipped += 1
-                code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], fs, adc_bits,
-                                      sigma_cmp_fx, hw.mix(noise_key, c), threshold_shift[b, p],
-                                      no_trials, no_decisions, False)
-            if keep_codes:
-                codes[b, p, c] = code
-            term = hw.nmc_term(code, sc, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
-            a_out = hw.accumulate(a_out, term, acc_bits, saturate)
-    acc[b, n0 + g] = a_out
-    if n_clipped:
-        cuda.atomic.add(clipped, b, n_clipped)
+                    if cell_mismatch:
+                        charge = hw.column_charge(xbits[b, p, w0:w0 + words_per_tile],
+                                                  xmask[b, p, w0:w0 + words_per_tile],
+                                                  cap_table, c)
+                    else:
+                        charge = count * hw.CAP_UNIT
+                    value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
+                                             sigma_sample_fx, hw.mix(sample_key, c))
+                    if value > (np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)):
+                        n_clipped += 1
+                    code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], fs,
+                                          adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
+                                          threshold_shift[t, b, p], no_trials, no_decisions,
+                                          False)
+                if keep_codes:
+                    codes[t, b, p, n * kw + q] = code
+                term = hw.nmc_term(code, sc, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
+                a_out = hw.accumulate(a_out, term, acc_bits, saturate)
+        if n_clipped:
+            cuda.atomic.add(clipped, (t, u), n_clipped)
+    acc[b, n] = a_out
 
 
 @cuda.jit
