@@ -21,7 +21,7 @@ mkdir -p "$OUT" "$WORK"
 # PYTHONSAFEPATH: `python -m ...` must not put the working tree first on sys.path, where its
 # imcsim/ (without the kernels/ and training/ folders the wheel maps in) would shadow the wheel
 export PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
-log() { echo "== $*" | tee -a "$WORK/summary.txt"; }
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 SKIP=${SKIP:-}     # names of steps to leave out, e.g. SKIP="bench_threads training_gpu_tests"
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log, note its status
     local name=$1 limit=$2; shift 2
@@ -30,10 +30,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep its log, n
     timeout "$limit" "$@" > "$WORK/$name.log" 2>&1
     local rc=$?
     log "$name: exit $rc in $((SECONDS - t0)) s"
-    tail -n 30 "$WORK/$name.log" >> "$WORK/summary.txt"
+    tail -n 30 "$WORK/$name.log" >> "$OUT/summary.txt"
 }
 # checkpoints stay behind: the device tool brings back at most 16 MiB per file
-pack() { cp "$WORK/summary.txt" "$OUT/summary.txt"
+pack() {
          tar czf "$OUT/device.tgz" --exclude='*.npz' -C "$WORK" . ; }
 trap pack EXIT
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; uname -r;
@@ -49,7 +49,7 @@ for name in ("numba_cuda", "cupy"):
         print(name, "not importable:", type(exc).__name__, exc)
 PY
 } > "$WORK/machine.txt" 2>&1
-cat "$WORK/machine.txt" >> "$WORK/summary.txt"
+cat "$WORK/machine.txt" >> "$OUT/summary.txt"
 step install 60 $PY -m pip install --no-index --no-deps --no-compile .device/wheels/imcsim-*.whl
 # the installed wheel, not the working tree, must be what runs (and imports imcsim.kernels)
 export IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=${IMCSIM_CUDA_EXAMPLES:-30}
@@ -79,12 +79,12 @@ log "vgg_digits32 training: exit $? in $((SECONDS - t0)) s"
 for f in "$WORK"/vgg/*/metrics.json; do
     [ -f "$f" ] && $PY -c "import json,sys; h=json.load(open(sys.argv[1]))['history']; \
 print(sys.argv[1].split('/')[-2], [(r['epoch'], round(r['test_acc'], 4), round(r['seconds'], 1), \
-round(r.get('backward_high_vref_share', -1), 4)) for r in h])" "$f" >> "$WORK/summary.txt"
+round(r.get('backward_high_vref_share', -1), 4)) for r in h])" "$f" >> "$OUT/summary.txt"
 done
-tail -n 3 "$WORK"/vgg_*.log >> "$WORK/summary.txt"
+tail -n 3 "$WORK"/vgg_*.log >> "$OUT/summary.txt"
 
 step bench_threads 75 $PY benchmarks/bench_layers.py --device cpu --batch 16 \
     --layers L2,L4 --repeat 3 --threads 1,4,16 --json "$WORK/bench_threads.json"
 step training_gpu_tests 45 $PY -m pytest -q -p no:cacheprovider tests/test_training_xp.py
 log "done"
-tail -n 80 "$WORK/summary.txt"
+tail -n 80 "$OUT/summary.txt"
