@@ -139,3 +139,71 @@ def test_every_model_trains_one_step_with_quantized_mvms(name, shape):
     assert any(k.endswith(".w") for k in changed)
     if name == "resnet-18":
         assert "residual" in roles
+
+
+# --- per-layer statistics of metrics.json (the contract of docs/training.md) ---------------
+RECORD_KEYS = {"calls": int, "array_cycles": int, "adc_conversions": int,
+               "high_vref_conversions": int, "bitcell_mults": int,
+               "active_rows_per_plane": list, "inner": int, "outputs": int,
+               "vectors_per_call": float}
+
+
+def test_per_layer_mvm_statistics_follow_the_contract(tmp_path):
+    cfg = TrainConfig(model="small-cnn", epochs=1, batch_size=32, max_steps_per_epoch=2,
+                      backends=ALL_IMC, vref=(("forward", "dual:255:2304"),
+                                              ("backward", "variable"), ("update", "variable")))
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.run()
+    row = json.loads((tmp_path / "metrics.json").read_text())["history"][-1]
+    assert row["steps"] == 2 and isinstance(row["cima_write_words"], int)
+    stats = row["mvm_stats"]
+    assert list(stats) == ["conv2", "conv3", "fc4"]          # first and last layers are FP32
+    for layer, kinds in stats.items():
+        assert list(kinds) == ["forward", "backward", "update"], layer
+        for kind, rec in kinds.items():
+            assert set(rec) == set(RECORD_KEYS), (layer, kind)
+            assert all(type(rec[k]) is t for k, t in RECORD_KEYS.items()), (layer, kind)
+            assert rec["calls"] == 2                          # two training steps, no evaluation
+            assert len(rec["active_rows_per_plane"]) == (6 if kind == "forward" else 7)
+    # conv2: 16 -> 32 channels on 8x8 maps, batch 32
+    c2 = stats["conv2"]
+    shapes = {k: (r["inner"], r["outputs"], r["vectors_per_call"]) for k, r in c2.items()}
+    assert shapes == {"forward": (9 * 16, 32, 32 * 64.0), "backward": (9 * 32, 16, 32 * 64.0),
+                      "update": (32 * 64, 9 * 16, 32.0)}
+    # cycles = calls x vectors x planes x row tiles x column tiles (51 binary:5 outputs or
+    # 42 binary:6 outputs per 256 columns); conversions = cycles x used columns of each tile
+    fwd, upd = c2["forward"], c2["update"]
+    assert fwd["array_cycles"] == 2 * 2048 * 6 and fwd["adc_conversions"] == 2 * 2048 * 6 * 160
+    assert upd["array_cycles"] == 2 * 32 * 7 * 4
+    assert upd["adc_conversions"] == 2 * 32 * 7 * 144 * 6
+    assert fwd["active_rows_per_plane"] == [144.0] * 6          # dense binary activations
+    # the weight update's top radix-4 plane is empty (docs/training.md, two-phase rounding)
+    assert all(r["update"]["active_rows_per_plane"][6] == 0.0 for r in stats.values())
+    fc4 = stats["fc4"]
+    assert [(r["inner"], r["outputs"]) for r in fc4.values()] == [(256, 128), (128, 256),
+                                                                  (32, 256)]
+    # the per-kind summaries of the row are sums of these records
+    for kind in ("forward", "backward", "update"):
+        recs = [kinds[kind] for kinds in stats.values()]
+        share = sum(r["high_vref_conversions"] for r in recs) / sum(r["adc_conversions"]
+                                                                   for r in recs)
+        assert row[f"{kind}_high_vref_share"] == pytest.approx(share, rel=1e-12)
+    assert row["forward_high_vref_share"] > 0                  # dual Vref: something to compare
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "steps" in header and "cima_write_words" in header and "mvm_stats" not in header
+
+
+def test_evaluation_does_not_count_in_the_training_statistics(tmp_path):
+    from imcsim.training.backends import MvmKind
+    cfg = TrainConfig(model="mlp", epochs=1, batch_size=32, max_steps_per_epoch=2,
+                      backends=ALL_IMC)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.train_epoch(0)
+    before = {k: s.summary() for k, s in trainer.stats.items()}
+    macro = trainer.imc_backends[MvmKind.FORWARD].macro
+    calls, mvm = [], macro.mvm
+    macro.mvm = lambda *a, **kw: calls.append(1) or mvm(*a, **kw)
+    trainer.evaluate(trainer.x_test, trainer.y_test)
+    assert len(calls) == 2 * 2                # 2 hidden layers x 2 test batches of 256
+    assert {k: s.summary() for k, s in trainer.stats.items()} == before
+    assert all(b.stats is trainer.stats for b in trainer.imc_backends.values())

@@ -33,8 +33,15 @@ from imcsim.training.backends import (
 from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
 from imcsim.training.layers import softmax_cross_entropy_array
 from imcsim.training.models import MODELS, build_model
-from imcsim.training.optim import SGD, make_schedule
+from imcsim.training.optim import (
+    SGD,
+    UPDATE_RULES,
+    ThresholdRule,
+    ThresholdWeights,
+    make_schedule,
+)
 from imcsim.training.xp import DEVICES, array_module, to_device, to_host
+from imcsim.writes import changed_cima_words
 
 BACKEND_NAMES = ("fp32", "exact", "imc")
 
@@ -59,6 +66,13 @@ class TrainConfig:
     reproducible : compute the FP32 products, float sums and the loss with the fixed-order
         kernels of ``training.repro`` (bit-identical weights on any x86-64 CPU, BLAS build and
         thread count; CPU only).  docs/training.md, Reproducibility.
+    update_rule : how the quantized layers' weights follow the updates: 'requantize' (the
+        scheme's quantizer applied to the FP32 master weights at every forward) or
+        'threshold' (stored integer weights and a per-weight register,
+        ``training.optim.ThresholdWeights``).  docs/training.md, Weight-update rules.
+    update_threshold : the threshold rule's T [LSB of the stored weight], an integer in
+        1 .. 2 L (L = 8 for radix4's binary:5, 64 for int8's binary:8); ignored by
+        'requantize'.
     """
 
     model: str = "small-cnn"
@@ -81,6 +95,8 @@ class TrainConfig:
     trace: tuple | None = None          # (layer, kind, step, path)
     device: str = "cpu"
     reproducible: bool = False
+    update_rule: str = "requantize"
+    update_threshold: int = 1
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -123,6 +139,21 @@ class TrainConfig:
         load_preset(self.preset)
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError("max_steps_per_epoch: must be >= 1")
+        if self.update_rule not in UPDATE_RULES:
+            raise ValueError(f"update_rule: expected one of {', '.join(UPDATE_RULES)}, got "
+                             f"{self.update_rule!r}")
+        t, level = self.update_threshold, scheme_by_name(self.scheme).weight.max_value
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 2 * level:
+            raise ValueError(f"update_threshold: expected an integer number of LSBs in "
+                             f"1..{2 * level} (the {self.scheme} scheme's weights span "
+                             f"-{level}..{level}), got {t!r}")
+        if self.update_rule == "threshold" and b["forward"] == "fp32":
+            raise ValueError("update_rule: threshold needs stored integer weights, i.e. the "
+                             "hidden layers' forward MVM on imc or exact (--imc / --other)")
+
+    def threshold_rule(self) -> ThresholdRule:
+        """The threshold rule of ``update_threshold`` and the scheme's stored weight format."""
+        return ThresholdRule(self.update_threshold, scheme_by_name(self.scheme).weight.max_value)
 
     def backend_of(self, kind: MvmKind) -> str:
         return dict(self.backends)[kind.value]
@@ -141,6 +172,54 @@ class TrainConfig:
         if d.get("trace") is not None:
             d["trace"] = tuple(d["trace"])
         return cls(**d)
+
+
+@dataclass
+class LayerMvmStats(MvmStats):
+    """:class:`MvmStats` of one (layer, MVM kind) plus the operand shapes of its calls.
+
+    The backend's counters come from the emulator's results, which do not carry the inner
+    dimension; :class:`ShapeRecordingImcBackend` adds the shapes of X (vectors x inner) and
+    W (inner x outputs) here, summed over calls.
+    """
+
+    vectors: int = 0          # streamed vectors, summed over calls
+    inner_sum: int = 0        # inner dimension (rows of the MVM), summed over calls
+    outputs_sum: int = 0      # outputs, summed over calls
+
+    def note_shapes(self, x_shape, w_shape) -> None:
+        self.vectors += int(x_shape[0])
+        self.inner_sum += int(w_shape[0])
+        self.outputs_sum += int(w_shape[1])
+
+    def summary(self) -> dict:
+        """The per-(layer, kind) record of metrics.json (docs/training.md, "Per-layer MVM
+        statistics").  ``inner`` and ``outputs`` are the calls' values (constant over an
+        epoch's training steps; were they not, the rounded mean over calls)."""
+        calls = max(1, self.calls)
+        planes = ([] if self.active_rows_per_plane is None else
+                  [float(v) / max(1, self.cycles_per_plane)
+                   for v in np.asarray(self.active_rows_per_plane).tolist()])
+        return {"calls": int(self.calls), "array_cycles": int(self.cycles),
+                "adc_conversions": int(self.adc_conversions),
+                "high_vref_conversions": int(self.high_vref_conversions),
+                "bitcell_mults": int(self.bitcell_mults),
+                "active_rows_per_plane": planes,
+                "inner": int(round(self.inner_sum / calls)),
+                "outputs": int(round(self.outputs_sum / calls)),
+                "vectors_per_call": self.vectors / calls}
+
+
+class ShapeRecordingImcBackend(ImcBackend):
+    """The IMC backend, recording each call's operand shapes in its stats entry
+    (:class:`LayerMvmStats`) after the emulator's counters."""
+
+    def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
+        y = super().matmul(X, W, x_format, w_format, layer=layer, mvm=mvm, step=step)
+        entry = self.stats[(layer, mvm.value if mvm else "")]
+        if isinstance(entry, LayerMvmStats):
+            entry.note_shapes(X.shape, W.shape)
+        return y
 
 
 def _atomic_write(path: Path, write):
@@ -174,9 +253,15 @@ class Trainer:
                                  self.scheme).to_device(xp)
         for layer in self.model.all_layers():
             layer.reproducible = config.reproducible
-        self.stats = defaultdict(MvmStats)
+        # per (layer, MVM kind) over the current epoch's training steps (evaluation records
+        # into a scratch container, see evaluate)
+        self.stats = defaultdict(LayerMvmStats)
         self._assign_backends()
         self._check_trace_request()
+        self.threshold_apply = self._use_update_rule()
+        self.rows = load_preset(config.preset).rows
+        self.epoch_steps = 0
+        self.epoch_write_words: dict[str, int] = {}
         self.optimizer = SGD(config.lr, momentum=config.momentum,
                              weight_decay=config.weight_decay)
         self.schedule = make_schedule(config.schedule, config.lr, config.epochs)
@@ -189,8 +274,9 @@ class Trainer:
         cfg = self.config
         macro_cfg = load_preset(cfg.preset)
         fp32, exact = Fp32Backend(reproducible=cfg.reproducible), ExactBackend()
-        imc = {k: ImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
-                             self._trace_request(), device=cfg.device) for k in MvmKind}
+        imc = {k: ShapeRecordingImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
+                                           self._trace_request(), device=cfg.device)
+               for k in MvmKind}
         self.imc_backends = imc
         for layer in self.model.compute_layers():
             on_digital = layer.role in ("first", "last", "residual") and not (
@@ -203,6 +289,22 @@ class Trainer:
                 else:
                     policy[k] = {"fp32": fp32, "exact": exact, "imc": imc[k]}[name]
             layer.policy = policy
+
+    def _use_update_rule(self) -> dict:
+        """Under the threshold rule, switch every layer with stored integer weights (a
+        quantized forward MVM) to it; returns ``SGD.step``'s ``apply`` mapping (empty for
+        'requantize')."""
+        if self.config.update_rule != "threshold":
+            return {}
+        rule = self.config.threshold_rule()
+        return {f"{layer.name}.w": layer.use_threshold_rule(rule).apply
+                for layer in self._stored_weight_layers()}
+
+    def _stored_weight_layers(self) -> list:
+        """The layers whose forward MVM stores integer weights on the array (imc or exact:
+        the exact backend stands for an ideal macro)."""
+        return [la for la in self.model.compute_layers()
+                if la.policy[MvmKind.FORWARD].quantized]
 
     def _trace_request(self):
         t = self.config.trace
@@ -245,6 +347,10 @@ class Trainer:
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self.model.buffers.items()})
         opt = self.optimizer.state_dict()
         arrays.update({f"opt/{k}": np.asarray(v) for k, v in _flatten(opt).items()})
+        for layer in self._threshold_layers():
+            state = layer.threshold_weights.state_dict()
+            arrays.update({f"threshold/{layer.name}/{k}": np.asarray(v)
+                           for k, v in state.items()})
         arrays["meta"] = np.array(json.dumps({"epoch": epoch, "config": self.config.to_json(),
                                               "history": self.history}))
 
@@ -282,17 +388,35 @@ class Trainer:
                     raise ValueError(f"resume: {path} has no {prefix}{k} of shape {v.shape}")
         if epoch < 0:
             raise ValueError(f"resume: {path} records epoch {epoch}")
+        # the threshold rule's stored weights and registers: checked (ThresholdWeights
+        # validates shapes, dtypes and ranges) before anything is restored
+        restored = []
+        for layer in self._threshold_layers():
+            tw = layer.threshold_weights
+            prefix = f"threshold/{layer.name}/"
+            state = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            try:
+                fresh = ThresholdWeights(tw.q, tw.acc, tw.scale, tw.rule)
+                fresh.load_state_dict(state, self.xp)
+            except ValueError as exc:
+                raise ValueError(f"resume: {path}: {layer.name}: {_first_line(exc)}") from None
+            restored.append((tw, fresh))
         opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
         try:
             self.optimizer.load_state_dict(_unflatten(opt))
         except ValueError as exc:
             raise ValueError(f"resume: {path}: optimizer {_first_line(exc)}") from None
+        for tw, fresh in restored:
+            tw.q, tw.acc, tw.scale = fresh.q, fresh.acc, fresh.scale
         for k in params:
             params[k][...] = to_device(arrays[f"param/{k}"], self.xp)
         for k in buffers:
             buffers[k][...] = to_device(arrays[f"buffer/{k}"], self.xp)
         self.history = history
         self.start_epoch = epoch + 1
+
+    def _threshold_layers(self) -> list:
+        return [la for la in self.model.compute_layers() if la.threshold_weights is not None]
 
     # --- loop -----------------------------------------------------------------------------
     def _steps_per_epoch(self):
@@ -315,13 +439,26 @@ class Trainer:
         return grad, float(host[0]), int(host[1])
 
     def evaluate(self, x, y, batch=256):
+        """(mean loss, accuracy) of the model on (x, y), without training.
+
+        The emulator's MVMs of the evaluation are counted in a scratch container, not in
+        ``self.stats``: the per-epoch statistics are the training steps' alone.
+        """
         x, y = to_device(x, self.xp), to_device(y, self.xp)
         losses, correct = [], 0
-        for i in range(0, len(y), batch):
-            out = self.model.forward(x[i:i + batch], train=False)
-            _, loss, hits = self._metrics(out, y[i:i + batch])
-            losses.append(loss * len(y[i:i + batch]))
-            correct += hits
+        saved = {kind: backend.stats for kind, backend in self.imc_backends.items()}
+        scratch = defaultdict(LayerMvmStats)
+        for backend in self.imc_backends.values():
+            backend.stats = scratch
+        try:
+            for i in range(0, len(y), batch):
+                out = self.model.forward(x[i:i + batch], train=False)
+                _, loss, hits = self._metrics(out, y[i:i + batch])
+                losses.append(loss * len(y[i:i + batch]))
+                correct += hits
+        finally:
+            for kind, backend in self.imc_backends.items():
+                backend.stats = saved[kind]
         return float(np.sum(losses) / len(y)), correct / len(y)
 
     def train_epoch(self, epoch: int):
@@ -333,7 +470,10 @@ class Trainer:
         batches = iterate_batches(n, min(cfg.batch_size, n), rng, shuffle=True, drop_last=True,
                                   xp=self.xp)
         self.stats.clear()
-        losses, correct, seen = [], 0, 0
+        writers = self._stored_weight_layers()
+        words = dict.fromkeys((la.name for la in writers), 0)
+        w_format = self.scheme.weight
+        losses, correct, seen, done = [], 0, 0, 0
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
                    disable=not self.progress, leave=False)
         for i, idx in enumerate(batches):
@@ -349,13 +489,23 @@ class Trainer:
             grad, loss, hits = self._metrics(out, y)
             self.model.backward(grad)
             lr = self.schedule(epoch + i / steps)
-            self.optimizer.step(self.model.params, self.model.grads, lr=lr)
+            self.optimizer.step(self.model.params, self.model.grads, lr=lr,
+                                apply=self.threshold_apply or None)
+            # CIMA words this step's update rewrites: the forward's stored operand before the
+            # update against the one the next forward stores
+            for layer in writers:
+                words[layer.name] += changed_cima_words(layer.forward_stored,
+                                                        layer.stored_weight(), w_format,
+                                                        self.rows)
+            done += 1
             losses.append(loss)
             correct += hits
             seen += len(y)
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
         bar.close()
+        self.epoch_steps = done
+        self.epoch_write_words = words
         return float(np.mean(losses)), correct / seen
 
     def run(self, resume: bool = False) -> list[dict]:
@@ -371,6 +521,10 @@ class Trainer:
                    "test_loss": test_loss, "test_acc": test_acc,
                    "lr": self.schedule(epoch), "seconds": time.perf_counter() - t0}
             row.update(mvm_stats)
+            row["steps"] = self.epoch_steps
+            row["mvm_stats"] = self._layer_stats()
+            row["cima_write_words"] = int(sum(self.epoch_write_words.values()))
+            row["cima_write_words_by_layer"] = dict(self.epoch_write_words)
             self.history.append(row)
             self.save_checkpoint(epoch)
             self.write_metrics()
@@ -397,11 +551,25 @@ class Trainer:
                 out[f"{kind.value}_active_rows_per_plane"] = np.mean(planes, axis=0).round(2).tolist()
         return out
 
+    def _layer_stats(self) -> dict:
+        """{layer: {kind: record}} of the epoch's training MVMs on the emulator, in the model's
+        layer order and the order forward, backward, update (docs/training.md, "Per-layer
+        MVM statistics")."""
+        out: dict = {}
+        for layer in self.model.compute_layers():
+            for kind in MvmKind:
+                entry = self.stats.get((layer.name, kind.value))
+                if entry is not None and entry.calls:
+                    out.setdefault(layer.name, {})[kind.value] = entry.summary()
+        return out
+
     # --- outputs --------------------------------------------------------------------------
     def write_metrics(self):
         if not self.history:
             return
-        keys = sorted({k for row in self.history for k in row if not isinstance(row[k], list)})
+        # the CSV takes the scalar columns; lists and per-layer dicts are in metrics.json
+        keys = sorted({k for row in self.history for k in row
+                       if not isinstance(row[k], (list, dict))})
 
         def write_csv(tmp):
             with open(tmp, "w", newline="") as fh:
@@ -469,4 +637,5 @@ def _unflatten(d):
     return out
 
 
-__all__ = ["TrainConfig", "Trainer", "parse_vref", "plot_curves", "field"]
+__all__ = ["TrainConfig", "Trainer", "LayerMvmStats", "ShapeRecordingImcBackend", "parse_vref",
+           "plot_curves", "field"]

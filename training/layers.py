@@ -16,7 +16,15 @@ import numpy as np
 from imcsim.reshape import conv_output_size
 from imcsim.training import repro
 from imcsim.training.backends import RADIX4_SCHEME, Fp32Backend, MvmKind
-from imcsim.training.quant import int8_quantize, pact_alpha_sum, pact_quantize, radix4_two_phase, sawb_quantize
+from imcsim.training.optim import ThresholdWeights
+from imcsim.training.quant import (
+    Quantized,
+    int8_quantize,
+    pact_alpha_sum,
+    pact_quantize,
+    radix4_two_phase,
+    sawb_quantize,
+)
 from imcsim.training.xp import namespace_of
 
 FP32 = Fp32Backend()
@@ -170,10 +178,41 @@ class QuantLinearCore(Layer):
         self.policy = {k: FP32 for k in MvmKind}
         self.pact_init = pact_init
         self.step = 0
+        # the threshold update rule's stored integer weights (training.optim.ThresholdWeights);
+        # None: the weights are re-quantized from the FP32 parameter at every forward
+        self.threshold_weights = None
+        # integer weights the last training forward stored on the array, (inner, outputs)
+        self.forward_stored = None
 
     @property
     def weight(self):
         return self.params[f"{self.name}.w"]
+
+    def use_threshold_rule(self, rule):
+        """Switch to the threshold update rule (``training.optim.ThresholdWeights``).
+
+        The scheme's quantizer (SAWB or int8) is applied once, to the current FP32 weights: its
+        integers become the stored weights and its scale stays fixed from here on; the FP32
+        parameter is set to the stored weights (``q * scale``).  Returns the
+        ThresholdWeights, whose ``apply`` the optimizer calls for ``<name>.w``.
+        """
+        w = self.weight
+        self.threshold_weights = None
+        q = self._quantize_weight(w.reshape(-1, w.shape[-1]))    # as the forward quantizes
+        if q is None:
+            raise ValueError(f"{self.name}: the threshold rule needs a quantized forward MVM")
+        tw = ThresholdWeights.from_weights(w, q.values.reshape(w.shape), q.scale, rule)
+        self.threshold_weights = tw
+        w[...] = tw.weights().astype(w.dtype)
+        return tw
+
+    def stored_weight(self):
+        """The integer weights the forward MVM would store now, in its layout (inner x
+        outputs: the kernel reshaped to (k * k * C_in, C_out), or (d_in, d_out)); None
+        when the forward is not quantized."""
+        w = self.weight
+        q = self._quantize_weight(w.reshape(-1, w.shape[-1]))
+        return None if q is None else q.values
 
     def _mm(self, kind, X, W, x_format, w_format):
         return self.policy[kind].matmul(X, W, x_format, w_format, layer=self.name, mvm=kind,
@@ -188,8 +227,14 @@ class QuantLinearCore(Layer):
         return pact_quantize(x, float(self.params[f"{self.name}.alpha"][0]))
 
     def _quantize_weight(self, w):
+        """Weights as the array stores them: the threshold rule's stored integers, or the
+        scheme's quantizer (SAWB or int8) applied to the FP32 parameter; None for FP32."""
         if not self.policy[MvmKind.FORWARD].quantized:
             return None
+        if self.threshold_weights is not None:
+            # no clip and no re-quantisation: the straight-through estimator passes everywhere
+            tw = self.threshold_weights
+            return Quantized(tw.q.reshape(w.shape), tw.scale, None)
         if self.scheme.name == "int8":
             return int8_quantize(w)
         return sawb_quantize(w, reproducible=self.reproducible)
@@ -278,6 +323,7 @@ class Conv2D(QuantLinearCore):
                          self.scheme.weight) * (qa.scale * qw.scale)
         if train:
             self.cache = (x, A, qa, qw)
+            self.forward_stored = None if qw is None else qw.values
         return y.reshape(*out_shape, self.cout).astype(np.float32)
 
     def _input_grad_windows(self, g):
@@ -370,6 +416,7 @@ class Dense(QuantLinearCore):
             y = y + self.params[f"{self.name}.bias"]
         if train:
             self.cache = (x, qa, qw)
+            self.forward_stored = None if qw is None else qw.values
         return y.astype(np.float32)
 
     def backward(self, grad):

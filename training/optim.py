@@ -5,18 +5,27 @@ Parameters and gradients are plain ``dict[str, array]`` keyed by dotted names su
 (``training.xp``).  :class:`SGD` updates the parameter arrays in place, in their namespace, and
 keeps one velocity buffer per name next to its parameter.  Schedules are small callables mapping a (fractional)
 epoch to a learning rate; pass the result to ``SGD.step(..., lr=...)``.
+
+The threshold update rule (:class:`ThresholdWeights`, mixed-precision training after the
+memristor work of Nandakumar et al.) keeps a layer's weights as low-precision integers, as the
+array stores them, plus one high-precision digital register per weight that accumulates the
+updates; a weight is rewritten only when its register has crossed a threshold.  ``SGD.step``
+hands such a parameter's update to it (``apply``) instead of adding it to the parameter.
+docs/training.md, "Weight-update rules".
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
 from imcsim.training.xp import is_array, namespace_of, to_host
 
 __all__ = ["SGD", "default_no_decay", "NO_DECAY_SUFFIXES", "ConstantLR", "StepLR", "CosineLR",
-           "make_schedule", "SCHEDULE_NAMES"]
+           "make_schedule", "SCHEDULE_NAMES", "UPDATE_RULES", "ACC_BITS", "ACC_FRAC_BITS",
+           "ACC_MIN", "ACC_MAX", "ThresholdRule", "threshold_transfer", "ThresholdWeights"]
 
 NO_DECAY_SUFFIXES = (".bias", ".beta", ".gamma")
 SCHEDULE_NAMES = ("constant", "step", "cosine")
@@ -110,7 +119,9 @@ class SGD:
         return self.weight_decay > 0 and not self.no_decay(name)
 
     def step(self, params: dict[str, np.ndarray], grads: Mapping[str, np.ndarray],
-             lr: float | None = None) -> None:
+             lr: float | None = None,
+             apply: Mapping[str, Callable[[np.ndarray, np.ndarray, float], None]] | None = None
+             ) -> None:
         """Apply one update to ``params`` in place.
 
         Parameters
@@ -122,6 +133,12 @@ class SGD:
             subset of ``params``.
         lr : float, optional
             Learning rate for this step (>= 0); ``None`` uses ``self.lr``.
+        apply : Mapping[str, callable(p, u, lr)], optional
+            For these names the last line of the update, ``p -= lr * u``, is replaced by
+            ``apply[name](p, u, lr)`` (``u`` the update direction of the class docstring, in
+            ``p``'s dtype and namespace; the callable updates ``p`` in place).  Weight decay
+            and momentum are computed as for every other parameter.  Used by the threshold
+            update rule (:meth:`ThresholdWeights.apply`).  Names must be in ``params``.
         """
         step_lr = self.lr if lr is None else _real(lr, "lr")
         if step_lr < 0:
@@ -129,6 +146,10 @@ class SGD:
         extra = [k for k in grads if k not in params]
         if extra:
             raise ValueError(f"grads has names with no parameter: {sorted(extra)}")
+        apply = {} if apply is None else apply
+        stray = [k for k in apply if k not in params]
+        if stray:
+            raise ValueError(f"apply has names with no parameter: {sorted(stray)}")
         # Validate everything before touching anything, so a bad call leaves no partial update.
         for name, g in grads.items():
             p = params[name]
@@ -163,7 +184,10 @@ class SGD:
                 update = d + p.dtype.type(self.momentum) * v if self.nesterov else v
             else:
                 update = d
-            p -= p.dtype.type(step_lr) * update
+            if name in apply:
+                apply[name](p, update, step_lr)
+            else:
+                p -= p.dtype.type(step_lr) * update
         self.steps += 1
 
     # ------------------------------------------------------------------------------------------
@@ -373,3 +397,190 @@ def make_schedule(name: str, base_lr: float, epochs: float, **kwargs: object
         opts.update(kwargs)
         return CosineLR(base_lr, **opts)  # type: ignore[arg-type]
     raise ValueError(f"unknown schedule name {name!r}; choose one of {', '.join(SCHEDULE_NAMES)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The threshold (mixed-precision) weight-update rule
+# ----------------------------------------------------------------------------------------------
+#: weight-update rules of the engine: 'requantize' (SAWB of the FP32 master weights every
+#: step) and 'threshold' (:class:`ThresholdWeights`)
+UPDATE_RULES = ("requantize", "threshold")
+
+#: width of the per-weight update register [bits], signed two's complement
+ACC_BITS = 32
+#: fraction bits of the register: it counts units of 2**-16 of the stored weight's LSB
+ACC_FRAC_BITS = 16
+#: the register's range [units of 2**-ACC_FRAC_BITS LSB]: +/-32768 LSB
+ACC_MIN = -(1 << (ACC_BITS - 1))
+ACC_MAX = (1 << (ACC_BITS - 1)) - 1
+
+
+def _positive_int(value: object, arg: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{arg}: expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """Parameters of the threshold rule.
+
+    Attributes
+    ----------
+    threshold : int
+        T [LSB of the stored weight], >= 1: a weight is rewritten when its register's
+        magnitude reaches T LSBs.  At most the format's span 2 L (a larger threshold could
+        only ever write saturated weights).
+    max_level : int
+        L [LSB], >= 1: the stored weights are the integers of [-L, L] (``BinaryFormat.max_value``,
+        8 for binary:5).
+    """
+
+    threshold: int
+    max_level: int
+
+    def __post_init__(self):
+        t = _positive_int(self.threshold, "threshold")
+        level = _positive_int(self.max_level, "max_level")
+        if t > 2 * level:
+            raise ValueError(f"threshold: at most the stored format's span 2 * {level} = "
+                             f"{2 * level} LSBs (a larger one only writes saturated weights), "
+                             f"got {t}")
+        if t > ACC_MAX >> ACC_FRAC_BITS:
+            raise ValueError(f"threshold: the {ACC_BITS}-bit register holds at most "
+                             f"{ACC_MAX >> ACC_FRAC_BITS} whole LSBs, got {t}")
+
+
+def threshold_transfer(q, acc, increment, rule: ThresholdRule):
+    """One step of the threshold rule on integer arrays (any namespace, no float arithmetic).
+
+    The register adds the increment (saturating at its range); where the magnitude of its
+    integer part reaches ``rule.threshold``, that whole integer part (truncated toward zero)
+    moves into the stored weight, which saturates at [-L, L], and the register keeps the
+    fraction (|acc| < 1 LSB).  The part of a transfer beyond the format's range is dropped,
+    not kept: a weight held at +L by a gradient that keeps pushing would otherwise run its
+    register up to saturation and take as long to come back.
+
+    Parameters
+    ----------
+    q : int array, any shape
+        Stored weights [LSB], in [-L, L].
+    acc : int array, shape of ``q``
+        Registers [2**-ACC_FRAC_BITS LSB], in [ACC_MIN, ACC_MAX].
+    increment : int array, shape of ``q``
+        This step's update [2**-ACC_FRAC_BITS LSB].
+    rule : ThresholdRule
+
+    Returns
+    -------
+    (q, acc) : new arrays, dtypes of the inputs ``q`` and ``acc``
+        Nothing is modified in place (a caller may hold the old stored weights).
+    """
+    xp = namespace_of(q, acc, increment)
+    total = xp.clip(acc.astype(np.int64) + increment.astype(np.int64), ACC_MIN, ACC_MAX)
+    whole = xp.sign(total) * (xp.abs(total) >> ACC_FRAC_BITS)          # toward zero
+    moved = xp.where(xp.abs(whole) >= rule.threshold, whole, 0)
+    level = rule.max_level
+    q_new = xp.clip(q.astype(np.int64) + moved, -level, level).astype(q.dtype)
+    acc_new = (total - moved * (1 << ACC_FRAC_BITS)).astype(acc.dtype)
+    return q_new, acc_new
+
+
+class ThresholdWeights:
+    """One layer's stored integer weights and their update registers (the threshold rule).
+
+    The array holds ``q``; the layer's forward, backward and update MVMs use ``q`` directly
+    (no per-step re-quantisation).  The FP32 parameter the optimizer sees is kept equal to
+    ``q * scale`` (weight decay acts on the stored weight).  ``scale`` is fixed at
+    initialisation: BatchNorm follows every layer that can hold these weights, so the
+    layer's output does not depend on the weight scale, and re-deriving it would change
+    every stored integer at once (a rewrite of the whole array).
+
+    Parameters
+    ----------
+    q : int array, the parameter's shape and namespace
+        Stored weights [LSB], in [-L, L]; kept as int16 (any BinaryFormat value fits).
+    acc : int array, the shape of ``q``
+        Update registers [2**-ACC_FRAC_BITS LSB], in [ACC_MIN, ACC_MAX]; kept as int32.
+    scale : float
+        Weight units per LSB, > 0 (host float).
+    rule : ThresholdRule
+    """
+
+    def __init__(self, q, acc, scale: float, rule: ThresholdRule):
+        if not isinstance(rule, ThresholdRule):
+            raise TypeError(f"rule: expected a ThresholdRule, got {rule!r}")
+        scale = _real(scale, "scale")
+        if scale <= 0:
+            raise ValueError(f"scale: must be > 0, got {scale!r}")
+        if tuple(q.shape) != tuple(acc.shape):
+            raise ValueError(f"acc: shape {tuple(acc.shape)} differs from q's {tuple(q.shape)}")
+        if q.dtype.kind not in "iu" or acc.dtype.kind not in "iu":
+            raise ValueError(f"q, acc: expected integer arrays, got {q.dtype} and {acc.dtype}")
+        level = rule.max_level
+        if q.size and bool(((q < -level) | (q > level)).any()):
+            raise ValueError(f"q: stored weights must lie in [{-level}, {level}]")
+        if acc.size and bool(((acc < ACC_MIN) | (acc > ACC_MAX)).any()):
+            raise ValueError(f"acc: registers must lie in [{ACC_MIN}, {ACC_MAX}]")
+        self.q = q.astype(np.int16)
+        self.acc = acc.astype(np.int32)
+        self.scale = scale
+        self.rule = rule
+
+    @classmethod
+    def from_weights(cls, w, q0, scale: float, rule: ThresholdRule) -> ThresholdWeights:
+        """The initial state from FP weights ``w`` and their quantisation ``q0 * scale``.
+
+        ``w`` : float array; ``q0`` : integer-valued array of w's shape and namespace (the
+        quantizer's values, in [-L, L]).  The registers start with the rounding remainder
+        ``clip(w / scale, -L, L) - q0`` (|.| <= 1/2 LSB, to the register's resolution), so
+        stored weight plus register is the initial FP weight.
+        """
+        xp = namespace_of(w, q0)
+        level = rule.max_level
+        w64 = xp.asarray(w, dtype=np.float64)
+        rest = xp.clip(w64 / float(scale), -level, level) - q0
+        acc = xp.rint(rest * float(1 << ACC_FRAC_BITS)).astype(np.int64)
+        return cls(xp.rint(xp.asarray(q0, dtype=np.float64)).astype(np.int64), acc, scale,
+                   rule)
+
+    def weights(self):
+        """float64 array (the parameter's shape): the stored weights ``q * scale``."""
+        return self.q * self.scale
+
+    def apply(self, p, update, lr: float) -> None:
+        """SGD's last line under the threshold rule (``SGD.step(..., apply=...)``).
+
+        The step ``-lr * update`` [weight units] enters the registers in LSB units, rounded
+        to nearest (ties to even) at the register's resolution of 2**-16 LSB and saturated
+        at its range; where a register reaches the threshold, whole LSBs move into ``q``
+        (:func:`threshold_transfer`); ``p`` (the FP32 parameter) is rewritten in place to
+        ``q * scale``.
+
+        p : float array, the parameter (same shape as ``q``); update : float array, same
+        shape; lr : float >= 0.
+        """
+        xp = namespace_of(p, update)
+        factor = -float(lr) * float(1 << ACC_FRAC_BITS) / self.scale
+        inc = xp.clip(xp.rint(xp.asarray(update, dtype=np.float64) * factor), ACC_MIN, ACC_MAX)
+        self.q, self.acc = threshold_transfer(self.q, self.acc, inc.astype(np.int64), self.rule)
+        p[...] = self.weights().astype(p.dtype)
+
+    def state_dict(self) -> dict[str, object]:
+        """Host copies: ``{'q': int16 array, 'acc': int32 array, 'scale': float}``."""
+        return {"q": np.array(to_host(self.q), copy=True),
+                "acc": np.array(to_host(self.acc), copy=True), "scale": self.scale}
+
+    def load_state_dict(self, state: Mapping[str, object], xp=np) -> None:
+        """Restore from :meth:`state_dict` (arrays moved into namespace ``xp``); checked
+        first (shapes, integer dtypes, ranges), so a bad state changes nothing."""
+        missing = [k for k in ("q", "acc", "scale") if k not in state]
+        if missing:
+            raise ValueError(f"threshold state lacks {', '.join(missing)}")
+        q, acc = to_host(state["q"]), to_host(state["acc"])
+        if tuple(q.shape) != tuple(self.q.shape):
+            raise ValueError(f"threshold state q has shape {tuple(q.shape)}, expected "
+                             f"{tuple(self.q.shape)}")
+        fresh = ThresholdWeights(q, acc, _scalar(state["scale"]), self.rule)
+        self.q, self.acc = xp.asarray(fresh.q), xp.asarray(fresh.acc)
+        self.scale = fresh.scale

@@ -53,19 +53,43 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="cuda: data, weights, activations and gradients on the GPU (CuPy; the "
                    "'gpu' extra); see docs/training.md for what matches the CPU bit for bit.")
+@click.option("--update-rule", default="requantize", show_default=True,
+              type=click.Choice(["requantize", "threshold"]),
+              help="requantize: SAWB re-quantizes the FP32 weights every step; threshold: the "
+                   "array keeps integer weights, a 32-bit register per weight accumulates the "
+                   "updates and a weight is rewritten when its register reaches "
+                   "--update-threshold LSBs. See docs/training.md, Weight-update rules.")
+@click.option("--update-threshold", type=int,
+              help="T of --update-rule threshold, in LSBs of the stored weight: an integer in "
+                   "1..16 (radix4; 1..128 with --scheme int8).  [default: 1]")
 @click.option("--reproducible", is_flag=True,
               help="Bit-identical weights on any x86-64 CPU, BLAS and thread count: FP32 "
                    "products, float sums and the loss in a fixed order (CPU only; slower "
                    "FP32 layers). See docs/training.md, Reproducibility.")
 @cli_errors
-def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet, **kw):
+def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet,
+                  update_threshold, **kw):
     """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
+    from imcsim.training.backends import scheme_by_name
     from imcsim.training.engine import TrainConfig, Trainer
     from imcsim.training.xp import array_module
     array_module(kw["device"])                  # without CuPy or a GPU: one line, exit 2
+    if update_threshold is not None:
+        if kw["update_rule"] != "threshold":
+            raise ValueError("--update-threshold: applies to --update-rule threshold only")
+        level = scheme_by_name(kw["scheme"]).weight.max_value
+        if not 1 <= update_threshold <= 2 * level:
+            raise ValueError(f"--update-threshold: expected an integer number of LSBs in "
+                             f"1..{2 * level} (the {kw['scheme']} weights span "
+                             f"-{level}..{level}), got {update_threshold}")
+        kw["update_threshold"] = update_threshold
     kinds = parse_mvm_kinds(imc_kinds)
     fallback = "fp32" if not kinds and other == "exact" else other
     backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
+    if kw["update_rule"] == "threshold" and dict(backends)["forward"] == "fp32":
+        raise ValueError("--update-rule: threshold needs integer weights on the array: run the "
+                         "forward MVM on the emulator (--imc forward, or all) or on an exact "
+                         "backend (--imc with --other exact)")
     vref = {k.value: "variable" for k in MvmKind}
     for spec in vref_specs:
         kind, _, mode = spec.partition("=")
@@ -84,5 +108,6 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
     trainer = Trainer(config, Path(out_dir), progress=not quiet)
     history = trainer.run(resume=resume)
     last = history[-1] if history else {}
-    click.echo(json.dumps({"final": {k: v for k, v in last.items() if not isinstance(v, list)},
+    click.echo(json.dumps({"final": {k: v for k, v in last.items()
+                                     if not isinstance(v, (list, dict))},
                            "out": str(out_dir)}))
