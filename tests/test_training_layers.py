@@ -14,6 +14,8 @@ from imcsim.training.layers import (
     softmax_cross_entropy,
 )
 from imcsim.training.quant import (
+    SAWB_C1,
+    SAWB_C2,
     grad_scale,
     int8_quantize,
     pact_alpha_grad,
@@ -110,9 +112,14 @@ def test_pact_by_hand():
 
 
 def test_sawb_by_hand():
+    # the 4-bit coefficients of the SAWB authors' implementation (training/quant.py)
+    assert (SAWB_C1, SAWB_C2) == (12.68, 12.80)
     w = np.array([-1.0, -0.5, 0.5, 1.0])
-    # E[w^2] = 0.625, E|w| = 0.75: 12.1 * 0.7906 - 12.2 * 0.75 = 0.4161
-    assert sawb_alpha(w) == pytest.approx(12.1 * np.sqrt(0.625) - 12.2 * 0.75)
+    # E[w^2] = 0.625, E|w| = 0.75: 12.68 * 0.7905694 - 12.80 * 0.75 = 0.424420
+    assert sawb_alpha(w) == pytest.approx(0.424420, abs=1e-6)
+    # a Gaussian tensor: alpha ~ (12.68 - 12.80 sqrt(2 / pi)) sigma = 2.467 sigma
+    g = np.random.default_rng(0).standard_normal(200_000)
+    assert sawb_alpha(g) == pytest.approx(2.467, abs=0.01)
     q = sawb_quantize(w)
     assert q.values.tolist() == [-8, -8, 8, 8]
     assert q.pass_mask.tolist() == [False, False, False, False]
