@@ -166,11 +166,18 @@ def _train_normalize(params: dict) -> dict:
     return json.loads(config.to_json())
 
 
+#: per-layer keys of a training history row that the sweep table leaves to metrics.json
+PER_LAYER_METRICS = ("mvm_stats", "cima_write_words_by_layer")
+
+
 def _train_run(params: dict, folder: Path) -> dict:
     from imcsim.training.engine import TrainConfig, Trainer
     config = TrainConfig.from_json(json.dumps(params))
     history = Trainer(config, folder, progress=False).run()
     out = dict(history[-1]) if history else {}       # the last epoch's metrics
+    # per-layer detail stays in the run's metrics.json: as table columns it would add ~170
+    for key in PER_LAYER_METRICS:
+        out.pop(key, None)
     out["train_seconds"] = float(sum(h["seconds"] for h in history))
     return out
 
