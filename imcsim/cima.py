@@ -170,6 +170,14 @@ class ColumnGroup:
             noise_key, count, value, trials, decisions, code)
         return CycleOutcome(count, value, trials, decisions, code, int(clipped))
 
+    def skipped_cycle(self) -> CycleOutcome:
+        """The outcome of a cycle the controller skipped: nothing counted, sampled or
+        converted (all zero), nothing clipped."""
+        cols, bits = self.n_columns, self.macro.config.adc_bits
+        zeros = np.zeros(cols, dtype=np.int64)
+        return CycleOutcome(zeros, zeros.copy(), np.zeros((cols, bits), dtype=np.int64),
+                            np.zeros((cols, bits), dtype=np.uint8), zeros.copy(), 0)
+
 
 def hw_key(seed: int, stream: int, tile_row: int, tile_col: int, vector: int,
            plane: int) -> np.uint64:

@@ -248,6 +248,10 @@ class MacroConfig(JsonRoundTrip):
     vdd: float = 0.8
     #: mask rows whose binary input element is 0 (an option the macro's masks allow)
     mask_zero_inputs: bool = False
+    #: the controller skips an array cycle whose rows are all masked (0 active rows): no
+    #: cycle, no conversions, no NMC term (docs/hardware-model.md 4.7); off = the paper's
+    #: schedule, which converts every plane
+    skip_masked_cycles: bool = False
     #: ADC reference choice
     vref: VrefConfig = field(default_factory=VrefConfig)
     #: near-memory datapath registers and rounding
@@ -269,6 +273,8 @@ class MacroConfig(JsonRoundTrip):
         _check_float("vdd", self.vdd, 1e-3, 10.0)
         if not isinstance(self.mask_zero_inputs, bool):
             raise TypeError("mask_zero_inputs: expected a bool")
+        if not isinstance(self.skip_masked_cycles, bool):
+            raise TypeError("skip_masked_cycles: expected a bool")
         for name, typ in (("vref", VrefConfig), ("nmc", NmcConfig), ("nonideal", NonIdealityConfig)):
             if not isinstance(getattr(self, name), typ):
                 raise TypeError(f"{name}: expected {typ.__name__}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
+from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
 
 
@@ -26,7 +27,9 @@ class CycleRecord:
     row_input : uint8 (R,) row-driver bits; row_mask : bool (R,) active rows.
     nmc_steps : int64 (G, Kw) the group's accumulators after each weight plane.
     first_of_group : the accumulators of this group and vector start from 0 in this cycle;
-    group_done : this group's outputs of this vector are final after this cycle.
+    group_done : this group's outputs of this vector are final after this cycle;
+    skipped : the controller skipped this all-masked cycle (``skip_masked_cycles``): the
+    outcome is all zero and ``nmc_steps`` repeat the unchanged accumulators.
     """
 
     t: int
@@ -47,6 +50,7 @@ class CycleRecord:
     first_of_group: bool
     group_done: bool
     vector_done: bool
+    skipped: bool = False
 
 
 class CycleStepper:
@@ -81,6 +85,7 @@ class CycleStepper:
         """Every array cycle in the macro's order; the counters are complete at the end."""
         prep, plan = self.prep, self.prep.plan
         nmc = self.macro.config.nmc
+        skip_masked = self.macro.config.skip_masked_cycles
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
         for t in range(plan.row_tiles):
@@ -96,13 +101,18 @@ class CycleStepper:
                         a = int(packed.active_rows[b, p])
                         fs = int(packed.full_scale[b, p])
                         scale = int(packed.scale[b, p])
-                        out = group.array_cycle(packed.xbits[b, p], packed.xmask[b, p], a, fs,
-                                                int(packed.threshold_shift[b, p]), prep.seed,
-                                                gb, p)
+                        skipped = bool(hw.cycle_skipped(a, skip_masked))
+                        if skipped:     # not run: nothing converted, the NMC holds
+                            out = group.skipped_cycle()
+                            steps = np.repeat(self.acc[b, g0:g1, None], Kw, axis=1)
+                        else:
+                            out = group.array_cycle(packed.xbits[b, p], packed.xmask[b, p], a,
+                                                    fs, int(packed.threshold_shift[b, p]),
+                                                    prep.seed, gb, p)
+                            self.acc[b, g0:g1], steps = nmc_cycle(
+                                self.acc[b, g0:g1], out.code, a, scale, int(pw_x[p]), pw_w, nmc)
                         self.clipped[t, u] += out.clipped
                         self.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)
-                        self.acc[b, g0:g1], steps = nmc_cycle(self.acc[b, g0:g1], out.code, a,
-                                                              scale, int(pw_x[p]), pw_w, nmc)
                         last_t, last_p = t == plan.row_tiles - 1, p == P - 1
                         yield CycleRecord(
                             t=t, u=u, b=b, vector=gb, plane=p, tile_cycle=b * P + p,
@@ -110,7 +120,7 @@ class CycleStepper:
                             active_rows=a, full_scale=fs, scale_fx=scale,
                             x_plane_weight=int(pw_x[p]), outcome=out, nmc_steps=steps,
                             output_range=(g0, g1), first_of_group=t == 0 and p == 0,
-                            group_done=last_t and last_p,
+                            group_done=last_t and last_p, skipped=skipped,
                             vector_done=last_t and last_p and u == plan.col_tiles - 1)
 
     def result(self):

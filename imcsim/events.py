@@ -41,7 +41,7 @@ class EventCounts:
 
 def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_element: int,
                       adc_bits: int, active_sum, high_cycles, clipped=None,
-                      reshape_words: int | None = None) -> EventCounts:
+                      reshape_words: int | None = None, run_cycles=None) -> EventCounts:
     """Event counts of one MVM mapped by ``plan``.
 
     Parameters
@@ -56,6 +56,9 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
     high_cycles : int or float array (row_tiles,)  cycles converted at the high Vref level.
     clipped : int64 (row_tiles, col_tiles) or None  clipped conversions (data-dependent; 0 when
         not measured).
+    run_cycles : int or float array (row_tiles,) or None  cycles of each row tile that run
+        per column tile (``MacroConfig.skip_masked_cycles`` leaves all-masked ones out);
+        None: all B * P.
     reshape_words : int or None  words a convolution's reshape buffer takes in per column
         tile, booked on row tile 0; None: a plain MVM streams ceil(R * K / 32) words per vector
         and tile.
@@ -68,8 +71,11 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
     active_sum = np.asarray(active_sum)
     high_cycles = np.asarray(high_cycles)
     dtype = np.float64 if active_sum.dtype.kind == "f" else np.int64
-    cycles = vectors * n_planes
     ones = np.ones((T, U), dtype=np.int64)
+    if run_cycles is None:
+        cycles = vectors * n_planes
+    else:                                  # (T, 1): skipped cycles cost no cycle or conversion
+        cycles = np.asarray(run_cycles).reshape(T, 1)
     per_tile = {
         "array_cycles": ones * cycles,
         "bitcell_mults": (active_sum[:, None] * cols[None, :]).astype(dtype),

@@ -272,7 +272,8 @@ class GpuMacro:
             k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
                 xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap, cdac,
                 cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal, analog.cell_mismatch,
-                analog.sigma_sample_fx, analog.sigma_cmp_fx, np.uint64(prep.seed), t_lo, t_hi,
+                analog.sigma_sample_fx, analog.sigma_cmp_fx, analog.skip_masked,
+                np.uint64(prep.seed), t_lo, t_hi,
                 n_lo, n_hi, plan.outputs_per_tile, prep.vector_offset, pw_x, pw_w,
                 nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
                 nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, acc)

@@ -293,11 +293,14 @@ class Macro:
         dual = prep.vref.mode is VrefMode.DUAL
         high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2)) if dual
                 else np.zeros(prep.plan.row_tiles, dtype=np.int64))
+        active_rows = np.asarray(active_rows)
+        run = ((active_rows > 0).sum(axis=(1, 2)) if self.config.skip_masked_cycles
+               else None)                                   # None: every cycle runs
         return tile_event_counts(prep.plan, vectors=prep.batch, n_planes=prep.n_planes,
                                  bits_per_element=prep.x_format.bits_per_element,
                                  adc_bits=self.config.adc_bits,
-                                 active_sum=np.asarray(active_rows).sum(axis=(1, 2)),
-                                 high_cycles=high, clipped=clipped)
+                                 active_sum=active_rows.sum(axis=(1, 2)),
+                                 high_cycles=high, clipped=clipped, run_cycles=run)
 
     def finish(self, prep: PreparedMvm, acc, codes, active_rows, full_scale, clipped,
                path: str) -> MvmResult:
@@ -323,7 +326,7 @@ class Macro:
         # the integer ADC law shortcut holds for ideal analog under the paper's floor law
         ideal = c.nonideal.is_ideal and c.adc_rounding is Rounding.FLOOR
         params = AnalogParams(c.rows, c.adc_bits, c.top_code, ideal, fx["sigma_cell_fx"] != 0,
-                              fx["sigma_sample_fx"], fx["sigma_cmp_fx"])
+                              fx["sigma_sample_fx"], fx["sigma_cmp_fx"], c.skip_masked_cycles)
         tables = AnalogTables(self.column_capacitance[:cols], self.cdac_weights[:cols],
                               self.cdac_totals[:cols], self.comparator_offsets[:cols])
         return params, tables

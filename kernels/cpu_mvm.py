@@ -207,6 +207,9 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
             gb = key.vector_offset + b
             for p in range(n_planes):
                 fs = cyc.full_scale[b, p]
+                if hw.cycle_skipped(active[b, p], analog.skip_masked):
+                    codes[p, :] = 0
+                    continue
                 if analog.ideal:
                     if active[b, p] == 0:
                         codes[p, :] = 0
@@ -248,6 +251,8 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                 for p in range(n_planes):
                     if analog.ideal and active[b, p] == 0 and not nmc.half_lsb:
                         continue        # every code is 0 and so is every term
+                    if hw.cycle_skipped(active[b, p], analog.skip_masked):
+                        continue        # the controller did not run this cycle
                     sc = cyc.scale[b, p]
                     act = active[b, p]
                     for q in range(kw):

@@ -149,9 +149,9 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 @cuda.jit
 def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
-             sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile,
-             vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
-             keep_codes, codes, clipped, acc):
+             sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi, n_lo, n_hi,
+             outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
+             saturate, keep_codes, codes, clipped, acc):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
 
@@ -172,7 +172,7 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
     for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
         _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi,
+                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi,
                  outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
                  acc_bits, saturate, keep_codes, codes, clipped, acc, n, b)
 
@@ -180,9 +180,9 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
 @cuda.jit(device=True)
 def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
-             sigma_sample_fx, sigma_cmp_fx, seed, t_lo, t_hi, outputs_per_tile, vector_offset,
-             pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate, keep_codes, codes,
-             clipped, acc, n, b):
+             sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi, outputs_per_tile,
+             vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
+             keep_codes, codes, clipped, acc, n, b):
     """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
     words_per_tile = wbits.shape[1]
     kw = wbits.shape[2]
@@ -198,6 +198,11 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
         n_clipped = 0
         for p in range(xbits.shape[1]):
             a = active[t, b, p]
+            if hw.cycle_skipped(a, skip_masked):
+                if keep_codes:
+                    for q in range(kw):
+                        codes[t, b, p, n * kw + q] = 0
+                continue                  # not run: no conversion, no NMC term
             fs = full_scale[t, b, p]
             sc = scale[t, b, p]
             if ideal and a > 0:

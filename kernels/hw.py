@@ -228,6 +228,12 @@ def sample_column(value, sigma_sample_fx, column_key):
 # =========================================================================================
 # Vref choice, SAR ADC
 # =========================================================================================
+def cycle_skipped(active, skip_masked):
+    """Does the controller skip this array cycle?  Only with ``skip_masked`` on, and only when
+    every row is masked (0 active rows): then no conversion runs and the NMC adds nothing."""
+    return skip_masked and active == 0
+
+
 def cycle_full_scale(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code):
     """Full scale F (rows) of an array cycle from its active-row count (Vref choice)."""
     if vref_mode == VREF_FIXED:
@@ -392,7 +398,8 @@ def output_value(acc, shift, rounding, out_bits, has_scale, scale, scale_frac_bi
 HARDWARE_FUNCTIONS = (
     "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
-    "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_full_scale", "adc_threshold_shift", "sar_trial",
+    "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_skipped",
+    "cycle_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
 )

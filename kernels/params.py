@@ -21,9 +21,10 @@ StoredTile = namedtuple("StoredTile", "wbits wcols cap_table")
 AnalogTables = namedtuple("AnalogTables", "col_total_cap cdac cdac_total cmp_offset")
 
 #: Scalar analog settings: rows (array height), adc_bits, top_code (2**adc_bits - 1), ideal
-#: (integer ADC-law shortcut), cell_mismatch, sigma_sample_fx, sigma_cmp_fx (fixed point).
-AnalogParams = namedtuple("AnalogParams",
-                          "rows adc_bits top_code ideal cell_mismatch sigma_sample_fx sigma_cmp_fx")
+#: (integer ADC-law shortcut), cell_mismatch, sigma_sample_fx, sigma_cmp_fx (fixed point),
+#: skip_masked (the controller skips all-masked cycles: ``hw.cycle_skipped``).
+AnalogParams = namedtuple("AnalogParams", "rows adc_bits top_code ideal cell_mismatch "
+                          "sigma_sample_fx sigma_cmp_fx skip_masked")
 
 #: NMC settings: scale_frac_bits, acc_bits, saturate (else wrap), half_lsb; pw_x int64 (P,)
 #: and pw_w int64 (Kw,) plane weights; n_outputs (outputs of this column tile).

@@ -200,7 +200,7 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                   rows: int, columns: int, adc_bits: int,
                   vref_mode: str = "variable", full_scale: int | None = None,
                   dual_low: int | None = None, dual_high: int | None = None,
-                  mask_zero_inputs: bool = False,
+                  mask_zero_inputs: bool = False, skip_masked_cycles: bool = False,
                   scale_frac_bits: int = 16, acc_bits: int = 48, overflow: str = "saturate",
                   half_lsb_reconstruction: bool = False, out_frac_bits: int = 12,
                   out_bits: int = 48, out_rounding: str = "half_even",
@@ -308,9 +308,6 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
         for u in range(U):
             outs = list(range(u * G, min(N, (u + 1) * G)))
             C_u = Kw * len(outs)
-            ev["array_cycles"] += B * P
-            ev["adc_conversions"] += B * P * C_u
-            ev["sar_steps"] += Nb * B * P * C_u
             ev["nmc_outputs"] += B * len(outs)
             ev["reshape_words"] += B * (-(-rows_in_tile * Kx // 32))
             ev["cima_load_words"] += C_u * (-(-rows_in_tile // 32))
@@ -332,6 +329,11 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                     fs_out[t][b][p] = F
                     act_out[t][b][p] = A
                     ev["bitcell_mults"] += A * C_u
+                    if skip_masked_cycles and A == 0:
+                        continue    # the controller skips an all-masked cycle: codes stay 0
+                    ev["array_cycles"] += 1
+                    ev["adc_conversions"] += C_u
+                    ev["sar_steps"] += Nb * C_u
                     for g, n in enumerate(outs):
                         for q in range(Kw):
                             c = g * Kw + q
@@ -367,6 +369,8 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                 for p in range(P):
                     F = fs_out[t][b][p]
                     A = act_out[t][b][p]
+                    if skip_masked_cycles and A == 0:
+                        continue    # a skipped cycle adds no NMC term
                     sc = scale_fx(F, L, S)
                     for q in range(Kw):
                         code = codes[t][b][p][n][q]

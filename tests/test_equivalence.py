@@ -31,6 +31,7 @@ def make_config(p):
         rows=p["rows"], columns=p["columns"], adc_bits=p["adc_bits"], vdd=0.8,
         adc_rounding=Rounding(p.get("adc_rounding", "floor")),
         mask_zero_inputs=p["mask_zero_inputs"],
+        skip_masked_cycles=p.get("skip_masked_cycles", False),
         vref=VrefConfig(mode=VrefMode(p["vref_mode"]), full_scale=p["full_scale"],
                         dual_low=p["dual_low"], dual_high=p["dual_high"]),
         nmc=NmcConfig(scale_frac_bits=p["scale_frac_bits"], acc_bits=p["acc_bits"],
@@ -63,6 +64,7 @@ def run_twin(X, W, p, out_scale=None, out_offset=None):
     kw.update(twin_fx(p["nonideal"]))
     kw["out_scale_frac_bits"] = p.get("out_scale_frac_bits", 16)
     kw["adc_rounding"] = p.get("adc_rounding", "floor")
+    kw["skip_masked_cycles"] = p.get("skip_masked_cycles", False)
     return ref.reference_mvm(X.tolist(), W.tolist(), p["x_kind"], p["Kx"], p["Kw"], **kw,
                              out_scale=None if out_scale is None else list(out_scale),
                              out_offset=None if out_offset is None else list(out_offset))
@@ -194,6 +196,7 @@ def mvm_cases(draw):
     p = dict(
         rows=rows, columns=columns, adc_bits=adc_bits, Kw=Kw, Kx=Kx, x_kind=x_kind,
         mask_zero_inputs=draw(st.booleans()),
+        skip_masked_cycles=draw(st.booleans()),
         vref_mode=draw(st.sampled_from(["fixed", "variable", "dual"])),
         full_scale=draw(st.sampled_from([fs[0], fs[1], fs[2], L, rows])),
         dual_low=fs[0], dual_high=fs[2],
@@ -268,6 +271,7 @@ def scenario(seed):
     p = dict(
         rows=rows, columns=columns, adc_bits=adc_bits, Kw=Kw, Kx=Kx, x_kind=x_kind,
         mask_zero_inputs=bool(rng.random() < 0.4),
+        skip_masked_cycles=bool(rng.random() < 0.3),
         vref_mode=ch(["fixed", "variable", "dual"]),
         full_scale=ch([fs[0], fs[1], L, L, rows]),
         dual_low=ch([fs[0], L]), dual_high=ch([fs[2], rows]),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim import VrefConfig, load_preset
+from imcsim import MacroConfig, VrefConfig, load_preset
 from imcsim.training.backends import (
     ExactBackend,
     Fp32Backend,
@@ -89,6 +89,7 @@ class TrainConfig:
     backends: tuple = (("forward", "fp32"), ("backward", "fp32"), ("update", "fp32"))
     vref: tuple = (("forward", "variable"), ("backward", "variable"), ("update", "variable"))
     preset: str = "paper"
+    skip_masked_cycles: bool = False
     first_last_on_imc: bool = False
     augment: bool = False
     max_steps_per_epoch: int | None = None
@@ -137,6 +138,8 @@ class TrainConfig:
         for _kind, text in self.vref:
             parse_vref(text)
         load_preset(self.preset)
+        if not isinstance(self.skip_masked_cycles, bool):
+            raise ValueError(f"skip_masked_cycles: expected a bool, got {self.skip_masked_cycles!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
             raise ValueError("max_steps_per_epoch: must be >= 1")
         if self.update_rule not in UPDATE_RULES:
@@ -270,9 +273,15 @@ class Trainer:
         self.emulator_seconds = 0.0
 
     # --- backends -------------------------------------------------------------------------
+    def macro_config(self) -> MacroConfig:
+        """The macro every IMC backend of this run emulates: the preset, with the run's
+        controller options (``skip_masked_cycles``)."""
+        return replace(load_preset(self.config.preset),
+                       skip_masked_cycles=self.config.skip_masked_cycles)
+
     def _assign_backends(self):
         cfg = self.config
-        macro_cfg = load_preset(cfg.preset)
+        macro_cfg = self.macro_config()
         fp32, exact = Fp32Backend(reproducible=cfg.reproducible), ExactBackend()
         imc = {k: ShapeRecordingImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
                                            self._trace_request(), device=cfg.device)

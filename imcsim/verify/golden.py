@@ -186,7 +186,10 @@ class GoldenModel:
         ``column_count`` (C,), ``column_value`` (C,), ``sar_trial`` (C, Nb),
         ``sar_decision`` (C, Nb), ``code`` (C,), ``clipped``, ``output_index`` (G,),
         ``nmc_acc`` (G,) accumulator after this cycle, ``nmc_steps`` (G, Kw) after each weight
-        plane, ``group_done`` (True when this group's outputs of this vector are final), then
+        plane, ``group_done`` (True when this group's outputs of this vector are final),
+        ``skipped`` (True when the controller skips this all-masked cycle, with
+        ``skip_masked_cycles``: the column group is not driven, every outcome is 0 and the
+        accumulators hold; an RTL testbench presents nothing for it), then
         ``y_int_group`` (G,); and ``y_int`` (N,) on the vector's last cycle (else None).
         """
         if self._batch is None:
@@ -211,7 +214,7 @@ class GoldenModel:
             "code": out.code.astype(np.int64), "clipped": out.clipped,
             "output_index": np.arange(g0, g1), "nmc_acc": cyc.nmc_steps[:, -1].copy(),
             "nmc_steps": cyc.nmc_steps, "group_done": cyc.group_done,
-            "y_int_group": None, "y_int": None,
+            "skipped": cyc.skipped, "y_int_group": None, "y_int": None,
         }
         if cyc.group_done:
             rec["y_int_group"] = self.output_stage(acc[b:b + 1, g0:g1])[0]

@@ -431,6 +431,11 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     all-or-nothing; ``inputs`` are files the caller read, which must not be overwritten.
     """
     outdir = Path(outdir)
+    if config.skip_masked_cycles:
+        # the files hold one line per scheduled cycle with no skip bit for the RTL testbench
+        raise ValueError("config: skip_masked_cycles is not supported by the vector files "
+                         "(one line per scheduled cycle); use the GoldenModel API, whose "
+                         "records flag skipped cycles")
     check_vectors_folder(outdir, force)
     inputs = [p for p in inputs if p is not None]
     if table is None:
