@@ -73,7 +73,7 @@ train c --imc forward,backward --other exact --vref forward=dual:255:2304 --vref
 train d --scheme int8 --imc forward,backward --other fp32 --vref forward=fixed:2304 --vref backward=fixed:2304 &
 train dm --scheme int8 --imc forward,backward --other fp32 --vref forward=fixed:matched --vref backward=fixed:matched &
 train dv --scheme int8 --imc forward,backward --other fp32 &
-train d0 --scheme int8 --other exact &
+train d0 --scheme int8 --other exact &   # every MVM exact-quantized (no ADC)
 wait"
 log "vgg_digits32 training: exit $? in $((SECONDS - t0)) s"
 for f in "$WORK"/vgg/*/metrics.json; do

@@ -34,13 +34,18 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
               help="radix4: PACT/SAWB/radix-4 (Sun et al.); int8: Banner et al. (Fig. 3 foil).")
 @click.option("--imc", "imc_kinds", default="", show_default=True,
               help="MVM kinds on the IMC emulator, e.g. forward,backward,update (or 'all').")
-@click.option("--other", default="exact", show_default=True, type=_BACKEND,
-              help="Backend of the hidden layers' MVM kinds not on IMC (fp32 when --imc is empty).")
+@click.option("--other", default=None, type=_BACKEND,
+              help="Backend of the hidden layers' MVM kinds not on IMC [default: exact, or "
+                   "fp32 when --imc is empty; --other exact with no --imc runs every MVM "
+                   "exact-quantized].")
 @click.option("--vref", "vref_specs", multiple=True,
               help="KIND=MODE per MVM kind: variable, fixed:F or dual:LOW:HIGH (rows); "
                    "e.g. --vref backward=dual:255:2304.")
 @click.option("--preset", default="paper", show_default=True,
               help="Macro preset (data/presets): paper or paper-nonideal.")
+@click.option("--skip-masked-cycles", is_flag=True,
+              help="The controller skips array cycles whose rows are all masked (no cycle, "
+                   "no conversions, no NMC term); see docs/hardware-model.md.")
 @click.option("--first-last-on-imc", is_flag=True, help="Also map the first and last layers.")
 @click.option("--augment", is_flag=True, help="Random crop and flip (CIFAR).")
 @click.option("--max-steps", "max_steps_per_epoch", type=int, help="Cap steps per epoch.")
@@ -84,7 +89,9 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
                              f"-{level}..{level}), got {update_threshold}")
         kw["update_threshold"] = update_threshold
     kinds = parse_mvm_kinds(imc_kinds)
-    fallback = "fp32" if not kinds and other == "exact" else other
+    # given explicitly, --other applies as given (it was ignored without --imc, which made
+    # an all-exact run impossible to ask for)
+    fallback = other if other is not None else ("exact" if kinds else "fp32")
     backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
     if kw["update_rule"] == "threshold" and dict(backends)["forward"] == "fp32":
         raise ValueError("--update-rule: threshold needs integer weights on the array: run the "
