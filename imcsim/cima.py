@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from imcsim.checks import check_matrix
+from imcsim.config import Rounding
 from imcsim.formats import BinaryFormat
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
@@ -119,6 +120,8 @@ class CycleOutcome:
     sar_decision: np.ndarray    # uint8 (C, Nb): comparator decisions
     code: np.ndarray            # int64: final ADC codes
     clipped: int                # conversions whose input exceeded the full scale
+    full_scale: np.ndarray      # int64: each column's F (differs only per-column dual Vref)
+    high: int = 0               # conversions at the high level (per-column dual Vref)
 
 
 class ColumnGroup:
@@ -146,12 +149,13 @@ class ColumnGroup:
         return self.wbits.shape[0]
 
     def array_cycle(self, xbits, xmask, active: int, full_scale: int, threshold_shift: int,
-                    seed: int, vector: int, plane: int) -> CycleOutcome:
+                    seed: int, vector: int, plane: int, vref=None) -> CycleOutcome:
         """One array cycle: XNOR cells, charge sharing, sampling, SAR conversion per column.
 
         xbits, xmask : uint64 (W,) packed row inputs and active rows; active : their count;
         full_scale : F in rows; threshold_shift : the ADC law's shift; seed, vector (global
-        index), plane : the noise key of this cycle.
+        index), plane : the noise key of this cycle; vref : the call's VrefConfig (default the
+        config's), for the per-column dual choice.
         """
         c, fx = self.macro.config, self.macro.fx
         cols = self.n_columns
@@ -163,12 +167,17 @@ class ColumnGroup:
         seed = np.uint64(seed)
         sample_key = hw_key(seed, hw.STREAM_SAMPLE, self.t, self.u, vector, plane)
         noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
-        clipped = _array_cycle_kernel(
+        vref = c.vref if vref is None else vref
+        column_fs = np.empty(cols, dtype=np.int64)
+        clipped, high = _array_cycle_kernel(
             xbits, xmask, int(active), self.wbits, self.cap_table, self.cell_mismatch,
             self.total_cap, self.cdac, self.cdac_total, self.offset, c.rows, int(full_scale),
             int(threshold_shift), fx["sigma_sample_fx"], fx["sigma_cmp_fx"], sample_key,
-            noise_key, count, value, trials, decisions, code)
-        return CycleOutcome(count, value, trials, decisions, code, int(clipped))
+            noise_key, vref.per_column, vref.dual_low, vref.dual_high,
+            c.adc_rounding is Rounding.HALF_UP, c.top_code, count, value, trials, decisions,
+            code, column_fs)
+        return CycleOutcome(count, value, trials, decisions, code, int(clipped), column_fs,
+                            int(high))
 
     def skipped_cycle(self) -> CycleOutcome:
         """The outcome of a cycle the controller skipped: nothing counted, sampled or
@@ -176,7 +185,8 @@ class ColumnGroup:
         cols, bits = self.n_columns, self.macro.config.adc_bits
         zeros = np.zeros(cols, dtype=np.int64)
         return CycleOutcome(zeros, zeros.copy(), np.zeros((cols, bits), dtype=np.int64),
-                            np.zeros((cols, bits), dtype=np.uint8), zeros.copy(), 0)
+                            np.zeros((cols, bits), dtype=np.uint8), zeros.copy(), 0,
+                            zeros.copy())
 
 
 def hw_key(seed: int, stream: int, tile_row: int, tile_col: int, vector: int,

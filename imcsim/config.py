@@ -104,9 +104,18 @@ class VrefConfig:
     dual_low: int = 255
     #: the dual mode's high level [rows]
     dual_high: int = 2304
+    #: dual mode only: each column's ADC chooses its own level (the low one unless its held
+    #: value exceeds it, one extra comparator decision) instead of one level per array cycle
+    #: from the active-row count (docs/hardware-model.md 4.3)
+    per_column: bool = False
 
     def __post_init__(self):
         _check_enum("vref.mode", self.mode, VrefMode)
+        if not isinstance(self.per_column, bool):
+            raise TypeError("vref.per_column: expected a bool")
+        if self.per_column and self.mode is not VrefMode.DUAL:
+            raise ValueError(f"vref.per_column: applies to the dual mode only, got mode "
+                             f"{self.mode.value!r}")
         for name in ("full_scale", "dual_low", "dual_high"):
             _check_int(f"vref.{name}", getattr(self, name), 1, 1 << 20)
         if self.dual_low > self.dual_high:
@@ -115,8 +124,11 @@ class VrefConfig:
 
     @classmethod
     def parse(cls, text: str) -> VrefConfig:
-        """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]' (full scales in rows) -> VrefConfig."""
+        """'variable', 'fixed[:F]' or 'dual[:LOW:HIGH][:column]' (full scales in rows; a final
+        ':column' makes the choice per column) -> VrefConfig."""
         parts = str(text).strip().split(":")
+        if len(parts) > 1 and parts[0] == VrefMode.DUAL.value and parts[-1] == "column":
+            return replace(cls.parse(":".join(parts[:-1])), per_column=True)
         try:
             mode = VrefMode(parts[0])
             nums = [int(p) for p in parts[1:]]
@@ -130,7 +142,8 @@ class VrefConfig:
                                          if nums else {}))
             if mode is VrefMode.VARIABLE and not nums:
                 return cls(mode=mode)
-        raise ValueError(f"vref: expected 'variable', 'fixed[:F]' or 'dual[:LOW:HIGH]', got {text!r}")
+        raise ValueError(f"vref: expected 'variable', 'fixed[:F]' or 'dual[:LOW:HIGH][:column]', "
+                         f"got {text!r}")
 
     def check_against(self, rows: int, top_code: int):
         """Cross-check with the array: every level must lie in [L, rows]."""

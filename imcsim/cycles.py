@@ -57,7 +57,8 @@ class CycleStepper:
     """Evaluate a prepared MVM cycle by cycle, keeping the MVM's accumulators and counters.
 
     Attributes filled as cycles run: ``acc`` int64 (B, N), ``active_rows`` / ``full_scale``
-    int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` int64 (T, U).
+    int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` and ``high_columns``
+    (conversions at the high level under the per-column dual Vref) int64 (T, U).
     """
 
     def __init__(self, macro, prep):
@@ -69,6 +70,7 @@ class CycleStepper:
         self.full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         self.codes = np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
         self.clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
+        self.high_columns = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
         self._groups: dict = {}
 
     @property
@@ -86,6 +88,8 @@ class CycleStepper:
         prep, plan = self.prep, self.prep.plan
         nmc = self.macro.config.nmc
         skip_masked = self.macro.config.skip_masked_cycles
+        high_scale = int(hw.nmc_scale(prep.vref.dual_high, self.macro.config.top_code,
+                                      nmc.scale_frac_bits))
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
         for t in range(plan.row_tiles):
@@ -108,10 +112,15 @@ class CycleStepper:
                         else:
                             out = group.array_cycle(packed.xbits[b, p], packed.xmask[b, p], a,
                                                     fs, int(packed.threshold_shift[b, p]),
-                                                    prep.seed, gb, p)
+                                                    prep.seed, gb, p, prep.vref)
+                            # each column's F / L: they differ under the per-column dual Vref
+                            column_scale = np.where(out.full_scale == fs, scale,
+                                                    high_scale)
                             self.acc[b, g0:g1], steps = nmc_cycle(
-                                self.acc[b, g0:g1], out.code, a, scale, int(pw_x[p]), pw_w, nmc)
+                                self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
+                                pw_w, nmc)
                         self.clipped[t, u] += out.clipped
+                        self.high_columns[t, u] += out.high
                         self.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)
                         last_t, last_p = t == plan.row_tiles - 1, p == P - 1
                         yield CycleRecord(
@@ -126,7 +135,7 @@ class CycleStepper:
     def result(self):
         """The MvmResult of the cycles run so far (call after ``cycles`` is exhausted)."""
         return self.macro.finish(self.prep, self.acc, self.codes, self.active_rows,
-                                 self.full_scale, self.clipped, "cycle")
+                                 self.full_scale, self.clipped, "cycle", self.high_columns)
 
 
 def run_cycle_level(macro, prep, trace=None, selection=None):

@@ -41,7 +41,8 @@ class EventCounts:
 
 def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_element: int,
                       adc_bits: int, active_sum, high_cycles, clipped=None,
-                      reshape_words: int | None = None, run_cycles=None) -> EventCounts:
+                      reshape_words: int | None = None, run_cycles=None,
+                      high_conversions=None, range_decisions: int = 0) -> EventCounts:
     """Event counts of one MVM mapped by ``plan``.
 
     Parameters
@@ -59,6 +60,10 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
     run_cycles : int or float array (row_tiles,) or None  cycles of each row tile that run
         per column tile (``MacroConfig.skip_masked_cycles`` leaves all-masked ones out);
         None: all B * P.
+    high_conversions : int64 (row_tiles, col_tiles) or None  conversions at the high level,
+        counted per column (per-column dual Vref); None: ``high_cycles`` times the columns.
+    range_decisions : int  extra comparator decisions per conversion before the SAR (1 for
+        the per-column dual Vref choice), counted in ``sar_steps``.
     reshape_words : int or None  words a convolution's reshape buffer takes in per column
         tile, booked on row tile 0; None: a plain MVM streams ceil(R * K / 32) words per vector
         and tile.
@@ -80,13 +85,16 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
         "array_cycles": ones * cycles,
         "bitcell_mults": (active_sum[:, None] * cols[None, :]).astype(dtype),
         "adc_conversions": ones * cycles * cols[None, :],
-        "sar_steps": ones * (cycles * adc_bits) * cols[None, :],
+        "sar_steps": ones * (cycles * (adc_bits + range_decisions)) * cols[None, :],
         "nmc_outputs": ones * vectors * n_out[None, :],
         "cima_load_words": cols[None, :] * np.array([words32(int(r), 1) for r in rows])[:, None],
         "clipped_conversions": (np.zeros((T, U), dtype=np.int64) if clipped is None
                                 else np.asarray(clipped, dtype=np.int64).reshape(T, U)),
-        "high_vref_conversions": (high_cycles[:, None] * cols[None, :]).astype(
-            np.float64 if high_cycles.dtype.kind == "f" else np.int64),
+        "high_vref_conversions": (
+            (high_cycles[:, None] * cols[None, :]).astype(
+                np.float64 if high_cycles.dtype.kind == "f" else np.int64)
+            if high_conversions is None
+            else np.asarray(high_conversions, dtype=np.int64).reshape(T, U)),
     }
     if reshape_words is None:
         per_tile["reshape_words"] = (vectors * np.array(

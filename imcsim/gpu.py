@@ -239,7 +239,7 @@ class GpuMacro:
         B = int(X.shape[0])
         P, Kw, N = prep.n_planes, plan.weight_planes, plan.outputs
         cuda, k = self.cuda, self.k
-        analog, _ = macro.analog_constants(c.columns)
+        analog, _ = macro.analog_constants(c.columns, prep.vref)
         col_total_cap, cdac, cdac_total, cmp_offset = self.tables()
         pattern = self.to_device(prep.pattern_lut)
         gate = self.to_device(prep.gate_lut)
@@ -266,6 +266,7 @@ class GpuMacro:
         codes = (cuda.device_array((T, B, P, N * Kw), dtype=np.int64) if return_codes
                  else cuda.device_array((1, 1, 1, 1), dtype=np.int64))
         clipped_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
+        high_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
         no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
 
         def launch(t_lo, t_hi, n_lo, n_hi, caps):
@@ -273,10 +274,11 @@ class GpuMacro:
                 xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap, cdac,
                 cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal, analog.cell_mismatch,
                 analog.sigma_sample_fx, analog.sigma_cmp_fx, analog.skip_masked,
+                analog.per_column, analog.dual_low, analog.dual_high, analog.half_up,
                 np.uint64(prep.seed), t_lo, t_hi,
                 n_lo, n_hi, plan.outputs_per_tile, prep.vector_offset, pw_x, pw_w,
                 nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
-                nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, acc)
+                nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, high_dev, acc)
 
         if not analog.cell_mismatch:
             launch(0, T, 0, N, no_caps)            # the whole MVM in one launch
@@ -290,6 +292,7 @@ class GpuMacro:
         active_rows = active.copy_to_host()
         full_scale = fs.copy_to_host()
         clipped = clipped_dev.copy_to_host()
+        high_columns = high_dev.copy_to_host()
         codes_all = (codes.copy_to_host().reshape(T, B, P, N, Kw).astype(np.uint16)
                      if return_codes else None)
         y_int = cuda.device_array((B, N), dtype=np.int64)
@@ -312,4 +315,4 @@ class GpuMacro:
             y = y_int_out.astype(np.float64) / denominator
             codes_out = codes_all
         return macro.result(prep, y, y_int_out, codes_out, active_rows, full_scale, clipped,
-                            "fast")
+                            "fast", high_columns)

@@ -284,15 +284,18 @@ class Macro:
             raise ValueError(f"{name}: values must lie in [{-lim}, {lim - 1}]")
         return arr.astype(np.int64)
 
-    def count_events(self, prep: PreparedMvm, active_rows, full_scale, clipped) -> EventCounts:
+    def count_events(self, prep: PreparedMvm, active_rows, full_scale, clipped,
+                     high_columns=None) -> EventCounts:
         """Event counters of a prepared MVM (``imcsim.events.tile_event_counts``).
 
-        active_rows, full_scale : int64 (T, B, P); clipped : int64 (T, U) clipped conversions,
-        as measured by the path that ran.
+        active_rows, full_scale : int64 (T, B, P); clipped : int64 (T, U) clipped conversions;
+        high_columns : int64 (T, U) conversions at the high level under the per-column dual
+        Vref choice; all as measured by the path that ran.
         """
         dual = prep.vref.mode is VrefMode.DUAL
-        high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2)) if dual
-                else np.zeros(prep.plan.row_tiles, dtype=np.int64))
+        per_column = prep.vref.per_column
+        high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2))
+                if dual and not per_column else np.zeros(prep.plan.row_tiles, dtype=np.int64))
         active_rows = np.asarray(active_rows)
         run = ((active_rows > 0).sum(axis=(1, 2)) if self.config.skip_masked_cycles
                else None)                                   # None: every cycle runs
@@ -300,33 +303,42 @@ class Macro:
                                  bits_per_element=prep.x_format.bits_per_element,
                                  adc_bits=self.config.adc_bits,
                                  active_sum=active_rows.sum(axis=(1, 2)),
-                                 high_cycles=high, clipped=clipped, run_cycles=run)
+                                 high_cycles=high, clipped=clipped, run_cycles=run,
+                                 high_conversions=high_columns if per_column else None,
+                                 range_decisions=1 if per_column else 0)
 
     def finish(self, prep: PreparedMvm, acc, codes, active_rows, full_scale, clipped,
-               path: str) -> MvmResult:
+               path: str, high_columns=None) -> MvmResult:
         """Output stage and result assembly, shared by the CPU paths."""
         nmc = self.config.nmc
         y_int = output_stage(acc, nmc, prep.acc_frac_bits, prep.out_scale, prep.out_offset)
         y = y_int.astype(np.float64) / float(1 << nmc.out_frac_bits)
-        return self.result(prep, y, y_int, codes, active_rows, full_scale, clipped, path)
+        return self.result(prep, y, y_int, codes, active_rows, full_scale, clipped, path,
+                           high_columns)
 
     def result(self, prep: PreparedMvm, y, y_int, codes, active_rows, full_scale, clipped,
-               path: str) -> MvmResult:
+               path: str, high_columns=None) -> MvmResult:
         """Assemble an MvmResult (events counted from the measured active rows)."""
         return MvmResult(y, y_int, codes, full_scale, active_rows,
-                         self.count_events(prep, active_rows, full_scale, clipped),
+                         self.count_events(prep, active_rows, full_scale, clipped,
+                                           high_columns),
                          self.config.nmc.out_frac_bits,
                          {"path": path, "device": self.device, "x_format": prep.x_format.spec(),
                           "w_format": prep.w_format.spec(), "seed": prep.seed,
                           "vref": prep.vref.mode.value})
 
-    def analog_constants(self, cols: int) -> tuple[AnalogParams, AnalogTables]:
-        """Scalar analog settings and the analog tables of the first ``cols`` columns."""
+    def analog_constants(self, cols: int, vref: VrefConfig | None = None
+                         ) -> tuple[AnalogParams, AnalogTables]:
+        """Scalar analog settings (for a call with Vref ``vref``, default the config's) and
+        the analog tables of the first ``cols`` columns."""
         c, fx = self.config, self.fx
+        vref = c.vref if vref is None else vref
         # the integer ADC law shortcut holds for ideal analog under the paper's floor law
         ideal = c.nonideal.is_ideal and c.adc_rounding is Rounding.FLOOR
         params = AnalogParams(c.rows, c.adc_bits, c.top_code, ideal, fx["sigma_cell_fx"] != 0,
-                              fx["sigma_sample_fx"], fx["sigma_cmp_fx"], c.skip_masked_cycles)
+                              fx["sigma_sample_fx"], fx["sigma_cmp_fx"], c.skip_masked_cycles,
+                              vref.per_column, vref.dual_low, vref.dual_high,
+                              c.adc_rounding is Rounding.HALF_UP)
         tables = AnalogTables(self.column_capacitance[:cols], self.cdac_weights[:cols],
                               self.cdac_totals[:cols], self.comparator_offsets[:cols])
         return params, tables
@@ -368,6 +380,7 @@ class Macro:
         codes = (np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
                  if return_codes else None)
         clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
+        high_columns = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
         active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         no_wcols = np.zeros((0, 0), dtype=np.uint8)
@@ -384,7 +397,7 @@ class Macro:
             for u in range(plan.col_tiles):
                 n0, n1 = plan.output_range(u)
                 cols = plan.used_columns(u)
-                analog, tables = self.analog_constants(cols)
+                analog, tables = self.analog_constants(cols, prep.vref)
                 stored = prep.weights.tile(t, u, columns=needs_gather or analog.cell_mismatch)
                 tile = StoredTile(stored["packed"],
                                   stored["columns"] if needs_gather else no_wcols,
@@ -393,14 +406,17 @@ class Macro:
                 tile_codes = np.zeros((B, P, cols), dtype=np.uint16) if return_codes else no_codes
                 tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
+                high_b = np.zeros(B, dtype=np.int64)
                 tile_mvm(cyc, tile, tables, analog, self.nmc_params(prep, n1 - n0),
                          NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset), tuning,
-                         tile_acc, tile_codes, clip_b)
+                         tile_acc, tile_codes, clip_b, high_b)
                 acc[:, n0:n1] = tile_acc
                 clipped[t, u] = clip_b.sum()
+                high_columns[t, u] = high_b.sum()
                 if return_codes:
                     codes[t, :, :, n0:n1, :] = tile_codes.reshape(B, P, n1 - n0, Kw)
-        return self.finish(prep, acc, codes, active_rows, full_scale, clipped, "fast")
+        return self.finish(prep, acc, codes, active_rows, full_scale, clipped, "fast",
+                           high_columns)
 
     # --- the cycle-level path -------------------------------------------------------------
     def mvm_traced(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,

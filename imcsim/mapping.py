@@ -63,7 +63,13 @@ def plan_tiles(config: MacroConfig, inner: int, outputs: int, w_format) -> TileP
 
 
 def vref_arguments(vref: VrefConfig) -> tuple:
-    """(mode code, fixed F, dual low F, dual high F): a Vref config as kernel arguments."""
+    """(mode code, fixed F, dual low F, dual high F): a Vref config as kernel arguments.
+
+    With the per-column dual choice every cycle starts at the low level (its per-cycle
+    constants are the low level's); each column's ADC raises its own F (``AnalogParams``).
+    """
+    if vref.per_column:
+        return hw.VREF_FIXED, vref.dual_low, vref.dual_low, vref.dual_high
     return VREF_MODE_CODES[vref.mode], vref.full_scale, vref.dual_low, vref.dual_high
 
 

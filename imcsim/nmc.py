@@ -24,19 +24,21 @@ def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
             + int(w_format.denominator).bit_length() - 1)
 
 
-def nmc_cycle(acc, codes, active_rows: int, scale_fx: int, x_plane_weight: int,
+def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
               w_plane_weights, nmc: NmcConfig):
     """The NMC's work for one array cycle of one column group.
 
-    acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes.
+    acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes;
+    scale_fx : int or int64 (G * Kw,) the NMC scale F / L of the cycle or of each column.
     Returns the new accumulators int64 (G,) and the accumulator after each weight plane,
     int64 (G, Kw).
     """
     acc = np.array(acc, dtype=np.int64)
     pw_w = np.ascontiguousarray(w_plane_weights, dtype=np.int64)
     steps = np.empty((acc.shape[0], pw_w.shape[0]), dtype=np.int64)
-    _nmc_cycle_kernel(acc, np.ascontiguousarray(codes, dtype=np.int64), int(active_rows),
-                      int(scale_fx), int(x_plane_weight), pw_w, nmc.scale_frac_bits,
+    codes = np.ascontiguousarray(codes, dtype=np.int64)
+    scales = np.broadcast_to(np.asarray(scale_fx, dtype=np.int64), codes.shape).copy()
+    _nmc_cycle_kernel(acc, codes, int(active_rows), scales, int(x_plane_weight), pw_w, nmc.scale_frac_bits,
                       nmc.half_lsb_reconstruction, nmc.acc_bits,
                       nmc.overflow is Overflow.SATURATE, steps)
     return acc, steps

@@ -115,7 +115,7 @@ def _gather_capacitance(xbits, xmask, b, p, cap_table, out_row):
 
 
 @njit(cache=True, inline="always")
-def _no_overflow_bound(cyc, b, n_planes, nmc, top_code):
+def _no_overflow_bound(cyc, b, n_planes, nmc, top_code, column_scale):
     """An upper bound of |sum of one output's terms| over a vector, capped at 2**62.
 
     When the accumulator plus this bound cannot reach the register's limits, no partial sum
@@ -127,7 +127,9 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code):
     cap = np.int64(1) << np.int64(62)
     bound = np.int64(0)
     for p in range(n_planes):
-        step_max = 2 * (top_code + 1) * cyc.scale[b, p] + (cyc.active[b, p] << nmc.scale_frac_bits)
+        # a column at its own (per-column dual Vref) level may use the larger column_scale
+        sc = cyc.scale[b, p] if cyc.scale[b, p] > column_scale else column_scale
+        step_max = 2 * (top_code + 1) * sc + (cyc.active[b, p] << nmc.scale_frac_bits)
         weight = nmc.pw_x[p] * w_weight_sum               # < 2**46: plane weights are bounded
         if step_max > (cap - bound) // weight:
             return cap
@@ -136,7 +138,8 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code):
 
 
 @njit(cache=True, parallel=True)
-def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out):
+def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out,
+             high_out):
     """One tile operation for every vector of the batch; updates ``acc`` in place.
 
     Parameters (all validated by the caller; see ``kernels.params``)
@@ -148,6 +151,8 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     acc : int64 (B, n_outputs)  NMC accumulators, carried across row tiles.
     codes_out : uint16 (B, P, C) or (0, 0, 0) when codes are not wanted.
     clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
+    high_out : int64 (B,)  conversions whose column chose the high level (per-column dual
+        Vref), per vector.
     """
     xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active
     n_vec = xbits.shape[0]
@@ -157,6 +162,11 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     top = np.int64(analog.top_code)
     acc_lo, acc_hi = hw.register_limits(nmc.acc_bits)
     keep_codes = codes_out.shape[0] > 0
+    per_column = analog.per_column
+    # per-column dual Vref: a column that exceeds the low level converts at the high one
+    scale_high = hw.nmc_scale(analog.dual_high, top, nmc.scale_frac_bits) if per_column else 0
+    shift_high = hw.adc_threshold_shift(analog.dual_high, top, analog.half_up)
+    magic_high, magic_high_shift = hw.division_magic(analog.dual_high)
     sample_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_SAMPLE), key.tile_row),
                            key.tile_col)
     noise_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_CMP_NOISE), key.tile_row),
@@ -168,6 +178,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     for chunk in prange(n_chunks):
         counts = np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)
+        column_fs = np.zeros((n_planes, n_cols), dtype=np.int64)
         gathered = np.empty(n_cols, dtype=np.int32)
         charged = np.empty(n_cols, dtype=np.int64)
         dense = np.zeros(n_planes, dtype=np.bool_)
@@ -175,6 +186,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
         no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
             clipped = 0
+            high = 0
             # 1. column counts (or charged capacitance) of every plane
             if analog.cell_mismatch:
                 for p in range(n_planes):
@@ -210,6 +222,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                 if hw.cycle_skipped(active[b, p], analog.skip_masked):
                     codes[p, :] = 0
                     continue
+                column_fs[p, :] = fs
                 if analog.ideal:
                     if active[b, p] == 0:
                         codes[p, :] = 0
@@ -217,26 +230,47 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     multiplier, shift = hw.division_magic(fs)
                     for c in range(n_cols):
                         n = counts[p, c]
-                        codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
-                        if n > fs:
+                        f_c = fs
+                        if per_column:
+                            f_c = hw.column_full_scale(np.int64(n) << np.int64(hw.ANALOG_FRAC_BITS),
+                                                       0, analog.dual_low, analog.dual_high, 0,
+                                                       np.uint64(0), analog.adc_bits)
+                        if f_c == analog.dual_high and per_column:
+                            high += 1       # literally: conversions at the high level
+                        if f_c != fs:
+                            column_fs[p, c] = f_c
+                            codes[p, c] = hw.ideal_adc_code(n, magic_high, magic_high_shift, top)
+                        else:
+                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
+                        if n > f_c:
                             clipped += 1
                     continue
                 sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
                 noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
-                limit = np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)
                 for c in range(n_cols):
                     charge = counts[p, c] if analog.cell_mismatch else counts[p, c] * hw.CAP_UNIT
                     value = hw.sample_column(
                         hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
                         analog.sigma_sample_fx, hw.mix(sample_key, c))
-                    if value > limit:
+                    f_c = fs
+                    threshold = cyc.threshold_shift[b, p]
+                    if per_column:
+                        f_c = hw.column_full_scale(value, tables.cmp_offset[c], analog.dual_low,
+                                                   analog.dual_high, analog.sigma_cmp_fx,
+                                                   hw.mix(noise_key, c), analog.adc_bits)
+                        if f_c == analog.dual_high:
+                            high += 1       # literally: conversions at the high level
+                        if f_c != fs:
+                            column_fs[p, c] = f_c
+                            threshold = shift_high
+                    if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
                         clipped += 1
                     codes[p, c] = hw.sar_convert(value, tables.cmp_offset[c], tables.cdac[c],
-                                                 tables.cdac_total[c], fs, analog.adc_bits,
+                                                 tables.cdac_total[c], f_c, analog.adc_bits,
                                                  analog.sigma_cmp_fx, hw.mix(noise_key, c),
-                                                 cyc.threshold_shift[b, p], no_trials,
-                                                 no_decisions, False)
+                                                 threshold, no_trials, no_decisions, False)
             clipped_out[b] = clipped
+            high_out[b] = high
             if keep_codes:
                 for p in range(n_planes):
                     for c in range(n_cols):
@@ -244,7 +278,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
             # 3. NMC: canonical order plane p, then weight plane q, overflow rule after every
             # add.  When no partial sum can reach the register's limits the order cannot
             # matter, so those outputs sum their terms without per-add checks.
-            bound = _no_overflow_bound(cyc, b, n_planes, nmc, top)
+            bound = _no_overflow_bound(cyc, b, n_planes, nmc, top, scale_high)
             for g in range(nmc.n_outputs):
                 a = acc[b, g]
                 exact_sum = abs(a) <= acc_hi - bound
@@ -256,7 +290,11 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     sc = cyc.scale[b, p]
                     act = active[b, p]
                     for q in range(kw):
-                        term = hw.nmc_term(codes[p, g * kw + q], sc, act, nmc.scale_frac_bits,
+                        c = g * kw + q
+                        sc_c = sc
+                        if per_column and column_fs[p, c] != cyc.full_scale[b, p]:
+                            sc_c = scale_high
+                        term = hw.nmc_term(codes[p, c], sc_c, act, nmc.scale_frac_bits,
                                            nmc.half_lsb, nmc.pw_x[p], nmc.pw_w[q])
                         if exact_sum:
                             a += term

@@ -149,9 +149,9 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 @cuda.jit
 def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
-             sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi, n_lo, n_hi,
-             outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
-             saturate, keep_codes, codes, clipped, acc):
+             sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
+             half_up, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
+             saturate, keep_codes, codes, clipped, high_count, acc):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
 
@@ -172,17 +172,17 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
     for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
         _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi,
-                 outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
-                 acc_bits, saturate, keep_codes, codes, clipped, acc, n, b)
+                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column,
+                 dual_low, dual_high, half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
+                 acc_bits, saturate, keep_codes, codes, clipped, high_count, acc, n, b)
 
 
 @cuda.jit(device=True)
 def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
-             sigma_sample_fx, sigma_cmp_fx, skip_masked, seed, t_lo, t_hi, outputs_per_tile,
-             vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
-             keep_codes, codes, clipped, acc, n, b):
+             sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
+             half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
+             keep_codes, codes, clipped, high_count, acc, n, b):
     """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
     words_per_tile = wbits.shape[1]
     kw = wbits.shape[2]
@@ -193,9 +193,14 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
     adc_bits = cdac.shape[1]
     gb = vector_offset + b
     a_out = acc[b, n]
+    # per-column dual Vref: a column that exceeds the low level converts at the high one
+    scale_high = hw.nmc_scale(dual_high, top_code, scale_frac_bits)
+    shift_high = hw.adc_threshold_shift(dual_high, top_code, half_up)
+    magic_high, magic_high_shift = hw.division_magic(dual_high)
     for t in range(t_lo, t_hi):
         w0 = t * words_per_tile
         n_clipped = 0
+        n_high = 0
         for p in range(xbits.shape[1]):
             a = active[t, b, p]
             if hw.cycle_skipped(a, skip_masked):
@@ -227,10 +232,23 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
                                                              wbits[t, w, q, n], m)
                     count = a - mismatches
                 code = np.int64(0)
+                sc_c = sc
                 if ideal:
                     if a > 0:
-                        code = hw.ideal_adc_code(count, multiplier, shift, top_code)
-                        if count > fs:
+                        f_c = fs
+                        if per_column:
+                            f_c = hw.column_full_scale(count << np.int64(hw.ANALOG_FRAC_BITS),
+                                                       0, dual_low, dual_high, 0, np.uint64(0),
+                                                       adc_bits)
+                        if per_column and f_c == dual_high:
+                            n_high += 1     # literally: conversions at the high level
+                        if f_c != fs:
+                            sc_c = scale_high
+                            code = hw.ideal_adc_code(count, magic_high, magic_high_shift,
+                                                     top_code)
+                        else:
+                            code = hw.ideal_adc_code(count, multiplier, shift, top_code)
+                        if count > f_c:
                             n_clipped += 1
                 else:
                     if cell_mismatch:
@@ -241,18 +259,29 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
                         charge = count * hw.CAP_UNIT
                     value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
                                              sigma_sample_fx, hw.mix(sample_key, c))
-                    if value > (np.int64(fs) << np.int64(hw.ANALOG_FRAC_BITS)):
+                    f_c = fs
+                    threshold = threshold_shift[t, b, p]
+                    if per_column:
+                        f_c = hw.column_full_scale(value, cmp_offset[c], dual_low, dual_high,
+                                                   sigma_cmp_fx, hw.mix(noise_key, c), adc_bits)
+                        if per_column and f_c == dual_high:
+                            n_high += 1     # literally: conversions at the high level
+                        if f_c != fs:
+                            sc_c = scale_high
+                            threshold = shift_high
+                    if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
                         n_clipped += 1
-                    code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], fs,
+                    code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], f_c,
                                           adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
-                                          threshold_shift[t, b, p], no_trials, no_decisions,
-                                          False)
+                                          threshold, no_trials, no_decisions, False)
                 if keep_codes:
                     codes[t, b, p, n * kw + q] = code
-                term = hw.nmc_term(code, sc, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
+                term = hw.nmc_term(code, sc_c, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
                 a_out = hw.accumulate(a_out, term, acc_bits, saturate)
         if n_clipped:
             cuda.atomic.add(clipped, (t, u), n_clipped)
+        if n_high:
+            cuda.atomic.add(high_count, (t, u), n_high)
     acc[b, n] = a_out
 
 

@@ -28,21 +28,26 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 @njit(cache=True)
 def array_cycle(xbits, xmask, active, wbits, cap_table, cell_mismatch, col_total_cap, cdac,
                 cdac_total, cmp_offset, rows, full_scale, threshold_shift, sigma_sample_fx,
-                sigma_cmp_fx, sample_key, noise_key, count_out, value_out, trials_out,
-                decisions_out, code_out):
+                sigma_cmp_fx, sample_key, noise_key, per_column, dual_low, dual_high, half_up,
+                top_code, count_out, value_out, trials_out, decisions_out, code_out,
+                full_scale_out):
     """One array cycle of one column group: XNOR cells, charge sharing, sampling, SAR.
 
     xbits, xmask : uint64 (W,) row inputs and active rows; wbits : uint64 (C, W).
     cap_table : int64 (2, R, C) (used when ``cell_mismatch``); col_total_cap : int64 (C,).
     cdac : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
     sample_key, noise_key : uint64 the cycle's sampling / comparator-noise keys.
-    Outputs (C,) / (C, Nb): XNOR counts, held values, SAR trials and decisions, codes.
-    Returns the number of clipped conversions (held value above the full scale).
+    per_column, dual_low, dual_high, half_up, top_code : the per-column dual Vref choice
+    (``hw.column_full_scale``; ``full_scale`` is then the low level).
+    Outputs (C,) / (C, Nb): XNOR counts, held values, SAR trials and decisions, codes, and
+    each column's full scale.
+    Returns (clipped conversions (held value above the full scale), conversions at the high
+    level under the per-column choice).
     """
     n_cols = wbits.shape[0]
     adc_bits = cdac.shape[1]
     clipped = 0
-    limit = np.int64(full_scale) << np.int64(hw.ANALOG_FRAC_BITS)
+    high = 0
     for c in range(n_cols):
         count = hw.column_xnor_count(xbits, xmask, active, wbits, c)
         if cell_mismatch:
@@ -51,14 +56,24 @@ def array_cycle(xbits, xmask, active, wbits, cap_table, cell_mismatch, col_total
             charged = count * hw.CAP_UNIT
         value = hw.sample_column(hw.charge_share(rows, charged, col_total_cap[c]),
                                  sigma_sample_fx, hw.mix(sample_key, c))
-        if value > limit:
+        f_c = full_scale
+        shift_c = threshold_shift
+        if per_column:
+            f_c = hw.column_full_scale(value, cmp_offset[c], dual_low, dual_high, sigma_cmp_fx,
+                                       hw.mix(noise_key, c), adc_bits)
+            if f_c == dual_high:
+                high += 1       # literally: conversions at the high level
+            if f_c != full_scale:
+                shift_c = hw.adc_threshold_shift(f_c, top_code, half_up)
+        if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
             clipped += 1
         count_out[c] = count
         value_out[c] = value
-        code_out[c] = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], full_scale,
+        full_scale_out[c] = f_c
+        code_out[c] = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], f_c,
                                      adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
-                                     threshold_shift, trials_out[c], decisions_out[c], True)
-    return clipped
+                                     shift_c, trials_out[c], decisions_out[c], True)
+    return clipped, high
 
 
 @njit(cache=True)
@@ -66,15 +81,17 @@ def nmc_cycle(acc, codes, active, scale_fx, x_plane_weight, w_plane_weights, sca
               half_lsb, acc_bits, saturate, steps_out):
     """The NMC's work for one array cycle of one column group, in the canonical order.
 
-    acc : int64 (G,) accumulators (updated in place); codes : int64 (G * Kw,) ADC codes.
+    acc : int64 (G,) accumulators (updated in place); codes : int64 (G * Kw,) ADC codes;
+    scale_fx : int64 (G * Kw,) each column's F / L (they differ under the per-column dual
+    Vref choice).
     steps_out : int64 (G, Kw) the accumulator after each weight plane.
     """
     kw = w_plane_weights.shape[0]
     for g in range(acc.shape[0]):
         a = acc[g]
         for q in range(kw):
-            term = hw.nmc_term(codes[g * kw + q], scale_fx, active, scale_frac_bits, half_lsb,
-                               x_plane_weight, w_plane_weights[q])
+            term = hw.nmc_term(codes[g * kw + q], scale_fx[g * kw + q], active, scale_frac_bits,
+                               half_lsb, x_plane_weight, w_plane_weights[q])
             a = hw.accumulate(a, term, acc_bits, saturate)
             steps_out[g, q] = a
         acc[g] = a

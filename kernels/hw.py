@@ -244,6 +244,21 @@ def cycle_full_scale(active, vref_mode, fixed_full_scale, dual_low, dual_high, t
     return np.int64(dual_low if active <= dual_low else dual_high)
 
 
+def column_full_scale(value, offset, dual_low, dual_high, sigma_cmp_fx, noise_key, adc_bits):
+    """Per-column dual Vref: the column's F, from one comparator decision before the SAR.
+
+    The ADC keeps the low level unless its held value (analog fixed point, with the
+    comparator's offset and, as step ``adc_bits`` of its noise stream, its noise) exceeds
+    ``dual_low`` rows; then it converts at ``dual_high``.
+    """
+    held = value + offset
+    if sigma_cmp_fx != 0:
+        held += scaled_normal(sigma_cmp_fx, mix(noise_key, adc_bits), NOISE_SHIFT)
+    if held > (np.int64(dual_low) << np.int64(ANALOG_FRAC_BITS)):
+        return np.int64(dual_high)
+    return np.int64(dual_low)
+
+
 def adc_threshold_shift(full_scale, top_code, half_up):
     """Half an LSB in analog fixed point for the half-up ADC law, else 0 (int64)."""
     if not half_up:
@@ -399,7 +414,7 @@ HARDWARE_FUNCTIONS = (
     "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
     "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_skipped",
-    "cycle_full_scale", "adc_threshold_shift", "sar_trial",
+    "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
 )

@@ -22,9 +22,12 @@ AnalogTables = namedtuple("AnalogTables", "col_total_cap cdac cdac_total cmp_off
 
 #: Scalar analog settings: rows (array height), adc_bits, top_code (2**adc_bits - 1), ideal
 #: (integer ADC-law shortcut), cell_mismatch, sigma_sample_fx, sigma_cmp_fx (fixed point),
-#: skip_masked (the controller skips all-masked cycles: ``hw.cycle_skipped``).
+#: skip_masked (the controller skips all-masked cycles: ``hw.cycle_skipped``); per_column,
+#: dual_low, dual_high (per-column dual Vref: ``hw.column_full_scale``), half_up (the ADC
+#: law, for the threshold shift of a column's own F).
 AnalogParams = namedtuple("AnalogParams", "rows adc_bits top_code ideal cell_mismatch "
-                          "sigma_sample_fx sigma_cmp_fx skip_masked")
+                          "sigma_sample_fx sigma_cmp_fx skip_masked per_column dual_low "
+                          "dual_high half_up")
 
 #: NMC settings: scale_frac_bits, acc_bits, saturate (else wrap), half_lsb; pw_x int64 (P,)
 #: and pw_w int64 (Kw,) plane weights; n_outputs (outputs of this column tile).

@@ -201,6 +201,7 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                   vref_mode: str = "variable", full_scale: int | None = None,
                   dual_low: int | None = None, dual_high: int | None = None,
                   mask_zero_inputs: bool = False, skip_masked_cycles: bool = False,
+                  dual_per_column: bool = False,
                   scale_frac_bits: int = 16, acc_bits: int = 48, overflow: str = "saturate",
                   half_lsb_reconstruction: bool = False, out_frac_bits: int = 12,
                   out_bits: int = 48, out_rounding: str = "half_even",
@@ -299,6 +300,9 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
     # ---- array cycles --------------------------------------------------------------------
     ev = dict.fromkeys(EVENT_NAMES, 0)
     codes = [[[[[0] * Kw for _ in range(N)] for _ in range(P)] for _ in range(B)] for _ in range(T)]
+    # each conversion's full scale (they differ only with the per-column dual choice)
+    col_fs = [[[[[0] * Kw for _ in range(N)] for _ in range(P)] for _ in range(B)] for _ in range(T)]
+    per_column = dual_per_column and vref_mode == "dual"
     fs_out = [[[0] * P for _ in range(B)] for _ in range(T)]
     act_out = [[[0] * P for _ in range(B)] for _ in range(T)]
 
@@ -319,6 +323,8 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                         F = full_scale
                     elif vref_mode == "variable":
                         F = max(A, L)
+                    elif vref_mode == "dual" and per_column:
+                        F = dual_low        # each column starts at the low level
                     elif vref_mode == "dual":
                         F = dual_low if A <= dual_low else dual_high
                     else:
@@ -333,7 +339,7 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                         continue    # the controller skips an all-masked cycle: codes stay 0
                     ev["array_cycles"] += 1
                     ev["adc_conversions"] += C_u
-                    ev["sar_steps"] += Nb * C_u
+                    ev["sar_steps"] += (Nb + (1 if per_column else 0)) * C_u
                     for g, n in enumerate(outs):
                         for q in range(Kw):
                             c = g * Kw + q
@@ -345,17 +351,25 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                             if sigma_sample_fx:
                                 v += (sigma_sample_fx *
                                       normal_fx(seed, STREAM_SAMPLE, t, u, b, p, c)) >> 12
+                            # comparator noise of SAR step s; step Nb is the range decision
                             noise = [((sigma_cmp_fx *
                                        normal_fx(seed, STREAM_CMP_NOISE, t, u, b, p, c, s)) >> 12)
-                                     if sigma_cmp_fx else 0 for s in range(Nb)]
+                                     if sigma_cmp_fx else 0 for s in range(Nb + 1)]
+                            F_c = F
+                            if per_column:
+                                # Sec. 4.3: the column's ADC raises its level when its held
+                                # value (with offset and noise) exceeds the low one
+                                if v + off[c] + noise[Nb] > (dual_low << ANALOG_FRAC_BITS):
+                                    F_c = dual_high
+                            col_fs[t][b][p][n][q] = F_c
                             # Sec. 4.5: half an LSB, ((F << 20) + L) // (2L), for half_up
-                            shift = (((F << ANALOG_FRAC_BITS) + L) // (2 * L)
+                            shift = (((F_c << ANALOG_FRAC_BITS) + L) // (2 * L)
                                      if adc_rounding == "half_up" else 0)
-                            code = sar_convert(v, off[c], noise, F, cdac_w[c], shift)
+                            code = sar_convert(v, off[c], noise[:Nb], F_c, cdac_w[c], shift)
                             codes[t][b][p][n][q] = code
-                            if v > (F << ANALOG_FRAC_BITS):
+                            if v > (F_c << ANALOG_FRAC_BITS):
                                 ev["clipped_conversions"] += 1
-                            if high:
+                            if high or (per_column and F_c == dual_high):
                                 ev["high_vref_conversions"] += 1
 
     # ---- NMC (Sec. 4.6) ---------------------------------------------------------------------
@@ -367,12 +381,11 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
             acc = 0
             for t in range(T):
                 for p in range(P):
-                    F = fs_out[t][b][p]
                     A = act_out[t][b][p]
                     if skip_masked_cycles and A == 0:
                         continue    # a skipped cycle adds no NMC term
-                    sc = scale_fx(F, L, S)
                     for q in range(Kw):
+                        sc = scale_fx(col_fs[t][b][p][n][q], L, S)
                         code = codes[t][b][p][n][q]
                         if half_lsb_reconstruction:
                             cnt = ((2 * code + 1) * sc) >> 1

@@ -33,7 +33,8 @@ def make_config(p):
         mask_zero_inputs=p["mask_zero_inputs"],
         skip_masked_cycles=p.get("skip_masked_cycles", False),
         vref=VrefConfig(mode=VrefMode(p["vref_mode"]), full_scale=p["full_scale"],
-                        dual_low=p["dual_low"], dual_high=p["dual_high"]),
+                        dual_low=p["dual_low"], dual_high=p["dual_high"],
+                        per_column=p.get("dual_per_column", False) and p["vref_mode"] == "dual"),
         nmc=NmcConfig(scale_frac_bits=p["scale_frac_bits"], acc_bits=p["acc_bits"],
                       overflow=Overflow(p["overflow"]),
                       half_lsb_reconstruction=p["half_lsb_reconstruction"],
@@ -65,6 +66,7 @@ def run_twin(X, W, p, out_scale=None, out_offset=None):
     kw["out_scale_frac_bits"] = p.get("out_scale_frac_bits", 16)
     kw["adc_rounding"] = p.get("adc_rounding", "floor")
     kw["skip_masked_cycles"] = p.get("skip_masked_cycles", False)
+    kw["dual_per_column"] = p.get("dual_per_column", False)
     return ref.reference_mvm(X.tolist(), W.tolist(), p["x_kind"], p["Kx"], p["Kw"], **kw,
                              out_scale=None if out_scale is None else list(out_scale),
                              out_offset=None if out_offset is None else list(out_offset))
@@ -197,6 +199,7 @@ def mvm_cases(draw):
         rows=rows, columns=columns, adc_bits=adc_bits, Kw=Kw, Kx=Kx, x_kind=x_kind,
         mask_zero_inputs=draw(st.booleans()),
         skip_masked_cycles=draw(st.booleans()),
+        dual_per_column=draw(st.booleans()),
         vref_mode=draw(st.sampled_from(["fixed", "variable", "dual"])),
         full_scale=draw(st.sampled_from([fs[0], fs[1], fs[2], L, rows])),
         dual_low=fs[0], dual_high=fs[2],
@@ -272,6 +275,7 @@ def scenario(seed):
         rows=rows, columns=columns, adc_bits=adc_bits, Kw=Kw, Kx=Kx, x_kind=x_kind,
         mask_zero_inputs=bool(rng.random() < 0.4),
         skip_masked_cycles=bool(rng.random() < 0.3),
+        dual_per_column=bool(rng.random() < 0.5),
         vref_mode=ch(["fixed", "variable", "dual"]),
         full_scale=ch([fs[0], fs[1], L, L, rows]),
         dual_low=ch([fs[0], L]), dual_high=ch([fs[2], rows]),

@@ -140,6 +140,10 @@ def mvm_event_counts(inner: int, outputs: int, vectors: int, x_format: BinaryFor
     if not isinstance(vref, VrefConfig):
         raise TypeError(f"vref: expected VrefConfig, got {type(vref).__name__}")
     vref.check_against(config.rows, config.top_code)
+    if vref.per_column:
+        # which columns exceed the low level depends on the stored data, not on active rows
+        raise ValueError("vref: the per-column dual choice has no analytic event model; "
+                         "price a run that used it with imcsim energy --from-run")
     if active_rows is not None and density is not None:
         raise ValueError("active_rows, density: give at most one")
     if reshape_words is not None:

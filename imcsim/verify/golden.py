@@ -187,7 +187,8 @@ class GoldenModel:
         ``sar_decision`` (C, Nb), ``code`` (C,), ``clipped``, ``output_index`` (G,),
         ``nmc_acc`` (G,) accumulator after this cycle, ``nmc_steps`` (G, Kw) after each weight
         plane, ``group_done`` (True when this group's outputs of this vector are final),
-        ``skipped`` (True when the controller skips this all-masked cycle, with
+        ``column_full_scale`` (C,) each column's F (differs from ``full_scale`` only under
+        the per-column dual Vref choice), ``skipped`` (True when the controller skips this all-masked cycle, with
         ``skip_masked_cycles``: the column group is not driven, every outcome is 0 and the
         accumulators hold; an RTL testbench presents nothing for it), then
         ``y_int_group`` (G,); and ``y_int`` (N,) on the vector's last cycle (else None).
@@ -212,6 +213,7 @@ class GoldenModel:
             "column_count": out.column_count, "column_value": out.column_value,
             "sar_trial": out.sar_trial, "sar_decision": out.sar_decision,
             "code": out.code.astype(np.int64), "clipped": out.clipped,
+            "column_full_scale": out.full_scale,
             "output_index": np.arange(g0, g1), "nmc_acc": cyc.nmc_steps[:, -1].copy(),
             "nmc_steps": cyc.nmc_steps, "group_done": cyc.group_done,
             "skipped": cyc.skipped, "y_int_group": None, "y_int": None,

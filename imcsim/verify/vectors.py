@@ -431,6 +431,9 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     all-or-nothing; ``inputs`` are files the caller read, which must not be overwritten.
     """
     outdir = Path(outdir)
+    if (vref or config.vref).per_column:
+        raise ValueError("vref: the per-column dual Vref choice is not in the vector files "
+                         "(one full scale per cycle); use the GoldenModel API")
     if config.skip_masked_cycles:
         # the files hold one line per scheduled cycle with no skip bit for the RTL testbench
         raise ValueError("config: skip_masked_cycles is not supported by the vector files "

@@ -1,10 +1,19 @@
-"""The controller option that skips all-masked array cycles (docs/hardware-model.md 4.7)."""
+"""Controller and ADC options: skipping all-masked array cycles (docs/hardware-model.md 4.7)
+and the per-column dual Vref choice (4.3)."""
 import dataclasses
 
 import numpy as np
 import pytest
 
-from imcsim import BinaryFormat, Macro, MacroConfig, NmcConfig, Radix4Format, VrefConfig
+from imcsim import (
+    BinaryFormat,
+    Macro,
+    MacroConfig,
+    NmcConfig,
+    Radix4Format,
+    VrefConfig,
+    VrefMode,
+)
 from imcsim.verify.golden import GoldenModel
 from imcsim.verify.vectors import write_vectors
 
@@ -84,3 +93,33 @@ def test_vector_files_refuse_skipping(tmp_path):
 def test_config_rejects_non_bool():
     with pytest.raises(TypeError, match="skip_masked_cycles"):
         MacroConfig(skip_masked_cycles=1)
+
+
+# --- the per-column dual Vref choice (docs/hardware-model.md 4.3) ------------------------
+def test_per_column_dual_vref_parses_and_validates():
+    v = VrefConfig.parse("dual:255:300:column")
+    assert v.per_column and (v.dual_low, v.dual_high) == (255, 300)
+    with pytest.raises(ValueError, match="dual mode only"):
+        VrefConfig(per_column=True)
+
+
+def test_per_column_choice_converts_only_full_columns_at_the_high_level():
+    """Ideal analog: a column whose count exceeds the low level converts at the high level,
+    the others stay lossless at the low one; each conversion costs one more decision."""
+    cfg = MacroConfig(rows=600, columns=32,
+                      vref=VrefConfig(mode=VrefMode.DUAL, full_scale=600, dual_low=255, dual_high=600,
+                                      per_column=True))
+    X = np.ones((1, 600), dtype=np.int64)                         # 600 active rows
+    W = np.ones((600, 2), dtype=np.int64)
+    W[:500, 1] = -1                       # column group 1: 100 rows agree on every plane
+    res = Macro(cfg).mvm(X, W, BinaryFormat(3), BinaryFormat(3), return_codes=True)
+    counts_full = 600                      # output 0: every row agrees -> 600 > 255: high
+    assert res.codes[0, 0, 0, 0, 0] == (counts_full * 255) // 600
+    ev = res.events.total()
+    assert ev["sar_steps"] == ev["adc_conversions"] * (cfg.adc_bits + 1)
+    twin = ref.reference_mvm(X.tolist(), W.tolist(), "binary", 3, 3, rows=600, columns=32,
+                             adc_bits=8, vref_mode="dual", full_scale=600, dual_low=255,
+                             dual_high=600, dual_per_column=True)
+    assert ev["high_vref_conversions"] == twin["high_vref_conversions"] > 0
+    assert np.array_equal(res.y_int, np.array(twin["y_int"]))
+    assert np.array_equal(res.codes, np.array(twin["codes"]))
