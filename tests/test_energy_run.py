@@ -172,9 +172,9 @@ def emulate(macro, calls):
 MLP_BATCH, STEPS = 4, 2
 
 
-def mlp_epoch(rng, density, kinds=("forward", "backward", "update")):
+def mlp_epoch(rng, density, kinds=("forward", "backward", "update"), macro=None):
     """Emulated statistics of the hidden layers fc2, fc3 (128 -> 128) of the mlp on digits."""
-    macro = Macro()
+    macro = Macro() if macro is None else macro
     stats, totals = {}, {}
     for layer in ("fc2", "fc3"):
         stats[layer] = {}
@@ -192,13 +192,15 @@ def mlp_epoch(rng, density, kinds=("forward", "backward", "update")):
 
 
 def write_run(folder, history, *, backends=("imc", "imc", "imc"), model="mlp",
-              dataset="digits", batch=MLP_BATCH, scheme="radix4"):
+              dataset="digits", batch=MLP_BATCH, scheme="radix4", skip_masked_cycles=None):
     folder.mkdir(parents=True, exist_ok=True)
     kinds = ("forward", "backward", "update")
     config = {"model": model, "dataset": dataset, "batch_size": batch, "epochs": len(history),
               "backends": [[k, b] for k, b in zip(kinds, backends)],
               "vref": [[k, "variable"] for k in kinds], "scheme": scheme,
               "first_last_on_imc": False, "preset": "paper", "seed": 0}
+    if skip_masked_cycles is not None:
+        config["skip_masked_cycles"] = skip_masked_cycles
     (folder / "metrics.json").write_text(json.dumps({"config": config, "history": history}))
     return folder
 
@@ -501,3 +503,23 @@ def test_docs_tables_are_the_scripts_output(capsys):
     doc = doc.replace("**", "")
     missing = [ln for ln in rows if ln not in doc]
     assert len(rows) > 20 and not missing, missing
+
+
+def test_from_run_prices_a_run_that_skipped_masked_cycles(tmp_path):
+    """A controller that skips all-masked cycles converts fewer times than the mapping's
+    fixed count: accepted (and priced as measured) when the run says so, refused otherwise."""
+    from imcsim import MacroConfig
+    rng = np.random.default_rng(5)
+    stats, totals = mlp_epoch(rng, 0.05, macro=Macro(MacroConfig(skip_masked_cycles=True)))
+    row = {"epoch": 1, "test_acc": 0.5, "steps": STEPS, "mvm_stats": stats}
+    skipped = sum(t["adc_conversions"] for t in totals.values())
+    full = sum(mlp_epoch(np.random.default_rng(5), 0.05)[1][k]["adc_conversions"]
+               for k in totals)
+    assert skipped < full                       # some gradient planes were all masked
+    ok = invoke("--from-run", write_run(tmp_path / "skip", [row], skip_masked_cycles=True),
+                "--json")
+    assert ok.exit_code == 0, ok.output
+    measured = json.loads(ok.output)["epochs"][0]["measured"]["totals"]["adc_conversions"]
+    assert measured == pytest.approx(skipped / STEPS)
+    bad = invoke("--from-run", write_run(tmp_path / "noskip", [row]))
+    assert bad.exit_code == 2 and "adc_conversions" in bad.output
