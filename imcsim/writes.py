@@ -18,28 +18,15 @@ The functions take NumPy arrays, or arrays of another namespace with NumPy's arr
 """
 from __future__ import annotations
 
-import sys
-from types import ModuleType
-
 import numpy as np
 
+from imcsim.arrays import namespace_of
 from imcsim.formats import BinaryFormat, plane_lookup_tables
 
 #: bits of one CIMA-load word: 32 consecutive rows of one column
 WORD_ROWS = 32
 
 
-def _namespace(*arrays) -> ModuleType:
-    """NumPy, or the namespace of the first device array (CuPy without importing it)."""
-    for a in arrays:
-        if isinstance(a, (np.ndarray, np.generic)):
-            continue
-        if type(a).__module__.split(".", 1)[0] == "cupy":
-            return sys.modules["cupy"]
-        get = getattr(a, "__array_namespace__", None)
-        if get is not None:
-            return get()
-    return np
 
 
 def changed_cima_words(old_int_weights, new_int_weights, w_format: BinaryFormat,
@@ -81,7 +68,7 @@ def changed_cima_words(old_int_weights, new_int_weights, w_format: BinaryFormat,
     if len(old_shape) != 2 or old_shape != new_shape:
         raise ValueError(f"weights: expected two 2-D arrays (inner, outputs) of one shape, got "
                          f"{old_shape} and {new_shape}")
-    xp = _namespace(old_int_weights, new_int_weights)
+    xp = namespace_of(old_int_weights, new_int_weights)
     lim = w_format.max_value
     offset, pattern, _ = plane_lookup_tables(w_format)   # pattern[v + offset], bit p = plane p
     lut = xp.asarray(pattern.astype(np.int64))

@@ -21,6 +21,8 @@ from imcsim.training.optim import (
     threshold_transfer,
 )
 
+from training_helpers import run_interrupted
+
 ONE = 1 << ACC_FRAC_BITS                     # one LSB in register units (65536)
 ALL_IMC = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
 ALL_EXACT = (("forward", "exact"), ("backward", "exact"), ("update", "exact"))
@@ -208,16 +210,7 @@ def _threshold_run(path, epochs, resume=False, interrupt_after=None, device="cpu
                       seed=4, schedule="constant", device=device)
     trainer = Trainer(cfg, path, progress=False)
     if interrupt_after is not None:
-        save = trainer.save_checkpoint
-
-        def save_then_interrupt(epoch):
-            save(epoch)
-            if epoch + 1 == interrupt_after:
-                raise KeyboardInterrupt
-        trainer.save_checkpoint = save_then_interrupt
-        with pytest.raises(KeyboardInterrupt):
-            trainer.run(resume=resume)
-        return trainer
+        return run_interrupted(trainer, interrupt_after, resume)
     trainer.run(resume=resume)
     return trainer
 

@@ -9,6 +9,8 @@ from threadpoolctl import threadpool_limits
 from imcsim.training.engine import TrainConfig, Trainer, parse_vref
 from imcsim.verify.trace import TraceFile
 
+from training_helpers import run_interrupted
+
 ALL_IMC = (("forward", "imc"), ("backward", "imc"), ("update", "imc"))
 
 
@@ -31,15 +33,7 @@ def _final_params(tmp_path, epochs, resume=False, threads=None, interrupt_after=
                             ("update", "fixed:1152")), preset="paper-nonideal")
     trainer = Trainer(cfg, tmp_path, progress=False)
     if interrupt_after is not None:
-        save = trainer.save_checkpoint
-
-        def save_then_interrupt(epoch):
-            save(epoch)
-            if epoch + 1 == interrupt_after:
-                raise KeyboardInterrupt
-        trainer.save_checkpoint = save_then_interrupt
-        with pytest.raises(KeyboardInterrupt):
-            trainer.run(resume=resume)
+        run_interrupted(trainer, interrupt_after, resume)
         return None
     if threads is not None:
         old = numba.get_num_threads()

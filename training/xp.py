@@ -9,10 +9,11 @@ What is and is not bit-identical between the two is in docs/training.md ("CPU an
 from __future__ import annotations
 
 import os
-import sys
 from types import ModuleType
 
 import numpy as np
+
+from imcsim.arrays import namespace_of
 
 DEVICES = ("cpu", "cuda")
 
@@ -54,22 +55,6 @@ def array_module(device: str = "cpu") -> ModuleType:
     return cupy
 
 
-def namespace_of(*arrays) -> ModuleType:
-    """The namespace of the first device array among ``arrays``; NumPy when there is none.
-
-    CuPy arrays are recognised by their type's module (without importing CuPy); other array
-    types by the array-API ``__array_namespace__`` protocol.  NumPy arrays, NumPy scalars,
-    Python numbers, lists and None all mean NumPy.
-    """
-    for a in arrays:
-        if a is None or isinstance(a, (np.ndarray, np.generic, int, float, complex, list, tuple)):
-            continue
-        if type(a).__module__.split(".", 1)[0] == "cupy":
-            return sys.modules["cupy"]
-        get = getattr(a, "__array_namespace__", None)
-        if get is not None:
-            return get()
-    return np
 
 
 def is_array(a) -> bool:
