@@ -270,7 +270,8 @@ def _energy_defaults() -> dict:
     return {"model": "vgg-lite", "batch": 128, "imc": "forward,backward,update", "vref": [],
             "gradient_density": DEFAULT_GRADIENT_DENSITY, "activation_density": 1.0,
             "pool_sparsity": True, "first_last_on_imc": False, "charge_masked_rows": False,
-            "preset": DEFAULT_ENERGY_PRESET, "gpu_tops_per_watt": None}
+            "first_layer_backward": False, "preset": DEFAULT_ENERGY_PRESET,
+            "gpu_tops_per_watt": None}
 
 
 def _energy_normalize(params: dict) -> dict:
@@ -292,7 +293,8 @@ def _energy_normalize(params: dict) -> dict:
     for name in ("gradient_density", "activation_density"):
         if not isinstance(p[name], (int, float)) or not 0.0 <= p[name] <= 1.0:
             raise ValueError(f"{name}: must lie in [0, 1], got {p[name]!r}")
-    for name in ("pool_sparsity", "first_last_on_imc", "charge_masked_rows"):
+    for name in ("pool_sparsity", "first_last_on_imc", "charge_masked_rows",
+                 "first_layer_backward"):
         if not isinstance(p[name], bool):
             raise ValueError(f"{name}: expected true or false, got {p[name]!r}")
     tops = p["gpu_tops_per_watt"]

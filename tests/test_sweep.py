@@ -220,3 +220,13 @@ def test_without_dask_the_sweep_says_how_to_install_it(tmp_path, monkeypatch):
     assert r.stderr.splitlines() == ["Error: imcsim sweep needs distributed: "
                                      "pip install 'imcsim[dask]'"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_energy_sweep_charges_the_first_layer_backward_only_when_asked(tmp_path):
+    from imcsim.sweep import COMMANDS
+    energy = COMMANDS["energy"]
+    default = energy.run(energy.normalize({}), tmp_path)
+    charged = energy.run(energy.normalize({"first_layer_backward": True}), tmp_path)
+    assert charged["energy_j"] > default["energy_j"]
+    with pytest.raises(ValueError, match="first_layer_backward"):
+        energy.normalize({"first_layer_backward": "yes"})
