@@ -201,3 +201,39 @@ def test_evaluation_does_not_count_in_the_training_statistics(tmp_path):
     assert len(calls) == 2 * 2                # 2 hidden layers x 2 test batches of 256
     assert {k: s.summary() for k, s in trainer.stats.items()} == before
     assert all(b.stats is trainer.stats for b in trainer.imc_backends.values())
+
+
+@pytest.mark.parametrize("name,shape", [("vgg-lite", (8, 8, 3)), ("small-cnn", (8, 8, 1)),
+                                        ("mlp", (8, 8, 1))])
+def test_training_skips_the_first_layers_backward_mvm_but_not_its_weight_gradient(name, shape):
+    """The images need no gradient: without an input quantizer the first layer's backward
+    MVM is not run, and every weight gradient is the one of a full backward pass."""
+    from imcsim.training.backends import Fp32Backend, MvmKind
+    from imcsim.training.layers import softmax_cross_entropy
+    from imcsim.training.models import build_model
+
+    class Recording(Fp32Backend):
+        def __init__(self):
+            super().__init__()
+            self.kinds = []
+
+        def matmul(self, X, W, x_format=None, w_format=None, *, layer="", mvm=None, step=0):
+            self.kinds.append((layer, mvm))
+            return super().matmul(X, W, x_format, w_format, layer=layer, mvm=mvm, step=step)
+
+    grads = []
+    for need in (True, False):
+        model = build_model(name, shape, 10, seed=0)
+        rec = Recording()
+        for layer in model.compute_layers():
+            layer.policy = {k: rec for k in MvmKind}
+        x = np.random.default_rng(1).standard_normal((4,) + shape).astype(np.float32)
+        _, grad = softmax_cross_entropy(model.forward(x, train=True), np.arange(4))
+        dx = model.backward(grad, need_input_grad=need)
+        first = model.compute_layers()[0].name
+        assert ((first, MvmKind.BACKWARD) in rec.kinds) == need
+        assert (dx is None) == (not need)
+        grads.append(model.grads)
+    assert set(grads[0]) == set(grads[1])
+    for key in grads[0]:
+        assert np.array_equal(grads[0][key], grads[1][key]), key

@@ -496,7 +496,8 @@ class Trainer:
             self.model.set_step(step)
             out = self.model.forward(x, train=True)
             grad, loss, hits = self._metrics(out, y)
-            self.model.backward(grad)
+            # the input images need no gradient: the first layer's backward MVM is not run
+            self.model.backward(grad, need_input_grad=False)
             lr = self.schedule(epoch + i / steps)
             self.optimizer.step(self.model.params, self.model.grads, lr=lr,
                                 apply=self.threshold_apply or None)

@@ -239,6 +239,13 @@ class QuantLinearCore(Layer):
             return int8_quantize(w)
         return sawb_quantize(w, reproducible=self.reproducible)
 
+    def _no_input_grad(self, grad):
+        """Backward without the input gradient (the first layer of a network: the images need
+        none). Only without an input quantizer: a PACT clip level learns from the input
+        gradient, so a quantized input still takes the backward MVM."""
+        self.grads[f"{self.name}.alpha"] = namespace_of(grad).zeros(1, np.float32)
+        return None
+
     def _through_input_quantizer(self, x, dx, qa):
         """Straight-through estimator of PACT: mask dx, collect dL/dalpha (zero otherwise)."""
         xp = namespace_of(dx)
@@ -342,7 +349,9 @@ class Conv2D(QuantLinearCore):
             raise ValueError(f"{self.name}: non-square maps are not supported in backward")
         return _pad_windows(dil, 1, pad_hi_h)[0]
 
-    def backward(self, grad):
+    def backward(self, grad, need_input_grad: bool = True):
+        """Weight gradients into ``grads``; returns the input gradient (None without
+        ``need_input_grad`` and an input quantizer: no backward MVM runs)."""
         x, A, qa, qw = self.cache
         B, H, W, C = self.in_shape
         G = grad.reshape(-1, self.cout)
@@ -365,6 +374,8 @@ class Conv2D(QuantLinearCore):
         if qw is not None and qw.pass_mask is not None:
             dW = dW * qw.pass_mask
         self.grads[f"{self.name}.w"] = dW.reshape(w.shape).astype(np.float32)
+        if not need_input_grad and qa is None:
+            return self._no_input_grad(grad)
         # input gradient
         w_eff = (qw.values * qw.scale).reshape(w.shape) if qw is not None else w
         if self.kernel == 1:
@@ -419,7 +430,9 @@ class Dense(QuantLinearCore):
             self.forward_stored = None if qw is None else qw.values
         return y.astype(np.float32)
 
-    def backward(self, grad):
+    def backward(self, grad, need_input_grad: bool = True):
+        """Weight (and bias) gradients into ``grads``; returns the input gradient (None
+        without ``need_input_grad`` and an input quantizer: no backward MVM runs)."""
         x, qa, qw = self.cache
         G = grad
         quant_bwd = self.policy[MvmKind.BACKWARD].quantized
@@ -439,6 +452,8 @@ class Dense(QuantLinearCore):
         self.grads[f"{self.name}.w"] = dW.astype(np.float32)
         if self.bias:
             self.grads[f"{self.name}.bias"] = self._sum_channels(G).astype(np.float32)
+        if not need_input_grad and qa is None:
+            return self._no_input_grad(grad)
         if quant_bwd:
             dx = self._mm(MvmKind.BACKWARD, g_bwd, qw.values.T, self.scheme.gradient,
                           self.scheme.weight) * (qw.scale / gscale)

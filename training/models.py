@@ -65,8 +65,18 @@ class Sequential:
             x = layer.forward(x, train)
         return x
 
-    def backward(self, grad):
-        for layer in reversed(self.layers):
+    def backward(self, grad, need_input_grad: bool = True):
+        """Backward pass; returns the gradient of the input images, or None when
+        ``need_input_grad`` is False and the first layer (role 'first') has no input
+        quantizer: then it computes only its weight gradients, and its backward MVM, which
+        training does not need, does not run (with a PACT input quantizer, whose clip level
+        learns from the input gradient, it still runs)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            # the layers before the first one (a Flatten) have nothing to learn
+            if (not need_input_grad and getattr(layer, "role", None) == "first"
+                    and not any(getattr(earlier, "params", None) for earlier in self.layers[:i])):
+                return layer.backward(grad, need_input_grad=False)
             grad = layer.backward(grad)
         return grad
 
