@@ -95,7 +95,8 @@ def time_call(fn, repeat: int, sync=lambda: None):
 
 def bare_reference(macro, X, W, xf, wf, device, repeat):
     """Rate of the bare count kernel on the first row tile of the same operands."""
-    prep = macro.prepare(X if not hasattr(X, "get") else X.get(), W, xf, wf)
+    prep = macro.prepare(X if not hasattr(X, "get") else X.get(),
+                         W if not hasattr(W, "get") else W.get(), xf, wf)
     packed = prep.pack_tile(0)
     cols = prep.plan.used_columns(0)
     wbits = prep.weights.tile(0, 0, columns=False)["packed"]
@@ -127,6 +128,10 @@ def main():
     ap.add_argument("--threads", default="", help="CPU thread counts for the scaling table, "
                     "e.g. 1,2,4,8,16 (default: 1 and all)")
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--resident", action="store_true",
+                    help="on cuda, hand the macro CuPy operands already on the GPU (as the "
+                         "training engine does: validation, encoding and packing run there); "
+                         "default NumPy operands, copied and encoded on the host in the timing")
     args = ap.parse_args()
     devices = [d.strip() for d in args.device.split(",") if d.strip()]
     layers = {spec.name: spec for spec in vgg_lite_layers()}
@@ -150,6 +155,9 @@ def main():
             rng = np.random.default_rng(0)
             for kind in kinds:
                 X, W, xf, wf = layer_operands(layer, kind, args.batch, args.density, rng)
+                if device == "cuda" and args.resident:
+                    import cupy
+                    X, W = cupy.asarray(X), cupy.asarray(W)
                 macro.mvm(X[:2], W, xf, wf)              # compile / warm up
                 threads = thread_list if device == "cpu" else [None]
                 for n_threads in threads:
@@ -159,7 +167,8 @@ def main():
                                                args.repeat, sync)
                     conv = res.events.total()["adc_conversions"]
                     rows.append({"device": device, "layer": layer.name, "kind": kind,
-                                 "threads": n_threads, "conversions": conv, "median_s": med,
+                                 "operands": "device" if device == "cuda" and args.resident
+                                 else "host", "threads": n_threads, "conversions": conv, "median_s": med,
                                  "rate": conv / med, "best_rate": conv / best})
                 if device == "cpu":
                     set_num_threads(all_threads)

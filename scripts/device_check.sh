@@ -57,6 +57,8 @@ step cuda_tests 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py
 step vgg_step_gpu 75 $PY scripts/time_vgg_step.py --device cuda --steps 3
 step bench_layers 90 $PY benchmarks/bench_layers.py --device cuda,cpu --batch 32 \
     --layers L2,L4,L6,L7 --repeat 3 --json "$WORK/bench_layers.json"
+step bench_layers_resident 60 $PY benchmarks/bench_layers.py --device cuda --resident \
+    --batch 128 --layers L2,L4,L7 --repeat 3 --json "$WORK/bench_layers_resident.json"
 
 # VGG-lite on digits32, seed 0: the configs of docs/results.md's second table, in parallel
 train() {  # train NAME ARGS...
