@@ -178,10 +178,11 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     for chunk in prange(n_chunks):
         counts = np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)
-        column_fs = np.zeros((n_planes, n_cols), dtype=np.int64)
+        column_scale = np.zeros((n_planes, n_cols), dtype=np.int64)   # per-column dual Vref
         gathered = np.empty(n_cols, dtype=np.int32)
         charged = np.empty(n_cols, dtype=np.int64)
         dense = np.zeros(n_planes, dtype=np.bool_)
+        adds = np.zeros(n_planes, dtype=np.bool_)
         no_trials = np.zeros(analog.adc_bits, dtype=np.int64)
         no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
@@ -222,23 +223,29 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                 if hw.cycle_skipped(active[b, p], analog.skip_masked):
                     codes[p, :] = 0
                     continue
-                column_fs[p, :] = fs
+                if per_column:
+                    column_scale[p, :] = cyc.scale[b, p]
                 if analog.ideal:
                     if active[b, p] == 0:
                         codes[p, :] = 0
                         continue
                     multiplier, shift = hw.division_magic(fs)
+                    if not per_column:        # the common case, kept free of the branches
+                        for c in range(n_cols):
+                            n = counts[p, c]
+                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
+                            if n > fs:
+                                clipped += 1
+                        continue
                     for c in range(n_cols):
                         n = counts[p, c]
-                        f_c = fs
-                        if per_column:
-                            f_c = hw.column_full_scale(np.int64(n) << np.int64(hw.ANALOG_FRAC_BITS),
-                                                       0, analog.dual_low, analog.dual_high, 0,
-                                                       np.uint64(0), analog.adc_bits)
-                        if f_c == analog.dual_high and per_column:
+                        f_c = hw.column_full_scale(np.int64(n) << np.int64(hw.ANALOG_FRAC_BITS),
+                                                   0, analog.dual_low, analog.dual_high, 0,
+                                                   np.uint64(0), analog.adc_bits)
+                        if f_c == analog.dual_high:
                             high += 1       # literally: conversions at the high level
                         if f_c != fs:
-                            column_fs[p, c] = f_c
+                            column_scale[p, c] = scale_high
                             codes[p, c] = hw.ideal_adc_code(n, magic_high, magic_high_shift, top)
                         else:
                             codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
@@ -261,7 +268,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                         if f_c == analog.dual_high:
                             high += 1       # literally: conversions at the high level
                         if f_c != fs:
-                            column_fs[p, c] = f_c
+                            column_scale[p, c] = scale_high
                             threshold = shift_high
                     if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
                         clipped += 1
@@ -279,22 +286,24 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
             # add.  When no partial sum can reach the register's limits the order cannot
             # matter, so those outputs sum their terms without per-add checks.
             bound = _no_overflow_bound(cyc, b, n_planes, nmc, top, scale_high)
+            for p in range(n_planes):
+                # planes that add nothing: all codes 0 with no half-LSB term (ideal, no active
+                # row), or a cycle the controller did not run
+                adds[p] = not ((analog.ideal and active[b, p] == 0 and not nmc.half_lsb)
+                               or hw.cycle_skipped(active[b, p], analog.skip_masked))
             for g in range(nmc.n_outputs):
                 a = acc[b, g]
                 exact_sum = abs(a) <= acc_hi - bound
                 for p in range(n_planes):
-                    if analog.ideal and active[b, p] == 0 and not nmc.half_lsb:
-                        continue        # every code is 0 and so is every term
-                    if hw.cycle_skipped(active[b, p], analog.skip_masked):
-                        continue        # the controller did not run this cycle
-                    sc = cyc.scale[b, p]
+                    if not adds[p]:
+                        continue
                     act = active[b, p]
+                    sc = cyc.scale[b, p]
                     for q in range(kw):
                         c = g * kw + q
-                        sc_c = sc
-                        if per_column and column_fs[p, c] != cyc.full_scale[b, p]:
-                            sc_c = scale_high
-                        term = hw.nmc_term(codes[p, c], sc_c, act, nmc.scale_frac_bits,
+                        if per_column:      # a column at its own level has its own scale
+                            sc = column_scale[p, c]
+                        term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits,
                                            nmc.half_lsb, nmc.pw_x[p], nmc.pw_w[q])
                         if exact_sum:
                             a += term
