@@ -523,3 +523,16 @@ def test_from_run_prices_a_run_that_skipped_masked_cycles(tmp_path):
     assert measured == pytest.approx(skipped / STEPS)
     bad = invoke("--from-run", write_run(tmp_path / "noskip", [row]))
     assert bad.exit_code == 2 and "adc_conversions" in bad.output
+
+
+def test_from_run_prices_a_run_with_the_per_column_dual_choice(run_folder, tmp_path):
+    """The analytic column has no per-column model: it uses the per-cycle rule with the same
+    levels, and the measured rows are the run's own."""
+    folder, _ = run_folder
+    doc = json.loads((folder / "metrics.json").read_text())
+    doc["config"]["vref"] = [["forward", "dual:255:2304:column"],
+                             ["backward", "dual:255:2304:column"], ["update", "variable"]]
+    (tmp_path / "metrics.json").write_text(json.dumps(doc))
+    res = invoke("--from-run", tmp_path, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["epochs"][0]["measured"]["totals"]["adc_conversions"] > 0

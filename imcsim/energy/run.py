@@ -493,7 +493,11 @@ def _weight_rewrite(w: _Where, i: int, ep: EpochRecord, run: RunRecord, layers: 
 
 
 def _run_vref(w: _Where, run: RunRecord, config: MacroConfig) -> dict:
-    specs = {k: ("fixed" if v.strip() == MATCHED_VREF else v) for k, v in run.vref.items()}
+    # the analytic (assumed) column has no model of the per-column dual choice, which depends
+    # on the stored data: it uses the per-cycle rule with the same levels; the measured rows
+    # hold the run's own conversions and high-level counts
+    specs = {k: ("fixed" if v.strip() == MATCHED_VREF else v.strip().removesuffix(":column"))
+             for k, v in run.vref.items()}
     try:
         return parse_vref_per_kind(specs, config.vref)
     except ValueError as exc:
