@@ -237,3 +237,23 @@ def test_training_skips_the_first_layers_backward_mvm_but_not_its_weight_gradien
     assert set(grads[0]) == set(grads[1])
     for key in grads[0]:
         assert np.array_equal(grads[0][key], grads[1][key]), key
+
+
+def test_evaluation_noise_keys_are_neither_the_training_steps_nor_shared_by_batches(tmp_path):
+    from imcsim.training.backends import MvmKind
+    cfg = TrainConfig(model="mlp", epochs=1, batch_size=32, max_steps_per_epoch=2,
+                      backends=ALL_IMC, preset="paper-nonideal")
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.train_epoch(0)
+    macro = trainer.imc_backends[MvmKind.FORWARD].macro
+    seeds, mvm = [], macro.mvm
+    macro.mvm = lambda *a, **kw: seeds.append(kw["seed"]) or mvm(*a, **kw)
+    trainer.evaluate(trainer.x_test, trainer.y_test, tag=1)
+    first = list(seeds)
+    assert len(set(first)) == len(first) == 4     # 2 layers x 2 batches, every key its own
+    seeds.clear()
+    trainer.train_epoch(0)                        # the last training step's forward keys
+    assert not set(seeds) & set(first)
+    seeds.clear()
+    trainer.evaluate(trainer.x_test, trainer.y_test, tag=1)
+    assert seeds == first                         # same tag, same keys (resume-safe)

@@ -258,7 +258,7 @@ TRAINER_CASES = {
                          scheme="int8"),
 }
 GOLDEN = {
-    "trainer/mlp-imc-nonideal": "a0e5f79527866e0def75e523",
+    "trainer/mlp-imc-nonideal": "98a531b6f68a06f52b8d4399",
     "trainer/cnn-exact-augment": "ca01f663dfa41d23bc99b244",
     "trainer/cnn-int8-imc": "50b6346b85dcabd0e65c128d",
     "step/vgg-lite": "a70f5c9dc0eee9aec8228a49",

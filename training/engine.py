@@ -447,11 +447,15 @@ class Trainer:
                                  xp.asarray(correct, dtype=xp.float64)]))
         return grad, float(host[0]), int(host[1])
 
-    def evaluate(self, x, y, batch=256):
+    def evaluate(self, x, y, batch=256, tag=0):
         """(mean loss, accuracy) of the model on (x, y), without training.
 
         The emulator's MVMs of the evaluation are counted in a scratch container, not in
-        ``self.stats``: the per-epoch statistics are the training steps' alone.
+        ``self.stats``: the per-epoch statistics are the training steps' alone.  Their noise
+        keys are their own: each batch runs as step ``eval:<tag>:<batch start>`` (``run`` tags
+        with the epoch), so that on a non-ideal macro the evaluation's noise is neither the
+        last training step's nor shared between test batches, and a resumed run evaluates
+        with the same keys as an uninterrupted one.
         """
         x, y = to_device(x, self.xp), to_device(y, self.xp)
         losses, correct = [], 0
@@ -461,6 +465,7 @@ class Trainer:
             backend.stats = scratch
         try:
             for i in range(0, len(y), batch):
+                self.model.set_step(f"eval:{tag}:{i}")
                 out = self.model.forward(x[i:i + batch], train=False)
                 _, loss, hits = self._metrics(out, y[i:i + batch])
                 losses.append(loss * len(y[i:i + batch]))
@@ -526,7 +531,7 @@ class Trainer:
             t0 = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)
             mvm_stats = self._stats_summary()
-            test_loss, test_acc = self.evaluate(self.x_test, self.y_test)
+            test_loss, test_acc = self.evaluate(self.x_test, self.y_test, tag=epoch + 1)
             row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                    "test_loss": test_loss, "test_acc": test_acc,
                    "lr": self.schedule(epoch), "seconds": time.perf_counter() - t0}
