@@ -26,8 +26,9 @@ from imcsim.sweep import read_table
 
 SPEC = "scripts/digits_results.sweep.json"
 VGG_RESULTS = Path("scripts/vgg_digits32_results.json")
-#: sections of docs/results.md written by other scripts, kept when this one rewrites the page
-KEPT_SECTIONS = ("## Monte-Carlo chips and hardware-aware training",)
+#: where the sections of docs/results.md that other scripts write begin (their markers); kept
+#: verbatim when this one rewrites the page
+KEPT_SECTIONS = ("<!-- hardware-aware results: begin",)
 
 ANALYSIS = [
     "## What the numbers say, and why they differ from the paper where they do",
