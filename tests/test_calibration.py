@@ -334,3 +334,31 @@ def test_calibrated_macro_on_cuda_equals_cpu(result):
     host = [v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else np.asarray(v)
             for v in (b.y_int, b.codes)]
     assert np.array_equal(a.y_int, host[0]) and np.array_equal(a.codes, host[1])
+
+
+def test_hardware_aware_trainer_runs_an_epoch_and_evaluates(tmp_path):
+    """Training hops chips step by step; the trainer's own evaluation (non-integer steps,
+    its own noise keys) runs on the pool's first chip."""
+    from imcsim import load_preset
+    from imcsim.calibration.montecarlo import ChipHoppingBackend, hardware_aware_trainer
+    from imcsim.training.backends import MvmKind
+    from imcsim.training.engine import TrainConfig
+    cfg = TrainConfig(model="mlp", epochs=1, batch_size=32, max_steps_per_epoch=2,
+                      backends=(("forward", "imc"), ("backward", "fp32"), ("update", "fp32")),
+                      preset="paper-nonideal")
+    trainer = hardware_aware_trainer(cfg, tmp_path, load_preset("paper-nonideal"), pool=3,
+                                     progress=False)
+    hopping = next(la.policy[MvmKind.FORWARD] for la in trainer.model.compute_layers()
+                   if isinstance(la.policy[MvmKind.FORWARD], ChipHoppingBackend))
+    used = []
+
+    def recording(index, mvm):
+        def call(*args, **kwargs):
+            used.append(index)
+            return mvm(*args, **kwargs)
+        return call
+    for i, chip in enumerate(hopping.pool):
+        chip.macro.mvm = recording(i, chip.macro.mvm)
+    history = trainer.run()
+    assert len(history) == 1 and 0.0 <= history[0]["test_acc"] <= 1.0
+    assert {0, 1} <= set(used)                     # two training steps, two chips

@@ -363,8 +363,9 @@ class ChipHoppingBackend:
 
     Step ``s`` uses chip ``s % pool`` of a pool of chips (chip_seed TRAIN_CHIP_BASE + i, far
     from the evaluation chips) and the noise seed of (seed, step, layer, kind), like
-    ``ImcBackend``.  Evaluation (``train=False`` forward passes) uses whatever step the layer
-    holds; evaluate on unseen chips with ``evaluate_chips``.
+    ``ImcBackend``.  The trainer's own evaluation runs with non-integer steps (its noise keys
+    ``eval:<epoch>:<batch>``) and uses the pool's first chip; evaluate on unseen chips with
+    ``evaluate_chips``.
     """
 
     kind = BackendKind.IMC
@@ -378,8 +379,9 @@ class ChipHoppingBackend:
                                 device=device) for i in range(pool)]
 
     def matmul(self, X, W, x_format, w_format, *, layer="", mvm=None, step=0):
-        return self.pool[step % len(self.pool)].matmul(X, W, x_format, w_format, layer=layer,
-                                                       mvm=mvm, step=step)
+        chip = step % len(self.pool) if isinstance(step, int) else 0
+        return self.pool[chip].matmul(X, W, x_format, w_format, layer=layer, mvm=mvm,
+                                      step=step)
 
 
 def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, pool: int = 64,
