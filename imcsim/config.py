@@ -91,6 +91,12 @@ def _check_enum(name, value, enum_type):
         raise TypeError(f"{name}: expected {enum_type.__name__}, got {value!r}")
 
 
+#: the ``--vref`` spec of a fixed full scale programmed per layer to its inner dimension (the
+#: training engine's matched-F control, ``imcsim.training.backends.MatchedFullScale``); the
+#: energy model reads it back from a run's configuration
+MATCHED_VREF_SPEC = "fixed:matched"
+
+
 @dataclass(frozen=True)
 class VrefConfig:
     """ADC reference mode and levels, all as full scales F in rows (Vref,p = F * vdd / rows)."""

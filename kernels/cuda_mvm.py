@@ -194,9 +194,12 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
     gb = vector_offset + b
     a_out = acc[b, n]
     # per-column dual Vref: a column that exceeds the low level converts at the high one
-    scale_high = hw.nmc_scale(dual_high, top_code, scale_frac_bits)
-    shift_high = hw.adc_threshold_shift(dual_high, top_code, half_up)
-    magic_high, magic_high_shift = hw.division_magic(dual_high)
+    scale_high, shift_high = np.int64(0), np.int64(0)
+    magic_high, magic_high_shift = np.int64(0), np.int64(0)
+    if per_column:
+        scale_high = hw.nmc_scale(dual_high, top_code, scale_frac_bits)
+        shift_high = hw.adc_threshold_shift(dual_high, top_code, half_up)
+        magic_high, magic_high_shift = hw.division_magic(dual_high)
     for t in range(t_lo, t_hi):
         w0 = t * words_per_tile
         n_clipped = 0

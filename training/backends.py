@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig
-from imcsim.config import MvmKind, VrefMode
+from imcsim.config import MATCHED_VREF_SPEC, MvmKind, VrefMode
 from imcsim.training.xp import namespace_of, to_device, to_host
 
 KINDS = tuple(MvmKind)
@@ -98,7 +98,7 @@ class MatchedFullScale:
     ``fixed:matched`` in ``--vref``.
     """
 
-    TEXT = "fixed:matched"
+    TEXT = MATCHED_VREF_SPEC
 
     def for_inner(self, inner: int, config: MacroConfig) -> VrefConfig:
         """The fixed-mode VrefConfig of an MVM with ``inner`` rows on ``config``'s array."""

@@ -26,7 +26,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imcsim.config import MacroConfig, load_preset
+from imcsim.config import MATCHED_VREF_SPEC, MacroConfig, load_preset
 from imcsim.energy.counts import MVM_KINDS, SCHEME_FORMATS, layer_event_counts, layer_mvm_shape
 from imcsim.energy.presets import EnergyPreset
 from imcsim.energy.report import (
@@ -47,9 +47,6 @@ ENTRY_INT_FIELDS = ("calls", "array_cycles", "adc_conversions", "high_vref_conve
 #: The ``config`` fields ``run_energy`` reads.
 CONFIG_FIELDS = ("model", "dataset", "batch_size", "backends", "vref", "scheme",
                  "first_last_on_imc", "preset")
-#: ``imcsim train --vref fixed:matched`` programs a fixed F per layer; only the mode matters
-#: here (a fixed reference converts no cycle at the high level of the dual mode).
-MATCHED_VREF = "fixed:matched"
 
 #: Where each event of a measured row comes from (docs/energy.md, section 5).
 EVENT_SOURCES = {
@@ -493,15 +490,17 @@ def _weight_rewrite(w: _Where, i: int, ep: EpochRecord, run: RunRecord, layers: 
 
 
 def _run_vref(w: _Where, run: RunRecord, config: MacroConfig) -> dict:
+    # ``imcsim train --vref fixed:matched`` programs a fixed F per layer; only the mode matters
+    # here (a fixed reference converts no cycle at the high level of the dual mode)
+    specs = {k: ("fixed" if v.strip() == MATCHED_VREF_SPEC else v) for k, v in run.vref.items()}
+    try:
+        vref = parse_vref_per_kind(specs, config.vref)
+    except ValueError as exc:
+        raise w.error("config.vref", str(exc)) from None
     # the analytic (assumed) column has no model of the per-column dual choice, which depends
     # on the stored data: it uses the per-cycle rule with the same levels; the measured rows
     # hold the run's own conversions and high-level counts
-    specs = {k: ("fixed" if v.strip() == MATCHED_VREF else v.strip().removesuffix(":column"))
-             for k, v in run.vref.items()}
-    try:
-        return parse_vref_per_kind(specs, config.vref)
-    except ValueError as exc:
-        raise w.error("config.vref", str(exc)) from None
+    return {k: replace(v, per_column=False) for k, v in vref.items()}
 
 
 def run_energy(run: RunRecord, layers: list[LayerSpec], *,
