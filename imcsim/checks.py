@@ -143,6 +143,7 @@ def mvm_memory_bytes(config, batch: int, inner: int, outputs: int, x_format, w_f
     """
     B, M, N = int(batch), int(inner), int(outputs)
     P, Kw = int(x_format.n_planes), int(w_format.n_planes)
+    S = int(x_format.level_bits)                # level-bit sub-planes per cycle (4.8)
     R, C = int(config.rows), int(config.columns)
     T = -(-M // R)
     rows_t = min(M, R)
@@ -152,15 +153,16 @@ def mvm_memory_bytes(config, batch: int, inner: int, outputs: int, x_format, w_f
     float_check = x_float and x_format.kind == "binary"      # round() of a float X
     n += B * M * (17 if float_check else 8)    # x units (int64), the float check's temporaries
     n += M * N * (2 + 8)                       # stored int16 values and the int64 check
-    n += B * P * words * 8 * 2                 # packed row inputs and masks of one row tile
-    n += B * P * 8 * 6                         # per-cycle constants of one row tile
-    n += T * B * P * 8 * 2                     # active rows and full scale of every cycle
+    n += B * P * S * words * 8 * 2             # packed row inputs and masks of one row tile
+    n += B * P * 8 * (6 + S)                   # per-cycle constants of one row tile
+    n += T * B * P * 8 * 3                     # active rows, level sums, full scale per cycle
     n += B * N * 8 * 4                         # accumulators, output stage, y_int and y
     cols = min(N, per_tile_out) * Kw
-    n += cols * words * 8 + rows_t * cols * 17  # one stored tile: packed, columns, capacitors
+    n += cols * words * 8 + rows_t * cols * (1 + 16 * S)  # one stored tile: packed, columns,
+    #                                          # charge tables
     if codes or traced:
         n += T * B * P * N * Kw * 2            # every ADC code (uint16)
         n += B * P * min(N, per_tile_out) * Kw * 2
     if traced:
-        n += B * P * rows_t * 2 + B * rows_t * 8   # row signals of one tile
+        n += B * P * rows_t * 3 + B * rows_t * 8   # row signals (bits, masks, levels) of a tile
     return n

@@ -15,10 +15,11 @@ import numpy as np
 
 from imcsim.checks import check_matrix
 from imcsim.config import Rounding
-from imcsim.formats import BinaryFormat
+from imcsim.formats import check_stored_format
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
 from imcsim.kernels.pack import pack_input_planes, transpose_to_int16, unpack_columns
+from imcsim.kernels.tables import drive_charge_table
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
 from imcsim.tuning import parallel_chunks
@@ -44,8 +45,7 @@ class StoredWeights(StoredOperand):
 
     def __init__(self, macro: Macro, W, w_format, cache: bool = True):
         check_matrix("W", W)
-        if not isinstance(w_format, BinaryFormat):
-            raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
+        check_stored_format(w_format)
         self.macro = macro
         self.w_format = w_format
         self.shape = W.shape
@@ -100,14 +100,22 @@ class StoredWeights(StoredOperand):
             self._tiles[key] = entry
         return entry
 
-    def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
-        """int64 (2, R, C): the cell capacitance each input bit would charge."""
+    def capacitance_table(self, t: int, u: int, tile: dict | None = None,
+                          level_bits: int = 1) -> np.ndarray:
+        """int64 (S, 2, R, C): the charge an XNOR=1 cell holds when level bit k of its row
+        DAC drives input bit 0 / 1 (``hw.driven_cell_charge``; 0 where XNOR is 0)."""
         tile = self.tile(t, u) if tile is None else tile
-        if "cap_table" not in tile:
+        key = ("cap_table", level_bits)
+        if key not in tile:
             cols = tile["columns"]
-            caps = self.macro.cell_capacitance[: cols.shape[0], : cols.shape[1]]
-            tile["cap_table"] = np.stack([(1 - cols) * caps, cols * caps]).astype(np.int64)
-        return tile["cap_table"]
+            rows = cols.shape[0]
+            caps = self.macro.cell_capacitance[:rows, : cols.shape[1]]
+            gains = self.macro.row_dac_gains(level_bits)[:rows]               # (R, S)
+            table = np.empty((level_bits, 2, rows, cols.shape[1]), dtype=np.int64)
+            drive_charge_table(cols, np.ascontiguousarray(caps), np.ascontiguousarray(gains),
+                               table)
+            tile[key] = table
+        return tile[key]
 
 
 @dataclass
@@ -127,7 +135,10 @@ class CycleOutcome:
 class ColumnGroup:
     """The used columns of one tile operation (t, u): stored bits and analog constants."""
 
-    def __init__(self, macro, weights: StoredWeights, t: int, u: int):
+    def __init__(self, macro, weights: StoredWeights, t: int, u: int, level_bits: int = 1,
+                 top_level: int = 1):
+        """level_bits, top_level : S and D of the streamed format (docs/hardware-model.md
+        4.8; 1 and 1 for binary rows)."""
         plan = weights.plan
         self.macro = macro
         self.t, self.u = t, u
@@ -136,26 +147,28 @@ class ColumnGroup:
         tile = weights.tile(t, u)
         self.wbits = tile["packed"]                                      # uint64 (C, W)
         cols = self.wbits.shape[0]
-        self.cell_mismatch = macro.fx["sigma_cell_fx"] != 0
-        self.cap_table = (weights.capacitance_table(t, u, tile) if self.cell_mismatch
-                          else np.zeros((2, 0, 0), dtype=np.int64))
+        self.charge_table = macro.uses_charge_table
+        self.cap_table = (weights.capacitance_table(t, u, tile, level_bits) if self.charge_table
+                          else np.zeros((level_bits, 2, 0, 0), dtype=np.int64))
+        self.top_level = top_level
         self.total_cap = macro.column_capacitance[:cols]
         self.cdac = macro.cdac_weights[:cols]                            # int64 (C, Nb)
         self.cdac_total = macro.cdac_totals[:cols]
-        self.offset = macro.comparator_offsets[:cols]
+        self.offset = macro.comparator_offsets_in_levels(top_level)[:cols]
 
     @property
     def n_columns(self) -> int:
         return self.wbits.shape[0]
 
-    def array_cycle(self, xbits, xmask, active: int, full_scale: int, threshold_shift: int,
+    def array_cycle(self, xbits, xmask, active, full_scale: int, threshold_shift: int,
                     seed: int, vector: int, plane: int, vref=None) -> CycleOutcome:
         """One array cycle: XNOR cells, charge sharing, sampling, SAR conversion per column.
 
-        xbits, xmask : uint64 (W,) packed row inputs and active rows; active : their count;
-        full_scale : F in rows; threshold_shift : the ADC law's shift; seed, vector (global
-        index), plane : the noise key of this cycle; vref : the call's VrefConfig (default the
-        config's), for the per-column dual choice.
+        xbits, xmask : uint64 (S, W) packed row inputs and active rows of the cycle's level-bit
+        sub-planes; active : int64 (S,) their counts; full_scale : F in level units;
+        threshold_shift : the ADC law's shift; seed, vector (global index), plane : the noise
+        key of this cycle; vref : the call's VrefConfig (default the config's), for the
+        per-column dual choice.
         """
         c, fx = self.macro.config, self.macro.fx
         cols = self.n_columns
@@ -169,10 +182,13 @@ class ColumnGroup:
         noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
         vref = c.vref if vref is None else vref
         column_fs = np.empty(cols, dtype=np.int64)
+        D = self.top_level                      # noise sigmas in level units (4.8)
         clipped, high = _array_cycle_kernel(
-            xbits, xmask, int(active), self.wbits, self.cap_table, self.cell_mismatch,
-            self.total_cap, self.cdac, self.cdac_total, self.offset, c.rows, int(full_scale),
-            int(threshold_shift), fx["sigma_sample_fx"], fx["sigma_cmp_fx"], sample_key,
+            np.ascontiguousarray(xbits), np.ascontiguousarray(xmask),
+            np.ascontiguousarray(active, dtype=np.int64), self.wbits, self.cap_table,
+            self.charge_table, self.total_cap, self.cdac, self.cdac_total, self.offset, c.rows,
+            int(full_scale), int(threshold_shift), fx["sigma_sample_fx"] * D,
+            fx["sigma_cmp_fx"] * D, sample_key,
             noise_key, vref.per_column, vref.dual_low, vref.dual_high,
             c.adc_rounding is Rounding.HALF_UP, c.top_code, count, value, trials, decisions,
             code, column_fs)

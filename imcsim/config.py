@@ -99,7 +99,8 @@ MATCHED_VREF_SPEC = "fixed:matched"
 
 @dataclass(frozen=True)
 class VrefConfig:
-    """ADC reference mode and levels, all as full scales F in rows (Vref,p = F * vdd / rows)."""
+    """ADC reference mode and levels, all as full scales F in rows (Vref,p = F * vdd / rows);
+    with multi-level rows in level units, vdd / (rows * D) (docs/hardware-model.md 4.8)."""
 
     #: how F is chosen per array cycle: fixed, variable (F = max(active rows, L)) or dual
     mode: VrefMode = VrefMode.VARIABLE
@@ -151,12 +152,15 @@ class VrefConfig:
         raise ValueError(f"vref: expected 'variable', 'fixed[:F]' or 'dual[:LOW:HIGH][:column]', "
                          f"got {text!r}")
 
-    def check_against(self, rows: int, top_code: int):
-        """Cross-check with the array: every level must lie in [L, rows]."""
+    def check_against(self, rows: int, top_code: int, top_level: int = 1):
+        """Cross-check with the array: every level must lie in [L, rows * top_level] (level
+        units of a streamed format whose top row level is ``top_level``; rows when 1)."""
+        hi = rows * top_level
+        unit = "rows" if top_level == 1 else f"level units (top row level {top_level})"
         for name in ("full_scale", "dual_low", "dual_high"):
             value = getattr(self, name)
-            if not top_code <= value <= rows:
-                raise ValueError(f"vref.{name}: full scale must lie in [{top_code}, {rows}] rows, "
+            if not top_code <= value <= hi:
+                raise ValueError(f"vref.{name}: full scale must lie in [{top_code}, {hi}] {unit}, "
                                  f"got {value}")
 
 
@@ -197,7 +201,8 @@ class NmcConfig:
 class NonIdealityConfig:
     """Analog non-idealities; all zero is the ideal macro.
 
-    cell_cap_sigma, cdac_unit_sigma: relative sigma of one cell / one CDAC unit capacitor.
+    cell_cap_sigma, cdac_unit_sigma, dac_unit_sigma: relative sigma of one cell / one CDAC unit
+    capacitor / one row-DAC unit source.
     parasitic_ratio: column parasitic capacitance over the total cell capacitance.
     comparator_offset_sigma, comparator_noise_sigma, sampling_noise_sigma: in rows
     (1 row = vdd / rows, 347 uV in the paper preset).
@@ -215,9 +220,13 @@ class NonIdealityConfig:
     comparator_noise_sigma: float = 0.0
     #: sigma of the kT/C sampling noise, drawn per conversion [rows], 0..64
     sampling_noise_sigma: float = 0.0
+    #: relative sigma of one unit source of a row DAC (static, per row and DAC bit; bit k
+    #: has 2**k units) [1], 0..0.2 (docs/hardware-model.md 4.8)
+    dac_unit_sigma: float = 0.0
 
     def __post_init__(self):
         _check_float("nonideal.cell_cap_sigma", self.cell_cap_sigma, 0.0, 0.2)
+        _check_float("nonideal.dac_unit_sigma", self.dac_unit_sigma, 0.0, 0.2)
         _check_float("nonideal.parasitic_ratio", self.parasitic_ratio, 0.0, 10.0)
         _check_float("nonideal.cdac_unit_sigma", self.cdac_unit_sigma, 0.0, 0.2)
         for name in ("comparator_offset_sigma", "comparator_noise_sigma", "sampling_noise_sigma"):
@@ -237,6 +246,7 @@ class NonIdealityConfig:
             "sigma_offset_fx": round(self.comparator_offset_sigma * scale),
             "sigma_cmp_fx": round(self.comparator_noise_sigma * scale),
             "sigma_sample_fx": round(self.sampling_noise_sigma * scale),
+            "sigma_dac_fx": round(self.dac_unit_sigma * scale),
         }
 
 
@@ -261,6 +271,9 @@ class MacroConfig(JsonRoundTrip):
     columns: int = 256
     #: ADC resolution Nb [bits]; the top code is L = 2**Nb - 1
     adc_bits: int = 8
+    #: resolution of each row's input DAC [bits], 1..5: rows take levels 0 .. 2**bits - 1
+    #: (docs/hardware-model.md 4.8); 1 = the paper's binary rows
+    input_bits: int = 1
     #: the ADC law: floor (the paper's) or half_up (thresholds half an LSB lower)
     adc_rounding: Rounding = Rounding.FLOOR
     #: supply and full-range reference [V]; sets only the volts-per-row reporting
@@ -285,6 +298,11 @@ class MacroConfig(JsonRoundTrip):
         _check_int("rows", self.rows, 1, MAX_ROWS)
         _check_int("columns", self.columns, 1, 4096)
         _check_int("adc_bits", self.adc_bits, 2, 12)
+        _check_int("input_bits", self.input_bits, 1, 5)
+        if self.rows * self.max_input_level > MAX_ROWS:
+            raise ValueError(f"input_bits: rows * (2**input_bits - 1) must not exceed {MAX_ROWS} "
+                             f"(64-bit charge and SAR products), got {self.rows} * "
+                             f"{self.max_input_level}")
         if self.adc_rounding not in (Rounding.FLOOR, Rounding.HALF_UP):
             raise ValueError(f"adc_rounding: must be Rounding.FLOOR (the paper's law) or "
                              f"Rounding.HALF_UP (thresholds half an LSB lower), got "
@@ -301,12 +319,25 @@ class MacroConfig(JsonRoundTrip):
         if self.rows < self.top_code:
             raise ValueError(f"rows ({self.rows}) must be at least the top ADC code "
                              f"2**adc_bits - 1 = {self.top_code}")
-        self.vref.check_against(self.rows, self.top_code)
+        self.vref.check_against(self.rows, self.top_code, self.max_input_level)
 
     @property
     def top_code(self) -> int:
         """L = 2**adc_bits - 1."""
         return (1 << self.adc_bits) - 1
+
+    @property
+    def max_input_level(self) -> int:
+        """The row DAC's top level 2**input_bits - 1."""
+        return (1 << self.input_bits) - 1
+
+    def check_input_format(self, x_format, name: str = "x_format") -> None:
+        """Refuse a streamed format whose row levels the row DAC cannot drive."""
+        if x_format.top_level > self.max_input_level:
+            raise ValueError(f"{name}: {x_format.spec()} drives row levels up to "
+                             f"{x_format.top_level}, but the row DAC has input_bits = "
+                             f"{self.input_bits} (levels up to {self.max_input_level}); "
+                             f"set input_bits >= {x_format.top_level.bit_length()}")
 
     def adc_threshold_shift(self, full_scale):
         """Half an LSB in analog fixed point when ``adc_rounding`` is HALF_UP, else 0 (int64).

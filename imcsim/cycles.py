@@ -24,7 +24,10 @@ from imcsim.nmc import nmc_cycle
 class CycleRecord:
     """One array cycle: its place, stimulus, analog outcome and NMC step.
 
-    row_input : uint8 (R,) row-driver bits; row_mask : bool (R,) active rows.
+    row_input : uint8 (R,) row-driver bits; row_mask : bool (R,) active rows; row_level :
+    uint8 (R,) each row's DAC level (1 on the active rows of binary-row formats);
+    active_rows : rows driven; level_sum : A, the sum of the levels (docs/hardware-model.md
+    4.8).
     nmc_steps : int64 (G, Kw) the group's accumulators after each weight plane.
     first_of_group : the accumulators of this group and vector start from 0 in this cycle;
     group_done : this group's outputs of this vector are final after this cycle;
@@ -51,13 +54,15 @@ class CycleRecord:
     group_done: bool
     vector_done: bool
     skipped: bool = False
+    row_level: np.ndarray | None = None
+    level_sum: int = 0
 
 
 class CycleStepper:
     """Evaluate a prepared MVM cycle by cycle, keeping the MVM's accumulators and counters.
 
-    Attributes filled as cycles run: ``acc`` int64 (B, N), ``active_rows`` / ``full_scale``
-    int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` and ``high_columns``
+    Attributes filled as cycles run: ``acc`` int64 (B, N), ``active_rows`` / ``level_sum`` /
+    ``full_scale`` int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` and ``high_columns``
     (conversions at the high level under the per-column dual Vref) int64 (T, U).
     """
 
@@ -67,6 +72,7 @@ class CycleStepper:
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
         self.acc = np.zeros((B, plan.outputs), dtype=np.int64)
         self.active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        self.level_sum = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         self.full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         self.codes = np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
         self.clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
@@ -80,7 +86,9 @@ class CycleStepper:
 
     def group(self, t: int, u: int) -> ColumnGroup:
         if (t, u) not in self._groups:
-            self._groups[(t, u)] = ColumnGroup(self.macro, self.prep.weights, t, u)
+            self._groups[(t, u)] = ColumnGroup(self.macro, self.prep.weights, t, u,
+                                               self.prep.level_bits,
+                                               self.prep.x_format.top_level)
         return self._groups[(t, u)]
 
     def cycles(self) -> Iterator[CycleRecord]:
@@ -92,17 +100,19 @@ class CycleStepper:
                                       nmc.scale_frac_bits))
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
+        S = prep.level_bits
         for t in range(plan.row_tiles):
             packed = prep.pack_tile(t)
-            row_bits, row_active = prep.row_signals(t)
+            row_bits, row_active, row_levels = prep.row_signals(t)
             self.active_rows[t], self.full_scale[t] = packed.active_rows, packed.full_scale
+            self.level_sum[t] = packed.level_sum
             for u in range(plan.col_tiles):
                 group = self.group(t, u)
                 g0, g1 = group.n0, group.n1
                 for b in range(B):
                     gb = prep.vector_offset + b
                     for p in range(P):
-                        a = int(packed.active_rows[b, p])
+                        a = int(packed.level_sum[b, p])
                         fs = int(packed.full_scale[b, p])
                         scale = int(packed.scale[b, p])
                         skipped = bool(hw.cycle_skipped(a, skip_masked))
@@ -110,7 +120,10 @@ class CycleStepper:
                             out = group.skipped_cycle()
                             steps = np.repeat(self.acc[b, g0:g1, None], Kw, axis=1)
                         else:
-                            out = group.array_cycle(packed.xbits[b, p], packed.xmask[b, p], a,
+                            subs = slice(p * S, (p + 1) * S)     # the level-bit sub-planes
+                            out = group.array_cycle(packed.xbits[b, subs],
+                                                    packed.xmask[b, subs],
+                                                    packed.sub_active[b, subs],
                                                     fs, int(packed.threshold_shift[b, p]),
                                                     prep.seed, gb, p, prep.vref)
                             # each column's F / L: they differ under the per-column dual Vref
@@ -126,16 +139,19 @@ class CycleStepper:
                         yield CycleRecord(
                             t=t, u=u, b=b, vector=gb, plane=p, tile_cycle=b * P + p,
                             row_input=row_bits[b, p], row_mask=row_active[b, p],
-                            active_rows=a, full_scale=fs, scale_fx=scale,
+                            active_rows=int(packed.active_rows[b, p]), full_scale=fs,
+                            scale_fx=scale,
                             x_plane_weight=int(pw_x[p]), outcome=out, nmc_steps=steps,
                             output_range=(g0, g1), first_of_group=t == 0 and p == 0,
                             group_done=last_t and last_p, skipped=skipped,
-                            vector_done=last_t and last_p and u == plan.col_tiles - 1)
+                            vector_done=last_t and last_p and u == plan.col_tiles - 1,
+                            row_level=row_levels[b, p], level_sum=a)
 
     def result(self):
         """The MvmResult of the cycles run so far (call after ``cycles`` is exhausted)."""
         return self.macro.finish(self.prep, self.acc, self.codes, self.active_rows,
-                                 self.full_scale, self.clipped, "cycle", self.high_columns)
+                                 self.full_scale, self.clipped, "cycle", self.high_columns,
+                                 self.level_sum)
 
 
 def run_cycle_level(macro, prep, trace=None, selection=None):
@@ -151,7 +167,8 @@ def run_cycle_level(macro, prep, trace=None, selection=None):
                 out = rec.outcome
                 writer.add_cycle(t=rec.t, u=rec.u, vector=rec.vector, plane=rec.plane,
                                  cycle=rec.tile_cycle, row_input=rec.row_input,
-                                 row_mask=rec.row_mask, active_rows=rec.active_rows,
+                                 row_mask=rec.row_mask, row_level=rec.row_level,
+                                 active_rows=rec.active_rows, level_sum=rec.level_sum,
                                  full_scale=rec.full_scale, column_count=out.column_count,
                                  column_value=out.column_value, sar_trial=out.sar_trial,
                                  sar_decision=out.sar_decision, code=out.code,

@@ -13,7 +13,8 @@ import numpy as np
 from imcsim.mapping import TilePlan, words32
 
 EVENT_NAMES = ("array_cycles", "bitcell_mults", "adc_conversions", "sar_steps", "nmc_outputs",
-               "reshape_words", "cima_load_words", "clipped_conversions", "high_vref_conversions")
+               "reshape_words", "cima_load_words", "clipped_conversions", "high_vref_conversions",
+               "dac_row_drives", "dac_level_sum")
 
 
 @dataclass
@@ -42,7 +43,8 @@ class EventCounts:
 def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_element: int,
                       adc_bits: int, active_sum, high_cycles, clipped=None,
                       reshape_words: int | None = None, run_cycles=None,
-                      high_conversions=None, range_decisions: int = 0) -> EventCounts:
+                      high_conversions=None, range_decisions: int = 0, dac_drives=None,
+                      dac_levels=None) -> EventCounts:
     """Event counts of one MVM mapped by ``plan``.
 
     Parameters
@@ -64,6 +66,10 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
         counted per column (per-column dual Vref); None: ``high_cycles`` times the columns.
     range_decisions : int  extra comparator decisions per conversion before the SAR (1 for
         the per-column dual Vref choice), counted in ``sar_steps``.
+    dac_drives, dac_levels : int or float array (row_tiles,) or None  rows driven at a
+        non-zero level through a multi-level row DAC, and the sum of those levels, over the
+        B * P cycles of each row tile (docs/hardware-model.md 4.8); every column tile drives
+        them again.  None: binary rows (0).
     reshape_words : int or None  words a convolution's reshape buffer takes in per column
         tile, booked on row tile 0; None: a plain MVM streams ceil(R * K / 32) words per vector
         and tile.
@@ -96,6 +102,13 @@ def tile_event_counts(plan: TilePlan, *, vectors: int, n_planes: int, bits_per_e
             if high_conversions is None
             else np.asarray(high_conversions, dtype=np.int64).reshape(T, U)),
     }
+    for name, per_row_tile in (("dac_row_drives", dac_drives), ("dac_level_sum", dac_levels)):
+        if per_row_tile is None:
+            per_tile[name] = np.zeros((T, U), dtype=np.int64)
+        else:
+            a = np.asarray(per_row_tile)
+            per_tile[name] = (a.reshape(T, 1) * ones).astype(
+                np.float64 if a.dtype.kind == "f" else np.int64)
     if reshape_words is None:
         per_tile["reshape_words"] = (vectors * np.array(
             [words32(int(r), bits_per_element) for r in rows]))[:, None] * ones

@@ -16,7 +16,7 @@ import weakref
 import numpy as np
 
 from imcsim.cima import StoredOperand, StoredWeights
-from imcsim.formats import BinaryFormat, Radix4Format
+from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format
 from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
 from imcsim.tuning import CUDA_THREADS_PER_BLOCK
 
@@ -87,8 +87,7 @@ class GpuStoredWeights(StoredOperand):
     """
 
     def __init__(self, gpu: GpuMacro, W, w_format):
-        if not isinstance(w_format, BinaryFormat):
-            raise TypeError(f"w_format: the stored operand must be a BinaryFormat, got {w_format!r}")
+        check_stored_format(w_format)
         if len(W.shape) != 2 or 0 in W.shape:
             raise ValueError(f"W: expected a non-empty 2-D array, got shape {tuple(W.shape)}")
         self.macro = gpu.macro
@@ -110,8 +109,9 @@ class GpuStoredWeights(StoredOperand):
     def tile(self, t: int, u: int, columns: bool = True) -> dict:
         return self.host().tile(t, u, columns)
 
-    def capacitance_table(self, t: int, u: int, tile: dict | None = None) -> np.ndarray:
-        return self.host().capacitance_table(t, u, tile)
+    def capacitance_table(self, t: int, u: int, tile: dict | None = None,
+                          level_bits: int = 1) -> np.ndarray:
+        return self.host().capacitance_table(t, u, tile, level_bits)
 
     def device_packed(self):
         """uint64 (T, WT, Kw, N) device array: every tile's bit-plane columns, packed by rows."""
@@ -129,7 +129,7 @@ class GpuMacro:
         from imcsim.kernels.cuda_mvm import KERNELS
         self.k = KERNELS
         self.macro = macro
-        self._tables = None
+        self._tables: dict = {}
         # packed device copies of host StoredWeights, dropped with them
         self._packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -146,13 +146,15 @@ class GpuMacro:
             view = self.cuda.as_cuda_array(cupy.ascontiguousarray(a))
         return view
 
-    def tables(self):
-        """Device copies of the chip's column tables, uploaded once."""
-        if self._tables is None:
+    def tables(self, top_level: int = 1):
+        """Device copies of the chip's column tables (comparator offsets in the level units
+        of a format with top row level ``top_level``), uploaded once each."""
+        if top_level not in self._tables:
             m = self.macro
-            self._tables = tuple(self.to_device(a) for a in (
-                m.column_capacitance, m.cdac_weights, m.cdac_totals, m.comparator_offsets))
-        return self._tables
+            self._tables[top_level] = tuple(self.to_device(a) for a in (
+                m.column_capacitance, m.cdac_weights, m.cdac_totals,
+                m.comparator_offsets_in_levels(top_level)))
+        return self._tables[top_level]
 
     # --- encoding and packing on the GPU ---------------------------------------------------
     def encode(self, values, fmt, name: str):
@@ -167,7 +169,7 @@ class GpuMacro:
         units = self.cuda.device_array(flat.shape[0], dtype=np.int64)
         bad = self.cuda.to_device(np.zeros(1, dtype=np.int64))
         radix4 = isinstance(fmt, Radix4Format)
-        max_exponent2 = 2 * (fmt.n_planes - 1) if radix4 else 0
+        max_exponent2 = 2 * (fmt.exponent_planes - 1) if radix4 else 0
         lim = 0 if radix4 else fmt.max_value
         self.k["encode_units"][_blocks(flat.shape[0], 256), 256](
             flat, radix4, float(fmt.denominator), max_exponent2, -lim, lim, units, bad)
@@ -238,9 +240,11 @@ class GpuMacro:
         plan = prep.plan
         B = int(X.shape[0])
         P, Kw, N = prep.n_planes, plan.weight_planes, plan.outputs
+        S = prep.level_bits                   # level-bit sub-planes per cycle (4.8)
+        top_level = prep.x_format.top_level
         cuda, k = self.cuda, self.k
-        analog, _ = macro.analog_constants(c.columns, prep.vref)
-        col_total_cap, cdac, cdac_total, cmp_offset = self.tables()
+        analog, _ = macro.analog_constants(c.columns, prep.vref, top_level)
+        col_total_cap, cdac, cdac_total, cmp_offset = self.tables(top_level)
         pattern = self.to_device(prep.pattern_lut)
         gate = self.to_device(prep.gate_lut)
         acc = cuda.to_device(np.zeros((B, N), dtype=np.int64))
@@ -248,31 +252,38 @@ class GpuMacro:
         pw_x = self.to_device(prep.x_format.plane_weights)
         pw_w = self.to_device(prep.w_format.plane_weights)
         tpb = CUDA_THREADS_PER_BLOCK
-        # every row tile's input planes at once: (B, P, T * WT) words, active rows (T, B, P)
+        # every row tile's input sub-planes at once: (B, P * S, T * WT) words, active rows
+        # (T, B, P * S); with S > 1 also A and the rows driven per cycle (T, B, P)
         words = T * (-(-plan.rows // 64))
-        xbits = cuda.device_array((B, P, words), dtype=np.uint64)
-        xmask = cuda.device_array((B, P, words), dtype=np.uint64)
-        active = cuda.to_device(np.zeros((T, B, P), dtype=np.int64))
+        xbits = cuda.device_array((B, P * S, words), dtype=np.uint64)
+        xmask = cuda.device_array((B, P * S, words), dtype=np.uint64)
+        active = cuda.to_device(np.zeros((T, B, P * S), dtype=np.int64))
+        driven = cuda.to_device(np.zeros((T, B, P), dtype=np.int64)) if S > 1 else active
         k["pack_inputs"][(_blocks(B, 1), _blocks(words, 32)), (1, 32)](
-            x_units, prep.lut_offset, pattern, gate, prep.all_active, plan.rows, xbits, xmask,
-            active)
+            x_units, prep.lut_offset, pattern, gate, prep.all_active, plan.rows, S, xbits,
+            xmask, active, driven)
+        level_sum = active
+        if S > 1:
+            level_sum = cuda.device_array((T, B, P), dtype=np.int64)
+            k["level_sums"][(_blocks(T * B, 8), _blocks(P, 16)), (8, 16)](active, S, level_sum)
         fs = cuda.device_array((T, B, P), dtype=np.int64)
         scale = cuda.device_array((T, B, P), dtype=np.int64)
         shift = cuda.device_array((T, B, P), dtype=np.int64)
         k["cycle_constants"][(_blocks(T * B, 8), _blocks(P, 16)), (8, 16)](
-            active, *vref_arguments(prep.vref), c.top_code, nmc.scale_frac_bits,
+            level_sum, *vref_arguments(prep.vref), c.top_code, nmc.scale_frac_bits,
             c.adc_rounding.value == "half_up", fs, scale, shift)
         wbits = self.stored_packed(prep.weights)
         codes = (cuda.device_array((T, B, P, N * Kw), dtype=np.int64) if return_codes
                  else cuda.device_array((1, 1, 1, 1), dtype=np.int64))
         clipped_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
         high_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
-        no_caps = cuda.to_device(np.zeros((2, 1, 1), dtype=np.int64))
+        no_caps = cuda.to_device(np.zeros((S, 2, 1, 1), dtype=np.int64))
 
         def launch(t_lo, t_hi, n_lo, n_hi, caps):
             k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
-                xbits, xmask, active, fs, scale, shift, wbits, caps, col_total_cap, cdac,
-                cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal, analog.cell_mismatch,
+                xbits, xmask, active, level_sum, S, fs, scale, shift, wbits, caps,
+                col_total_cap, cdac, cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal,
+                analog.charge_table,
                 analog.sigma_sample_fx, analog.sigma_cmp_fx, analog.skip_masked,
                 analog.per_column, analog.dual_low, analog.dual_high, analog.half_up,
                 np.uint64(prep.seed), t_lo, t_hi,
@@ -280,16 +291,17 @@ class GpuMacro:
                 nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
                 nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, high_dev, acc)
 
-        if not analog.cell_mismatch:
+        if not analog.charge_table:
             launch(0, T, 0, N, no_caps)            # the whole MVM in one launch
         else:
-            # each tile has its own capacitance table; row tiles stay in order per output
+            # each tile has its own charge table; row tiles stay in order per output
             for t in range(T):
                 for u in range(U):
                     n0, n1 = plan.output_range(u)
                     launch(t, t + 1, n0, n1,
-                           self.to_device(prep.weights.capacitance_table(t, u)))
-        active_rows = active.copy_to_host()
+                           self.to_device(prep.weights.capacitance_table(t, u, None, S)))
+        active_rows = driven.copy_to_host()
+        level_sum_host = active_rows if S == 1 else level_sum.copy_to_host()
         full_scale = fs.copy_to_host()
         clipped = clipped_dev.copy_to_host()
         high_columns = high_dev.copy_to_host()
@@ -315,4 +327,4 @@ class GpuMacro:
             y = y_int_out.astype(np.float64) / denominator
             codes_out = codes_all
         return macro.result(prep, y, y_int_out, codes_out, active_rows, full_scale, clipped,
-                            "fast", high_columns)
+                            "fast", high_columns, level_sum_host)

@@ -18,31 +18,32 @@ from imcsim.checks import check_matrix, check_memory, check_seed, mvm_memory_byt
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
 from imcsim.events import EventCounts, tile_event_counts
-from imcsim.formats import BinaryFormat, Radix4Format, plane_lookup_tables
+from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, plane_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
-from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT
+from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, DAC_UNIT
 from imcsim.kernels.pack import pack_input_planes
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
-from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
+from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table, row_dac_gain_table
 from imcsim.mapping import TilePlan, cycle_constants
 from imcsim.nmc import accumulator_fraction_bits, output_stage
 from imcsim.tuning import GATHER_FRACTION, parallel_chunks
 
 DEVICES = ("cpu", "cuda")
-_NO_GATES = np.zeros(0, dtype=np.uint16)
+_NO_GATES = np.zeros(0, dtype=np.uint32)
 
 
 @lru_cache(maxsize=64)
 def format_lookup_tables(x_format: BinaryFormat | Radix4Format, mask_zero: bool) -> tuple:
     """(offset, pattern, gate, all_active, uniform_pattern) of a format, built once.
 
-    all_active: no value is masked in any plane (dense binary inputs); uniform_pattern: every
-    value drives the same row input in all planes (radix-4's sign).
+    Over the format's P * S sub-planes (``formats.plane_lookup_tables``).  all_active: no
+    value is masked in any sub-plane (dense binary inputs); uniform_pattern: every value
+    drives the same row input in all sub-planes (the sign of radix-4 and of signed digits).
     """
     offset, pattern, gate = plane_lookup_tables(x_format, mask_zero)
     pattern.flags.writeable = False
     gate.flags.writeable = False
-    full = (1 << x_format.n_planes) - 1
+    full = (1 << (x_format.n_planes * x_format.level_bits)) - 1
     all_active = bool((gate == full).all())
     uniform_pattern = bool(np.isin(pattern, (0, full)).all())
     return offset, pattern, gate, all_active, uniform_pattern
@@ -55,7 +56,10 @@ class MvmResult:
     y : float64 (B, N)  the NMC output, exactly y_int / 2**out_frac_bits.
     y_int : int64 (B, N)  the output register.
     codes : uint16 (T, B, P, N, Kw) or None  every ADC code (T = row tiles).
-    full_scale, active_rows : int64 (T, B, P)  per array cycle.
+    full_scale, active_rows : int64 (T, B, P)  per array cycle (active_rows: rows driven at
+        a non-zero level).
+    level_sum : int64 (T, B, P)  A, the sum of the cycle's row levels (docs/hardware-model.md
+        4.8; equal to active_rows for binary rows).
     events : EventCounts
     On a CUDA macro given CuPy operands, y / y_int / codes are CuPy arrays.
     """
@@ -68,22 +72,37 @@ class MvmResult:
     events: EventCounts
     out_frac_bits: int
     meta: dict = field(default_factory=dict)
+    level_sum: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.level_sum is None:
+            self.level_sum = self.active_rows
 
 
 @dataclass
 class PackedTile:
     """One row tile of the streamed operand, packed, with its per-cycle constants.
 
-    xbits, xmask : uint64 (B, P, W)  row inputs and active rows, 64 rows a word.
-    active_rows, full_scale, scale, threshold_shift : int64 (B, P).
+    xbits, xmask : uint64 (B, P * S, W)  row inputs and active rows of every level-bit
+        sub-plane (``CycleInputs``), 64 rows a word.
+    sub_active : int64 (B, P * S)  active rows per sub-plane.
+    active_rows : int64 (B, P)  rows driven at a non-zero level per cycle.
+    level_sum, full_scale, scale, threshold_shift : int64 (B, P)  A and the cycle constants.
     """
 
     xbits: np.ndarray
     xmask: np.ndarray
+    sub_active: np.ndarray
     active_rows: np.ndarray
+    level_sum: np.ndarray
     full_scale: np.ndarray
     scale: np.ndarray
     threshold_shift: np.ndarray
+
+    def cycle_inputs(self, level_bits: int) -> CycleInputs:
+        """The kernels' view of this tile."""
+        return CycleInputs(self.xbits, self.xmask, self.sub_active, self.level_sum,
+                           self.full_scale, self.scale, self.threshold_shift, level_bits)
 
 
 @dataclass
@@ -95,8 +114,8 @@ class PreparedMvm:
     w_format: BinaryFormat
     x_units: np.ndarray      # int64 (B, M): X in the format's integer units
     lut_offset: int
-    pattern_lut: np.ndarray  # uint16: per-value row-input bits of every plane
-    gate_lut: np.ndarray     # uint16: per-value active flags of every plane
+    pattern_lut: np.ndarray  # uint32: per-value row-input bits of every sub-plane
+    gate_lut: np.ndarray     # uint32: per-value active flags of every sub-plane
     all_active: bool         # no value is masked in any plane
     uniform_pattern: bool    # every value drives the same row input in all planes
     weights: StoredOperand
@@ -116,32 +135,56 @@ class PreparedMvm:
     def n_planes(self) -> int:
         return self.x_format.n_planes
 
+    @property
+    def level_bits(self) -> int:
+        """S: level-bit sub-planes per cycle (1 for binary rows)."""
+        return self.x_format.level_bits
+
     def pack_tile(self, t: int) -> PackedTile:
         """Pack row tile t of every vector and derive its per-cycle constants."""
         r0, r1 = self.plan.row_range(t)
-        B, P = self.batch, self.n_planes
+        B, P, S = self.batch, self.n_planes, self.level_bits
         n_words = -(-(r1 - r0) // 64)
-        xbits = np.empty((B, P, n_words), dtype=np.uint64)
-        xmask = np.empty((B, P, n_words), dtype=np.uint64)
-        active = np.empty((B, P), dtype=np.int64)
+        xbits = np.empty((B, P * S, n_words), dtype=np.uint64)
+        xmask = np.empty((B, P * S, n_words), dtype=np.uint64)
+        sub_active = np.empty((B, P * S), dtype=np.int64)
         gates = _NO_GATES if self.all_active else self.gate_lut   # dense: skip the gate work
-        pack_input_planes(self.x_units, self.lut_offset, self.pattern_lut, gates, P, r0, r1,
-                          xbits, xmask, active, self.uniform_pattern, parallel_chunks())
-        fs, scale, shift = cycle_constants(active, self.vref, self.config)
-        return PackedTile(xbits, xmask, active, fs, scale, shift)
+        pack_input_planes(self.x_units, self.lut_offset, self.pattern_lut, gates, P * S, r0,
+                          r1, xbits, xmask, sub_active, self.uniform_pattern,
+                          parallel_chunks())
+        if S == 1:
+            active_rows = level_sum = sub_active
+        else:
+            # A = sum of the level bits' active rows, weighted 2**k (hardware-model.md 4.8)
+            level_sum = (sub_active.reshape(B, P, S) << np.arange(S, dtype=np.int64)).sum(axis=2)
+            active_rows = (self.row_levels(t) > 0).sum(axis=2, dtype=np.int64)
+        fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
+        return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 
-    def row_signals(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        """What the row drivers of tile t apply: row inputs uint8 and active flags bool (B, P, R).
+    def row_levels(self, t: int) -> np.ndarray:
+        """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked)."""
+        r0, r1 = self.plan.row_range(t)
+        S = self.level_bits
+        gates = self.gate_lut[self.x_units[:, r0:r1] + self.lut_offset]        # (B, R)
+        levels = np.zeros((self.batch, self.n_planes, r1 - r0), dtype=np.uint8)
+        for p in range(self.n_planes):
+            for k in range(S):
+                levels[:, p, :] |= (((gates >> np.uint32(p * S + k)) & 1) << k).astype(np.uint8)
+        return levels
+
+    def row_signals(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the row drivers of tile t apply, each (B, P, R): row inputs uint8, active
+        flags bool and levels uint8 (``row_levels``; the active flag is level > 0).
 
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
         where the mask disconnects the cell; the packed words used for computing are gated.
         """
         r0, r1 = self.plan.row_range(t)
         idx = self.x_units[:, r0:r1] + self.lut_offset
-        shifts = np.arange(self.n_planes, dtype=np.uint16)[None, :, None]
+        shifts = (self.level_bits * np.arange(self.n_planes, dtype=np.uint32))[None, :, None]
         bits = ((self.pattern_lut[idx][:, None, :] >> shifts) & 1).astype(np.uint8)
-        active = ((self.gate_lut[idx][:, None, :] >> shifts) & 1).astype(bool)
-        return bits, active
+        levels = self.row_levels(t)
+        return bits, levels > 0, levels
 
 
 class Macro:
@@ -199,9 +242,32 @@ class Macro:
 
     @cached_property
     def comparator_offsets(self) -> np.ndarray:
-        """int64 (columns,): static comparator offsets, analog fixed point."""
+        """int64 (columns,): static comparator offsets, analog fixed point (rows)."""
         c = self.config
         return comparator_offset_table(c.chip_seed, c.columns, self.fx["sigma_offset_fx"])
+
+    def comparator_offsets_in_levels(self, top_level: int) -> np.ndarray:
+        """int64 (columns,): the offsets in level units of a streamed format with top row
+        level ``top_level`` (the same voltage: offset * top_level, hardware-model.md 4.8)."""
+        return self.comparator_offsets * np.int64(top_level)
+
+    def row_dac_gains(self, level_bits: int) -> np.ndarray:
+        """int64 (rows, level_bits): every row DAC's level-bit gain, DAC_UNIT units."""
+        cache = self.__dict__.setdefault("_dac_gains", {})
+        if level_bits not in cache:
+            c = self.config
+            if self.fx["sigma_dac_fx"] == 0:
+                cache[level_bits] = np.tile(DAC_UNIT << np.arange(level_bits, dtype=np.int64),
+                                            (c.rows, 1))
+            else:
+                cache[level_bits] = row_dac_gain_table(c.chip_seed, c.rows, level_bits,
+                                                       self.fx["sigma_dac_fx"])
+        return cache[level_bits]
+
+    @property
+    def uses_charge_table(self) -> bool:
+        """Cell or row-DAC mismatch: charges come from per-tile drive tables."""
+        return self.fx["sigma_cell_fx"] != 0 or self.fx["sigma_dac_fx"] != 0
 
     # --- shared preparation -------------------------------------------------------------
     def store_weights(self, W, w_format) -> StoredWeights:
@@ -222,6 +288,7 @@ class Macro:
         check_matrix("X", X)
         if not isinstance(x_format, (BinaryFormat, Radix4Format)):
             raise TypeError(f"x_format: expected BinaryFormat or Radix4Format, got {x_format!r}")
+        c.check_input_format(x_format)
         if isinstance(W, StoredOperand):
             if W.macro.config != c:
                 raise ValueError("W: stored on a macro with a different config")
@@ -232,9 +299,7 @@ class Macro:
             if w_format is None:
                 raise TypeError("w_format: required when W is an array")
             check_matrix("W", W)
-            if not isinstance(w_format, BinaryFormat):
-                raise TypeError(f"w_format: the stored operand must be a BinaryFormat, "
-                                f"got {w_format!r}")
+            check_stored_format(w_format)
             w_shape = W.shape
         if X.shape[1] != w_shape[0]:
             raise ValueError(f"X, W: inner dimensions differ: X is {X.shape}, W is {w_shape}")
@@ -249,12 +314,13 @@ class Macro:
         vref = c.vref if vref is None else vref
         if not isinstance(vref, VrefConfig):
             raise TypeError(f"vref: expected VrefConfig, got {type(vref).__name__}")
-        vref.check_against(c.rows, c.top_code)
+        vref.check_against(c.rows, c.top_code, x_format.top_level)
         x_units = np.ascontiguousarray(x_format.validate(X, "X"), dtype=np.int64)
         offset, pattern, gate, all_active, uniform = format_lookup_tables(x_format, c.mask_zero_inputs)
         nmc = c.nmc
         # Register sizes must keep every intermediate inside int64.
-        max_term = (2 * c.rows << nmc.scale_frac_bits) * int(x_format.plane_weights.max()) \
+        max_term = (2 * c.rows * x_format.top_level << nmc.scale_frac_bits) \
+            * int(x_format.plane_weights.max()) \
             * int(w_format.plane_weights.max())
         if max_term + (1 << (nmc.acc_bits - 1)) >= (1 << 63):
             raise ValueError(f"nmc.acc_bits: {nmc.acc_bits} bits plus terms up to {max_term} "
@@ -285,62 +351,70 @@ class Macro:
         return arr.astype(np.int64)
 
     def count_events(self, prep: PreparedMvm, active_rows, full_scale, clipped,
-                     high_columns=None) -> EventCounts:
+                     high_columns=None, level_sum=None) -> EventCounts:
         """Event counters of a prepared MVM (``imcsim.events.tile_event_counts``).
 
-        active_rows, full_scale : int64 (T, B, P); clipped : int64 (T, U) clipped conversions;
-        high_columns : int64 (T, U) conversions at the high level under the per-column dual
-        Vref choice; all as measured by the path that ran.
+        active_rows, full_scale : int64 (T, B, P) rows driven and F per cycle; clipped : int64
+        (T, U) clipped conversions; high_columns : int64 (T, U) conversions at the high level
+        under the per-column dual Vref choice; level_sum : int64 (T, B, P) A per cycle
+        (default active_rows: binary rows); all as measured by the path that ran.
         """
         dual = prep.vref.mode is VrefMode.DUAL
         per_column = prep.vref.per_column
         high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2))
                 if dual and not per_column else np.zeros(prep.plan.row_tiles, dtype=np.int64))
         active_rows = np.asarray(active_rows)
-        run = ((active_rows > 0).sum(axis=(1, 2)) if self.config.skip_masked_cycles
+        level_sum = active_rows if level_sum is None else np.asarray(level_sum)
+        run = ((level_sum > 0).sum(axis=(1, 2)) if self.config.skip_masked_cycles
                else None)                                   # None: every cycle runs
+        multi_level = prep.x_format.top_level > 1
         return tile_event_counts(prep.plan, vectors=prep.batch, n_planes=prep.n_planes,
                                  bits_per_element=prep.x_format.bits_per_element,
                                  adc_bits=self.config.adc_bits,
                                  active_sum=active_rows.sum(axis=(1, 2)),
                                  high_cycles=high, clipped=clipped, run_cycles=run,
                                  high_conversions=high_columns if per_column else None,
-                                 range_decisions=1 if per_column else 0)
+                                 range_decisions=1 if per_column else 0,
+                                 dac_drives=active_rows.sum(axis=(1, 2)) if multi_level else None,
+                                 dac_levels=level_sum.sum(axis=(1, 2)) if multi_level else None)
 
     def finish(self, prep: PreparedMvm, acc, codes, active_rows, full_scale, clipped,
-               path: str, high_columns=None) -> MvmResult:
+               path: str, high_columns=None, level_sum=None) -> MvmResult:
         """Output stage and result assembly, shared by the CPU paths."""
         nmc = self.config.nmc
         y_int = output_stage(acc, nmc, prep.acc_frac_bits, prep.out_scale, prep.out_offset)
         y = y_int.astype(np.float64) / float(1 << nmc.out_frac_bits)
         return self.result(prep, y, y_int, codes, active_rows, full_scale, clipped, path,
-                           high_columns)
+                           high_columns, level_sum)
 
     def result(self, prep: PreparedMvm, y, y_int, codes, active_rows, full_scale, clipped,
-               path: str, high_columns=None) -> MvmResult:
+               path: str, high_columns=None, level_sum=None) -> MvmResult:
         """Assemble an MvmResult (events counted from the measured active rows)."""
         return MvmResult(y, y_int, codes, full_scale, active_rows,
                          self.count_events(prep, active_rows, full_scale, clipped,
-                                           high_columns),
+                                           high_columns, level_sum),
                          self.config.nmc.out_frac_bits,
                          {"path": path, "device": self.device, "x_format": prep.x_format.spec(),
                           "w_format": prep.w_format.spec(), "seed": prep.seed,
-                          "vref": prep.vref.mode.value})
+                          "vref": prep.vref.mode.value},
+                         level_sum)
 
-    def analog_constants(self, cols: int, vref: VrefConfig | None = None
+    def analog_constants(self, cols: int, vref: VrefConfig | None = None, top_level: int = 1
                          ) -> tuple[AnalogParams, AnalogTables]:
         """Scalar analog settings (for a call with Vref ``vref``, default the config's) and
-        the analog tables of the first ``cols`` columns."""
+        the analog tables of the first ``cols`` columns, in the level units of a streamed
+        format with top row level ``top_level`` (docs/hardware-model.md 4.8)."""
         c, fx = self.config, self.fx
         vref = c.vref if vref is None else vref
         # the integer ADC law shortcut holds for ideal analog under the paper's floor law
         ideal = c.nonideal.is_ideal and c.adc_rounding is Rounding.FLOOR
-        params = AnalogParams(c.rows, c.adc_bits, c.top_code, ideal, fx["sigma_cell_fx"] != 0,
-                              fx["sigma_sample_fx"], fx["sigma_cmp_fx"], c.skip_masked_cycles,
-                              vref.per_column, vref.dual_low, vref.dual_high,
-                              c.adc_rounding is Rounding.HALF_UP)
+        params = AnalogParams(c.rows, c.adc_bits, c.top_code, ideal, self.uses_charge_table,
+                              fx["sigma_sample_fx"] * top_level, fx["sigma_cmp_fx"] * top_level,
+                              c.skip_masked_cycles, vref.per_column, vref.dual_low,
+                              vref.dual_high, c.adc_rounding is Rounding.HALF_UP)
         tables = AnalogTables(self.column_capacitance[:cols], self.cdac_weights[:cols],
-                              self.cdac_totals[:cols], self.comparator_offsets[:cols])
+                              self.cdac_totals[:cols],
+                              self.comparator_offsets_in_levels(top_level)[:cols])
         return params, tables
 
     def nmc_params(self, prep: PreparedMvm, n_outputs: int) -> NmcParams:
@@ -382,27 +456,28 @@ class Macro:
         clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
         high_columns = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
         active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        level_sum = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
         no_wcols = np.zeros((0, 0), dtype=np.uint8)
-        no_caps = np.zeros((2, 0, 0), dtype=np.int64)
+        no_caps = np.zeros((1, 2, 0, 0), dtype=np.int64)
         no_codes = np.zeros((0, 0, 0), dtype=np.uint16)
         for t in range(plan.row_tiles):
             r0, r1 = plan.row_range(t)
             packed = prep.pack_tile(t)
             active_rows[t], full_scale[t] = packed.active_rows, packed.full_scale
-            cyc = CycleInputs(packed.xbits, packed.xmask, packed.active_rows, packed.full_scale,
-                              packed.scale, packed.threshold_shift)
+            level_sum[t] = packed.level_sum
+            cyc = packed.cycle_inputs(prep.level_bits)
             tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0, parallel_chunks())
-            needs_gather = bool((packed.active_rows <= tuning.gather_limit).any())
+            needs_gather = bool((packed.sub_active <= tuning.gather_limit).any())
             for u in range(plan.col_tiles):
                 n0, n1 = plan.output_range(u)
                 cols = plan.used_columns(u)
-                analog, tables = self.analog_constants(cols, prep.vref)
-                stored = prep.weights.tile(t, u, columns=needs_gather or analog.cell_mismatch)
+                analog, tables = self.analog_constants(cols, prep.vref, prep.x_format.top_level)
+                stored = prep.weights.tile(t, u, columns=needs_gather or analog.charge_table)
                 tile = StoredTile(stored["packed"],
                                   stored["columns"] if needs_gather else no_wcols,
-                                  prep.weights.capacitance_table(t, u, stored)
-                                  if analog.cell_mismatch else no_caps)
+                                  prep.weights.capacitance_table(t, u, stored, prep.level_bits)
+                                  if analog.charge_table else no_caps)
                 tile_codes = np.zeros((B, P, cols), dtype=np.uint16) if return_codes else no_codes
                 tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
@@ -416,7 +491,7 @@ class Macro:
                 if return_codes:
                     codes[t, :, :, n0:n1, :] = tile_codes.reshape(B, P, n1 - n0, Kw)
         return self.finish(prep, acc, codes, active_rows, full_scale, clipped, "fast",
-                           high_columns)
+                           high_columns, level_sum)
 
     # --- the cycle-level path -------------------------------------------------------------
     def mvm_traced(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,

@@ -129,7 +129,7 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code, column_scale):
     for p in range(n_planes):
         # a column at its own (per-column dual Vref) level may use the larger column_scale
         sc = cyc.scale[b, p] if cyc.scale[b, p] > column_scale else column_scale
-        step_max = 2 * (top_code + 1) * sc + (cyc.active[b, p] << nmc.scale_frac_bits)
+        step_max = 2 * (top_code + 1) * sc + (cyc.level_sum[b, p] << nmc.scale_frac_bits)
         weight = nmc.pw_x[p] * w_weight_sum               # < 2**46: plane weights are bounded
         if step_max > (cap - bound) // weight:
             return cap
@@ -144,7 +144,9 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
 
     Parameters (all validated by the caller; see ``kernels.params``)
     ----------
-    cyc : CycleInputs  the row tile's packed inputs and per-cycle constants, (B, P, ...).
+    cyc : CycleInputs  the row tile's packed inputs, (B, P * S, W) sub-planes with S =
+        ``cyc.level_bits`` level bits per cycle (docs/hardware-model.md 4.8), and per-cycle
+        constants (B, P).
     tile : StoredTile  the stored bits of this tile.
     tables : AnalogTables  analog constants of the used columns.
     analog : AnalogParams;  nmc : NmcParams;  key : NoiseKey;  tuning : Tuning.
@@ -154,9 +156,12 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     high_out : int64 (B,)  conversions whose column chose the high level (per-column dual
         Vref), per vector.
     """
-    xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active
+    xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active     # active: per sub-plane
+    level_sum = cyc.level_sum                                     # A of each cycle
+    level_bits = cyc.level_bits
     n_vec = xbits.shape[0]
-    n_planes = xbits.shape[1]
+    n_sub = xbits.shape[1]
+    n_planes = n_sub // level_bits
     n_cols = tile.wbits.shape[0]
     kw = nmc.pw_w.shape[0]
     top = np.int64(analog.top_code)
@@ -176,57 +181,69 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     # make it uncachable) keep the threads busy when sparse planes make vectors unequal
     n_chunks = min(n_vec, tuning.chunks)
     for chunk in prange(n_chunks):
-        counts = np.zeros((n_planes, n_cols), dtype=np.int64)
+        sub_counts = np.zeros((n_sub, n_cols), dtype=np.int64)
+        # one level bit per cycle: the sub-plane counts are the cycle counts
+        counts = sub_counts if level_bits == 1 else np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)
         column_scale = np.zeros((n_planes, n_cols), dtype=np.int64)   # per-column dual Vref
         gathered = np.empty(n_cols, dtype=np.int32)
         charged = np.empty(n_cols, dtype=np.int64)
-        dense = np.zeros(n_planes, dtype=np.bool_)
+        dense = np.zeros(n_sub, dtype=np.bool_)
         adds = np.zeros(n_planes, dtype=np.bool_)
         no_trials = np.zeros(analog.adc_bits, dtype=np.int64)
         no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
             clipped = 0
             high = 0
-            # 1. column counts (or charged capacitance) of every plane
-            if analog.cell_mismatch:
-                for p in range(n_planes):
-                    _gather_capacitance(xbits, xmask, b, p, tile.cap_table, charged)
-                    counts[p, :] = charged
+            # 1. column counts (or charged capacitance) of every sub-plane
+            if analog.charge_table:
+                for i in range(n_sub):
+                    _gather_capacitance(xbits, xmask, b, i, tile.cap_table[i % level_bits],
+                                        charged)
+                    sub_counts[i, :] = charged
             else:
-                for p in range(n_planes):
-                    dense[p] = active[b, p] > tuning.gather_limit
-                    if dense[p]:
+                for i in range(n_sub):
+                    dense[i] = active[b, i] > tuning.gather_limit
+                    if dense[i]:
                         continue
-                    if active[b, p] > 0:
-                        _gather_counts(xbits, xmask, b, p, tile.wcols, gathered)
-                        counts[p, :] = gathered
+                    if active[b, i] > 0:
+                        _gather_counts(xbits, xmask, b, i, tile.wcols, gathered)
+                        sub_counts[i, :] = gathered
                     else:
-                        counts[p, :] = 0
-                p = 0
-                while p < n_planes:
-                    if not dense[p]:
-                        p += 1
+                        sub_counts[i, :] = 0
+                i = 0
+                while i < n_sub:
+                    if not dense[i]:
+                        i += 1
                         continue
-                    q = p + 1
-                    while q < n_planes and not dense[q]:
-                        q += 1
-                    if q >= n_planes:
-                        q = p
-                    masked = active[b, p] != tuning.tile_rows or active[b, q] != tuning.tile_rows
-                    _count_dense(xbits, xmask, tile.wbits, b, p, q, active, counts, masked)
-                    p = q + 1 if q > p else p + 1
+                    j = i + 1
+                    while j < n_sub and not dense[j]:
+                        j += 1
+                    if j >= n_sub:
+                        j = i
+                    masked = active[b, i] != tuning.tile_rows or active[b, j] != tuning.tile_rows
+                    _count_dense(xbits, xmask, tile.wbits, b, i, j, active, sub_counts, masked)
+                    i = j + 1 if j > i else i + 1
+            if level_bits > 1:
+                # a cycle's count: its level bits' counts, weighted (hardware-model.md 4.8)
+                for p in range(n_planes):
+                    for c in range(n_cols):
+                        total = np.int64(0)
+                        for k in range(level_bits):
+                            total += hw.level_weighted(sub_counts[p * level_bits + k, c], k,
+                                                       analog.charge_table)
+                        counts[p, c] = total
             # 2. charge sharing and SAR conversion of every (plane, column)
             gb = key.vector_offset + b
             for p in range(n_planes):
                 fs = cyc.full_scale[b, p]
-                if hw.cycle_skipped(active[b, p], analog.skip_masked):
+                if hw.cycle_skipped(level_sum[b, p], analog.skip_masked):
                     codes[p, :] = 0
                     continue
                 if per_column:
                     column_scale[p, :] = cyc.scale[b, p]
                 if analog.ideal:
-                    if active[b, p] == 0:
+                    if level_sum[b, p] == 0:
                         codes[p, :] = 0
                         continue
                     multiplier, shift = hw.division_magic(fs)
@@ -255,7 +272,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                 sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
                 noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
                 for c in range(n_cols):
-                    charge = counts[p, c] if analog.cell_mismatch else counts[p, c] * hw.CAP_UNIT
+                    charge = counts[p, c] if analog.charge_table else counts[p, c] * hw.CAP_UNIT
                     value = hw.sample_column(
                         hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
                         analog.sigma_sample_fx, hw.mix(sample_key, c))
@@ -289,15 +306,15 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
             for p in range(n_planes):
                 # planes that add nothing: all codes 0 with no half-LSB term (ideal, no active
                 # row), or a cycle the controller did not run
-                adds[p] = not ((analog.ideal and active[b, p] == 0 and not nmc.half_lsb)
-                               or hw.cycle_skipped(active[b, p], analog.skip_masked))
+                adds[p] = not ((analog.ideal and level_sum[b, p] == 0 and not nmc.half_lsb)
+                               or hw.cycle_skipped(level_sum[b, p], analog.skip_masked))
             for g in range(nmc.n_outputs):
                 a = acc[b, g]
                 exact_sum = abs(a) <= acc_hi - bound
                 for p in range(n_planes):
                     if not adds[p]:
                         continue
-                    act = active[b, p]
+                    act = level_sum[b, p]
                     sc = cyc.scale[b, p]
                     for q in range(kw):
                         c = g * kw + q

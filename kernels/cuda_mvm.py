@@ -10,6 +10,7 @@ runs, compiled with ``numba.cuda.jit(device=True)``.  Loop orders are chosen for
 - ``pack_stored``: one thread per (64-row word, column) of every tile: the stored operand's
   bit-plane columns as (T, WT, Kw, N), so that neighbouring threads (outputs) read
   neighbouring words;
+- ``level_sums``: A of every cycle from its level-bit sub-planes (multi-level rows);
 - ``cycle_constants``: Vref choice, NMC scale and ADC threshold of every cycle of every tile;
 - ``tile_mvm``: one thread per (output, vector) over all row and column tiles in one launch
   (a launch per tile left the GPU idle on the weight-update MVM's many small tiles), fused
@@ -27,9 +28,9 @@ from numba import cuda
 
 from imcsim.kernels.targets import cuda_hardware
 
-#: the most input planes and ADC bits a thread keeps in local memory (formats have <= 16
-#: planes; the ADC has <= 16 bits)
-MAX_PLANES = 16
+#: the most input sub-planes and ADC bits a thread keeps in local memory (a format has at
+#: most 32 level-bit sub-planes, ``formats.plane_lookup_tables``; the ADC has <= 16 bits)
+MAX_PLANES = 32
 MAX_ADC_BITS = 16
 
 #: the hardware functions of kernels.hw as CUDA device functions
@@ -61,13 +62,15 @@ def _word_rows(t, w, tile_rows, inner):
 
 
 @cuda.jit
-def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, tile_rows, xbits, xmask,
-                active):
-    """Streamed operand -> uint64 (B, P, T * WT) plane bits and masks of every row tile.
+def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, tile_rows, level_bits,
+                xbits, xmask, active, driven):
+    """Streamed operand -> uint64 (B, P * S, T * WT) sub-plane bits and masks of every row
+    tile (S = ``level_bits`` level-bit sub-planes per cycle, docs/hardware-model.md 4.8).
 
     One thread per (vector b, word gw); word gw is word w = gw % WT of row tile t = gw // WT
     (WT = ceil(tile_rows / 64) words per tile, the last tile's surplus words stay empty).
-    Active rows per (t, b, p) are counted with atomics.
+    Active rows per (t, b, sub-plane) and, when S > 1, rows driven at a non-zero level per
+    (t, b, cycle) are counted with atomics.
     """
     b, gw = cuda.grid(2)
     n_planes = xbits.shape[1]
@@ -97,6 +100,28 @@ def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, tile_rows
         xmask[b, p, gw] = masks[p]
         if masks[p] != 0:
             cuda.atomic.add(active, (t, b, p), np.int64(hw.popcount64(masks[p])))
+    if level_bits > 1:
+        for cycle in range(n_planes // level_bits):
+            union = np.uint64(0)
+            for k in range(level_bits):
+                union |= masks[cycle * level_bits + k]
+            if union != 0:
+                cuda.atomic.add(driven, (t, b, cycle), np.int64(hw.popcount64(union)))
+
+
+@cuda.jit
+def level_sums(sub_active, level_bits, level_sum):
+    """A of every (tile, vector, cycle): its level bits' active rows weighted 2**k."""
+    tb, p = cuda.grid(2)
+    n_vectors = sub_active.shape[1]
+    if tb >= sub_active.shape[0] * n_vectors or p >= level_sum.shape[2]:
+        return
+    t = tb // n_vectors
+    b = tb - t * n_vectors
+    total = np.int64(0)
+    for k in range(level_bits):
+        total += hw.level_weighted(sub_active[t, b, p * level_bits + k], k, False)
+    level_sum[t, b, p] = total
 
 
 @cuda.jit
@@ -147,22 +172,24 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 
 
 @cuda.jit
-def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
-             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
+def tile_mvm(xbits, xmask, active, level_sum, level_bits, full_scale, scale, threshold_shift,
+             wbits, cap_table,
+             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
              sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
              half_up, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
              saturate, keep_codes, codes, clipped, high_count, acc):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
 
-    One thread per (output n, vector b).  For every row tile t in order, every input plane
-    p, then every weight plane q (the canonical NMC order), the count of column
+    One thread per (output n, vector b).  For every row tile t in order, every input cycle
+    p (its S level-bit sub-planes p * S + k in ``xbits``/``xmask``/``active``, A in
+    ``level_sum``), then every weight plane q (the canonical NMC order), the count of column
     c = g * Kw + q of column tile u = n // outputs_per_tile (g = n - u * outputs_per_tile),
     its code, and the accumulator update; the accumulator stays in a register across tiles.
     wbits : uint64 (T, WT, Kw, N) so that a warp (consecutive n) reads consecutive words.
     codes (T, B, P, N * Kw) is written only when ``keep_codes``; clipped (T, U) counts.
-    Without cell mismatch one launch covers the whole MVM; with it, the host launches one
-    (t, u) tile at a time with that tile's capacitance table.
+    Without cell or row-DAC mismatch one launch covers the whole MVM; with it, the host
+    launches one (t, u) tile at a time with that tile's charge table (S, 2, R, C).
     """
     i, first_b = cuda.grid(2)
     n = n_lo + i
@@ -170,16 +197,18 @@ def tile_mvm(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
         return
     # grid-stride over vectors: the grid's y dimension is capped at 65535 blocks
     for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
-        _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
+        _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale,
+                 threshold_shift, wbits, cap_table,
                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                 cell_mismatch, sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column,
+                 charge_table, sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column,
                  dual_low, dual_high, half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
                  acc_bits, saturate, keep_codes, codes, clipped, high_count, acc, n, b)
 
 
 @cuda.jit(device=True)
-def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, cap_table,
-             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, cell_mismatch,
+def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, threshold_shift,
+             wbits, cap_table,
+             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
              sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
              half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
              keep_codes, codes, clipped, high_count, acc, n, b):
@@ -204,8 +233,8 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
         w0 = t * words_per_tile
         n_clipped = 0
         n_high = 0
-        for p in range(xbits.shape[1]):
-            a = active[t, b, p]
+        for p in range(level_sum.shape[2]):
+            a = level_sum[t, b, p]
             if hw.cycle_skipped(a, skip_masked):
                 if keep_codes:
                     for q in range(kw):
@@ -225,15 +254,17 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
             for q in range(kw):
                 c = g * kw + q
                 count = np.int64(0)
-                if not cell_mismatch:
-                    # hw.column_xnor_count over the (T, WT, Kw, N) layout
-                    mismatches = np.int64(0)
-                    for w in range(words_per_tile):
-                        m = xmask[b, p, w0 + w]
-                        if m != 0:
-                            mismatches += hw.word_mismatches(xbits[b, p, w0 + w],
-                                                             wbits[t, w, q, n], m)
-                    count = a - mismatches
+                if not charge_table:
+                    # hw.column_xnor_count over the (T, WT, Kw, N) layout, per level bit
+                    for k in range(level_bits):
+                        i = p * level_bits + k
+                        mismatches = np.int64(0)
+                        for w in range(words_per_tile):
+                            m = xmask[b, i, w0 + w]
+                            if m != 0:
+                                mismatches += hw.word_mismatches(xbits[b, i, w0 + w],
+                                                                 wbits[t, w, q, n], m)
+                        count += hw.level_weighted(active[t, b, i] - mismatches, k, False)
                 code = np.int64(0)
                 sc_c = sc
                 if ideal:
@@ -254,10 +285,14 @@ def _mvm_one(xbits, xmask, active, full_scale, scale, threshold_shift, wbits, ca
                         if count > f_c:
                             n_clipped += 1
                 else:
-                    if cell_mismatch:
-                        charge = hw.column_charge(xbits[b, p, w0:w0 + words_per_tile],
-                                                  xmask[b, p, w0:w0 + words_per_tile],
-                                                  cap_table, c)
+                    if charge_table:
+                        charge = np.int64(0)
+                        for k in range(level_bits):
+                            i = p * level_bits + k
+                            charge += hw.level_weighted(
+                                hw.column_charge(xbits[b, i, w0:w0 + words_per_tile],
+                                                 xmask[b, i, w0:w0 + words_per_tile],
+                                                 cap_table[k], c), k, True)
                     else:
                         charge = count * hw.CAP_UNIT
                     value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
@@ -302,7 +337,7 @@ def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_fra
 
 
 #: every kernel by name, for imcsim.gpu
-KERNELS = {"encode_units": encode_units, "pack_inputs": pack_inputs,
+KERNELS = {"encode_units": encode_units, "pack_inputs": pack_inputs, "level_sums": level_sums,
         "pack_stored": pack_stored, "cycle_constants": cycle_constants,
         "tile_mvm": tile_mvm,
         "output_stage": output_stage}

@@ -26,21 +26,24 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 
 
 @njit(cache=True)
-def array_cycle(xbits, xmask, active, wbits, cap_table, cell_mismatch, col_total_cap, cdac,
+def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_cap, cdac,
                 cdac_total, cmp_offset, rows, full_scale, threshold_shift, sigma_sample_fx,
                 sigma_cmp_fx, sample_key, noise_key, per_column, dual_low, dual_high, half_up,
                 top_code, count_out, value_out, trials_out, decisions_out, code_out,
                 full_scale_out):
     """One array cycle of one column group: XNOR cells, charge sharing, sampling, SAR.
 
-    xbits, xmask : uint64 (W,) row inputs and active rows; wbits : uint64 (C, W).
-    cap_table : int64 (2, R, C) (used when ``cell_mismatch``); col_total_cap : int64 (C,).
+    xbits, xmask : uint64 (S, W) row inputs and active rows of the cycle's S level-bit
+    sub-planes (docs/hardware-model.md 4.8; S = 1 for binary rows); active : int64 (S,) their
+    active rows; wbits : uint64 (C, W).
+    cap_table : int64 (S, 2, R, C) drive charges (used when ``charge_table``: cell or row-DAC
+    mismatch); col_total_cap : int64 (C,).
     cdac : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
     sample_key, noise_key : uint64 the cycle's sampling / comparator-noise keys.
     per_column, dual_low, dual_high, half_up, top_code : the per-column dual Vref choice
     (``hw.column_full_scale``; ``full_scale`` is then the low level).
-    Outputs (C,) / (C, Nb): XNOR counts, held values, SAR trials and decisions, codes, and
-    each column's full scale.
+    Outputs (C,) / (C, Nb): level-weighted XNOR counts, held values, SAR trials and
+    decisions, codes, and each column's full scale.
     Returns (clipped conversions (held value above the full scale), conversions at the high
     level under the per-column choice).
     """
@@ -48,11 +51,17 @@ def array_cycle(xbits, xmask, active, wbits, cap_table, cell_mismatch, col_total
     adc_bits = cdac.shape[1]
     clipped = 0
     high = 0
+    level_bits = xbits.shape[0]
     for c in range(n_cols):
-        count = hw.column_xnor_count(xbits, xmask, active, wbits, c)
-        if cell_mismatch:
-            charged = hw.column_charge(xbits, xmask, cap_table, c)
-        else:
+        count = np.int64(0)
+        charged = np.int64(0)
+        for k in range(level_bits):
+            count += hw.level_weighted(hw.column_xnor_count(xbits[k], xmask[k], active[k],
+                                                            wbits, c), k, False)
+            if charge_table:
+                charged += hw.level_weighted(hw.column_charge(xbits[k], xmask[k],
+                                                              cap_table[k], c), k, True)
+        if not charge_table:
             charged = count * hw.CAP_UNIT
         value = hw.sample_column(hw.charge_share(rows, charged, col_total_cap[c]),
                                  sigma_sample_fx, hw.mix(sample_key, c))

@@ -28,6 +28,9 @@ ANALOG_FRAC_BITS = 20
 CAP_UNIT = 4096
 #: integer units of one nominal CDAC unit capacitor
 CDAC_UNIT = 4096
+#: integer units of one nominal row-DAC unit source (docs/hardware-model.md 4.8), 2**12
+DAC_UNIT = 4096
+DAC_UNIT_BITS = 12
 #: fraction bits of a fixed-point sigma
 SIGMA_FRAC_BITS = 16
 #: (sigma_fx * normal_fx) carries 2 * SIGMA_FRAC_BITS fraction bits; a value in rows keeps
@@ -43,6 +46,7 @@ STREAM_CDAC = 2
 STREAM_CMP_OFFSET = 3
 STREAM_SAMPLE = 4
 STREAM_CMP_NOISE = 5
+STREAM_ROW_DAC = 6
 #: 12 * 65535 / 2: the mean of the Irwin-Hall sum of twelve 16-bit uniforms
 IRWIN_HALL_MEAN = 393210
 
@@ -206,6 +210,26 @@ def column_charge(xbits, xmask, cap_table, column):
             bit = np.int64((xbits[w] >> np.uint64(r)) & np.uint64(1))
             total += cap_table[bit, w * 64 + r, column]
     return total
+
+
+def driven_cell_charge(cell_capacitance, dac_gain):
+    """Charge units one XNOR=1 cell holds when its row DAC drives level bit k.
+
+    cell_capacitance in CAP_UNIT units, dac_gain = bit k's sources in DAC_UNIT units
+    (ideal: 2**k * DAC_UNIT, giving 2**k * the cell's capacitance).
+    """
+    return (np.int64(cell_capacitance) * np.int64(dac_gain)) >> np.int64(DAC_UNIT_BITS)
+
+
+def level_weighted(sub_count, level_bit, from_charge_table):
+    """A level bit's share of a cycle's column count or charge (docs/hardware-model.md 4.8).
+
+    XNOR counts of level bit k weigh 2**k; charges read from a drive table already hold the
+    level (``driven_cell_charge``), so they add with weight 1.
+    """
+    if from_charge_table:
+        return np.int64(sub_count)
+    return np.int64(sub_count) << np.int64(level_bit)
 
 
 def charge_share(rows, charged_capacitance, total_capacitance):
@@ -413,7 +437,7 @@ def output_value(acc, shift, rounding, out_bits, has_scale, scale, scale_frac_bi
 HARDWARE_FUNCTIONS = (
     "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
-    "column_xnor_count", "column_charge", "charge_share", "sample_column", "cycle_skipped",
+    "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",

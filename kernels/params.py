@@ -5,15 +5,21 @@ docs/hardware-model.md (rows, analog fixed point 2**-20 rows, sigmas 2**-16).
 """
 from collections import namedtuple
 
-#: One row tile's streamed operand, all (B, P) int64 except the packed words.
-#: xbits, xmask : uint64 (B, P, W) row inputs and active-row masks, 64 rows a word;
-#: active : active rows per cycle; full_scale : F (rows); scale : NMC scale F/L (fixed point);
-#: threshold_shift : ADC threshold shift (analog fixed point, 0 for the floor law).
-CycleInputs = namedtuple("CycleInputs", "xbits xmask active full_scale scale threshold_shift")
+#: One row tile's streamed operand as P cycles of S = ``level_bits`` binary sub-planes each
+#: (sub-plane p * S + k: the rows whose level has bit k set, docs/hardware-model.md 4.8;
+#: S = 1 for binary rows).
+#: xbits, xmask : uint64 (B, P * S, W) row inputs and active-row masks, 64 rows a word;
+#: active : int64 (B, P * S) active rows per sub-plane; level_sum : int64 (B, P) the cycle's
+#: A (sum of its row levels; ``active`` itself when S = 1); full_scale : F; scale : NMC scale
+#: F/L (fixed point); threshold_shift : ADC threshold shift (analog fixed point, 0 for the
+#: floor law), all int64 (B, P); level_bits : int.
+CycleInputs = namedtuple("CycleInputs", "xbits xmask active level_sum full_scale scale "
+                         "threshold_shift level_bits")
 
 #: One tile's stored operand: wbits uint64 (C, W) packed by rows; wcols uint8 (R, C) unpacked
-#: ((0, 0) when no plane takes the row gather); cap_table int64 (2, R, C) cell capacitance
-#: seen by input bit 0 / 1 ((2, 0, 0) without cell mismatch).
+#: ((0, 0) when no plane takes the row gather); cap_table int64 (S, 2, R, C) the charge an
+#: XNOR=1 cell holds when level bit k drives input bit 0 / 1 (``hw.driven_cell_charge``;
+#: (1, 2, 0, 0) without cell or row-DAC mismatch).
 StoredTile = namedtuple("StoredTile", "wbits wcols cap_table")
 
 #: The chip's analog constants for the used columns: col_total_cap int64 (C,) CAP_UNIT units;
@@ -21,11 +27,12 @@ StoredTile = namedtuple("StoredTile", "wbits wcols cap_table")
 AnalogTables = namedtuple("AnalogTables", "col_total_cap cdac cdac_total cmp_offset")
 
 #: Scalar analog settings: rows (array height), adc_bits, top_code (2**adc_bits - 1), ideal
-#: (integer ADC-law shortcut), cell_mismatch, sigma_sample_fx, sigma_cmp_fx (fixed point),
+#: (integer ADC-law shortcut), charge_table (cell or row-DAC mismatch: charges come from
+#: ``StoredTile.cap_table``), sigma_sample_fx, sigma_cmp_fx (fixed point, in level units),
 #: skip_masked (the controller skips all-masked cycles: ``hw.cycle_skipped``); per_column,
 #: dual_low, dual_high (per-column dual Vref: ``hw.column_full_scale``), half_up (the ADC
 #: law, for the threshold shift of a column's own F).
-AnalogParams = namedtuple("AnalogParams", "rows adc_bits top_code ideal cell_mismatch "
+AnalogParams = namedtuple("AnalogParams", "rows adc_bits top_code ideal charge_table "
                           "sigma_sample_fx sigma_cmp_fx skip_masked per_column dual_low "
                           "dual_high half_up")
 

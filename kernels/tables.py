@@ -48,3 +48,39 @@ def comparator_offset_table(chip_seed, columns, sigma_offset_fx):
     for c in range(columns):
         offsets[c] = hw.scaled_normal(sigma_offset_fx, hw.mix(prefix, c), hw.NOISE_SHIFT)
     return offsets
+
+
+@njit(cache=True)
+def row_dac_gain_table(chip_seed, rows, level_bits, sigma_dac_fx):
+    """Gain of every row DAC's level bit, int64 (rows, level_bits), DAC_UNIT units.
+
+    Bit k is 2**k unit sources, each with its own mismatch (docs/hardware-model.md 4.8).
+    """
+    gains = np.empty((rows, level_bits), dtype=np.int64)
+    prefix = hw.seed_hash(chip_seed, hw.STREAM_ROW_DAC)
+    for r in range(rows):
+        hr = hw.mix(prefix, r)
+        for k in range(level_bits):
+            hk = hw.mix(hr, k)
+            total = np.int64(0)
+            for i in range(1 << k):
+                total += hw.mismatched_capacitor(hw.DAC_UNIT, sigma_dac_fx, hw.mix(hk, i))
+            gains[r, k] = total
+    return gains
+
+
+@njit(cache=True)
+def drive_charge_table(stored_bits, cell_caps, dac_gains, table):
+    """The charge tables of one tile (docs/hardware-model.md 4.8), written into ``table``.
+
+    stored_bits : uint8 (R, C); cell_caps : int64 (R, C) CAP_UNIT units; dac_gains : int64
+    (R, S) DAC_UNIT units.  table : int64 (S, 2, R, C): ``hw.driven_cell_charge`` of the cell
+    when level bit k drives input bit 0 / 1, 0 where the cell's XNOR is 0.
+    """
+    for k in range(table.shape[0]):
+        for r in range(table.shape[2]):
+            for c in range(table.shape[3]):
+                q = hw.driven_cell_charge(cell_caps[r, c], dac_gains[r, k])
+                bit = stored_bits[r, c]
+                table[k, 0, r, c] = 0 if bit else q
+                table[k, 1, r, c] = q if bit else 0

@@ -1,9 +1,14 @@
 // imc_colgroup: one column group of the charge-domain IMC macro, ideal analog.
 //
-// Reference: imcsim docs/hardware-model.md (sections 4.1-4.6) and docs/golden-model.md.
-//   * ROWS x COLS XNOR bit cells with a per-row mask; per column the count of active cells
-//     whose stored bit equals the row input (section 4.2);
-//   * the cycle's full scale F from the active-row count A and the Vref mode (4.3);
+// Reference: imcsim docs/hardware-model.md (sections 4.1-4.6, 4.8) and docs/golden-model.md.
+//   * ROWS x COLS XNOR bit cells, each row driven at a level d_r: with LEVEL_BITS = 1 the
+//     row mask (d_r = row_mask[r], binary rows, 4.1), with LEVEL_BITS > 1 the row DAC level
+//     row_level[r*LEVEL_BITS +: LEVEL_BITS] (0 = masked, 4.8; row_mask is then unused);
+//     per column count_c = sum_r d_r * XNOR(row_in[r], w[r][c]) (4.2, 4.8), the level sum
+//     A = sum_r d_r (level_sum) and the driven rows #{r : d_r > 0} (active_rows); with
+//     binary rows A = active_rows.  Counts, A and F are in level units, up to
+//     ROWS * (2**LEVEL_BITS - 1);
+//   * the cycle's full scale F from the level sum A and the Vref mode (4.3);
 //   * a SAR ADC per column with an ideal comparator and CDAC: step s tries
 //     trial = D | 1 << (ADC_BITS-1-s) and keeps it iff count * L >= F * trial, which is
 //     exactly code = min(floor(count * L / F), L) (4.5 with no mismatch or noise);
@@ -11,7 +16,7 @@
 //     plane weights 1, 1, 2, 4, ...), one weight plane per clock:
 //       scale = ((F << (S+1)) + L) / (2L)
 //       est   = code * scale            (HALF_LSB: ((2 code + 1) * scale) >> 1)
-//       dot   = 2 est - (A << S)
+//       dot   = 2 est - (A << S)              (A = level_sum)
 //       acc   = sat_or_wrap(acc + (dot << (x_shift + wshift(q))), ACC_BITS)      (4.6)
 //   * the output stage (4.6), registered at the end of every array cycle:
 //       shift = SCALE_FRAC + den_bits - OUT_FRAC      (den_bits = log2(den_x * den_w))
@@ -21,11 +26,13 @@
 //
 // Broken variants for the scoreboard's own test (define one):
 //   BUG_SAR_OFF_BY_ONE  the comparator uses > instead of >= (codes one low on boundaries)
-//   BUG_DROP_MASK       masked rows are counted like active ones
+//   BUG_DROP_MASK       masked rows are counted like active ones (at level 1)
 //   BUG_OUT_FLOOR       the output stage truncates (floor) whatever OUT_ROUND says
+//   BUG_A_ROWS          the Vref choice and the NMC use active_rows (rows driven) instead
+//                       of the level sum A (no effect with binary rows)
 //
-// Handshake: pulse start for one clock with row_in, row_mask, x_shift, clear (den_bits is
-// held per MVM); the group
+// Handshake: pulse start for one clock with row_in, row_mask (LEVEL_BITS > 1: row_level),
+// x_shift, clear (den_bits is held per MVM); the group
 // is busy for ADC_BITS + KW + 2 clocks, then done is high for one clock with the results.
 `timescale 1ns/1ps
 
@@ -42,8 +49,10 @@ module imc_colgroup #(
     parameter OUT_FRAC   = 12,    // nmc.out_frac_bits
     parameter OUT_BITS   = 48,    // nmc.out_bits
     parameter OUT_ROUND  = 2,     // nmc.out_rounding: 0 floor, 1 half_up, 2 half_even
+    parameter LEVEL_BITS = 1,     // row DAC bits (input_bits); 1: binary rows from row_mask
     // derived widths: leave at their defaults
-    parameter CNT_BITS   = $clog2(ROWS + 1),
+    parameter ROW_BITS   = $clog2(ROWS + 1),                            // active_rows
+    parameter CNT_BITS   = $clog2(ROWS * ((1 << LEVEL_BITS) - 1) + 1),  // level units
     parameter RA         = (ROWS > 1) ? $clog2(ROWS) : 1
 ) (
     input  wire                       clk,
@@ -52,7 +61,8 @@ module imc_colgroup #(
     input  wire                       w_we,
     input  wire [RA-1:0]              w_addr,
     input  wire [COLS-1:0]            w_data,
-    // Vref configuration: mode 0 fixed, 1 variable, 2 dual; levels in rows
+    // Vref configuration: mode 0 fixed, 1 variable, 2 dual; levels in level units (rows
+    // for binary rows)
     input  wire [1:0]                 vref_mode,
     input  wire [CNT_BITS-1:0]        vref_fixed,
     input  wire [CNT_BITS-1:0]        vref_low,
@@ -60,13 +70,16 @@ module imc_colgroup #(
     // one array cycle
     input  wire                       start,
     input  wire [ROWS-1:0]            row_in,
-    input  wire [ROWS-1:0]            row_mask,   // 1 = active
+    input  wire [ROWS-1:0]            row_mask,   // 1 = active (LEVEL_BITS == 1 only)
+    input  wire [ROWS*LEVEL_BITS-1:0] row_level,  // row r's level at [r*LEVEL_BITS +: LEVEL_BITS]
+                                                  // (LEVEL_BITS > 1 only; 0 = masked)
     input  wire [XSH_BITS-1:0]        x_shift,    // log2 of the input plane weight
     input  wire                       clear,      // accumulators start from 0
     input  wire [XSH_BITS-1:0]        den_bits,   // log2(den_x * den_w) of the formats
     output wire                       busy,
     output reg                        done,
-    output reg  [CNT_BITS-1:0]        active_rows,
+    output reg  [ROW_BITS-1:0]        active_rows, // rows driven (d_r > 0)
+    output reg  [CNT_BITS-1:0]        level_sum,   // A = sum_r d_r (= active_rows, binary rows)
     output reg  [CNT_BITS-1:0]        full_scale,
     output reg  [COLS*CNT_BITS-1:0]   count,
     output reg  [COLS*ADC_BITS-1:0]   code,
@@ -83,38 +96,64 @@ module imc_colgroup #(
 
     reg [COLS-1:0]         wmem [0:ROWS-1];
     reg [2:0]              state;
-    reg [ROWS-1:0]         in_q, mask_q;
+    reg [ROWS-1:0]         in_q;
+    reg [ROWS*LEVEL_BITS-1:0] lvl_q;             // latched levels (binary rows: the mask)
     reg [XSH_BITS-1:0]     xsh_q;
     reg [7:0]              step;
     reg [7:0]              q;
 
     assign busy = (state != S_IDLE);
 
-    // ---- XNOR cells, masks and counts (combinational on the latched inputs) ----------
+    // row levels presented with start: the mask bits (LEVEL_BITS == 1) or row_level
+    wire [ROWS*LEVEL_BITS-1:0] lvl_in;
+    generate
+        if (LEVEL_BITS == 1) begin : g_binary_rows
+            assign lvl_in = row_mask;
+        end else begin : g_level_rows
+            assign lvl_in = row_level;
+        end
+    endgenerate
+
+    // ---- XNOR cells, row levels and counts (combinational on the latched inputs) -------
     reg [COLS*CNT_BITS-1:0] cnt_comb;
-    reg [CNT_BITS-1:0]      a_comb;
+    reg [CNT_BITS-1:0]      a_comb;      // level sum A
+    reg [ROW_BITS-1:0]      n_comb;      // rows driven
+    reg [CNT_BITS-1:0]      av;          // the A the Vref choice uses
     reg [CNT_BITS-1:0]      fs_comb;
     reg [CNT_BITS-1:0]      tmp_cnt;
+    reg [LEVEL_BITS-1:0]    lv;
     integer r, c;
     always @* begin
         a_comb = 0;
-        for (r = 0; r < ROWS; r = r + 1)
-            a_comb = a_comb + mask_q[r];
+        n_comb = 0;
+        for (r = 0; r < ROWS; r = r + 1) begin
+            lv     = lvl_q[r*LEVEL_BITS +: LEVEL_BITS];
+            a_comb = a_comb + lv;
+            n_comb = n_comb + (lv != 0);
+        end
         for (c = 0; c < COLS; c = c + 1) begin
             tmp_cnt = 0;
-            for (r = 0; r < ROWS; r = r + 1)
+            for (r = 0; r < ROWS; r = r + 1) begin
+                lv = lvl_q[r*LEVEL_BITS +: LEVEL_BITS];
 `ifdef BUG_DROP_MASK
-                tmp_cnt = tmp_cnt + (in_q[r] ~^ wmem[r][c]);
-`else
-                tmp_cnt = tmp_cnt + (mask_q[r] & (in_q[r] ~^ wmem[r][c]));
+                if (lv == 0)
+                    lv = 1;                      // masked rows driven like level-1 rows
 `endif
+                if (in_q[r] ~^ wmem[r][c])
+                    tmp_cnt = tmp_cnt + lv;
+            end
             cnt_comb[c*CNT_BITS +: CNT_BITS] = tmp_cnt;
         end
-        // full scale of the cycle (hardware-model.md 4.3)
+        // full scale of the cycle (hardware-model.md 4.3, with A in level units 4.8)
+`ifdef BUG_A_ROWS
+        av = n_comb;
+`else
+        av = a_comb;
+`endif
         case (vref_mode)
             2'd0:    fs_comb = vref_fixed;
-            2'd1:    fs_comb = (a_comb > L) ? a_comb : L;
-            default: fs_comb = (a_comb <= vref_low) ? vref_low : vref_high;
+            2'd1:    fs_comb = (av > L) ? av : L;
+            default: fs_comb = (av <= vref_low) ? vref_low : vref_high;
         endcase
     end
 
@@ -160,7 +199,11 @@ module imc_colgroup #(
                 est = ((2 * $signed({1'b0, cd}) + 1) * $signed({1'b0, scale})) >>> 1;
             else
                 est = $signed({1'b0, cd}) * $signed({1'b0, scale});
+`ifdef BUG_A_ROWS
             dot     = 2 * est - ($signed({1'b0, active_rows}) <<< SCALE_FRAC);
+`else
+            dot     = 2 * est - ($signed({1'b0, level_sum}) <<< SCALE_FRAC);
+`endif
             term    = dot <<< (xsh_q + wsh);
             acc_old = $signed(acc[g*ACC_BITS +: ACC_BITS]);
             sum     = acc_old + term;
@@ -221,7 +264,7 @@ module imc_colgroup #(
             case (state)
                 S_IDLE: if (start) begin
                     in_q   <= row_in;
-                    mask_q <= row_mask;
+                    lvl_q  <= lvl_in;
                     xsh_q  <= x_shift;
                     if (clear)
                         acc <= 0;
@@ -229,7 +272,8 @@ module imc_colgroup #(
                 end
                 S_COUNT: begin
                     count       <= cnt_comb;
-                    active_rows <= a_comb;
+                    active_rows <= n_comb;
+                    level_sum   <= a_comb;
                     full_scale  <= fs_comb;
                     code        <= 0;
                     sar_dec     <= 0;

@@ -9,6 +9,8 @@
 // y_int is the RTL's output register (the CSV has it on every line; imcsim check compares it
 // on the group_done lines).  Only single-tile vector sets (one row tile, one column tile) are replayed: weights.hex
 // holds the tile's R stored rows.  Field positions come from manifest.json (ctrl.hex).
+// LEVEL_BITS > 1 (multi-level rows, hardware-model.md 4.8) also reads row_level.hex, whose
+// field width (manifest.json) must equal LEVEL_BITS; the Vref levels are then in level units.
 `timescale 1ns/1ps
 
 module tb_hex;
@@ -19,8 +21,10 @@ module tb_hex;
     parameter N_CYCLES = 1;
     parameter VREF_MODE = 1, VREF_FIXED = 48, VREF_LOW = 31, VREF_HIGH = 64;
     parameter CLEAR_LSB = 0, XSH_LSB = 5, XSH_W = 3;      // ctrl.hex fields (manifest.json)
+    parameter LEVEL_BITS = 1;                               // 1: binary rows (row_mask.hex)
     localparam G = COLS / KW;
-    localparam CNT_BITS = $clog2(ROWS + 1);
+    localparam CNT_BITS = $clog2(ROWS * ((1 << LEVEL_BITS) - 1) + 1);
+    localparam ROW_BITS = $clog2(ROWS + 1);
     localparam RA = (ROWS > 1) ? $clog2(ROWS) : 1;
 
     reg clk = 0, rst = 1;
@@ -31,9 +35,11 @@ module tb_hex;
     reg  [COLS-1:0]      w_data = 0;
     reg                  start = 0, clear = 0;
     reg  [ROWS-1:0]      row_in = 0, row_mask = 0;
+    reg  [ROWS*LEVEL_BITS-1:0] row_level = 0;
     reg  [XSH_BITS-1:0]  x_shift = 0;
     wire                 busy, done;
-    wire [CNT_BITS-1:0]  active_rows, full_scale;
+    wire [ROW_BITS-1:0]  active_rows;
+    wire [CNT_BITS-1:0]  level_sum, full_scale;
     wire [COLS*CNT_BITS-1:0] count;
     wire [COLS*ADC_BITS-1:0] code, sar_dec;
     wire [G*ACC_BITS-1:0]    acc;
@@ -42,12 +48,14 @@ module tb_hex;
     imc_colgroup #(.ROWS(ROWS), .COLS(COLS), .KW(KW), .ADC_BITS(ADC_BITS),
                    .SCALE_FRAC(SCALE_FRAC), .ACC_BITS(ACC_BITS), .SATURATE(SATURATE),
                    .HALF_LSB(HALF_LSB), .XSH_BITS(XSH_BITS), .OUT_FRAC(OUT_FRAC),
-                   .OUT_BITS(OUT_BITS), .OUT_ROUND(OUT_ROUND)) dut (
+                   .OUT_BITS(OUT_BITS), .OUT_ROUND(OUT_ROUND), .LEVEL_BITS(LEVEL_BITS)) dut (
         .clk(clk), .rst(rst), .w_we(w_we), .w_addr(w_addr), .w_data(w_data),
         .vref_mode(VREF_MODE[1:0]), .vref_fixed(VREF_FIXED[CNT_BITS-1:0]),
         .vref_low(VREF_LOW[CNT_BITS-1:0]), .vref_high(VREF_HIGH[CNT_BITS-1:0]),
-        .start(start), .row_in(row_in), .row_mask(row_mask), .x_shift(x_shift),
-        .clear(clear), .den_bits(DEN_BITS[XSH_BITS-1:0]), .busy(busy), .done(done), .active_rows(active_rows),
+        .start(start), .row_in(row_in), .row_mask(row_mask), .row_level(row_level),
+        .x_shift(x_shift),
+        .clear(clear), .den_bits(DEN_BITS[XSH_BITS-1:0]), .busy(busy), .done(done),
+        .active_rows(active_rows), .level_sum(level_sum),
         .full_scale(full_scale), .count(count), .code(code), .sar_dec(sar_dec), .acc(acc),
         .y_int(y_int));
 
@@ -55,6 +63,7 @@ module tb_hex;
     reg [63:0]     ctrl_mem  [0:N_CYCLES-1];
     reg [ROWS-1:0] rin_mem   [0:N_CYCLES-1];
     reg [ROWS-1:0] rmask_mem [0:N_CYCLES-1];
+    reg [ROWS*LEVEL_BITS-1:0] rlevel_mem [0:N_CYCLES-1];
     reg [8*512-1:0] vdir, odir;
     integer i, c, fd;
     reg [63:0] ctrl_word;
@@ -67,6 +76,8 @@ module tb_hex;
         $readmemh({vdir, "ctrl.hex"}, ctrl_mem);
         $readmemh({vdir, "row_input.hex"}, rin_mem);
         $readmemh({vdir, "row_mask.hex"}, rmask_mem);
+        if (LEVEL_BITS > 1)
+            $readmemh({vdir, "row_level.hex"}, rlevel_mem);
         $dumpfile({odir, "rtl.vcd"});
         $dumpvars(1, dut);
         fd = $fopen({odir, "rtl.csv"}, "w");
@@ -82,6 +93,8 @@ module tb_hex;
             ctrl_word = ctrl_mem[i];
             row_in   = rin_mem[i];
             row_mask = rmask_mem[i];
+            if (LEVEL_BITS > 1)
+                row_level = rlevel_mem[i];
             x_shift  = ctrl_word[XSH_LSB +: XSH_W];
             clear    = ctrl_word[CLEAR_LSB];
             start    = 1;

@@ -53,7 +53,7 @@ cat "$WORK/machine.txt" >> "$OUT/summary.txt"
 step install 60 $PY -m pip install --no-index --no-deps --no-compile .device/wheels/imcsim-*.whl
 # the installed wheel, not the working tree, must be what runs (and imports imcsim.kernels)
 export IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=${IMCSIM_CUDA_EXAMPLES:-30}
-step cuda_tests 120 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py
+step cuda_tests 150 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_multilevel.py -m cuda
 step vgg_step_gpu 75 $PY scripts/time_vgg_step.py --device cuda --steps 3
 step bench_layers 90 $PY benchmarks/bench_layers.py --device cuda,cpu --batch 32 \
     --layers L2,L4,L6,L7 --repeat 3 --json "$WORK/bench_layers.json"

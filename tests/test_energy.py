@@ -13,6 +13,7 @@ from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, V
 from imcsim.cli.energy import energy_command
 from imcsim.energy import (
     ACT_FORMAT,
+    ASSUMED_EVENTS,
     COSTED_EVENTS,
     GRAD_FORMAT,
     WEIGHT_FORMAT,
@@ -282,7 +283,11 @@ def test_energy_from_events_hand_and_validation():
               "reshape_words": 4, "cima_load_words": 1, "sar_steps": 80}
     e = energy_from_events(counts)
     assert e["total"] == pytest.approx((734 + 3460 + 486 + 59.6 + 7360) * 1e-15, rel=1e-12)
-    assert set(e) == set(COSTED_EVENTS) | {"total"}
+    # the multi-level row DAC's assumed events are priced too (0 where not counted)
+    assert set(e) == set(COSTED_EVENTS) | set(ASSUMED_EVENTS) | {"total"}
+    assert e["dac_row_drives"] == e["dac_level_sum"] == 0
+    with_dac = energy_from_events(dict(counts, dac_row_drives=3, dac_level_sum=7))
+    assert with_dac["total"] - e["total"] == pytest.approx((3 * 20 + 7 * 5) * 1e-15, rel=1e-9)
     with pytest.raises(ValueError, match="missing"):
         energy_from_events({"bitcell_mults": 1})
     with pytest.raises(ValueError, match="unknown"):

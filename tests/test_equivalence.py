@@ -42,6 +42,7 @@ def make_config(p):
                       out_rounding=Rounding(p["out_rounding"]),
                       out_scale_frac_bits=p.get("out_scale_frac_bits", 16)),
         nonideal=NonIdealityConfig(**p["nonideal"]),
+        input_bits=p.get("input_bits", 1),
         chip_seed=p["chip_seed"])
 
 
@@ -54,15 +55,18 @@ def twin_fx(nonideal):
         "sigma_offset_fx": ref.sigma_to_fx(nonideal.get("comparator_offset_sigma", 0.0)),
         "sigma_cmp_fx": ref.sigma_to_fx(nonideal.get("comparator_noise_sigma", 0.0)),
         "sigma_sample_fx": ref.sigma_to_fx(nonideal.get("sampling_noise_sigma", 0.0)),
+        "sigma_dac_fx": ref.sigma_to_fx(nonideal.get("dac_unit_sigma", 0.0)),
     }
 
 
-def run_twin(X, W, p, out_scale=None, out_offset=None):
+def run_twin(X, W, p, out_scale=None, out_offset=None, extra=None):
     kw = {k: p[k] for k in ("rows", "columns", "adc_bits", "vref_mode", "full_scale", "dual_low",
                             "dual_high", "mask_zero_inputs", "scale_frac_bits", "acc_bits",
                             "overflow", "half_lsb_reconstruction", "out_frac_bits", "out_bits",
                             "out_rounding", "chip_seed", "seed")}
     kw.update(twin_fx(p["nonideal"]))
+    kw.pop("sigma_dac_fx")
+    kw.update(extra or {})           # multi-level rows (tests/test_multilevel.py)
     kw["out_scale_frac_bits"] = p.get("out_scale_frac_bits", 16)
     kw["adc_rounding"] = p.get("adc_rounding", "floor")
     kw["skip_masked_cycles"] = p.get("skip_masked_cycles", False)
@@ -121,15 +125,16 @@ def check_case(X, W, p, out_scale=None, out_offset=None):
     return twin
 
 
-def fit_registers(p):
+def fit_registers(p, top_level=1):
     """Keep the drawn register widths inside what a 64-bit model can hold (the implementation
     rejects wider ones with ValueError; the twin has no such limit)."""
     pw_x = 4 ** (p["Kx"] - 2) if p["x_kind"] == "radix4" else 2 ** (p["Kx"] - 2)
     pw_w = 2 ** (p["Kw"] - 2)
-    max_term = (2 * p["rows"] << p["scale_frac_bits"]) * pw_x * pw_w
+    max_term = (2 * p["rows"] * top_level << p["scale_frac_bits"]) * pw_x * pw_w
     while max_term + (1 << (p["acc_bits"] - 1)) >= (1 << 63):
         p["acc_bits"] -= 1
-    acc_frac = p["scale_frac_bits"] + (p["Kx"] - 2 if p["x_kind"] == "radix4" else 1) + 1
+    den_bits = p["Kx"] - 2 if p["x_kind"] == "radix4" else (0 if p.get("x_digit_bits") else 1)
+    acc_frac = p["scale_frac_bits"] + den_bits + 1
     p["out_frac_bits"] = min(p["out_frac_bits"], acc_frac + 63 - p["acc_bits"])
     return p
 

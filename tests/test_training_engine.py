@@ -138,6 +138,7 @@ def test_every_model_trains_one_step_with_quantized_mvms(name, shape):
 # --- per-layer statistics of metrics.json (the contract of docs/training.md) ---------------
 RECORD_KEYS = {"calls": int, "array_cycles": int, "adc_conversions": int,
                "high_vref_conversions": int, "bitcell_mults": int,
+               "dac_row_drives": int, "dac_level_sum": int,
                "active_rows_per_plane": list, "inner": int, "outputs": int,
                "vectors_per_call": float}
 

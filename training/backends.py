@@ -15,6 +15,7 @@ import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig
 from imcsim.config import MATCHED_VREF_SPEC, MvmKind, VrefMode
+from imcsim.formats import INPUT_MAPPINGS, mapped_format
 from imcsim.training.xp import namespace_of, to_device, to_host
 
 KINDS = tuple(MvmKind)
@@ -38,6 +39,8 @@ class MvmStats:
     cycles: int = 0
     active_rows_per_plane: np.ndarray | None = None   # sum over cycles, (P,), host
     cycles_per_plane: int = 0
+    dac_row_drives: int = 0        # multi-level rows (docs/hardware-model.md 4.8)
+    dac_level_sum: int = 0
 
     def add(self, res):
         ev = res.events.total()
@@ -47,6 +50,8 @@ class MvmStats:
         self.high_vref_conversions += ev["high_vref_conversions"]
         self.bitcell_mults += ev["bitcell_mults"]
         self.cycles += ev["array_cycles"]
+        self.dac_row_drives += ev["dac_row_drives"]
+        self.dac_level_sum += ev["dac_level_sum"]
         per_plane = to_host(res.active_rows.sum(axis=(0, 1)))     # P counts, host
         self.active_rows_per_plane = per_plane if self.active_rows_per_plane is None \
             else self.active_rows_per_plane + per_plane
@@ -100,9 +105,10 @@ class MatchedFullScale:
 
     TEXT = MATCHED_VREF_SPEC
 
-    def for_inner(self, inner: int, config: MacroConfig) -> VrefConfig:
-        """The fixed-mode VrefConfig of an MVM with ``inner`` rows on ``config``'s array."""
-        full_scale = min(int(inner), config.rows)
+    def for_inner(self, inner: int, config: MacroConfig, top_level: int = 1) -> VrefConfig:
+        """The fixed-mode VrefConfig of an MVM with ``inner`` rows on ``config``'s array, in
+        the level units of a streamed format with top row level ``top_level``."""
+        full_scale = min(int(inner), config.rows) * top_level
         return VrefConfig(mode=VrefMode.FIXED,
                           full_scale=full_scale if full_scale > config.top_code
                           else config.top_code)
@@ -149,7 +155,7 @@ class ImcBackend:
         W = namespace_of(X).ascontiguousarray(W, dtype=np.int64)
         vref = self.vref
         if isinstance(vref, MatchedFullScale):
-            vref = vref.for_inner(W.shape[0], self.macro.config)
+            vref = vref.for_inner(W.shape[0], self.macro.config, x_format.top_level)
         if traced:
             res = self.macro.mvm_traced(X, W, x_format, w_format, seed=seed, vref=vref,
                                         trace=req[3])
@@ -175,13 +181,28 @@ RADIX4_SCHEME = Scheme("radix4", BinaryFormat(6), BinaryFormat(5), Radix4Format(
 INT8_SCHEME = Scheme("int8", BinaryFormat(8), BinaryFormat(8), BinaryFormat(8), BinaryFormat(8))
 
 
-def scheme_by_name(name: str) -> Scheme:
+def scheme_by_name(name: str, mapping: str = "one-hot") -> Scheme:
+    """The operand formats of scheme ``name`` with its streamed operands (activations in the
+    forward MVM, gradients in the backward and update MVMs) under input ``mapping``."""
+    mapped_format(RADIX4_SCHEME.gradient, mapping)           # checks the mapping's name
     if name == "radix4":
-        return RADIX4_SCHEME
-    if name == "int8":
-        return INT8_SCHEME
-    raise ValueError(f"scheme: expected 'radix4' or 'int8', got {name!r}")
+        scheme = RADIX4_SCHEME
+    elif name == "int8":
+        scheme = INT8_SCHEME
+    else:
+        raise ValueError(f"scheme: expected 'radix4' or 'int8', got {name!r}")
+    if mapping == "one-hot":
+        return scheme
+    return Scheme(name, mapped_format(scheme.activation, mapping), scheme.weight,
+                  mapped_format(scheme.gradient, mapping), scheme.stored_activation)
+
+
+def input_bits_for(scheme: Scheme) -> int:
+    """Row DAC bits a scheme's streamed operands need (1 for one-hot rows)."""
+    top = max(scheme.activation.top_level, scheme.gradient.top_level)
+    return top.bit_length()
 
 
 __all__ = ["MvmKind", "KINDS", "BackendKind", "MvmStats", "Fp32Backend", "ExactBackend",
-           "ImcBackend", "MatchedFullScale", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name"]
+           "ImcBackend", "MatchedFullScale", "Scheme", "RADIX4_SCHEME", "INT8_SCHEME", "scheme_by_name",
+           "INPUT_MAPPINGS", "input_bits_for"]

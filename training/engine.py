@@ -28,6 +28,7 @@ from imcsim.training.backends import (
     MatchedFullScale,
     MvmKind,
     MvmStats,
+    input_bits_for,
     scheme_by_name,
 )
 from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
@@ -73,6 +74,9 @@ class TrainConfig:
     update_threshold : the threshold rule's T [LSB of the stored weight], an integer in
         1 .. 2 L (L = 8 for radix4's binary:5, 64 for int8's binary:8); ignored by
         'requantize'.
+    input_mapping : how streamed operands drive the rows on IMC: 'one-hot' (binary rows,
+        the paper's macro) or 'multi-level' (a 3-bit row DAC: radix-4 gradients two exponents
+        per cycle, binary activations as signed 3-bit digits).  docs/training.md.
     """
 
     model: str = "small-cnn"
@@ -98,6 +102,7 @@ class TrainConfig:
     reproducible: bool = False
     update_rule: str = "requantize"
     update_threshold: int = 1
+    input_mapping: str = "one-hot"
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -126,7 +131,7 @@ class TrainConfig:
                 raise ValueError(f"{name}: must be a positive int, got {v!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ValueError(f"lr: must be positive, got {self.lr!r}")
-        scheme_by_name(self.scheme)
+        scheme_by_name(self.scheme, self.input_mapping)
         b = dict(self.backends)
         if set(b) != {k.value for k in MvmKind} or not set(b.values()) <= set(BACKEND_NAMES):
             raise ValueError(f"backends: need forward/backward/update each in {BACKEND_NAMES}, "
@@ -207,6 +212,8 @@ class LayerMvmStats(MvmStats):
                 "adc_conversions": int(self.adc_conversions),
                 "high_vref_conversions": int(self.high_vref_conversions),
                 "bitcell_mults": int(self.bitcell_mults),
+                "dac_row_drives": int(self.dac_row_drives),
+                "dac_level_sum": int(self.dac_level_sum),
                 "active_rows_per_plane": planes,
                 "inner": int(round(self.inner_sum / calls)),
                 "outputs": int(round(self.outputs_sum / calls)),
@@ -250,7 +257,7 @@ class Trainer:
                                       to_device(self.data.y_train, xp))
         self.x_test, self.y_test = (to_device(self.data.x_test, xp),
                                     to_device(self.data.y_test, xp))
-        self.scheme = scheme_by_name(config.scheme)
+        self.scheme = scheme_by_name(config.scheme, config.input_mapping)
         shape = self.data.x_train.shape[1:]
         self.model = build_model(config.model, shape, self.data.n_classes, config.seed,
                                  self.scheme).to_device(xp)
@@ -275,9 +282,10 @@ class Trainer:
     # --- backends -------------------------------------------------------------------------
     def macro_config(self) -> MacroConfig:
         """The macro every IMC backend of this run emulates: the preset, with the run's
-        controller options (``skip_masked_cycles``)."""
-        return replace(load_preset(self.config.preset),
-                       skip_masked_cycles=self.config.skip_masked_cycles)
+        controller options (``skip_masked_cycles``) and a row DAC for its input mapping."""
+        preset = load_preset(self.config.preset)
+        return replace(preset, skip_masked_cycles=self.config.skip_masked_cycles,
+                       input_bits=max(preset.input_bits, input_bits_for(self.scheme)))
 
     def _assign_backends(self):
         cfg = self.config

@@ -136,6 +136,7 @@ NONIDEAL_OPTIONS = {
     "comparator_offset": "comparator_offset_sigma",
     "comparator_noise": "comparator_noise_sigma",
     "sampling_noise": "sampling_noise_sigma",
+    "dac_mismatch": "dac_unit_sigma",
 }
 #: flag name -> NmcConfig field
 NMC_OPTIONS = {
@@ -149,7 +150,7 @@ NMC_OPTIONS = {
 GEOMETRY_OPTIONS = ("rows", "columns", "adc_bits")
 VREF_OPTIONS = {"vref_mode": "mode", "full_scale": "full_scale", "dual_low": "dual_low",
                 "dual_high": "dual_high"}
-CONFIG_OPTION_NAMES = (("preset", "chip_seed", "mask_zeros", "adc_rounding")
+CONFIG_OPTION_NAMES = (("preset", "chip_seed", "mask_zeros", "adc_rounding", "input_bits")
                        + tuple(NONIDEAL_OPTIONS) + tuple(NMC_OPTIONS) + GEOMETRY_OPTIONS
                        + tuple(VREF_OPTIONS))
 
@@ -174,6 +175,11 @@ def macro_config_options(fn: F) -> F:
         click.option("--comparator-offset", type=float, help="Comparator offset sigma [rows]."),
         click.option("--comparator-noise", type=float, help="Comparator noise sigma [rows]."),
         click.option("--sampling-noise", type=float, help="Sampling (kT/C) noise sigma [rows]."),
+        click.option("--input-bits", type=int,
+                     help="Row DAC resolution [bits], 1..5 (multi-level x formats such as "
+                          "radix4:8/2 or binary:6/3 need 3; docs/hardware-model.md 4.8)."),
+        click.option("--dac-mismatch", type=float,
+                     help="Relative sigma of a row-DAC unit source (static, per row and bit)."),
         click.option("--chip-seed", type=int, help="Seed of the chip's static mismatch."),
         click.option("--mask-zeros/--no-mask-zeros", default=None,
                      help="Mask rows whose binary input is 0."),
@@ -242,6 +248,8 @@ def macro_config_from_options(kw: dict) -> MacroConfig:
         data["mask_zero_inputs"] = given["mask_zeros"]
     if given["adc_rounding"] is not None:
         data["adc_rounding"] = given["adc_rounding"]
+    if given["input_bits"] is not None:
+        data["input_bits"] = given["input_bits"]
     return MacroConfig.from_dict(data)
 
 
@@ -254,7 +262,9 @@ def operand_options(fn: F) -> F:
         click.option("--x", "x_path", type=click.Path(dir_okay=False),
                      help="X (B x M) values, .npy."),
         click.option("--x-format", default="binary:6", show_default=True,
-                     help="Streamed operand format: binary:K or radix4:K."),
+                     help="Streamed operand format: binary:K or radix4:K, or a multi-level "
+                          "mapping binary:K/N (signed N-bit digits) or radix4:K/E (E exponents "
+                          "per cycle), which needs --input-bits."),
         click.option("--w-format", default="binary:5", show_default=True,
                      help="Stored operand format: binary:K."),
     ]

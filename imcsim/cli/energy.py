@@ -18,6 +18,7 @@ from imcsim.energy import (
     DEFAULT_ENERGY_PRESET,
     DEFAULT_GRADIENT_DENSITY,
     MODELS,
+    PRICED_EVENTS,
     SKIPPED,
     TOPS_CONVENTION,
     EnergyReport,
@@ -101,7 +102,8 @@ def format_report(report: EnergyReport, scenarios: list[dict] | None = None) -> 
         lines.append("  ".join(f"{_cell(r.get(k), k):>{w}}" for (_, w), k in zip(cols, keys)))
     t = report.totals
     lines.append("IMC energy by event: " + ", ".join(
-        f"{e} {t['e_' + e] * 1e3:.4g} mJ" for e in COSTED_EVENTS))
+        f"{e} {t['e_' + e] * 1e3:.4g} mJ" for e in PRICED_EVENTS
+        if e in COSTED_EVENTS or t['e_' + e]))
     lines += _summary_lines(c)
     if scenarios:
         lines.append("")
@@ -297,7 +299,7 @@ def _from_run(folder: str, *, plot: str | None, as_json: bool, **mapping) -> Non
 
 
 #: Options that ``--from-run`` takes from the run's configuration instead.
-RUN_OWNED_OPTIONS = ("model", "batch", "vref_specs", "scenarios")
+RUN_OWNED_OPTIONS = ("model", "batch", "vref_specs", "scenarios", "input_mapping")
 
 
 @click.command("energy")
@@ -335,6 +337,11 @@ RUN_OWNED_OPTIONS = ("model", "batch", "vref_specs", "scenarios")
               help="A training run folder (imcsim train --out): energy per step of every "
                    "epoch from its recorded MVM statistics, next to the assumed densities. "
                    "Model, batch, scheme and Vref come from the run.")
+@click.option("--input-mapping", default="one-hot", show_default=True,
+              type=click.Choice(["one-hot", "multi-level"]),
+              help="How streamed operands drive the rows: one-hot binary rows, or a 3-bit row "
+                   "DAC (radix-4 two exponents per cycle, binary as signed 3-bit digits), "
+                   "whose drives cost the preset's assumed DAC energies.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG to this path (Figs. 9 and 10 style; with --from-run, energy "
@@ -344,7 +351,7 @@ def energy_command(model: str, batch: int, imc: str, vref_specs: tuple[str, ...]
                    gradient_density: float, no_pool_sparsity: bool, first_last_on_imc: bool,
                    first_layer_backward: bool, charge_masked_rows: bool, preset: str,
                    gpu_tops_per_watt: float | None, scenarios: bool, from_run: str | None,
-                   as_json: bool, plot: str | None) -> None:
+                   input_mapping: str, as_json: bool, plot: str | None) -> None:
     """Energy per training step on IMC against the GPU, per layer and MVM.
 
     Analytic counts with assumed densities, or (--from-run) the statistics a training run
@@ -377,7 +384,8 @@ def energy_command(model: str, batch: int, imc: str, vref_specs: tuple[str, ...]
                   first_last_on_imc=first_last_on_imc, **common)
         return
     report = energy_report(model, batch, imc=kinds, vref=vref_specs,
-                           first_last_on_imc=first_last_on_imc, **common)
+                           first_last_on_imc=first_last_on_imc, input_mapping=input_mapping,
+                           **common)
     summary = scenario_summary(model, batch, **common) if (scenarios or plot) else None
     if plot:
         plot_report(report, plot, summary, name="--plot")

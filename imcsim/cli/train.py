@@ -39,7 +39,8 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
                    "fp32 when --imc is empty; --other exact with no --imc runs every MVM "
                    "exact-quantized].")
 @click.option("--vref", "vref_specs", multiple=True,
-              help="KIND=MODE per MVM kind: variable, fixed:F or dual:LOW:HIGH (rows); "
+              help="KIND=MODE per MVM kind: variable, fixed:F or dual:LOW:HIGH (rows, or "
+                   "level units with --input-mapping multi-level); "
                    "e.g. --vref backward=dual:255:2304.")
 @click.option("--preset", default="paper", show_default=True,
               help="Macro preset (data/presets): paper or paper-nonideal.")
@@ -67,6 +68,12 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--update-threshold", type=int,
               help="T of --update-rule threshold, in LSBs of the stored weight: an integer in "
                    "1..16 (radix4; 1..128 with --scheme int8).  [default: 1]")
+@click.option("--input-mapping", default="one-hot", show_default=True,
+              type=click.Choice(["one-hot", "multi-level"]),
+              help="How streamed operands drive the rows on IMC: one-hot binary rows (the "
+                   "paper's macro) or multi-level (a 3-bit row DAC: radix-4 gradients two "
+                   "exponents per cycle as levels 0/1/4, binary activations as signed 3-bit "
+                   "digits). See docs/training.md, Multi-level row inputs.")
 @click.option("--reproducible", is_flag=True,
               help="Bit-identical weights on any x86-64 CPU, BLAS and thread count: FP32 "
                    "products, float sums and the loss in a fixed order (CPU only; slower "

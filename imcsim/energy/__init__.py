@@ -45,15 +45,18 @@ from imcsim.energy.counts import (
     conv_event_counts,
     layer_event_counts,
     layer_mvm_shape,
+    mapped_formats,
     measured_density,
     mvm_event_counts,
 )
 from imcsim.energy.plot import plot_report, plot_run
 from imcsim.energy.presets import (
+    ASSUMED_EVENTS,
     COSTED_EVENTS,
     DEFAULT_ENERGY_PRESET,
     ENERGY_PRESET_DIR,
     FJ,
+    PRICED_EVENTS,
     EnergyPreset,
     energy_preset_names,
     load_energy_preset,
@@ -93,13 +96,13 @@ parse_vref = parse_vref_per_kind
 
 
 __all__ = [
-    "ACT_FORMAT", "COSTED_EVENTS", "DEFAULT_ENERGY_PRESET", "DEFAULT_GRADIENT_DENSITY",
+    "ACT_FORMAT", "ASSUMED_EVENTS", "COSTED_EVENTS", "PRICED_EVENTS", "DEFAULT_ENERGY_PRESET", "DEFAULT_GRADIENT_DENSITY",
     "ENERGY_PRESET_DIR", "FJ", "GRAD_FORMAT", "INT8_FORMATS", "MODELS", "MVM_KINDS",
     "OPS_PER_MAC", "PAPER_FORMATS", "POOL_GRADIENT_FRACTION", "RUN_METRICS_FILE", "SCENARIOS",
     "SCHEME_FORMATS", "SKIPPED", "TABLE_COLUMNS", "TOPS_CONVENTION", "WEIGHT_FORMAT",
     "EnergyPreset", "EnergyReport", "EpochRecord", "LayerSpec", "MeasuredMvm", "MvmRecord",
     "RunEnergy", "RunRecord", "TrainingFormats", "conv_event_counts", "energy_from_events",
-    "energy_preset_names", "energy_report", "gpu_energy", "layer_event_counts",
+    "energy_preset_names", "energy_report", "gpu_energy", "layer_event_counts", "mapped_formats",
     "layer_mvm_shape", "load_energy_preset", "load_run", "measured_density",
     "mvm_event_counts", "parse_vref", "parse_vref_per_kind", "plot_report", "plot_run",
     "run_energy", "save_energy_preset", "scenario_summary", "tops_per_watt", "vgg_lite_layers",

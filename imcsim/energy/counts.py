@@ -15,7 +15,7 @@ from imcsim.config import MacroConfig, VrefConfig, VrefMode
 from imcsim.energy.checks import check_density, check_pos_int
 from imcsim.energy.vref import MVM_KINDS
 from imcsim.events import EventCounts, tile_event_counts
-from imcsim.formats import BinaryFormat, Radix4Format
+from imcsim.formats import BinaryFormat, Radix4Format, mapped_format, mean_drive_level
 from imcsim.macro import MvmResult
 from imcsim.mapping import plan_tiles, select_full_scale, words32
 from imcsim.reshape import KERNEL, conv_output_size
@@ -59,6 +59,14 @@ INT8_FORMATS = TrainingFormats(BinaryFormat(8), BinaryFormat(8), BinaryFormat(8)
                                BinaryFormat(8))
 #: Formats by the scheme names of ``imcsim train --scheme``.
 SCHEME_FORMATS = {"radix4": PAPER_FORMATS, "int8": INT8_FORMATS}
+
+
+def mapped_formats(formats: TrainingFormats, input_mapping: str) -> TrainingFormats:
+    """A scheme's formats with its streamed operands under ``input_mapping`` (``imcsim train
+    --input-mapping``; ``imcsim.formats.mapped_format``)."""
+    return TrainingFormats(mapped_format(formats.activation, input_mapping), formats.weight,
+                           mapped_format(formats.gradient, input_mapping),
+                           formats.stored_activation)
 
 
 def _check_x_format(x_format) -> None:
@@ -170,14 +178,23 @@ def mvm_event_counts(inner: int, outputs: int, vectors: int, x_format: BinaryFor
             per_cycle = R
         else:
             d = check_density("density", density)
+            # a radix-4 element drives one cycle (whatever its exponents per cycle); a binary
+            # element every cycle (an upper bound for signed digits, whose zero digits mask)
             per_cycle = d * R / (P if isinstance(x_format, Radix4Format) else 1)
         active_sum = per_cycle * (vectors * P)
         high = _high_cycles_expected(per_cycle, vectors * P, vref)
 
+    dac_drives = dac_levels = None
+    if x_format.top_level > 1:
+        # multi-level rows (docs/hardware-model.md 4.8): every active row is a DAC drive, at
+        # the format's mean level (an assumption: exponents or digits equally likely)
+        dac_drives = np.asarray(active_sum, dtype=np.float64)
+        dac_levels = dac_drives * mean_drive_level(x_format)
     return tile_event_counts(plan, vectors=vectors, n_planes=P,
                              bits_per_element=x_format.bits_per_element,
                              adc_bits=config.adc_bits, active_sum=active_sum, high_cycles=high,
-                             reshape_words=reshape_words)
+                             reshape_words=reshape_words, dac_drives=dac_drives,
+                             dac_levels=dac_levels)
 
 
 def conv_event_counts(batch: int, height: int, width: int, in_channels: int, out_channels: int,

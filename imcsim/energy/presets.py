@@ -23,6 +23,15 @@ COSTED_EVENTS = {
     "cima_load_words": "cima_load_word_fj",
 }
 
+#: Events of multi-level row inputs (docs/hardware-model.md 4.8), which Table II does not
+#: measure, and the preset field holding each one's assumed energy (fJ; docs/energy.md 6).
+ASSUMED_EVENTS = {
+    "dac_row_drives": "row_dac_drive_fj",
+    "dac_level_sum": "row_dac_level_fj",
+}
+#: Every priced event: Table II's, then the assumed ones.
+PRICED_EVENTS = {**COSTED_EVENTS, **ASSUMED_EVENTS}
+
 ENERGY_PRESET_DIR = resources.files("imcsim.data").joinpath("energy")
 DEFAULT_ENERGY_PRESET = "table2-16nm"
 
@@ -40,6 +49,11 @@ class EnergyPreset(JsonRoundTrip):
         x array cycle), one ADC sample (conversion), one NMC output (per output and row tile),
         one 32-bit word into the input reshape buffer, one 32-bit word written into the CIMA.
         The Table II values do not depend on the ADC reference (Vref) mode.
+    row_dac_drive_fj, row_dac_level_fj : float
+        Assumed energy in femtojoules (>= 0) of a multi-level row DAC (Table II has none;
+        binary row drivers are inside ``bitcell_mult_fj``): per row driven at a non-zero
+        level in one array cycle, and per level unit of that drive, so a drive at level d
+        costs ``row_dac_drive_fj + d * row_dac_level_fj`` (docs/energy.md, section 6).
     gpu_tops_per_watt : float
         GPU baseline efficiency in tera-operations per joule (> 0), operations = 2 x MACs
         (0.116 for the NVIDIA T4 in FP32, Table IV).
@@ -55,6 +69,8 @@ class EnergyPreset(JsonRoundTrip):
     nmc_output_fj: float = 243.0
     reshape_word_fj: float = 14.9
     cima_load_word_fj: float = 7360.0
+    row_dac_drive_fj: float = 20.0
+    row_dac_level_fj: float = 5.0
     gpu_tops_per_watt: float = 0.116
     gpu_name: str = "NVIDIA T4 (FP32)"
     technology: str = "16 nm CMOS"
@@ -67,7 +83,7 @@ class EnergyPreset(JsonRoundTrip):
             check_str(name, getattr(self, name))
         if not self.name:
             raise ValueError("name: must not be empty")
-        for fname in COSTED_EVENTS.values():
+        for fname in PRICED_EVENTS.values():
             check_number(fname, getattr(self, fname))
         check_number("gpu_tops_per_watt", self.gpu_tops_per_watt, positive=True)
         check_number("voltage", self.voltage, positive=True)
@@ -76,10 +92,11 @@ class EnergyPreset(JsonRoundTrip):
         """Energy per event in joules, keyed by event name (all of ``EVENT_NAMES``).
 
         Events that Table II does not price (array_cycles, sar_steps, clipped and high-Vref
-        conversions) cost 0: the ADC energy is per sample, whatever its reference.
+        conversions) cost 0: the ADC energy is per sample, whatever its reference.  The
+        multi-level row DAC's events cost the preset's assumed energies (``ASSUMED_EVENTS``).
         """
         out = {name: 0.0 for name in EVENT_NAMES}
-        for event, fname in COSTED_EVENTS.items():
+        for event, fname in PRICED_EVENTS.items():
             out[event] = float(getattr(self, fname)) * FJ
         return out
 

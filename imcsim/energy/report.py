@@ -19,8 +19,9 @@ from imcsim.energy.counts import (
     SCHEME_FORMATS,
     TrainingFormats,
     layer_event_counts,
+    mapped_formats,
 )
-from imcsim.energy.presets import COSTED_EVENTS, EnergyPreset, resolve_energy_preset
+from imcsim.energy.presets import ASSUMED_EVENTS, COSTED_EVENTS, PRICED_EVENTS, EnergyPreset, resolve_energy_preset
 from imcsim.energy.vref import parse_vref_per_kind
 from imcsim.events import EVENT_NAMES, EventCounts
 from imcsim.formats import BinaryFormat
@@ -43,7 +44,8 @@ TOPS_CONVENTION = "TOPS/W = tera-operations per joule, operations = 2 x MACs (IM
 
 #: Count columns of a report row (besides the energies).
 TABLE_COLUMNS = ("macs", "bitcell_mults", "adc_conversions", "nmc_outputs", "reshape_words",
-                 "cima_load_words", "high_vref_conversions")
+                 "cima_load_words", "high_vref_conversions", "array_cycles", "dac_row_drives",
+                 "dac_level_sum")
 
 
 # ----------------------------------------------------------------------------------------
@@ -82,11 +84,13 @@ def energy_from_events(event_totals: dict | EventCounts | MvmResult,
     Returns
     -------
     dict of str to float
-        Joules per costed event (keys of ``COSTED_EVENTS``) and ``"total"`` (J).
+        Joules per costed event (keys of ``COSTED_EVENTS``), per assumed multi-level row-DAC
+        event (``ASSUMED_EVENTS``, 0 where the totals have none) and ``"total"`` (J).
     """
     totals = _event_totals(event_totals)
     per = resolve_energy_preset(preset).joules_per_event()
     out = {name: totals[name] * per[name] for name in COSTED_EVENTS}
+    out.update({name: totals.get(name, 0) * per[name] for name in ASSUMED_EVENTS})
     out["total"] = float(sum(out.values()))
     return out
 
@@ -160,6 +164,8 @@ class MeasuredMvm:
     density : float in [0, 1]
         Measured density of the streamed operand (the analytic model's ``density``: the
         fraction of non-zero radix-4 elements, or of active rows per plane for binary ones).
+    dac_row_drives, dac_level_sum : float
+        Multi-level row-DAC events per step (docs/hardware-model.md 4.8; 0 for one-hot rows).
     """
 
     calls: float
@@ -167,9 +173,12 @@ class MeasuredMvm:
     adc_conversions: float
     high_vref_conversions: float
     density: float
+    dac_row_drives: float = 0.0
+    dac_level_sum: float = 0.0
 
     def __post_init__(self):
-        for name in ("calls", "bitcell_mults", "adc_conversions", "high_vref_conversions"):
+        for name in ("calls", "bitcell_mults", "adc_conversions", "high_vref_conversions",
+                     "dac_row_drives", "dac_level_sum"):
             check_number(name, getattr(self, name))
         check_density("density", self.density)
 
@@ -296,7 +305,9 @@ def _row_events(layer, kind, batch, *, config, vref, density, formats, measured,
         tot = {k: v * calls for k, v in tot.items()}
         tot.update(bitcell_mults=measured.bitcell_mults,
                    adc_conversions=measured.adc_conversions,
-                   high_vref_conversions=measured.high_vref_conversions)
+                   high_vref_conversions=measured.high_vref_conversions,
+                   dac_row_drives=measured.dac_row_drives,
+                   dac_level_sum=measured.dac_level_sum)
     if rewrite is not None and kind != "update":        # forward, backward: stored weights
         tot["cima_load_words"] *= rewrite
     if charge_masked_rows:
@@ -316,7 +327,8 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
                   densities: dict | None = None, layers: Iterable[LayerSpec] | None = None,
                   scheme: str = "radix4",
                   measured: Mapping[tuple[str, str], MeasuredMvm] | None = None,
-                  weight_rewrite: Mapping[str, float] | None = None) -> EnergyReport:
+                  weight_rewrite: Mapping[str, float] | None = None,
+                  input_mapping: str = "one-hot") -> EnergyReport:
     """Energy of one training step of a model: IMC for the chosen MVMs, GPU elsewhere.
 
     Parameters
@@ -367,6 +379,11 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
         rewrites}, measured in a run (``cima_write_words``); the forward and backward MVMs of
         those layers write that fraction of their stored words per call instead of all of
         them (an update rule that rewrites only changed words; docs/energy.md, 5).
+    input_mapping : str
+        'one-hot' (binary rows, the paper's) or 'multi-level' (a 3-bit row DAC: radix-4
+        operands two exponents per cycle, binary ones as signed 3-bit digits;
+        ``imcsim.formats.mapped_format``); the DAC's drives cost the preset's assumed
+        energies (docs/energy.md, 6).
 
     Returns
     -------
@@ -392,7 +409,7 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
             raise TypeError(f"{name}: expected a bool")
     if scheme not in SCHEME_FORMATS:
         raise ValueError(f"scheme: must be one of {sorted(SCHEME_FORMATS)}, got {scheme!r}")
-    formats = SCHEME_FORMATS[scheme]
+    formats = mapped_formats(SCHEME_FORMATS[scheme], input_mapping)
     preset = resolve_energy_preset(preset)
     densities = {} if densities is None else dict(densities)
     measured = {} if measured is None else dict(measured)
@@ -419,7 +436,7 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
                 row.update({"device": SKIPPED, "vref": "-", "density": None, "source": "-",
                             "macs": 0, **dict.fromkeys(TABLE_COLUMNS[1:], 0.0),
                             "energy_j": 0.0, "imc_energy_j": 0.0, "gpu_energy_j": 0.0,
-                            **{f"e_{n}": 0.0 for n in COSTED_EVENTS}})
+                            **{f"e_{n}": 0.0 for n in PRICED_EVENTS}})
                 rows.append(row)
                 continue
             macs = layer.macs(batch)
@@ -430,7 +447,8 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
                                             measured=measured.get((layer.name, kind)),
                                             charge_masked_rows=charge_masked_rows,
                                             rewrite=weight_rewrite.get(layer.name))
-            e_split = {f"e_{name}": tot[name] * per_event[name] for name in COSTED_EVENTS}
+            e_split = {f"e_{name}": tot.get(name, 0) * per_event[name]
+                       for name in PRICED_EVENTS}
             imc_e = float(sum(e_split.values()))
             gpu_e = gpu_energy(macs, preset)
             on_imc = kind in kinds_on_imc and (first_last_on_imc or layer.name not in edge)
@@ -445,7 +463,7 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
             rows.append(row)
 
     totals = {"macs": sum(r["macs"] for r in rows)}
-    for col in TABLE_COLUMNS[1:] + tuple(f"e_{n}" for n in COSTED_EVENTS):
+    for col in TABLE_COLUMNS[1:] + tuple(f"e_{n}" for n in PRICED_EVENTS):
         totals[col] = float(sum(r[col] for r in rows))
     totals["energy_j"] = float(sum(r["energy_j"] for r in rows))
 
@@ -460,7 +478,7 @@ def energy_report(model: str = "vgg-lite", batch: int = 128, *,
         "preset": preset.to_dict(),
         "geometry": {"rows": config.rows, "columns": config.columns,
                      "adc_bits": config.adc_bits},
-        "scheme": scheme,
+        "scheme": scheme, "input_mapping": input_mapping,
         "formats": {"activations": formats.activation.spec(), "weights": formats.weight.spec(),
                     "gradients": formats.gradient.spec(),
                     "stored_activations": formats.stored_activation.spec()},

@@ -27,7 +27,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imcsim.config import MATCHED_VREF_SPEC, MacroConfig, load_preset
-from imcsim.energy.counts import MVM_KINDS, SCHEME_FORMATS, layer_event_counts, layer_mvm_shape
+from imcsim.energy.counts import (
+    MVM_KINDS,
+    SCHEME_FORMATS,
+    layer_event_counts,
+    layer_mvm_shape,
+    mapped_formats,
+)
 from imcsim.energy.presets import EnergyPreset
 from imcsim.energy.report import (
     DEFAULT_GRADIENT_DENSITY,
@@ -36,7 +42,7 @@ from imcsim.energy.report import (
     energy_report,
 )
 from imcsim.energy.vref import parse_vref_per_kind
-from imcsim.formats import Radix4Format
+from imcsim.formats import INPUT_MAPPINGS, Radix4Format
 from imcsim.workloads import LayerSpec
 
 #: The file of a run folder that holds the configuration and the per-epoch history.
@@ -54,6 +60,9 @@ EVENT_SOURCES = {
                      "charge_masked_rows: analytic, every row of every plane, x calls per step",
     "adc_conversions": "measured: the emulator's count / steps",
     "high_vref_conversions": "measured: the emulator's count / steps (priced at 0)",
+    "dac_row_drives": "measured: the emulator's count / steps (multi-level rows; 0 in runs "
+                      "recorded before the option existed, which had one-hot rows)",
+    "dac_level_sum": "measured: the emulator's count / steps (multi-level rows)",
     "nmc_outputs": "analytic per call x measured calls per step (independent of the data)",
     "reshape_words": "analytic per call x measured calls per step: the mapping's input "
                      "reshape buffer, with window reuse for convolutions (independent of the "
@@ -85,6 +94,8 @@ class MvmRecord:
         M (rows of the stored operand) and N (outputs) of the MVM.
     vectors_per_call : float
         Streamed vectors per call.
+    dac_row_drives, dac_level_sum : int
+        Multi-level row-DAC events in the epoch (0 when the record has none).
     """
 
     calls: int
@@ -96,6 +107,8 @@ class MvmRecord:
     inner: int
     outputs: int
     vectors_per_call: float
+    dac_row_drives: int = 0
+    dac_level_sum: int = 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +234,10 @@ def _check_config(w: _Where, config) -> dict:
         out[key] = w.field(config, key, "config")
     # optional (runs written before the option existed did not skip any cycle)
     out["skip_masked_cycles"] = config.get("skip_masked_cycles", False)
+    out["input_mapping"] = config.get("input_mapping", "one-hot")       # optional, likewise
+    if out["input_mapping"] not in INPUT_MAPPINGS:
+        raise w.error("config.input_mapping", f"expected one of {', '.join(INPUT_MAPPINGS)}, "
+                                              f"got {_kind(out['input_mapping'])}")
     if not isinstance(out["skip_masked_cycles"], bool):
         raise w.error("config.skip_masked_cycles",
                       f"expected a bool, got {_kind(out['skip_masked_cycles'])}")
@@ -253,6 +270,9 @@ def _check_entry(w: _Where, value, loc: str) -> MvmRecord:
     if any(r < 0 for r in rows):
         raise w.error(f"{loc}.active_rows_per_plane", "active rows must be >= 0")
     vectors = w.number(w.field(entry, "vectors_per_call", loc), f"{loc}.vectors_per_call")
+    for key in ("dac_row_drives", "dac_level_sum"):      # optional: multi-level rows only
+        if key in entry:
+            ints[key] = w.integer(entry[key], f"{loc}.{key}", minimum=0)
     if ints["high_vref_conversions"] > ints["adc_conversions"]:
         raise w.error(loc, f"high_vref_conversions {ints['high_vref_conversions']} exceed "
                            f"adc_conversions {ints['adc_conversions']}")
@@ -446,6 +466,8 @@ def _measured_mvm(w: _Where, loc: str, rec: MvmRecord, layer: LayerSpec, kind: s
     return MeasuredMvm(calls=rec.calls / steps, bitcell_mults=rec.bitcell_mults / steps,
                        adc_conversions=rec.adc_conversions / steps,
                        high_vref_conversions=rec.high_vref_conversions / steps,
+                       dac_row_drives=rec.dac_row_drives / steps,
+                       dac_level_sum=rec.dac_level_sum / steps,
                        density=min(density, 1.0))   # 1 + rounding of a mean: dense
 
 
@@ -554,13 +576,14 @@ def run_energy(run: RunRecord, layers: list[LayerSpec], *,
     # the run's controller option: skipped all-masked cycles make conversions data-dependent
     config = replace(config, skip_masked_cycles=run.config["skip_masked_cycles"])
     vref = _run_vref(w, run, config)
-    formats = SCHEME_FORMATS[run.scheme]
+    mapping = run.config["input_mapping"]
+    formats = mapped_formats(SCHEME_FORMATS[run.scheme], mapping)
     by_name = {la.name: la for la in layers}
     common = dict(layers=layers, imc=imc, vref=vref, gradient_density=gradient_density,
                   pool_sparsity=pool_sparsity, first_last_on_imc=first_last_on_imc,
                   charge_masked_rows=charge_masked_rows,
                   first_layer_backward=first_layer_backward, preset=preset, config=config,
-                  scheme=run.scheme)
+                  scheme=run.scheme, input_mapping=mapping)
     assumed = energy_report(run.model, run.batch, **common)
 
     # one forward weight load of each layer, in words: what a step rewrites at most

@@ -27,6 +27,7 @@ import h5py
 import numpy as np
 
 from imcsim.config import MacroConfig
+from imcsim.formats import parse_format
 from imcsim.verify.golden import (
     COLUMN_SIGNALS,
     OUTPUT_SIGNALS,
@@ -133,6 +134,7 @@ def _h5_is_trace(f) -> bool:
 #: /cycles datasets of an imcsim vectors file or trace and their dimensions (1: per cycle)
 _IMCSIM_DATASETS = {"tile_row": 1, "tile_col": 1, "vector": 1, "plane": 1, "n_columns": 1,
                     "output_index": 2, "code": 2, "active_rows": 1, "full_scale": 1,
+                    "level_sum": 1,
                     "column_count": 2, "column_value": 2, "sar_decision": 3,
                     "group_done": 1, "y_int": 2}
 _IMCSIM_REQUIRED = KEYS + ("n_columns", "output_index", "code")
@@ -196,7 +198,7 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
     def read(name):
         return as_int64(g[name][()], f"{source}: /cycles/{name}")
 
-    for name in ("active_rows", "full_scale"):
+    for name in ("active_rows", "full_scale", "level_sum"):
         if name in g:
             tab.add(name, read(name))
     for name in ("column_count", "code", "column_value"):
@@ -226,9 +228,12 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
             cols = np.clip(out_idx, 0, y_all.shape[1] - 1)
             y = np.where(out_ok, y_all[rows[:, None], cols], 0)
             tab.add("y_int", y, out_ok & done[:, None])
-    cnt_bits = config.rows.bit_length()               # counts 0..rows: $clog2(rows + 1)
-    tab.widths = {"active_rows": cnt_bits, "full_scale": cnt_bits,
-                  "column_count": cnt_bits, "code": config.adc_bits,
+    # counts 0..rows * D in level units (docs/hardware-model.md 4.8; D = 1: rows)
+    top_level = parse_format(str(f.attrs["x_format"])).top_level \
+        if "x_format" in f.attrs else 1
+    cnt_bits = (config.rows * top_level).bit_length()
+    tab.widths = {"active_rows": config.rows.bit_length(), "full_scale": cnt_bits,
+                  "level_sum": cnt_bits, "column_count": cnt_bits, "code": config.adc_bits,
                   "sar_decision": config.adc_bits, "column_value": 64,
                   "nmc_acc": config.nmc.acc_bits, "y_int": config.nmc.out_bits}
     tab.signed = {"column_value": True, "nmc_acc": True, "y_int": True}

@@ -33,7 +33,7 @@ from imcsim.macro import Macro, StoredWeights
 from imcsim.nmc import accumulator_fraction_bits, output_stage
 
 #: per-cycle scalar signals, per-column signals (C,), per-output signals (G,)
-SCALAR_SIGNALS = ("active_rows", "full_scale")
+SCALAR_SIGNALS = ("active_rows", "full_scale", "level_sum")
 COLUMN_SIGNALS = ("column_count", "code", "sar_decision", "column_value")
 OUTPUT_SIGNALS = ("nmc_acc", "y_int")
 SIGNALS = SCALAR_SIGNALS + COLUMN_SIGNALS + OUTPUT_SIGNALS
@@ -181,7 +181,9 @@ class GoldenModel:
         Keys: ``cycle`` (global index of this array cycle), ``tile_row``, ``tile_col``,
         ``vector`` (global), ``plane``, ``tile_cycle`` (b * P + p within the tile operation, the
         trace's ``cycle``), ``row_input`` uint8 (R,), ``row_mask`` bool (R,) (True = active),
-        ``active_rows``, ``full_scale``, ``scale_fx``, ``x_plane_weight``, ``clear`` (True
+        ``row_level`` uint8 (R,) each row's DAC level (the mask as 0/1 for binary rows),
+        ``active_rows`` (rows driven), ``level_sum`` (A, their levels' sum; docs/hardware-model.md
+        4.8), ``full_scale``, ``scale_fx``, ``x_plane_weight``, ``clear`` (True
         when the accumulators of this group and vector start from 0 in this cycle),
         ``column_count`` (C,), ``column_value`` (C,), ``sar_trial`` (C, Nb),
         ``sar_decision`` (C, Nb), ``code`` (C,), ``clipped``, ``output_index`` (G,),
@@ -207,6 +209,7 @@ class GoldenModel:
             "cycle": self.cycle, "tile_row": cyc.t, "tile_col": cyc.u, "vector": cyc.vector,
             "plane": cyc.plane, "tile_cycle": cyc.tile_cycle,
             "row_input": cyc.row_input.copy(), "row_mask": cyc.row_mask.copy(),
+            "row_level": cyc.row_level.copy(), "level_sum": cyc.level_sum,
             "active_rows": cyc.active_rows, "full_scale": cyc.full_scale,
             "scale_fx": cyc.scale_fx, "x_plane_weight": cyc.x_plane_weight,
             "clear": cyc.first_of_group,
@@ -300,7 +303,7 @@ def compare_cycle(rec: dict, actual: dict, *, tolerance: int = 0) -> list:
     """Mismatches between an expected ``step()`` record and what the device produced.
 
     actual : {signal: value}, signals of ``SIGNALS``: scalars for ``active_rows`` /
-    ``full_scale``, a sequence per column for ``column_count`` / ``code`` / ``sar_decision``
+    ``full_scale`` / ``level_sum`` (A, docs/hardware-model.md 4.8), a sequence per column for ``column_count`` / ``code`` / ``sar_decision``
     (packed, see ``pack_decisions``) / ``column_value``, per output of the group for
     ``nmc_acc`` (the accumulator after the cycle) and ``y_int`` (compared on ``group_done``
     cycles only).  ``tolerance`` k accepts codes within +/-k.

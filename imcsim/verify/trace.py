@@ -21,11 +21,14 @@ from imcsim.atomic import PARTIAL_SUFFIX, AtomicOutputs
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
 from imcsim.verify.vcd import write_trace_vcd
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+#: datasets added by schema 1.1 (multi-level rows); a 1.0 trace has binary rows without them
+DATASETS_SINCE_1_1 = ("row_level", "level_sum")
 _FLUSH_EVERY = 256
 #: datasets of /cycles and their number of dimensions (shapes: ``cycle_dataset_spec``)
 CYCLE_DATASETS = {"tile_row": 1, "tile_col": 1, "vector": 1, "plane": 1, "cycle": 1,
-                  "row_input": 2, "row_mask": 2, "active_rows": 1, "full_scale": 1,
+                  "row_input": 2, "row_mask": 2, "row_level": 2, "active_rows": 1,
+                  "level_sum": 1, "full_scale": 1,
                   "n_columns": 1, "column_count": 2, "column_value": 2, "sar_trial": 3,
                   "sar_decision": 3, "code": 2, "nmc_acc": 3, "output_index": 2}
 
@@ -271,6 +274,7 @@ class TraceWriter:
         f.attrs["n_planes"] = prep.n_planes
         f.attrs["analog_frac_bits"] = ANALOG_FRAC_BITS
         f.attrs["volts_per_row"] = c.volts_per_row
+        f.attrs["top_level"] = prep.x_format.top_level     # column values in level units
         f.attrs["out_frac_bits"] = c.nmc.out_frac_bits
         g = f.create_group("cycles")
         packed = -(-self.rows // 8)
@@ -313,6 +317,8 @@ class TraceWriter:
                     bits = np.zeros(self.rows, dtype=np.uint8)
                     bits[: len(rec[name])] = rec[name]
                     data[i] = np.packbits(bits, bitorder="little")
+                elif name == "row_level":
+                    data[i, : len(rec[name])] = rec[name]
                 elif name == "tile_row":
                     data[i] = rec["t"]
                 elif name == "tile_col":
@@ -386,7 +392,8 @@ def cycle_dataset_spec(packed: int, cols: int, adc_bits: int, outputs: int,
         "tile_row": ((), np.int32), "tile_col": ((), np.int32), "vector": ((), np.int64),
         "plane": ((), np.int32), "cycle": ((), np.int64),
         "row_input": ((packed,), np.uint8), "row_mask": ((packed,), np.uint8),
-        "active_rows": ((), np.int32), "full_scale": ((), np.int32),
+        "row_level": ((packed * 8,), np.uint8),
+        "active_rows": ((), np.int32), "level_sum": ((), np.int32), "full_scale": ((), np.int32),
         "n_columns": ((), np.int32),
         "column_count": ((cols,), np.int32), "column_value": ((cols,), np.int64),
         "sar_trial": ((cols, adc_bits), np.uint16),
@@ -454,8 +461,11 @@ def validate_trace(f: h5py.File, path) -> None:
     if not isinstance(g, h5py.Group):
         raise ValueError(f"{path}: /cycles is not a group")
     shapes = {}
+    old_schema = str(attr("schema_version", "str")) == "1.0"
     for name in CYCLE_DATASETS:
         ds = g.get(name)
+        if ds is None and old_schema and name in DATASETS_SINCE_1_1:
+            continue                               # binary rows: level = mask, A = active
         if not isinstance(ds, h5py.Dataset):
             raise ValueError(f"{path}: dataset /cycles/{name} is missing")
         if ds.dtype.kind not in "iu" or ds.ndim != CYCLE_DATASETS[name]:
@@ -470,7 +480,7 @@ def validate_trace(f: h5py.File, path) -> None:
     outs, kw = shapes["nmc_acc"][1:]
     expect = cycle_dataset_spec(packed, cols, nb, outs, kw)
     for name, (shape, _) in expect.items():
-        if shapes[name] != (n,) + shape:
+        if name in shapes and shapes[name] != (n,) + shape:
             raise ValueError(f"{path}: dataset /cycles/{name} has shape {shapes[name]}, "
                              f"expected {(n,) + shape}")
     if packed * 8 < rows:
@@ -543,6 +553,11 @@ class TraceFile:
         rows = int(min(self.attrs["shape_bmn"][1], json.loads(self.attrs["config_json"])["rows"]))
         for name in ("row_input", "row_mask"):
             rec[name] = np.unpackbits(rec[name], bitorder="little")[:rows]
+        if "row_level" in rec:
+            rec["row_level"] = rec["row_level"][:rows]
+        else:                                       # a schema-1.0 trace: binary rows
+            rec["row_level"] = rec["row_mask"].copy()
+            rec["level_sum"] = rec["active_rows"]
         n = int(rec["n_columns"])
         for name in ("column_count", "column_value", "sar_trial", "sar_decision", "code"):
             rec[name] = rec[name][:n]
@@ -572,19 +587,25 @@ class TraceFile:
         """One cycle in readable form: inputs, column values, SAR steps, NMC steps."""
         rec = self.cycle(i)
         frac = int(self.attrs["analog_frac_bits"])
-        vpr = float(self.attrs["volts_per_row"])
+        top_level = int(self.attrs.get("top_level", 1))
+        unit = "rows" if top_level == 1 else "level units"
+        vpr = float(self.attrs["volts_per_row"]) / top_level     # volts of one unit
         bits = "".join(str(int(v)) for v in rec["row_input"][:64])
         mask = "".join(str(int(v)) for v in rec["row_mask"][:64])
         out = [f"cycle #{i}: tile ({rec['tile_row']}, {rec['tile_col']}), vector {rec['vector']}, "
                f"plane {rec['plane']}, serial cycle {rec['cycle']}",
-               f"  row inputs [0:64): {bits}", f"  row mask   [0:64): {mask}",
-               f"  active rows {rec['active_rows']}, full scale F = {rec['full_scale']} rows "
-               f"(Vref,p = {rec['full_scale'] * vpr:.4f} V)"]
+               f"  row inputs [0:64): {bits}", f"  row mask   [0:64): {mask}"]
+        if top_level > 1:
+            levels = "".join(f"{int(v):x}" for v in rec["row_level"][:64])
+            out.append(f"  row levels [0:64): {levels} (hex; top level {top_level})")
+        out.append(f"  active rows {rec['active_rows']}, level sum A = {rec['level_sum']}, "
+                   f"full scale F = {rec['full_scale']} {unit} "
+                   f"(Vref,p = {rec['full_scale'] * vpr:.4f} V)")
         for c in range(min(max_columns, len(rec["code"]))):
             v = rec["column_value"][c] / (1 << frac)
             steps = " ".join(f"{int(tr):3d}{'+' if d else '-'}"
                              for tr, d in zip(rec["sar_trial"][c], rec["sar_decision"][c]))
-            out.append(f"  col {c:3d}: count {rec['column_count'][c]:4d}  v = {v:9.3f} rows "
+            out.append(f"  col {c:3d}: count {rec['column_count'][c]:4d}  v = {v:9.3f} {unit} "
                        f"({v * vpr * 1e3:7.3f} mV)  SAR {steps}  -> code {rec['code'][c]}")
         if len(rec["code"]) > max_columns:
             out.append(f"  ... {len(rec['code']) - max_columns} more columns")

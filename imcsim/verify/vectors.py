@@ -79,7 +79,10 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
     radix4 = xf.kind == "radix4"
     vref = golden.vref if golden.vref is not None else c.vref
     L = c.top_code
-    top_e = xf.n_planes - 1 if radix4 else None
+    top_e = xf.exponent_planes - 1 if radix4 else None
+    # multi-level rows (docs/hardware-model.md 4.8): a cycle's A and counts are level sums,
+    # so the active-row and code-boundary constructions below (binary rows) do not apply
+    binary_rows = xf.top_level == 1 and not xf.multi_level
     out = []
 
     def radix4_value(plane, sign):
@@ -91,7 +94,8 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
 
     # 1. every row masked: radix-4 zero is masked in every plane; binary zero only with
     #    mask_zero_inputs (otherwise it is the all-(-1)/all-(+1) pattern of the encoding).
-    out.append(("all_masked" if radix4 or c.mask_zero_inputs else "zero", np.zeros(M)))
+    out.append(("all_masked" if radix4 or c.mask_zero_inputs or xf.multi_level else "zero",
+                np.zeros(M)))
     # 2. every row active
     if radix4:
         x = np.array([radix4_value(top_e, s) for s in rng.choice([-1, 1], M)])
@@ -99,7 +103,7 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
         x = nonzero_binary(M).astype(np.float64)
     out.append(("all_active", x))
     # 3. exactly A active rows for the thresholds of the ADC and the Vref modes
-    if radix4 or c.mask_zero_inputs:
+    if binary_rows and (radix4 or c.mask_zero_inputs):
         counts = {L: "active_L", L + 1: "active_L_plus_1"}
         if vref.mode.value == "dual":
             counts.setdefault(vref.dual_low, "active_dual_low")
@@ -115,10 +119,33 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
             else:
                 x[rows] = nonzero_binary(a)
             out.append((f"{label}={a}", x))
+    # 3b. multi-level rows: every row at the DAC's top level of cycle 0, and cycle 0's level
+    #     sum A exactly L and L + 1 (the variable Vref's threshold), from top-level and
+    #     level-1 rows
+    if not binary_rows:
+        D = xf.top_level
+        if radix4:
+            top_value = 4.0 ** (xf.per_cycle - 1) / xf.denominator    # exponent E-1: level D
+            unit_value = 1.0 / xf.denominator                          # exponent 0: level 1
+        else:
+            top_value = float(min(D, xf.max_value))
+            unit_value = 1.0
+        signs = rng.choice([-1, 1], M)
+        out.append(("all_top_level", signs * top_value))
+        for a, label in ((L, "level_sum_L"), (L + 1, "level_sum_L_plus_1")):
+            n_top, rest = divmod(a, int(round(top_value / unit_value)) if radix4 else
+                                 int(top_value))
+            if n_top + rest > R:
+                continue
+            rows = rng.permutation(R)[:n_top + rest]
+            x = np.zeros(M)
+            x[rows[:n_top]] = top_value
+            x[rows[n_top:]] = unit_value
+            out.append((f"{label}={a}", x * rng.choice([-1, 1], M)))
     # 4. column counts on code boundaries (and one below), targeted at one column and plane
     wcols = golden.stored_columns(0, 0)             # (R, C)
     n_cols = wcols.shape[1]
-    for i in range(n_boundary):
+    for i in range(n_boundary if binary_rows else 0):
         col = int(rng.integers(0, n_cols))
         plane = int(rng.integers(0, xf.n_planes))
         a = R                                      # active rows of tile 0 in this plane
@@ -284,6 +311,8 @@ def cycle_table(golden: GoldenModel, records: list[dict[str, Any]]) -> dict[str,
             "n_columns", "clipped")}
     tab["row_input"] = np.zeros((n, R), dtype=np.uint8)
     tab["row_mask"] = np.zeros((n, R), dtype=np.uint8)
+    tab["row_level"] = np.zeros((n, R), dtype=np.uint8)
+    tab["level_sum"] = np.zeros(n, dtype=np.int64)
     for name in ("column_count", "column_value", "code", "sar_decision_packed"):
         tab[name] = np.zeros((n, C), dtype=np.int64)
     tab["sar_trial"] = np.zeros((n, C, Nb), dtype=np.int64)
@@ -301,6 +330,8 @@ def cycle_table(golden: GoldenModel, records: list[dict[str, Any]]) -> dict[str,
         tab["n_columns"][i] = cols
         tab["row_input"][i, :rows] = r["row_input"]
         tab["row_mask"][i, :rows] = r["row_mask"]
+        tab["row_level"][i, :rows] = r["row_level"]
+        tab["level_sum"][i] = int(r["level_sum"])
         tab["column_count"][i, :cols] = r["column_count"]
         tab["column_value"][i, :cols] = r["column_value"]
         tab["code"][i, :cols] = r["code"]
@@ -327,8 +358,9 @@ def hex_layout(golden: GoldenModel, tab: dict[str, np.ndarray]) -> list[tuple]:
     C = tab["code"].shape[1]
     G = tab["nmc_acc"].shape[1]
     Nb = c.adc_bits
-    cnt_bits = c.rows.bit_length()                   # counts 0..rows: $clog2(rows + 1)
-    fs_bits = max(1, c.rows.bit_length())
+    top_level = golden.x_format.top_level            # level units (hardware-model.md 4.8)
+    cnt_bits = (c.rows * top_level).bit_length()     # counts 0..rows*D: $clog2(rows*D + 1)
+    fs_bits = max(1, (c.rows * top_level).bit_length())
     scale_bits = max(1, int(tab["scale_fx"].max(initial=1)).bit_length())
     pw_bits = max(1, int(golden.x_plane_weights.max()).bit_length() - 1).bit_length()
     x_shift = np.array([int(w).bit_length() - 1 for w in tab["x_plane_weight"]])
@@ -362,17 +394,29 @@ def hex_layout(golden: GoldenModel, tab: dict[str, np.ndarray]) -> list[tuple]:
     files.append(("row_mask.hex", "stimulus", [(
         _field("row_mask", 0, 1, "row r active (1) or masked (0) at bit r", count=R),
         tab["row_mask"])]))
+    if top_level > 1:
+        files.append(("row_level.hex", "stimulus", [(
+            _field("row_level", 0, c.input_bits, "row r's DAC level d at bits "
+                   "[r*width, (r+1)*width), width = the config's input_bits (0 = masked; "
+                   "docs/hardware-model.md 4.8)", count=R), tab["row_level"])]))
+        files.append(("level_sum.hex", "expected", [(
+            _field("level_sum", 0, cnt_bits, "A: the sum of the row levels (the cycle's "
+                   "reach, in level units; the NMC subtracts it)"), tab["level_sum"])]))
     files.append(("active_rows.hex", "expected", [(
-        _field("active_rows", 0, cnt_bits, "A: number of active rows"), tab["active_rows"])]))
+        _field("active_rows", 0, c.rows.bit_length(), "number of active rows (A for binary "
+               "rows; with multi-level rows the rows driven at a non-zero level, A is "
+               "level_sum.hex)"), tab["active_rows"])]))
     files.append(("full_scale.hex", "expected", [(
-        _field("full_scale", 0, fs_bits, "F: ADC full scale of the cycle in rows "
-               "(Vref,p = F * vdd / rows)"), tab["full_scale"])]))
+        _field("full_scale", 0, fs_bits, "F: ADC full scale of the cycle in rows, or level "
+               "units with multi-level rows (Vref,p = F * vdd / (rows * D))"),
+        tab["full_scale"])]))
     files.append(("scale_fx.hex", "expected", [(
         _field("scale_fx", 0, scale_bits, f"NMC scale ((F << (S+1)) + L) // (2L), "
                f"S = {c.nmc.scale_frac_bits}"), tab["scale_fx"])]))
     files.append(("column_count.hex", "expected", [(
-        _field("column_count", 0, cnt_bits, "column c: active cells with XNOR = 1, element "
-               "c at bits [c*width, (c+1)*width)", count=C), tab["column_count"])]))
+        _field("column_count", 0, cnt_bits, "column c: active cells with XNOR = 1 (weighted "
+               "by their row levels with multi-level rows), element c at bits "
+               "[c*width, (c+1)*width)", count=C), tab["column_count"])]))
     files.append(("column_value.hex", "expected", [(
         _field("column_value", 0, cv_bits, "column c: charge-shared sampled value in rows * "
                "2**-20 (ideal: count << 20)", count=C, signed=True), tab["column_value"])]))

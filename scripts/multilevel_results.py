@@ -1,0 +1,156 @@
+"""Write the multi-level results block of docs/training.md (issue 13, part 1).
+
+Two parts:
+- accuracy: the sweep scripts/multilevel_results.sweep.json (small CNN on digits, all three
+  MVMs on IMC, variable Vref, one-hot against multi-level rows, ideal and paper-nonideal
+  macros x 3 seeds), with the array cycles and conversions per training step that the runs
+  measured;
+- VGG-lite at batch 128 (the paper's network and batch): cycles, conversions, DAC events
+  and IMC energy per training step from the analytic energy model, one-hot against
+  multi-level, and the DAC energy per drive at which multi-level would stop saving energy.
+Run:
+  NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_results.sweep.json --workers 2
+  python scripts/multilevel_results.py [--out runs/multilevel] [--doc docs/training.md]
+         [--plot docs/multilevel-accuracy.png]
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from imcsim.atomic import write_text_atomic
+from imcsim.energy import energy_report, load_energy_preset
+from imcsim.sweep import read_table
+
+SPEC = "scripts/multilevel_results.sweep.json"
+BEGIN = "<!-- multilevel results: begin (scripts/multilevel_results.py writes this block) -->"
+END = "<!-- multilevel results: end -->"
+CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal")
+
+
+def run_history(folder: Path) -> list:
+    return json.loads((folder / "metrics.json").read_text())["history"]
+
+
+def step_counts(history: list) -> dict:
+    """Array cycles and conversions per training step of a run's last epoch (all layers and
+    MVM kinds on IMC), and the DAC events where the run recorded them."""
+    last = history[-1]
+    steps = last["steps"]
+    out = dict.fromkeys(("array_cycles", "adc_conversions", "dac_row_drives",
+                         "dac_level_sum"), 0.0)
+    for kinds in last["mvm_stats"].values():
+        for rec in kinds.values():
+            for key in out:
+                out[key] += rec.get(key, 0) / steps
+    return out
+
+
+def accuracy_table(out: Path) -> tuple[list, dict]:
+    rows, by_cfg = read_table(out)["runs"], {}
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        cfg = r["config"]
+        by_cfg.setdefault(cfg, []).append(r)
+    lines = ["| config | test accuracy (mean ± std, seeds) | array cycles / step | "
+             "ADC conversions / step |", "|---|---|---|---|"]
+    curves = {}
+    for cfg in CONFIG_ORDER:
+        runs = by_cfg.get(cfg, [])
+        if not runs:
+            lines.append(f"| {cfg} | not run | | |")
+            continue
+        acc = np.array([100.0 * float(r["result"]["test_acc"]) for r in runs])
+        histories = [run_history(out / r["name"]) for r in runs]
+        counts = [step_counts(h) for h in histories]
+        curves[cfg] = np.array([[100.0 * h["test_acc"] for h in hist] for hist in histories])
+        label = runs[0].get("label", cfg)
+        lines.append(f"| {label} | {acc.mean():.2f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.2f} "
+                     f"% ({len(acc)}) | {np.mean([c['array_cycles'] for c in counts]):,.0f} | "
+                     f"{np.mean([c['adc_conversions'] for c in counts]):,.0f} |")
+    return lines, curves
+
+
+def vgg_table(preset) -> list:
+    reports = {m: energy_report("vgg-lite", 128, input_mapping=m, preset=preset)
+               for m in ("one-hot", "multi-level")}
+    lines = ["| per training step (VGG-lite, batch 128, analytic) | one-hot rows | multi-level "
+             "rows | ratio |", "|---|---|---|---|"]
+
+    def imc(rep, key):
+        return sum(r[key] for r in rep.rows if r["device"] == "imc")
+
+    for key, label, scale, unit in (
+            ("array_cycles", "array cycles", 1e6, "M"),
+            ("adc_conversions", "ADC conversions", 1e9, "G"),
+            ("dac_row_drives", "row-DAC drives", 1e9, "G"),
+            ("e_adc_conversions", "ADC energy", 1e-3, "mJ"),
+            ("e_dac_row_drives", "row-DAC energy (assumed, drive part)", 1e-3, "mJ"),
+            ("e_dac_level_sum", "row-DAC energy (assumed, level part)", 1e-3, "mJ"),
+            ("imc_energy_j", "IMC energy", 1e-3, "mJ")):
+        a, b = imc(reports["one-hot"], key), imc(reports["multi-level"], key)
+        ratio = f"{b / a:.3f}" if a else "-"
+        lines.append(f"| {label} | {a / scale:.4g} {unit} | {b / scale:.4g} {unit} | {ratio} |")
+    # the DAC energy per drive at which multi-level saves nothing (level part included at
+    # the preset's ratio of level to drive energy)
+    saved = imc(reports["one-hot"], "imc_energy_j") - (
+        imc(reports["multi-level"], "imc_energy_j")
+        - imc(reports["multi-level"], "e_dac_row_drives")
+        - imc(reports["multi-level"], "e_dac_level_sum"))
+    drives = imc(reports["multi-level"], "dac_row_drives")
+    levels = imc(reports["multi-level"], "dac_level_sum")
+    per_level = preset.row_dac_level_fj / preset.row_dac_drive_fj if preset.row_dac_drive_fj else 0
+    breakeven = saved / (drives + per_level * levels) / 1e-15
+    lines.append("")
+    lines.append(f"Break-even: multi-level saves IMC energy while a drive at the mean level costs "
+                 f"less than {breakeven * (1 + per_level * levels / drives):.0f} fJ "
+                 f"(drive part {breakeven:.0f} fJ at the preset's level/drive ratio "
+                 f"{per_level:g}); the preset assumes {preset.row_dac_drive_fj:g} fJ + "
+                 f"{preset.row_dac_level_fj:g} fJ per level.")
+    return lines
+
+
+def plot_curves(curves: dict, path: Path) -> None:
+    from imcsim.plotting import pyplot, save_figure
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cfg, acc in curves.items():
+        epochs = np.arange(1, acc.shape[1] + 1)
+        ax.errorbar(epochs, acc.mean(axis=0), yerr=acc.std(axis=0), label=cfg, capsize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy [%]")
+    ax.set_title("small CNN on digits, all MVMs on IMC: one-hot vs multi-level rows")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=json.loads(Path(SPEC).read_text())["out"])
+    ap.add_argument("--doc", default="docs/training.md")
+    ap.add_argument("--plot", default="docs/multilevel-accuracy.png")
+    args = ap.parse_args()
+    acc_lines, curves = accuracy_table(Path(args.out))
+    preset = load_energy_preset()
+    block = [BEGIN, "",
+             "**Accuracy on digits** (small CNN, 8 epochs, all three MVMs on IMC, variable "
+             "Vref; `imcsim sweep scripts/multilevel_results.sweep.json`, then "
+             "`python scripts/multilevel_results.py`):", "", *acc_lines, "",
+             "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
+             "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
+             "energies are the preset's assumptions, docs/energy.md 6):", "",
+             *vgg_table(preset), "", END]
+    doc = Path(args.doc).read_text()
+    head, rest = doc.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    write_text_atomic(Path(args.doc), head + "\n".join(block) + tail)
+    if curves and args.plot:
+        plot_curves(curves, Path(args.plot))
+    print("\n".join(block))
+
+
+if __name__ == "__main__":
+    main()
