@@ -109,15 +109,22 @@ def pack_inputs(values, lut_offset, pattern_lut, gate_lut, all_active, tile_rows
                 cuda.atomic.add(driven, (t, b, cycle), np.int64(hw.popcount64(union)))
 
 
+@cuda.jit(device=True)
+def _cycle_of_thread(n_tiles, n_vectors, n_cycles):
+    """(t, b, p) of this thread of a (T * B, P) grid, or (-1, -1, -1) past its end."""
+    tb, p = cuda.grid(2)
+    if tb >= n_tiles * n_vectors or p >= n_cycles:
+        return -1, -1, -1
+    t = tb // n_vectors
+    return t, tb - t * n_vectors, p
+
+
 @cuda.jit
 def level_sums(sub_active, level_bits, level_sum):
     """A of every (tile, vector, cycle): its level bits' active rows weighted 2**k."""
-    tb, p = cuda.grid(2)
-    n_vectors = sub_active.shape[1]
-    if tb >= sub_active.shape[0] * n_vectors or p >= level_sum.shape[2]:
+    t, b, p = _cycle_of_thread(level_sum.shape[0], level_sum.shape[1], level_sum.shape[2])
+    if t < 0:
         return
-    t = tb // n_vectors
-    b = tb - t * n_vectors
     total = np.int64(0)
     for k in range(level_bits):
         total += hw.level_weighted(sub_active[t, b, p * level_bits + k], k, False)
@@ -158,12 +165,9 @@ def pack_stored(values, transposed, lut_offset, pattern_lut, tile_rows, wbits):
 def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, top_code,
                     scale_frac_bits, half_up, full_scale, scale, threshold_shift):
     """Vref choice, NMC scale and ADC threshold of every (tile, vector, plane) cycle."""
-    tb, p = cuda.grid(2)
-    n_vectors = active.shape[1]
-    if tb >= active.shape[0] * n_vectors or p >= active.shape[2]:
+    t, b, p = _cycle_of_thread(active.shape[0], active.shape[1], active.shape[2])
+    if t < 0:
         return
-    t = tb // n_vectors
-    b = tb - t * n_vectors
     fs = hw.cycle_full_scale(active[t, b, p], vref_mode, fixed_full_scale, dual_low, dual_high,
                              top_code)
     full_scale[t, b, p] = fs

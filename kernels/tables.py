@@ -21,23 +21,30 @@ def cell_capacitor_table(chip_seed, rows, columns, sigma_cell_fx):
 
 
 @njit(cache=True)
+def _binary_weighted_units(prefix, items, bits, unit, sigma_fx):
+    """int64 (items, bits): element k of item i is 2**k unit elements of nominal size
+    ``unit``, unit j with its own mismatch keyed (prefix, i, k, j), so the relative error of
+    larger elements shrinks as 1/sqrt(2**k), as in silicon."""
+    weights = np.empty((items, bits), dtype=np.int64)
+    for i in range(items):
+        hi = hw.mix(prefix, i)
+        for k in range(bits):
+            hk = hw.mix(hi, k)
+            total = np.int64(0)
+            for j in range(1 << k):
+                total += hw.mismatched_capacitor(unit, sigma_fx, hw.mix(hk, j))
+            weights[i, k] = total
+    return weights
+
+
+@njit(cache=True)
 def cdac_weight_table(chip_seed, columns, adc_bits, sigma_cdac_fx):
     """Binary-weighted CDAC capacitors per column, int64 (columns, adc_bits), CDAC_UNIT units.
 
-    Capacitor k is built from 2**k unit capacitors, each with its own mismatch, so the
-    relative error of larger capacitors shrinks as 1/sqrt(2**k), as in silicon.
+    Capacitor k is built from 2**k unit capacitors, each with its own mismatch.
     """
-    weights = np.empty((columns, adc_bits), dtype=np.int64)
-    prefix = hw.seed_hash(chip_seed, hw.STREAM_CDAC)
-    for c in range(columns):
-        hc = hw.mix(prefix, c)
-        for k in range(adc_bits):
-            hk = hw.mix(hc, k)
-            total = np.int64(0)
-            for i in range(1 << k):
-                total += hw.mismatched_capacitor(hw.CDAC_UNIT, sigma_cdac_fx, hw.mix(hk, i))
-            weights[c, k] = total
-    return weights
+    return _binary_weighted_units(hw.seed_hash(chip_seed, hw.STREAM_CDAC), columns, adc_bits,
+                                  hw.CDAC_UNIT, sigma_cdac_fx)
 
 
 @njit(cache=True)
@@ -56,17 +63,8 @@ def row_dac_gain_table(chip_seed, rows, level_bits, sigma_dac_fx):
 
     Bit k is 2**k unit sources, each with its own mismatch (docs/hardware-model.md 4.8).
     """
-    gains = np.empty((rows, level_bits), dtype=np.int64)
-    prefix = hw.seed_hash(chip_seed, hw.STREAM_ROW_DAC)
-    for r in range(rows):
-        hr = hw.mix(prefix, r)
-        for k in range(level_bits):
-            hk = hw.mix(hr, k)
-            total = np.int64(0)
-            for i in range(1 << k):
-                total += hw.mismatched_capacitor(hw.DAC_UNIT, sigma_dac_fx, hw.mix(hk, i))
-            gains[r, k] = total
-    return gains
+    return _binary_weighted_units(hw.seed_hash(chip_seed, hw.STREAM_ROW_DAC), rows,
+                                  level_bits, hw.DAC_UNIT, sigma_dac_fx)
 
 
 @njit(cache=True)
