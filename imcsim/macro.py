@@ -20,6 +20,7 @@ from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
 from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, plane_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
+from imcsim.kernels.cycle import level_sums
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, DAC_UNIT
 from imcsim.kernels.pack import pack_input_planes
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
@@ -155,8 +156,8 @@ class PreparedMvm:
         if S == 1:
             active_rows = level_sum = sub_active
         else:
-            # A = sum of the level bits' active rows, weighted 2**k (hardware-model.md 4.8)
-            level_sum = (sub_active.reshape(B, P, S) << np.arange(S, dtype=np.int64)).sum(axis=2)
+            level_sum = np.empty((B, P), dtype=np.int64)        # A (hardware-model.md 4.8)
+            level_sums(sub_active, S, level_sum)
             active_rows = (self.row_levels(t) > 0).sum(axis=2, dtype=np.int64)
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)

@@ -26,6 +26,18 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 
 
 @njit(cache=True)
+def level_sums(sub_active, level_bits, level_sum):
+    """A of every cycle (docs/hardware-model.md 4.8): its level bits' active rows weighted
+    by ``hw.level_weighted``.  sub_active : int64 (n, P * S); level_sum : int64 (n, P)."""
+    for i in range(level_sum.shape[0]):
+        for p in range(level_sum.shape[1]):
+            total = np.int64(0)
+            for k in range(level_bits):
+                total += hw.level_weighted(sub_active[i, p * level_bits + k], k, False)
+            level_sum[i, p] = total
+
+
+@njit(cache=True)
 def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_cap, cdac,
                 cdac_total, cmp_offset, rows, full_scale, threshold_shift, sigma_sample_fx,
                 sigma_cmp_fx, sample_key, noise_key, per_column, dual_low, dual_high, half_up,

@@ -73,11 +73,35 @@ def accuracy_table(out: Path) -> tuple[list, dict]:
     return lines, curves
 
 
-def vgg_table(preset) -> list:
-    reports = {m: energy_report("vgg-lite", 128, input_mapping=m, preset=preset)
-               for m in ("one-hot", "multi-level")}
-    lines = ["| per training step (VGG-lite, batch 128, analytic) | one-hot rows | multi-level "
-             "rows | ratio |", "|---|---|---|---|"]
+VGG_RUNS = Path("runs/multilevel-vgg")
+#: the measured VGG-lite steps (2 training steps at batch 128 on digits32, all MVMs on IMC):
+#:   imcsim train --model vgg-lite --data digits32 --imc all --epochs 1 --max-steps 2 \
+#:       --batch 128 --input-mapping MAPPING --out runs/multilevel-vgg/MAPPING
+VGG_COMMAND = ("imcsim train --model vgg-lite --data digits32 --imc all --epochs 1 "
+               "--max-steps 2 --batch 128 --input-mapping MAPPING --out "
+               "runs/multilevel-vgg/MAPPING")
+
+
+def vgg_reports(preset) -> dict:
+    """{(source, mapping): EnergyReport} of VGG-lite: analytic, and measured where the runs
+    of VGG_COMMAND exist."""
+    from imcsim.cli.energy import training_layers
+    from imcsim.energy import load_run, run_energy
+    out = {}
+    for m in ("one-hot", "multi-level"):
+        out[("analytic", m)] = energy_report("vgg-lite", 128, input_mapping=m, preset=preset)
+        folder = VGG_RUNS / m
+        if (folder / "metrics.json").is_file():
+            run = load_run(folder)
+            out[("measured", m)] = run_energy(run, training_layers("vgg-lite", "digits32"),
+                                              preset=preset).epochs[-1].measured
+    return out
+
+
+def vgg_table(preset, reports, source) -> list:
+    reports = {m: reports[(source, m)] for m in ("one-hot", "multi-level")}
+    lines = [f"| per training step (VGG-lite, batch 128, {source}) | one-hot rows | "
+             "multi-level rows | ratio |", "|---|---|---|---|"]
 
     def imc(rep, key):
         return sum(r[key] for r in rep.rows if r["device"] == "imc")
@@ -87,6 +111,7 @@ def vgg_table(preset) -> list:
             ("adc_conversions", "ADC conversions", 1e9, "G"),
             ("dac_row_drives", "row-DAC drives", 1e9, "G"),
             ("e_adc_conversions", "ADC energy", 1e-3, "mJ"),
+            ("e_bitcell_mults", "bit-cell energy", 1e-3, "mJ"),
             ("e_dac_row_drives", "row-DAC energy (assumed, drive part)", 1e-3, "mJ"),
             ("e_dac_level_sum", "row-DAC energy (assumed, level part)", 1e-3, "mJ"),
             ("imc_energy_j", "IMC energy", 1e-3, "mJ")):
@@ -135,6 +160,13 @@ def main():
     args = ap.parse_args()
     acc_lines, curves = accuracy_table(Path(args.out))
     preset = load_energy_preset()
+    reports = vgg_reports(preset)
+    measured = []
+    if ("measured", "multi-level") in reports and ("measured", "one-hot") in reports:
+        measured = ["", "**Measured on two VGG-lite training steps** (batch 128, digits32, all "
+                    f"MVMs on IMC; `{VGG_COMMAND}`, then `imcsim energy --from-run`; the "
+                    "first steps of training, whose activations after ReLU are sparse):", "",
+                    *vgg_table(preset, reports, "measured")]
     block = [BEGIN, "",
              "**Accuracy on digits** (small CNN, 8 epochs, all three MVMs on IMC, variable "
              "Vref; `imcsim sweep scripts/multilevel_results.sweep.json`, then "
@@ -142,7 +174,7 @@ def main():
              "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
              "energies are the preset's assumptions, docs/energy.md 6):", "",
-             *vgg_table(preset), "", END]
+             *vgg_table(preset, reports, "analytic"), *measured, "", END]
     doc = Path(args.doc).read_text()
     head, rest = doc.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
