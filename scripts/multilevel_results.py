@@ -10,6 +10,7 @@ Two parts:
   multi-level, and the DAC energy per drive at which multi-level would stop saving energy.
 Run:
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_results.sweep.json --workers 2
+  NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_dac.sweep.json --workers 2
   python scripts/multilevel_results.py [--out runs/multilevel] [--doc docs/training.md]
          [--plot docs/multilevel-accuracy.png]
 """
@@ -24,9 +25,12 @@ from imcsim.energy import energy_report, load_energy_preset
 from imcsim.sweep import read_table
 
 SPEC = "scripts/multilevel_results.sweep.json"
+#: the row-DAC mismatch runs (a preset outside the package: scripts/presets)
+DAC_SPEC = "scripts/multilevel_dac.sweep.json"
 BEGIN = "<!-- multilevel results: begin (scripts/multilevel_results.py writes this block) -->"
 END = "<!-- multilevel results: end -->"
-CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal")
+CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal",
+                "multi-nonideal-dac")
 
 
 def run_history(folder: Path) -> list:
@@ -47,13 +51,14 @@ def step_counts(history: list) -> dict:
     return out
 
 
-def accuracy_table(out: Path) -> tuple[list, dict]:
-    rows, by_cfg = read_table(out)["runs"], {}
-    for r in rows:
-        if r.get("status") != "ok":
+def accuracy_table(outs: list) -> tuple[list, dict]:
+    by_cfg = {}
+    for out in outs:
+        if not (out / "results.json").is_file():
             continue
-        cfg = r["config"]
-        by_cfg.setdefault(cfg, []).append(r)
+        for r in read_table(out)["runs"]:
+            if r.get("status") == "ok":
+                by_cfg.setdefault(r["config"], []).append(dict(r, folder=out / r["name"]))
     lines = ["| config | test accuracy (mean ± std, seeds) | array cycles / step | "
              "ADC conversions / step |", "|---|---|---|---|"]
     curves = {}
@@ -63,7 +68,7 @@ def accuracy_table(out: Path) -> tuple[list, dict]:
             lines.append(f"| {cfg} | not run | | |")
             continue
         acc = np.array([100.0 * float(r["result"]["test_acc"]) for r in runs])
-        histories = [run_history(out / r["name"]) for r in runs]
+        histories = [run_history(r["folder"]) for r in runs]
         counts = [step_counts(h) for h in histories]
         curves[cfg] = np.array([[100.0 * h["test_acc"] for h in hist] for hist in histories])
         label = runs[0].get("label", cfg)
@@ -158,7 +163,8 @@ def main():
     ap.add_argument("--doc", default="docs/training.md")
     ap.add_argument("--plot", default="docs/multilevel-accuracy.png")
     args = ap.parse_args()
-    acc_lines, curves = accuracy_table(Path(args.out))
+    acc_lines, curves = accuracy_table([Path(args.out), Path(json.loads(
+        Path(DAC_SPEC).read_text())["out"])])
     preset = load_energy_preset()
     reports = vgg_reports(preset)
     measured = []
@@ -169,7 +175,8 @@ def main():
                     *vgg_table(preset, reports, "measured")]
     block = [BEGIN, "",
              "**Accuracy on digits** (small CNN, 8 epochs, all three MVMs on IMC, variable "
-             "Vref; `imcsim sweep scripts/multilevel_results.sweep.json`, then "
+             "Vref; `imcsim sweep scripts/multilevel_results.sweep.json` and "
+             "`scripts/multilevel_dac.sweep.json`, then "
              "`python scripts/multilevel_results.py`):", "", *acc_lines, "",
              "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "

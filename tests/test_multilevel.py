@@ -236,6 +236,62 @@ def test_random_multilevel_mvm_matches_twin(case):
     check_ml_case(X, W, p)
 
 
+def ml_scenario(seed):
+    """A whole multi-level case from one integer, spread evenly over the configs (hypothesis's
+    derandomized draws cluster): every mapping, DAC width, Vref mode and option."""
+    rng = np.random.default_rng(1000 + seed)
+    ch = lambda seq: seq[int(rng.integers(len(seq)))]  # noqa: E731
+    adc_bits = ch([3, 4, 5, 6, 8])
+    L = 2**adc_bits - 1
+    rows = L + ch([0, 1, int(rng.integers(2, 30))])
+    kinds = [("radix4", 8, 2, 0), ("radix4", 6, 3, 0), ("radix4", 4, 2, 0), ("binary", 6, 1, 3),
+             ("binary", 8, 1, 2), ("binary", 5, 1, 4), ("binary", 3, 1, 1), ("radix4", 8, 1, 0)]
+    x_kind, Kx, per_cycle, digit_bits = kinds[seed % len(kinds)]
+    top = (4 ** (per_cycle - 1) if x_kind == "radix4"
+           else 2 ** min(digit_bits, Kx - 1) - 1)
+    input_bits = int(rng.integers(top.bit_length(), 6))
+    if rows * (2**input_bits - 1) > 16384:
+        input_bits = top.bit_length()
+    Kw = ch([3, 4, 5])
+    G = ch([1, 2])
+    fs = sorted(int(v) for v in rng.integers(L, rows * top + 1, 3))
+    nonideal = {}
+    if seed % 3:
+        nonideal = {name: ch(choices) for name, choices in SIGMAS.items()}
+        nonideal["dac_unit_sigma"] = ch([0.0, 0.02, 0.08])
+    p = dict(rows=rows, columns=Kw * G + ch([0, 1]), adc_bits=adc_bits, Kw=Kw, Kx=Kx,
+             x_kind=x_kind, x_per_cycle=per_cycle, x_digit_bits=digit_bits,
+             input_bits=input_bits, mask_zero_inputs=bool(rng.integers(2)),
+             skip_masked_cycles=bool(rng.integers(2)),
+             dual_per_column=bool(rng.integers(2)),
+             vref_mode=("fixed", "variable", "dual")[seed % 3 if seed % 2 else (seed // 2) % 3],
+             full_scale=ch([fs[0], fs[1], L, rows * top]), dual_low=fs[0], dual_high=fs[2],
+             scale_frac_bits=ch([0, 8, 16, 24]), acc_bits=ch([10, 16, 32, 48]),
+             overflow=ch(["saturate", "wrap"]), half_lsb_reconstruction=bool(rng.integers(2)),
+             adc_rounding=ch(["floor", "half_up"]), out_frac_bits=int(rng.integers(0, 20)),
+             out_bits=ch([48, 12]), out_rounding=ch(["floor", "half_up", "half_even"]),
+             nonideal=nonideal, chip_seed=ch([0, 3, 2**63 - 1]), seed=ch([0, 11, 2**63 - 1]))
+    fit_registers(p, top_level=top)
+    B, N = int(rng.integers(1, 4)), int(rng.integers(1, 2 * G + 1))
+    M = int(rng.integers(1, rows + 1)) + (rows if seed % 4 == 0 else 0)    # 1 or 2 row tiles
+    W = rng.integers(-(2 ** (Kw - 2)), 2 ** (Kw - 2) + 1, (M, N))
+    fmt = ml_format(p)
+    if x_kind == "radix4":
+        e = rng.integers(-fmt.exponent_bias, fmt.exponent_bias + 1, (B, M))
+        X = np.where(rng.random((B, M)) < ch([0.2, 0.6, 1.0]),
+                     rng.choice([-1.0, 1.0], (B, M)) * 4.0 ** e, 0.0)
+    else:
+        X = rng.integers(-fmt.max_value, fmt.max_value + 1, (B, M))
+        X[rng.random((B, M)) < ch([0.0, 0.3])] = 0
+    return X, W, p
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_multilevel_scenarios_match_twin(seed):
+    X, W, p = ml_scenario(seed)
+    check_ml_case(X, W, p)
+
+
 #: under Numba's CUDA simulator (tests/conftest.py) unless IMCSIM_TEST_REAL_GPU=1 on a GPU
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
