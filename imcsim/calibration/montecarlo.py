@@ -279,6 +279,9 @@ def evaluate_chips(trained, config: MacroConfig, *, chips: int = 20,
     t0 = time.perf_counter()
     trainer = trained if isinstance(trained, Trainer) else load_trained(trained, device=device)
     vref = trainer.config.vref_of(MvmKind.FORWARD)
+    # the chips get the row DAC the trained model's input mapping needs (docs/training.md)
+    config = replace(config, input_bits=max(config.input_bits,
+                                            trainer.macro_config().input_bits))
     n_test = len(trainer.y_test) if max_test is None else min(max_test, len(trainer.y_test))
     base = {}
     base["fp32 MVMs"] = _accuracy(trainer, Fp32Backend(), max_test)
@@ -400,6 +403,9 @@ def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, p
             raise ValueError(f"train_config: the {k.value} MVM must be on 'imc' for "
                              "hardware-aware training")
     trainer = Trainer(train_config, out_dir, progress=progress)
+    # the chips get the row DAC the run's input mapping needs (docs/training.md)
+    chip_config = replace(chip_config, input_bits=max(chip_config.input_bits,
+                                                      trainer.macro_config().input_bits))
     for k in kinds:
         hop = ChipHoppingBackend(chip_config, train_config.vref_of(k), train_config.seed, pool,
                                  device=train_config.device)
