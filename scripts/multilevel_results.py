@@ -108,12 +108,21 @@ def vgg_table(preset, reports, source) -> list:
     lines = [f"| per training step (VGG-lite, batch 128, {source}) | one-hot rows | "
              "multi-level rows | ratio |", "|---|---|---|---|"]
 
-    def imc(rep, key):
-        return sum(r[key] for r in rep.rows if r["device"] == "imc")
+    def imc(rep, key, kinds=("forward", "backward", "update")):
+        return sum(r[key] for r in rep.rows if r["device"] == "imc" and r["mvm"] in kinds)
 
+    radix4_kinds = ("backward", "update")        # the MVMs that stream radix-4 gradients
     for key, label, scale, unit in (
-            ("array_cycles", "array cycles", 1e6, "M"),
-            ("adc_conversions", "ADC conversions", 1e9, "G"),
+            ("array_cycles", "array cycles of the radix-4 MVMs (backward + update)", 1e6, "M"),
+            ("adc_conversions", "ADC conversions of the radix-4 MVMs", 1e9, "G"),
+            ("imc_energy_j", "IMC energy of the radix-4 MVMs", 1e-3, "mJ")):
+        a = imc(reports["one-hot"], key, radix4_kinds)
+        b = imc(reports["multi-level"], key, radix4_kinds)
+        lines.append(f"| {label} | {a / scale:.4g} {unit} | {b / scale:.4g} {unit} | "
+                     f"{b / a:.3f} |")
+    for key, label, scale, unit in (
+            ("array_cycles", "array cycles, all three MVMs", 1e6, "M"),
+            ("adc_conversions", "ADC conversions, all three MVMs", 1e9, "G"),
             ("dac_row_drives", "row-DAC drives", 1e9, "G"),
             ("e_adc_conversions", "ADC energy", 1e-3, "mJ"),
             ("e_bitcell_mults", "bit-cell energy", 1e-3, "mJ"),
@@ -123,22 +132,19 @@ def vgg_table(preset, reports, source) -> list:
         a, b = imc(reports["one-hot"], key), imc(reports["multi-level"], key)
         ratio = f"{b / a:.3f}" if a else "-"
         lines.append(f"| {label} | {a / scale:.4g} {unit} | {b / scale:.4g} {unit} | {ratio} |")
-    # the DAC energy per drive at which multi-level saves nothing (level part included at
-    # the preset's ratio of level to drive energy)
-    saved = imc(reports["one-hot"], "imc_energy_j") - (
-        imc(reports["multi-level"], "imc_energy_j")
-        - imc(reports["multi-level"], "e_dac_row_drives")
-        - imc(reports["multi-level"], "e_dac_level_sum"))
+    # the DAC energy per drive (at the run's mean level) at which multi-level saves nothing
+    dac = (imc(reports["multi-level"], "e_dac_row_drives")
+           + imc(reports["multi-level"], "e_dac_level_sum"))
+    saved = imc(reports["one-hot"], "imc_energy_j") - (imc(reports["multi-level"],
+                                                           "imc_energy_j") - dac)
     drives = imc(reports["multi-level"], "dac_row_drives")
-    levels = imc(reports["multi-level"], "dac_level_sum")
-    per_level = preset.row_dac_level_fj / preset.row_dac_drive_fj if preset.row_dac_drive_fj else 0
-    breakeven = saved / (drives + per_level * levels) / 1e-15
+    mean_level = imc(reports["multi-level"], "dac_level_sum") / drives
+    assumed = dac / drives
     lines.append("")
-    lines.append(f"Break-even: multi-level saves IMC energy while a drive at the mean level costs "
-                 f"less than {breakeven * (1 + per_level * levels / drives):.0f} fJ "
-                 f"(drive part {breakeven:.0f} fJ at the preset's level/drive ratio "
-                 f"{per_level:g}); the preset assumes {preset.row_dac_drive_fj:g} fJ + "
-                 f"{preset.row_dac_level_fj:g} fJ per level.")
+    lines.append(f"Break-even: multi-level rows save IMC energy as long as one row-DAC drive "
+                 f"costs less than {saved / drives / 1e-15:.0f} fJ; the preset assumes "
+                 f"{assumed / 1e-15:.1f} fJ ({preset.row_dac_drive_fj:g} fJ + "
+                 f"{preset.row_dac_level_fj:g} fJ x the mean level {mean_level:.2f}).")
     return lines
 
 
