@@ -447,3 +447,22 @@ def test_energy_model_prices_multilevel_rows():
     e = energy_from_events(res, preset)
     assert e["dac_row_drives"] == pytest.approx(2 * 20e-15)
     assert e["dac_level_sum"] == pytest.approx(5 * 5e-15)
+
+
+def test_vcd_export_carries_row_levels(tmp_path):
+    from imcsim.verify.trace import TraceFile
+    from imcsim.verify.vcd import read_vcd
+    X = np.array([[5, -3, 0, 16]])
+    macro = Macro(ML_CONFIG)
+    macro.mvm_traced(X, np.ones((4, 1), dtype=int), BinaryFormat(6, 3), BinaryFormat(4),
+                     trace=tmp_path / "t.h5")
+    with TraceFile(tmp_path / "t.h5") as tf:
+        tf.export_vcd(tmp_path / "t.vcd")
+        first = tf.cycle(0)
+    waves = read_vcd(tmp_path / "t.vcd")
+    # cycle 0: levels 5, 3, 0, 0 (16 = digits 0 then 2), 3 bits a row, row 0 lowest
+    assert first["row_level"].tolist() == [5, 3, 0, 0]
+    assert waves["row_level"][0] == (0, 5 | 3 << 3)
+    assert waves["level_sum"][0] == (0, 8)
+    # cycle 1: only 16's digit 2 drives
+    assert waves["row_level"][1][1] == 2 << 9 and waves["level_sum"][1][1] == 2

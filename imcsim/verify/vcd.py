@@ -53,10 +53,18 @@ def write_trace_vcd(trace, path, max_columns: int | None = None, *, name: str = 
         n_cols = min(n_cols, max_columns)
     adc_bits = first["sar_trial"].shape[1] if first is not None and n_cols else 8
     rows = 0 if first is None else len(first["row_input"])
+    # multi-level rows (docs/hardware-model.md 4.8): the level sum and a row_level bus of
+    # level_bits per row (row r at bits [r*level_bits, (r+1)*level_bits))
+    level_bits = int(attrs.get("top_level", 1)).bit_length()
     specs = [("cycle", 32), ("tile_row", 16), ("tile_col", 16), ("vector", 32), ("plane", 8),
-             ("active_rows", 17), ("full_scale", 17), ("sar_step", 8), ("eoc", 1)]
+             ("active_rows", 17), ("full_scale", 17 if level_bits == 1 else 21),
+             ("sar_step", 8), ("eoc", 1)]
+    if level_bits > 1:
+        specs += [("level_sum", 21)]
     if rows:
         specs += [("row_input", rows), ("row_mask", rows)]
+        if level_bits > 1:
+            specs += [("row_level", rows * level_bits)]
     for c in range(n_cols):
         specs += [(f"trial_{c}", adc_bits), (f"cmp_{c}", 1), (f"code_{c}", adc_bits)]
     signals = {name: _Signal(_identifier(i), name, w) for i, (name, w) in enumerate(specs)}
@@ -89,6 +97,12 @@ def write_trace_vcd(trace, path, max_columns: int | None = None, *, name: str = 
                 weights = 1 << np.arange(rows, dtype=object)
                 changes.append(("row_input", int((rec["row_input"].astype(object) * weights).sum())))
                 changes.append(("row_mask", int((rec["row_mask"].astype(object) * weights).sum())))
+                if level_bits > 1:
+                    lw = 1 << (level_bits * np.arange(rows, dtype=object))
+                    changes.append(("row_level",
+                                    int((rec["row_level"].astype(object) * lw).sum())))
+            if level_bits > 1:
+                changes.append(("level_sum", rec["level_sum"]))
             emit(changes)
             for s in range(adc_bits):
                 time += 1
