@@ -11,6 +11,7 @@ Two parts:
 Run:
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_results.sweep.json --workers 2
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_dac.sweep.json --workers 2
+  NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_forward.sweep.json --workers 2
   python scripts/multilevel_results.py [--out runs/multilevel] [--doc docs/training.md]
          [--plot docs/multilevel-accuracy.png]
 """
@@ -25,12 +26,13 @@ from imcsim.energy import energy_report, load_energy_preset
 from imcsim.sweep import read_table
 
 SPEC = "scripts/multilevel_results.sweep.json"
-#: the row-DAC mismatch runs (a preset outside the package: scripts/presets)
-DAC_SPEC = "scripts/multilevel_dac.sweep.json"
+#: the row-DAC mismatch runs (a preset outside the package: scripts/presets), and the runs
+#: with only the forward MVM on IMC
+EXTRA_SPECS = ("scripts/multilevel_dac.sweep.json", "scripts/multilevel_forward.sweep.json")
 BEGIN = "<!-- multilevel results: begin (scripts/multilevel_results.py writes this block) -->"
 END = "<!-- multilevel results: end -->"
 CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal",
-                "multi-nonideal-dac")
+                "multi-nonideal-dac", "onehot-nonideal-fwd", "multi-nonideal-fwd")
 
 
 def run_history(folder: Path) -> list:
@@ -169,8 +171,8 @@ def main():
     ap.add_argument("--doc", default="docs/training.md")
     ap.add_argument("--plot", default="docs/multilevel-accuracy.png")
     args = ap.parse_args()
-    acc_lines, curves = accuracy_table([Path(args.out), Path(json.loads(
-        Path(DAC_SPEC).read_text())["out"])])
+    acc_lines, curves = accuracy_table([Path(args.out)] + [
+        Path(json.loads(Path(spec).read_text())["out"]) for spec in EXTRA_SPECS])
     preset = load_energy_preset()
     reports = vgg_reports(preset)
     measured = []
@@ -180,9 +182,10 @@ def main():
                     "first steps of training, whose activations after ReLU are sparse):", "",
                     *vgg_table(preset, reports, "measured")]
     block = [BEGIN, "",
-             "**Accuracy on digits** (small CNN, 8 epochs, all three MVMs on IMC, variable "
-             "Vref; `imcsim sweep scripts/multilevel_results.sweep.json` and "
-             "`scripts/multilevel_dac.sweep.json`, then "
+             "**Accuracy on digits** (small CNN, 8 epochs, batch 64, all three MVMs of the "
+             "hidden layers on IMC unless the row says otherwise, variable Vref; "
+             "`imcsim sweep` of `scripts/multilevel_results.sweep.json`, "
+             "`multilevel_dac.sweep.json` and `multilevel_forward.sweep.json`, then "
              "`python scripts/multilevel_results.py`):", "", *acc_lines, "",
              "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
