@@ -12,6 +12,7 @@ Run:
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_results.sweep.json --workers 2
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_dac.sweep.json --workers 2
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_forward.sweep.json --workers 2
+  NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_halfup.sweep.json --workers 2
   python scripts/multilevel_results.py [--out runs/multilevel] [--doc docs/training.md]
          [--plot docs/multilevel-accuracy.png]
 """
@@ -28,11 +29,13 @@ from imcsim.sweep import read_table
 SPEC = "scripts/multilevel_results.sweep.json"
 #: the row-DAC mismatch runs (a preset outside the package: scripts/presets), and the runs
 #: with only the forward MVM on IMC
-EXTRA_SPECS = ("scripts/multilevel_dac.sweep.json", "scripts/multilevel_forward.sweep.json")
+EXTRA_SPECS = ("scripts/multilevel_dac.sweep.json", "scripts/multilevel_forward.sweep.json",
+               "scripts/multilevel_halfup.sweep.json")
 BEGIN = "<!-- multilevel results: begin (scripts/multilevel_results.py writes this block) -->"
 END = "<!-- multilevel results: end -->"
 CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal",
-                "multi-nonideal-dac", "onehot-nonideal-fwd", "multi-nonideal-fwd")
+                "multi-nonideal-dac", "onehot-nonideal-fwd", "multi-nonideal-fwd",
+                "onehot-nonideal-halfup", "multi-nonideal-halfup")
 
 
 def run_history(folder: Path) -> list:
@@ -185,7 +188,8 @@ def main():
              "**Accuracy on digits** (small CNN, 8 epochs, batch 64, all three MVMs of the "
              "hidden layers on IMC unless the row says otherwise, variable Vref; "
              "`imcsim sweep` of `scripts/multilevel_results.sweep.json`, "
-             "`multilevel_dac.sweep.json` and `multilevel_forward.sweep.json`, then "
+             "`multilevel_dac.sweep.json`, `multilevel_forward.sweep.json` and "
+             "`multilevel_halfup.sweep.json`, then "
              "`python scripts/multilevel_results.py`):", "", *acc_lines, "",
              "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
