@@ -22,7 +22,7 @@ from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, plan
 from imcsim.kernels.cpu_mvm import tile_mvm
 from imcsim.kernels.cycle import level_sums
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, DAC_UNIT
-from imcsim.kernels.pack import pack_input_planes
+from imcsim.kernels.pack import driven_rows, pack_input_planes
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table, row_dac_gain_table
 from imcsim.mapping import TilePlan, cycle_constants
@@ -158,7 +158,8 @@ class PreparedMvm:
         else:
             level_sum = np.empty((B, P), dtype=np.int64)        # A (hardware-model.md 4.8)
             level_sums(sub_active, S, level_sum)
-            active_rows = (self.row_levels(t) > 0).sum(axis=2, dtype=np.int64)
+            active_rows = np.empty((B, P), dtype=np.int64)
+            driven_rows(xmask, S, active_rows)
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 

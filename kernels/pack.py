@@ -65,23 +65,25 @@ def _transpose_bytes(m, out):
 
 @njit(cache=True, inline="always")
 def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active, uniform_pattern,
-                       n_planes, r0, r1, pat, gat, tp, tg, xbits, xmask, active):
-    """Pack one vector with <= 8 planes.
+                       first_plane, n_planes, r0, r1, pat, gat, tp, tg, xbits, xmask, active):
+    """Pack planes [first_plane, first_plane + n_planes) (n_planes <= 8) of one vector.
 
     A byte of plane bits per row; an 8x8 bit transpose turns 8 rows x 8 planes into 8 planes
     x 8 rows, and an 8x8 byte transpose gathers the 8 row-chunks of a 64-row word per plane.
+    Formats with more planes (multi-level sub-planes) are packed 8 planes at a time.
     """
     n_words = xbits.shape[2]
     pat[:] = 0
     gat[:] = 0
+    shift = np.uint32(first_plane)
     for r in range(r1 - r0):
         idx = values[b, r0 + r] + lut_offset
-        pat[r] = np.uint8(pattern_lut[idx])
+        pat[r] = np.uint8((np.uint32(pattern_lut[idx]) >> shift) & np.uint32(0xFF))
         if not all_active:
-            gat[r] = np.uint8(gate_lut[idx])
+            gat[r] = np.uint8((np.uint32(gate_lut[idx]) >> shift) & np.uint32(0xFF))
     pat64 = pat.view(np.uint64)      # little-endian: byte i of word k is row 8k + i
     gat64 = gat.view(np.uint64)
-    for p in range(n_planes):
+    for p in range(first_plane, first_plane + n_planes):
         active[b, p] = 0
     n_rows = r1 - r0
     for w in range(n_words):
@@ -94,9 +96,9 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
             valid = min(64, n_rows - w * 64)
             word_mask = _ALL if valid == 64 else (np.uint64(1) << np.uint64(valid)) - np.uint64(1)
             for p in range(n_planes):
-                xbits[b, p, w] = tp[p]
-                xmask[b, p, w] = word_mask
-                active[b, p] += valid
+                xbits[b, first_plane + p, w] = tp[p]
+                xmask[b, first_plane + p, w] = word_mask
+                active[b, first_plane + p] += valid
             continue
         if uniform_pattern:
             # every plane carries the same row input (radix-4: the sign), so one word of
@@ -108,9 +110,9 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
                 sign_word |= (low_bits >> np.uint64(56)) << np.uint64(8 * chunk)
             _transpose_bytes(tg, tg)
             for p in range(n_planes):
-                xbits[b, p, w] = sign_word & tg[p]
-                xmask[b, p, w] = tg[p]
-                active[b, p] += np.int64(hw.popcount64(tg[p]))
+                xbits[b, first_plane + p, w] = sign_word & tg[p]
+                xmask[b, first_plane + p, w] = tg[p]
+                active[b, first_plane + p] += np.int64(hw.popcount64(tg[p]))
             continue
         for chunk in range(8):
             g = _transpose8(gat64[w * 8 + chunk])
@@ -119,34 +121,9 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
         _transpose_bytes(tp, tp)
         _transpose_bytes(tg, tg)
         for p in range(n_planes):
-            xbits[b, p, w] = tp[p]
-            xmask[b, p, w] = tg[p]
-            active[b, p] += np.int64(hw.popcount64(tg[p]))
-
-
-@njit(cache=True, inline="always")
-def _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active, n_planes,
-                      r0, r1, xbits, xmask, active):
-    """Pack one vector with more than 8 planes, bit by bit."""
-    n_words = xbits.shape[2]
-    full = (1 << n_planes) - 1
-    for p in range(n_planes):
-        active[b, p] = 0
-    for w in range(n_words):
-        lo = r0 + w * 64
-        hi = min(r1, lo + 64)
-        for p in range(n_planes):
-            word = np.uint64(0)
-            mword = np.uint64(0)
-            for r in range(lo, hi):
-                idx = values[b, r] + lut_offset
-                sh = np.uint64(r - lo)
-                gate = full if all_active else gate_lut[idx]
-                word |= np.uint64((pattern_lut[idx] >> p) & 1) << sh
-                mword |= np.uint64((gate >> p) & 1) << sh
-            xbits[b, p, w] = word & mword
-            xmask[b, p, w] = mword
-            active[b, p] += np.int64(hw.popcount64(mword))
+            xbits[b, first_plane + p, w] = tp[p]
+            xmask[b, first_plane + p, w] = tg[p]
+            active[b, first_plane + p] += np.int64(hw.popcount64(tg[p]))
 
 
 @njit(cache=True, parallel=True)
@@ -172,13 +149,25 @@ def pack_input_planes(values, lut_offset, pattern_lut, gate_lut, n_planes, r0, r
         tp = np.zeros(8, dtype=np.uint64)
         tg = np.zeros(8, dtype=np.uint64)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
-            if n_planes <= 8:
+            for first in range(0, n_planes, 8):             # 8 planes at a time
                 _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
-                                   uniform_pattern, n_planes, r0, r1, pat, gat, tp, tg, xbits,
-                                   xmask, active)
-            else:
-                _pack_vector_bits(values, b, lut_offset, pattern_lut, gate_lut, all_active,
-                                  n_planes, r0, r1, xbits, xmask, active)
+                                   uniform_pattern, first, min(8, n_planes - first), r0, r1,
+                                   pat, gat, tp, tg, xbits, xmask, active)
+
+
+@njit(cache=True, parallel=True)
+def driven_rows(xmask, level_bits, driven):
+    """Rows each cycle drives at a non-zero level (docs/hardware-model.md 4.8): the union of
+    its level-bit sub-planes' masks.  xmask : uint64 (B, P * S, W); driven : int64 (B, P)."""
+    for b in prange(driven.shape[0]):
+        for p in range(driven.shape[1]):
+            total = np.int64(0)
+            for w in range(xmask.shape[2]):
+                union = np.uint64(0)
+                for k in range(level_bits):
+                    union |= xmask[b, p * level_bits + k, w]
+                total += np.int64(hw.popcount64(union))
+            driven[b, p] = total
 
 
 @njit(cache=True, parallel=True)
