@@ -24,9 +24,6 @@ from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
 from imcsim.tuning import parallel_chunks
 
-#: an empty gate table: every stored cell is connected (the stored operand has no masks)
-_NO_GATES = np.zeros(0, dtype=np.uint16)
-
 if TYPE_CHECKING:
     from imcsim.macro import Macro
 
@@ -89,7 +86,8 @@ class StoredWeights(StoredOperand):
         planes = np.empty((n1 - n0, kw, n_words), dtype=np.uint64)     # (G, Kw, W)
         masks = np.empty_like(planes)
         active = np.empty((n1 - n0, kw), dtype=np.int64)
-        pack_input_planes(self.values_t[n0:n1], offset, pattern, _NO_GATES, kw, r0, r1, planes,
+        # an empty gate table: every stored cell is connected (the stored operand has no masks)
+        pack_input_planes(self.values_t[n0:n1], offset, pattern, pattern[:0], kw, r0, r1, planes,
                           masks, active, False, parallel_chunks())
         packed = planes.reshape((n1 - n0) * kw, n_words)              # column g * Kw + q
         entry = {"packed": packed}

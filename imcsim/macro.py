@@ -30,7 +30,6 @@ from imcsim.nmc import accumulator_fraction_bits, output_stage
 from imcsim.tuning import GATHER_FRACTION, parallel_chunks
 
 DEVICES = ("cpu", "cuda")
-_NO_GATES = np.zeros(0, dtype=np.uint32)
 
 
 @lru_cache(maxsize=64)
@@ -115,8 +114,8 @@ class PreparedMvm:
     w_format: BinaryFormat
     x_units: np.ndarray      # int64 (B, M): X in the format's integer units
     lut_offset: int
-    pattern_lut: np.ndarray  # uint32: per-value row-input bits of every sub-plane
-    gate_lut: np.ndarray     # uint32: per-value active flags of every sub-plane
+    pattern_lut: np.ndarray  # uint16 (uint32 past 16 sub-planes): row-input bits per sub-plane
+    gate_lut: np.ndarray     # the same dtype: per-value active flags of every sub-plane
     all_active: bool         # no value is masked in any plane
     uniform_pattern: bool    # every value drives the same row input in all planes
     weights: StoredOperand
@@ -149,7 +148,8 @@ class PreparedMvm:
         xbits = np.empty((B, P * S, n_words), dtype=np.uint64)
         xmask = np.empty((B, P * S, n_words), dtype=np.uint64)
         sub_active = np.empty((B, P * S), dtype=np.int64)
-        gates = _NO_GATES if self.all_active else self.gate_lut   # dense: skip the gate work
+        # dense: skip the gate work (an empty table of the pattern table's dtype)
+        gates = self.gate_lut[:0] if self.all_active else self.gate_lut
         pack_input_planes(self.x_units, self.lut_offset, self.pattern_lut, gates, P * S, r0,
                           r1, xbits, xmask, sub_active, self.uniform_pattern,
                           parallel_chunks())

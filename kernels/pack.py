@@ -75,12 +75,19 @@ def _pack_vector_bytes(values, b, lut_offset, pattern_lut, gate_lut, all_active,
     n_words = xbits.shape[2]
     pat[:] = 0
     gat[:] = 0
-    shift = np.uint32(first_plane)
-    for r in range(r1 - r0):
-        idx = values[b, r0 + r] + lut_offset
-        pat[r] = np.uint8((np.uint32(pattern_lut[idx]) >> shift) & np.uint32(0xFF))
-        if not all_active:
-            gat[r] = np.uint8((np.uint32(gate_lut[idx]) >> shift) & np.uint32(0xFF))
+    if first_plane == 0:                 # the common case (<= 8 planes): no shift per row
+        for r in range(r1 - r0):
+            idx = values[b, r0 + r] + lut_offset
+            pat[r] = np.uint8(pattern_lut[idx] & 0xFF)
+            if not all_active:
+                gat[r] = np.uint8(gate_lut[idx] & 0xFF)
+    else:
+        shift = np.uint32(first_plane)
+        for r in range(r1 - r0):
+            idx = values[b, r0 + r] + lut_offset
+            pat[r] = np.uint8((np.uint32(pattern_lut[idx]) >> shift) & np.uint32(0xFF))
+            if not all_active:
+                gat[r] = np.uint8((np.uint32(gate_lut[idx]) >> shift) & np.uint32(0xFF))
     pat64 = pat.view(np.uint64)      # little-endian: byte i of word k is row 8k + i
     gat64 = gat.view(np.uint64)
     for p in range(first_plane, first_plane + n_planes):
