@@ -62,7 +62,7 @@ def accuracy_table(outs: list) -> tuple[list, dict]:
         if not (out / "results.json").is_file():
             continue
         for r in read_table(out)["runs"]:
-            if r.get("status") == "ok":
+            if r.get("status") in ("ok", "failed"):
                 by_cfg.setdefault(r["config"], []).append(dict(r, folder=out / r["name"]))
     lines = ["| config | test accuracy (mean ± std, seeds) | array cycles / step | "
              "ADC conversions / step |", "|---|---|---|---|"]
@@ -71,6 +71,25 @@ def accuracy_table(outs: list) -> tuple[list, dict]:
         runs = by_cfg.get(cfg, [])
         if not runs:
             lines.append(f"| {cfg} | not run | | |")
+            continue
+        failed = [r for r in runs if r["status"] == "failed"]
+        if failed:
+            # a run the engine stopped (diverged training): say so, with the epochs it
+            # completed and their last accuracy
+            done = [run_history(r["folder"]) for r in failed]
+            counts = [step_counts(h) for h in done if h]
+            last = [100.0 * h[-1]["test_acc"] for h in done if h]
+            # "TrainingDiverged: training diverged: conv3.alpha (PACT clip) = -774 ..." ->
+            # "conv3.alpha (PACT clip) below 0"; other errors: their first clause
+            errors = sorted({str(r["error"]).split("training diverged: ")[-1].split(" = ")[0]
+                             .split(",")[0].replace("(PACT clip)", "(PACT clip) below 0")
+                             for r in failed})
+            lines.append(f"| {runs[0].get('label', cfg)} | diverged in {len(failed)} of "
+                         f"{len(runs)} runs after {min(map(len, done))}-{max(map(len, done))} "
+                         f"epochs ({'; '.join(errors)}), at {min(last):.1f}-"
+                         f"{max(last):.1f} % "
+                         f"| {np.mean([c['array_cycles'] for c in counts]):,.0f} | "
+                         f"{np.mean([c['adc_conversions'] for c in counts]):,.0f} |")
             continue
         acc = np.array([100.0 * float(r["result"]["test_acc"]) for r in runs])
         histories = [run_history(r["folder"]) for r in runs]
@@ -81,6 +100,31 @@ def accuracy_table(outs: list) -> tuple[list, dict]:
                      f"% ({len(acc)}) | {np.mean([c['array_cycles'] for c in counts]):,.0f} | "
                      f"{np.mean([c['adc_conversions'] for c in counts]):,.0f} |")
     return lines, curves
+
+
+def adc_law_error_table() -> list:
+    """Error of one radix-4 MVM under paper-nonideal against the exact product: the floor and
+    the half-up ADC law, one-hot and multi-level rows (a seeded random 64 x 576 @ 576 x 64,
+    30 % non-zero gradients, binary:5 weights, variable Vref)."""
+    from dataclasses import replace
+
+    from imcsim import BinaryFormat, Macro, Radix4Format
+    from imcsim.config import Rounding, load_preset
+    rng = np.random.default_rng(0)
+    W = rng.integers(-8, 9, (576, 64))
+    e = rng.integers(-3, 4, (64, 576))
+    X = np.where(rng.random((64, 576)) < 0.3, rng.choice([-1.0, 1.0], (64, 576)) * 4.0 ** e,
+                 0.0)
+    exact = X @ W
+    lines = ["| paper-nonideal, one 64 x 576 @ 576 x 64 radix-4 MVM | mean error | RMS error | "
+             "mean abs(exact) |", "|---|---|---|---|"]
+    for law in (Rounding.FLOOR, Rounding.HALF_UP):
+        config = replace(load_preset("paper-nonideal"), adc_rounding=law, input_bits=3)
+        for fmt in (Radix4Format(8), Radix4Format(8, 2)):
+            err = Macro(config).mvm(X, W, fmt, BinaryFormat(5)).y - exact
+            lines.append(f"| {law.value} ADC law, {fmt.spec()} | {err.mean():.1f} | "
+                         f"{np.sqrt((err ** 2).mean()):.1f} | {np.abs(exact).mean():.1f} |")
+    return lines
 
 
 VGG_RUNS = Path("runs/multilevel-vgg")
@@ -191,6 +235,9 @@ def main():
              "`multilevel_dac.sweep.json`, `multilevel_forward.sweep.json` and "
              "`multilevel_halfup.sweep.json`, then "
              "`python scripts/multilevel_results.py`):", "", *acc_lines, "",
+             "**Why paper-nonideal fails with all three MVMs on IMC**: the error of one "
+             "backward-like MVM against the exact product (this script):", "",
+             *adc_law_error_table(), "",
              "**Cost per training step on VGG-lite** (`imcsim energy --input-mapping "
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
              "energies are the preset's assumptions, docs/energy.md 6):", "",

@@ -258,3 +258,16 @@ def test_evaluation_noise_keys_are_neither_the_training_steps_nor_shared_by_batc
     seeds.clear()
     trainer.evaluate(trainer.x_test, trainer.y_test, tag=1)
     assert seeds == first                         # same tag, same keys (resume-safe)
+
+
+def test_diverged_training_stops_with_one_line():
+    """A PACT clip pushed to <= 0 or a non-finite loss stops training with a message naming
+    the parameter, epoch and step (a ValueError: imcsim train exits 2)."""
+    from imcsim.training.engine import TrainingDiverged, check_converging
+    check_converging({"conv2.alpha": np.array([0.5]), "conv2.w": np.zeros(3)}, 1.2, 0, 3)
+    with pytest.raises(TrainingDiverged, match=r"conv2.alpha \(PACT clip\) = -2 .*epoch 1, "
+                                               r"step 3"):
+        check_converging({"conv2.alpha": np.array([-2.0])}, 1.2, 0, 3)
+    with pytest.raises(TrainingDiverged, match="loss inf at epoch 3, step 7"):
+        check_converging({}, float("inf"), 2, 7)
+    assert issubclass(TrainingDiverged, ValueError)

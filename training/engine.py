@@ -47,6 +47,25 @@ from imcsim.writes import changed_cima_words
 BACKEND_NAMES = ("fp32", "exact", "imc")
 
 
+class TrainingDiverged(ValueError):
+    """Training left the range its quantizers accept (a PACT clip at or below 0, or a
+    non-finite loss); one line naming the epoch, step and layer (``imcsim train`` exits 2)."""
+
+
+def check_converging(params: dict, loss: float, epoch: int, step: int) -> None:
+    """Raise TrainingDiverged after an update that left a PACT clip <= 0 or the loss
+    non-finite (the next forward could not quantize, or would quantize garbage)."""
+    if not np.isfinite(float(loss)):
+        raise TrainingDiverged(f"training diverged: loss {loss} at epoch {epoch + 1}, step "
+                               f"{step}; lower --lr, or the IMC noise is too large for it")
+    for name, value in params.items():
+        if name.endswith(".alpha") and float(value[0]) <= 0:
+            raise TrainingDiverged(
+                f"training diverged: {name} (PACT clip) = {float(value[0]):.4g} after the "
+                f"update of epoch {epoch + 1}, step {step}; lower --lr, or the IMC noise is "
+                "too large for it")
+
+
 def parse_vref(text: str) -> VrefConfig | MatchedFullScale:
     """'variable', 'fixed[:F]', 'dual[:LOW:HIGH]' -> VrefConfig (see VrefConfig.parse);
     'fixed:matched' -> MatchedFullScale (F programmed per layer to its inner dimension)."""
@@ -514,6 +533,7 @@ class Trainer:
             lr = self.schedule(epoch + i / steps)
             self.optimizer.step(self.model.params, self.model.grads, lr=lr,
                                 apply=self.threshold_apply or None)
+            check_converging(self.model.params, loss, epoch, step)
             # CIMA words this step's update rewrites: the forward's stored operand before the
             # update against the one the next forward stores
             for layer in writers:
