@@ -200,14 +200,15 @@ def vgg_table(preset, reports, source) -> list:
 def plot_curves(curves: dict, path: Path) -> None:
     from imcsim.plotting import pyplot, save_figure
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
     for cfg, acc in curves.items():
         epochs = np.arange(1, acc.shape[1] + 1)
         ax.errorbar(epochs, acc.mean(axis=0), yerr=acc.std(axis=0), label=cfg, capsize=3)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy [%]")
-    ax.set_title("small CNN on digits, all MVMs on IMC: one-hot vs multi-level rows")
-    ax.legend()
+    ax.set_title("small CNN on digits: one-hot vs multi-level rows (configs: docs/training.md)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
     ax.grid(alpha=0.3)
     save_figure(fig, path)
 
