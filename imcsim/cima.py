@@ -145,14 +145,12 @@ class ColumnGroup:
         tile = weights.tile(t, u)
         self.wbits = tile["packed"]                                      # uint64 (C, W)
         cols = self.wbits.shape[0]
-        self.charge_table = macro.uses_charge_table
-        self.cap_table = (weights.capacitance_table(t, u, tile, level_bits) if self.charge_table
+        # the analog constants in the streamed format's level units (hardware-model.md 4.8),
+        # from the macro's one definition of them
+        self.analog, self.tables = macro.analog_constants(cols, None, top_level)
+        self.cap_table = (weights.capacitance_table(t, u, tile, level_bits)
+                          if self.analog.charge_table
                           else np.zeros((level_bits, 2, 0, 0), dtype=np.int64))
-        self.top_level = top_level
-        self.total_cap = macro.column_capacitance[:cols]
-        self.cdac = macro.cdac_weights[:cols]                            # int64 (C, Nb)
-        self.cdac_total = macro.cdac_totals[:cols]
-        self.offset = macro.comparator_offsets_in_levels(top_level)[:cols]
 
     @property
     def n_columns(self) -> int:
@@ -168,7 +166,7 @@ class ColumnGroup:
         key of this cycle; vref : the call's VrefConfig (default the config's), for the
         per-column dual choice.
         """
-        c, fx = self.macro.config, self.macro.fx
+        c = self.macro.config
         cols = self.n_columns
         count = np.empty(cols, dtype=np.int64)
         value = np.empty(cols, dtype=np.int64)
@@ -180,13 +178,13 @@ class ColumnGroup:
         noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
         vref = c.vref if vref is None else vref
         column_fs = np.empty(cols, dtype=np.int64)
-        D = self.top_level                      # noise sigmas in level units (4.8)
+        analog, tables = self.analog, self.tables
         clipped, high = _array_cycle_kernel(
             np.ascontiguousarray(xbits), np.ascontiguousarray(xmask),
             np.ascontiguousarray(active, dtype=np.int64), self.wbits, self.cap_table,
-            self.charge_table, self.total_cap, self.cdac, self.cdac_total, self.offset, c.rows,
-            int(full_scale), int(threshold_shift), fx["sigma_sample_fx"] * D,
-            fx["sigma_cmp_fx"] * D, sample_key,
+            analog.charge_table, tables.col_total_cap, tables.cdac, tables.cdac_total,
+            tables.cmp_offset, c.rows, int(full_scale), int(threshold_shift),
+            analog.sigma_sample_fx, analog.sigma_cmp_fx, sample_key,
             noise_key, vref.per_column, vref.dual_low, vref.dual_high,
             c.adc_rounding is Rounding.HALF_UP, c.top_code, count, value, trials, decisions,
             code, column_fs)

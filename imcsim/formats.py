@@ -362,15 +362,6 @@ def mapped_format(fmt: BinaryFormat | Radix4Format, mapping: str) -> BinaryForma
     return BinaryFormat(fmt.bits, MULTI_LEVEL_DIGIT_BITS)
 
 
-def mean_drive_level(fmt: BinaryFormat | Radix4Format) -> float:
-    """The mean level of a row the format drives (an assumption for the analytic energy
-    model): radix-4 with exponents equally likely, binary digits uniform over 1 .. D."""
-    if isinstance(fmt, Radix4Format):
-        levels = [4 ** (j % fmt.per_cycle) for j in range(fmt.exponent_planes)]
-        return float(sum(levels)) / len(levels)
-    return (1 + fmt.top_level) / 2.0
-
-
 def check_stored_format(w_format, name: str = "w_format") -> None:
     """Refuse anything but Eq. 1's binary format for a stored operand (bit cells hold bits)."""
     if not isinstance(w_format, BinaryFormat):

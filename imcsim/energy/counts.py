@@ -15,7 +15,7 @@ from imcsim.config import MacroConfig, VrefConfig, VrefMode
 from imcsim.energy.checks import check_density, check_pos_int
 from imcsim.energy.vref import MVM_KINDS
 from imcsim.events import EventCounts, tile_event_counts
-from imcsim.formats import BinaryFormat, Radix4Format, mapped_format, mean_drive_level
+from imcsim.formats import BinaryFormat, Radix4Format, mapped_format
 from imcsim.macro import MvmResult
 from imcsim.mapping import plan_tiles, select_full_scale, words32
 from imcsim.reshape import KERNEL, conv_output_size
@@ -67,6 +67,15 @@ def mapped_formats(formats: TrainingFormats, input_mapping: str) -> TrainingForm
     return TrainingFormats(mapped_format(formats.activation, input_mapping), formats.weight,
                            mapped_format(formats.gradient, input_mapping),
                            formats.stored_activation)
+
+
+def mean_drive_level(fmt: BinaryFormat | Radix4Format) -> float:
+    """The mean level of a row the format drives (an assumption for the analytic energy
+    model): radix-4 with exponents equally likely, binary digits uniform over 1 .. D."""
+    if isinstance(fmt, Radix4Format):
+        levels = [4 ** (j % fmt.per_cycle) for j in range(fmt.exponent_planes)]
+        return float(sum(levels)) / len(levels)
+    return (1 + fmt.top_level) / 2.0
 
 
 def _check_x_format(x_format) -> None:

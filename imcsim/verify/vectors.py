@@ -82,7 +82,7 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
     top_e = xf.exponent_planes - 1 if radix4 else None
     # multi-level rows (docs/hardware-model.md 4.8): a cycle's A and counts are level sums,
     # so the active-row and code-boundary constructions below (binary rows) do not apply
-    binary_rows = xf.top_level == 1 and not xf.multi_level
+    binary_rows = not xf.multi_level
     out = []
 
     def radix4_value(plane, sign):
@@ -133,8 +133,7 @@ def corner_case_vectors(golden: GoldenModel, rng: np.random.Generator,
         signs = rng.choice([-1, 1], M)
         out.append(("all_top_level", signs * top_value))
         for a, label in ((L, "level_sum_L"), (L + 1, "level_sum_L_plus_1")):
-            n_top, rest = divmod(a, int(round(top_value / unit_value)) if radix4 else
-                                 int(top_value))
+            n_top, rest = divmod(a, int(round(top_value / unit_value)))   # a top row's level
             if n_top + rest > R:
                 continue
             rows = rng.permutation(R)[:n_top + rest]
