@@ -172,6 +172,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     scale_high = hw.nmc_scale(analog.dual_high, top, nmc.scale_frac_bits) if per_column else 0
     shift_high = hw.adc_threshold_shift(analog.dual_high, top, analog.half_up)
     magic_high, magic_high_shift = hw.division_magic(analog.dual_high)
+    addend_high = hw.ideal_rounding_addend(shift_high, top)
     sample_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_SAMPLE), key.tile_row),
                            key.tile_col)
     noise_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_CMP_NOISE), key.tile_row),
@@ -247,10 +248,11 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                         codes[p, :] = 0
                         continue
                     multiplier, shift = hw.division_magic(fs)
+                    addend = hw.ideal_rounding_addend(cyc.threshold_shift[b, p], top)
                     if not per_column:        # the common case, kept free of the branches
                         for c in range(n_cols):
                             n = counts[p, c]
-                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
+                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top, addend)
                             if n > fs:
                                 clipped += 1
                         continue
@@ -263,9 +265,10 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                             high += 1       # literally: conversions at the high level
                         if f_c != fs:
                             column_scale[p, c] = scale_high
-                            codes[p, c] = hw.ideal_adc_code(n, magic_high, magic_high_shift, top)
+                            codes[p, c] = hw.ideal_adc_code(n, magic_high, magic_high_shift, top,
+                                                            addend_high)
                         else:
-                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top)
+                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top, addend)
                         if n > f_c:
                             clipped += 1
                     continue

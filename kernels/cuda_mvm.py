@@ -233,6 +233,7 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
         scale_high = hw.nmc_scale(dual_high, top_code, scale_frac_bits)
         shift_high = hw.adc_threshold_shift(dual_high, top_code, half_up)
         magic_high, magic_high_shift = hw.division_magic(dual_high)
+    addend_high = hw.ideal_rounding_addend(shift_high, top_code)
     for t in range(t_lo, t_hi):
         w0 = t * words_per_tile
         n_clipped = 0
@@ -246,8 +247,10 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                 continue                  # not run: no conversion, no NMC term
             fs = full_scale[t, b, p]
             sc = scale[t, b, p]
+            addend = np.int64(0)
             if ideal and a > 0:
                 multiplier, shift = hw.division_magic(fs)
+                addend = hw.ideal_rounding_addend(threshold_shift[t, b, p], top_code)
             else:
                 multiplier, shift = np.int64(0), np.int64(0)
             sample_key = np.uint64(0)
@@ -283,9 +286,9 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                         if f_c != fs:
                             sc_c = scale_high
                             code = hw.ideal_adc_code(count, magic_high, magic_high_shift,
-                                                     top_code)
+                                                     top_code, addend_high)
                         else:
-                            code = hw.ideal_adc_code(count, multiplier, shift, top_code)
+                            code = hw.ideal_adc_code(count, multiplier, shift, top_code, addend)
                         if count > f_c:
                             n_clipped += 1
                 else:

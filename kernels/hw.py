@@ -8,6 +8,7 @@ functions are plain Python; ``kernels.targets`` compiles the same source for eac
 - ``kernels.targets.cuda_hardware()``: ``numba.cuda.jit(device=True)`` (the CUDA kernels).
 
 Rules for code in this module, so that it compiles for both targets:
+
 - scalars and array element reads only; no allocation, no NumPy array functions, no builtin
   ``min``/``max`` (numba-cuda before 0.21 cannot type them on the device);
 - integer arithmetic only, with explicit ``np.int64``/``np.uint64`` where signedness matters
@@ -303,12 +304,12 @@ def sar_convert(value, offset, cdac_weights, cdac_total, full_scale, adc_bits, s
                 noise_key, threshold_shift, trials, decisions, record):
     """Successive approximation of one held column value, MSB first; returns the code.
 
-    value : held column value, analog fixed point.  offset : the comparator's static offset.
-    cdac_weights : int64 (adc_bits,) this column's CDAC capacitors, LSB first.
-    noise_key : the column's comparator-noise key; step s mixes in s.
-    threshold_shift : raises the compared value (half an LSB for the half-up law).
-    trials, decisions : int64 / uint8 (adc_bits,) written with each step's trial code and
-        decision when ``record`` is true (the cycle-level trace); ignored otherwise.
+    - value : held column value, analog fixed point.  offset : the comparator's static offset.
+    - cdac_weights : int64 (adc_bits,) this column's CDAC capacitors, LSB first.
+    - noise_key : the column's comparator-noise key; step s mixes in s.
+    - threshold_shift : raises the compared value (half an LSB for the half-up law).
+    - trials, decisions : int64 / uint8 (adc_bits,) written with each step's trial code and
+      decision when ``record`` is true (the cycle-level trace); ignored otherwise.
     """
     code = np.int64(0)
     weight_sum = np.int64(0)
@@ -344,9 +345,22 @@ def division_magic(divisor):
     return multiplier, shift
 
 
-def ideal_adc_code(count, multiplier, shift, top_code):
-    """The ideal ADC law ``min(floor(count * L / F), L)``; (multiplier, shift) divide by F."""
-    code = (np.int64(count) * top_code * multiplier) >> shift
+def ideal_rounding_addend(threshold_shift, top_code):
+    """The ideal ADC law's numerator addend of a threshold shift (0 under the floor law).
+
+    On ideal analog the held value is ``count << ANALOG_FRAC_BITS`` exactly and the SAR
+    returns ``min(floor((count * 2**f + s) * L / (F * 2**f)), L)`` for a threshold shift s
+    (f = ANALOG_FRAC_BITS).  Nested floors give
+    ``floor((count * L + floor(s * L / 2**f)) / F)``: this addend is ``floor(s * L / 2**f)``
+    (about F / 2 under the half-up law), so every ideal law takes the integer shortcut.
+    """
+    return (np.int64(threshold_shift) * np.int64(top_code)) >> np.int64(ANALOG_FRAC_BITS)
+
+
+def ideal_adc_code(count, multiplier, shift, top_code, addend):
+    """The ideal ADC law ``min(floor((count * L + addend) / F), L)``; (multiplier, shift)
+    divide by F; ``addend`` from :func:`ideal_rounding_addend` (0: the floor law)."""
+    code = ((np.int64(count) * top_code + addend) * multiplier) >> shift
     return top_code if code > top_code else code
 
 
@@ -439,6 +453,7 @@ HARDWARE_FUNCTIONS = (
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
     "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
-    "sar_convert", "division_magic", "ideal_adc_code", "nmc_scale", "nmc_term",
+    "sar_convert", "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale",
+    "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
 )

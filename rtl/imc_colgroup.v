@@ -10,8 +10,10 @@
 //     ROWS * (2**LEVEL_BITS - 1);
 //   * the cycle's full scale F from the level sum A and the Vref mode (4.3);
 //   * a SAR ADC per column with an ideal comparator and CDAC: step s tries
-//     trial = D | 1 << (ADC_BITS-1-s) and keeps it iff count * L >= F * trial, which is
-//     exactly code = min(floor(count * L / F), L) (4.5 with no mismatch or noise);
+//     trial = D | 1 << (ADC_BITS-1-s) and keeps it iff count * L + a >= F * trial, which is
+//     exactly code = min(floor((count * L + a) / F), L) (4.5 with no mismatch or noise);
+//     a = 0 under the floor law (ADC_ROUND 0), a = (h * L) >> 20 with the half-LSB shift
+//     h = ((F << 20) + L) / (2L) under half_up (ADC_ROUND 1, the threshold raised by h);
 //   * the NMC: per output g = columns g*KW .. g*KW+KW-1 (weight planes q, binary format with
 //     plane weights 1, 1, 2, 4, ...), one weight plane per clock:
 //       scale = ((F << (S+1)) + L) / (2L)
@@ -50,6 +52,7 @@ module imc_colgroup #(
     parameter OUT_BITS   = 48,    // nmc.out_bits
     parameter OUT_ROUND  = 2,     // nmc.out_rounding: 0 floor, 1 half_up, 2 half_even
     parameter LEVEL_BITS = 1,     // row DAC bits (input_bits); 1: binary rows from row_mask
+    parameter ADC_ROUND  = 0,     // adc_rounding: 0 floor, 1 half_up
     // derived widths: leave at their defaults
     parameter ROW_BITS   = $clog2(ROWS + 1),                            // active_rows
     parameter CNT_BITS   = $clog2(ROWS * ((1 << LEVEL_BITS) - 1) + 1),  // level units
@@ -162,12 +165,15 @@ module imc_colgroup #(
     reg [ADC_BITS-1:0]      trial;
     reg [CMP_BITS-1:0]      lhs, rhs;
     reg                     keep;
+    reg [63:0]              half_lsb, addend;   // the ADC law's shift h and its addend a
     always @* begin
         code_next = code;
         dec_next  = sar_dec;
+        half_lsb  = ((64'd0 + full_scale) * 64'd1048576 + L) / (2 * L);
+        addend    = (ADC_ROUND == 1) ? ((half_lsb * L) >> 20) : 64'd0;
         for (c = 0; c < COLS; c = c + 1) begin
             trial = code[c*ADC_BITS +: ADC_BITS] | ({{(ADC_BITS-1){1'b0}}, 1'b1} << (ADC_BITS - 1 - step));
-            lhs   = count[c*CNT_BITS +: CNT_BITS] * L;
+            lhs   = count[c*CNT_BITS +: CNT_BITS] * L + addend;
             rhs   = full_scale * trial;
 `ifdef BUG_SAR_OFF_BY_ONE
             keep  = (lhs > rhs);

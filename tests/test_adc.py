@@ -34,13 +34,39 @@ def test_fast_path_division_and_njit_sar_are_the_adc_law():
     w = ideal_cdac()
     for fs in (255, 256, 257, 300, 511, 1000, 1151, 2303, 2304):
         m, sh = CPU.division_magic(fs)
-        fast = np.array([CPU.ideal_adc_code(n, m, sh, L) for n in COUNTS])
+        fast = np.array([CPU.ideal_adc_code(n, m, sh, L, 0) for n in COUNTS])
         assert np.array_equal(fast, law(COUNTS, fs))
         trials, decisions = np.zeros(NB, np.int64), np.zeros(NB, np.uint8)
         stepped = np.array([CPU.sar_convert(int(n) << ANALOG_FRAC_BITS, 0, w, int(w.sum()), fs, NB,
                                             0, np.uint64(0), 0, trials, decisions, False)
                             for n in COUNTS])
         assert np.array_equal(stepped, law(COUNTS, fs))
+
+
+@pytest.mark.parametrize("adc_bits", [2, 5, 8, 12])
+def test_ideal_shortcut_equals_the_stepped_sar_under_the_half_up_law(adc_bits):
+    """The half-up law's integer shortcut (hw.ideal_rounding_addend) against the SAR with its
+    threshold shift, for every count of every full scale of a sample covering the extremes."""
+    top = (1 << adc_bits) - 1
+    w = CDAC_UNIT << np.arange(adc_bits, dtype=np.int64)
+    trials, decisions = np.zeros(adc_bits, np.int64), np.zeros(adc_bits, np.uint8)
+    scales = sorted({top, top + 1, top + 2, 2 * top - 1, 2 * top, 2 * top + 1, 1000, 2303, 2304,
+                     4095, 9999, 16383, 16384} - {f for f in range(top)})
+    for fs in scales:
+        counts = np.unique(np.concatenate([np.arange(min(fs, 3000) + 2),
+                                           np.linspace(0, 2 * fs, 400).astype(np.int64)]))
+        m, sh = CPU.division_magic(fs)
+        shift = CPU.adc_threshold_shift(fs, top, True)
+        addend = CPU.ideal_rounding_addend(shift, top)
+        fast = np.array([CPU.ideal_adc_code(int(n), m, sh, top, addend) for n in counts])
+        stepped = np.array([CPU.sar_convert(int(n) << ANALOG_FRAC_BITS, 0, w, int(w.sum()), fs,
+                                            adc_bits, 0, np.uint64(0), shift, trials, decisions,
+                                            False) for n in counts])
+        assert np.array_equal(fast, stepped), fs
+        # a rounding quantizer: within one code of floor(count * L / F + 1/2) (they part only
+        # at exact ties, where the shift's fixed-point rounding decides)
+        rounded = np.minimum((2 * counts * top + fs) // (2 * fs), top)
+        assert np.abs(fast - rounded).max() <= 1, fs
 
 
 def test_division_magic_exact_over_whole_dividend_range():

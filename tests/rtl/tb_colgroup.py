@@ -38,6 +38,8 @@ OUT_FRAC = PARAMS.get("OUT_FRAC", 12)               # defaults: the RTL's
 OUT_BITS = PARAMS.get("OUT_BITS", 48)
 OUT_ROUND = PARAMS.get("OUT_ROUND", 2)
 LEVEL_BITS = PARAMS.get("LEVEL_BITS", 1)
+ADC_ROUND = PARAMS.get("ADC_ROUND", 0)              # adc_rounding: 0 floor, 1 half_up
+ADC_ROUNDING = {0: Rounding.FLOOR, 1: Rounding.HALF_UP}[ADC_ROUND]
 ROUNDING = {0: Rounding.FLOOR, 1: Rounding.HALF_UP, 2: Rounding.HALF_EVEN}[OUT_ROUND]
 G = COLS // KW
 L = (1 << ADC_BITS) - 1
@@ -77,7 +79,7 @@ def macro_config(vref_mode: str, mask_zero: bool, top_level: int = 1) -> MacroCo
     assert L < fixed < top
     return MacroConfig(
         rows=ROWS, columns=COLS, adc_bits=ADC_BITS, mask_zero_inputs=mask_zero,
-        input_bits=LEVEL_BITS,
+        input_bits=LEVEL_BITS, adc_rounding=ADC_ROUNDING,
         vref=VrefConfig(mode=VrefMode(vref_mode), full_scale=fixed, dual_low=L,
                         dual_high=top),
         nmc=NmcConfig(scale_frac_bits=SCALE_FRAC, acc_bits=ACC_BITS,

@@ -90,6 +90,16 @@ def test_rtl_matches_golden_for_every_format_and_vref_mode(tmp_path):
     assert not failed, f"RTL disagrees with the golden model: {failed}\n{log[-3000:]}"
 
 
+def test_rtl_half_up_adc_law_matches_golden(tmp_path):
+    """ADC_ROUND = 1: the half-up law (docs/hardware-model.md 4.5) in every format and Vref
+    mode; the variable and fixed modes' lossy conversions put counts on both sides of the
+    shifted thresholds."""
+    results, log = run_sim(tmp_path / "half_up", params=dict(PARAMS, ADC_ROUND=1))
+    assert len(results) == 12, results
+    failed = {k: v for k, v in results.items() if v is not None}
+    assert not failed, f"RTL disagrees with the golden model: {failed}\n{log[-3000:]}"
+
+
 def test_rtl_multilevel_rows_match_golden(tmp_path):
     """LEVEL_BITS = 3: row levels from the golden records' row_level; counts, A (level_sum),
     F and the NMC in level units."""
