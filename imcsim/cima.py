@@ -22,6 +22,7 @@ from imcsim.kernels.pack import pack_input_planes, transpose_to_int16, unpack_co
 from imcsim.kernels.tables import drive_charge_table
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
+from imcsim.progress import note_first_compile
 from imcsim.tuning import parallel_chunks
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class ColumnGroup:
         vref = c.vref if vref is None else vref
         column_fs = np.empty(cols, dtype=np.int64)
         analog, tables = self.analog, self.tables
+        note_first_compile(_array_cycle_kernel, "the cycle-level kernels")
         clipped, high = _array_cycle_kernel(
             np.ascontiguousarray(xbits), np.ascontiguousarray(xmask),
             np.ascontiguousarray(active, dtype=np.int64), self.wbits, self.cap_table,

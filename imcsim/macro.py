@@ -27,6 +27,7 @@ from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcPa
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table, row_dac_gain_table
 from imcsim.mapping import TilePlan, cycle_constants
 from imcsim.nmc import accumulator_fraction_bits, output_stage
+from imcsim.progress import note_first_compile
 from imcsim.tuning import GATHER_FRACTION, parallel_chunks
 
 DEVICES = ("cpu", "cuda")
@@ -53,14 +54,15 @@ def format_lookup_tables(x_format: BinaryFormat | Radix4Format, mask_zero: bool)
 class MvmResult:
     """Outputs of one MVM.
 
-    y : float64 (B, N)  the NMC output, exactly y_int / 2**out_frac_bits.
-    y_int : int64 (B, N)  the output register.
-    codes : uint16 (T, B, P, N, Kw) or None  every ADC code (T = row tiles).
-    full_scale, active_rows : int64 (T, B, P)  per array cycle (active_rows: rows driven at
-        a non-zero level).
-    level_sum : int64 (T, B, P)  A, the sum of the cycle's row levels (docs/hardware-model.md
-        4.8; equal to active_rows for binary rows).
-    events : EventCounts
+    - y : float64 (B, N)  the NMC output, exactly y_int / 2**out_frac_bits.
+    - y_int : int64 (B, N)  the output register.
+    - codes : uint16 (T, B, P, N, Kw) or None  every ADC code (T = row tiles).
+    - full_scale, active_rows : int64 (T, B, P)  per array cycle (active_rows: rows driven at
+      a non-zero level).
+    - level_sum : int64 (T, B, P)  A, the sum of the cycle's row levels (docs/hardware-model.md
+      4.8; equal to active_rows for binary rows).
+    - events : EventCounts
+
     On a CUDA macro given CuPy operands, y / y_int / codes are CuPy arrays.
     """
 
@@ -83,11 +85,11 @@ class MvmResult:
 class PackedTile:
     """One row tile of the streamed operand, packed, with its per-cycle constants.
 
-    xbits, xmask : uint64 (B, P * S, W)  row inputs and active rows of every level-bit
-        sub-plane (``CycleInputs``), 64 rows a word.
-    sub_active : int64 (B, P * S)  active rows per sub-plane.
-    active_rows : int64 (B, P)  rows driven at a non-zero level per cycle.
-    level_sum, full_scale, scale, threshold_shift : int64 (B, P)  A and the cycle constants.
+    - xbits, xmask : uint64 (B, P * S, W)  row inputs and active rows of every level-bit
+      sub-plane (``CycleInputs``), 64 rows a word.
+    - sub_active : int64 (B, P * S)  active rows per sub-plane.
+    - active_rows : int64 (B, P)  rows driven at a non-zero level per cycle.
+    - level_sum, full_scale, scale, threshold_shift : int64 (B, P)  A and the cycle constants.
     """
 
     xbits: np.ndarray
@@ -408,8 +410,9 @@ class Macro:
         format with top row level ``top_level`` (docs/hardware-model.md 4.8)."""
         c, fx = self.config, self.fx
         vref = c.vref if vref is None else vref
-        # the integer ADC law shortcut holds for ideal analog under the paper's floor law
-        ideal = c.nonideal.is_ideal and c.adc_rounding is Rounding.FLOOR
+        # the integer ADC law shortcut holds for ideal analog under every ADC law
+        # (hw.ideal_rounding_addend)
+        ideal = c.nonideal.is_ideal
         params = AnalogParams(c.rows, c.adc_bits, c.top_code, ideal, self.uses_charge_table,
                               fx["sigma_sample_fx"] * top_level, fx["sigma_cmp_fx"] * top_level,
                               c.skip_masked_cycles, vref.per_column, vref.dual_low,
@@ -484,6 +487,7 @@ class Macro:
                 tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
                 high_b = np.zeros(B, dtype=np.int64)
+                note_first_compile(tile_mvm)
                 tile_mvm(cyc, tile, tables, analog, self.nmc_params(prep, n1 - n0),
                          NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset), tuning,
                          tile_acc, tile_codes, clip_b, high_b)
@@ -500,9 +504,9 @@ class Macro:
                    out_scale=None, out_offset=None, trace=None, selection=None) -> MvmResult:
         """Y = X @ W stepping every array cycle and SAR step; identical results to ``mvm``.
 
-        trace : str or Path or None  write an HDF5 trace of the selected cycles there.
-        selection : imcsim.verify.trace.TraceSelection or None  what to record (default:
-            everything).  Always returns the codes.  Runs on the CPU whatever the device.
+        - trace : str or Path or None  write an HDF5 trace of the selected cycles there.
+        - selection : imcsim.verify.trace.TraceSelection or None  what to record (default:
+          everything).  Always returns the codes.  Runs on the CPU whatever the device.
         """
         from imcsim.cycles import run_cycle_level
         prep = self.prepare(X, W, x_format, w_format, seed=seed, vref=vref,

@@ -45,7 +45,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,11 @@ SWEEP_VERSION = "1.0"
 RESULT_NAME = "result.json"
 TABLE_CSV = "results.csv"
 TABLE_JSON = "results.json"
-SPEC_KEYS = ("command", "description", "out", "base", "configs", "grid")
+SPEC_KEYS = ("command", "description", "out", "base", "configs", "grid", "order")
+#: run order of a sweep file's ``order``: every grid point of a config before the next config
+#: ("configs", the default), or every config of a grid point before the next point ("grid":
+#: all rows of a table for seed 0 first, so a table built in pieces fills row by row)
+RUN_ORDERS = ("configs", "grid")
 RESERVED_RUN_KEYS = ("label", "name")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=',-]*$")
 
@@ -98,82 +102,27 @@ def _check_known(params: Mapping, known: Sequence[str], command: str) -> None:
                          f"{', '.join(sorted(known))}")
 
 
-def _kind_pairs(value, name: str, default: str | None) -> list[list[str]]:
-    """{kind: v}, ["kind=v", ...] or [[kind, v], ...] -> [[kind, v]] in forward/backward/update
-    order; kinds not given take ``default`` (None: every kind is required)."""
-    from imcsim.config import MvmKind
-    kinds = [k.value for k in MvmKind]
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    elif isinstance(value, str):
-        items = [v.partition("=")[::2] for v in value.split(",") if v.strip()]
-    elif isinstance(value, Sequence):
-        items = []
-        for v in value:
-            if isinstance(v, str):
-                kind, _, mode = v.partition("=")
-                items.append((kind.strip(), mode.strip()))
-            elif isinstance(v, Sequence) and len(v) == 2:
-                items.append((v[0], v[1]))
-            else:
-                raise ValueError(f"{name}: expected KIND=VALUE or [KIND, VALUE], got {v!r}")
-    else:
-        raise ValueError(f"{name}: expected a mapping kind -> value, got {value!r}")
-    given = {}
-    for kind, v in items:
-        if kind not in kinds or not isinstance(v, str) or not v:
-            raise ValueError(f"{name}: expected KIND=VALUE with KIND in {', '.join(kinds)}, "
-                             f"got {kind!r}={v!r}")
-        given[kind] = v
-    missing = [k for k in kinds if k not in given]
-    if missing and default is None:
-        raise ValueError(f"{name}: no value for {', '.join(missing)}")
-    return [[k, given.get(k, default)] for k in kinds]
-
-
-#: ``imcsim train`` option names accepted beside the TrainConfig field names
-TRAIN_ALIASES = {"batch": "batch_size", "max_steps": "max_steps_per_epoch"}
-
-
 def _train_normalize(params: dict) -> dict:
-    from imcsim.config import MvmKind, parse_mvm_kinds
-    from imcsim.training.engine import TrainConfig
-    p = dict(params)
-    names = [f.name for f in fields(TrainConfig) if f.name != "trace"]
-    _check_known(p, names + list(TRAIN_ALIASES) + ["imc", "other"], "train")
-    for alias, name in TRAIN_ALIASES.items():
-        if alias in p:
-            if name in p:
-                raise ValueError(f"{alias} and {name}: give one of them")
-            p[name] = p.pop(alias)
-    if "imc" in p or "other" in p:                 # as imcsim train --imc KINDS --other BACKEND
-        if "backends" in p:
-            raise ValueError("imc/other and backends: give one or the other")
-        kinds = parse_mvm_kinds(p.pop("imc", "") or "")
-        other = p.pop("other", "exact")
-        fallback = "fp32" if not kinds and other == "exact" else other
-        p["backends"] = {k.value: "imc" if k.value in kinds else fallback for k in MvmKind}
-    if "backends" in p:
-        p["backends"] = tuple(map(tuple, _kind_pairs(p["backends"], "backends", None)))
-    if "vref" in p:
-        p["vref"] = tuple(map(tuple, _kind_pairs(p["vref"], "vref", "variable")))
-    if p.get("data_folder") is not None:
-        p["data_folder"] = str(Path(p["data_folder"]).expanduser().resolve())
-    try:
-        config = TrainConfig(**p)
-    except TypeError as exc:
-        raise ValueError(f"train: {exc}") from None
-    return json.loads(config.to_json())
+    """The sweep's ``train`` keys go through the CLI's own front door
+    (``training.options.train_config``), so each key means what the flag means."""
+    from imcsim.training.options import train_config
+    if "trace" in params:
+        raise ValueError("unknown parameter 'trace' for train: a sweep does not trace")
+    return json.loads(train_config(params).to_json())
 
 
 #: per-layer keys of a training history row that the sweep table leaves to metrics.json
-PER_LAYER_METRICS = ("mvm_stats", "cima_write_words_by_layer")
+PER_LAYER_METRICS = ("mvm_stats", "cima_write_words_by_layer", "mvm_error")
 
 
 def _train_run(params: dict, folder: Path) -> dict:
+    """Train one run in ``folder``; a checkpoint left there by an interrupted run of the same
+    parameters is resumed (the run then equals an uninterrupted one, docs/training.md)."""
     from imcsim.training.engine import TrainConfig, Trainer
+    from imcsim.training.rundir import resumable_checkpoint
     config = TrainConfig.from_json(json.dumps(params))
-    history = Trainer(config, folder, progress=False).run()
+    trainer = Trainer(config, folder, progress=False)
+    history = trainer.run(resume=resumable_checkpoint(folder, config))
     out = dict(history[-1]) if history else {}       # the last epoch's metrics
     # per-layer detail stays in the run's metrics.json: as table columns it would add ~170
     for key in PER_LAYER_METRICS:
@@ -361,6 +310,16 @@ class SweepPlan:
     grid_keys: tuple = ()
     spec_path: Path | None = None
     description: str = ""
+    order: str = "configs"
+
+    def execution_order(self) -> list[Run]:
+        """The runs in the order they are started (``order``); tables keep :attr:`runs`'."""
+        if self.order == "configs":
+            return list(self.runs)
+        configs = list(dict.fromkeys(r.config for r in self.runs))
+        points = list(dict.fromkeys(json.dumps(r.grid, sort_keys=True) for r in self.runs))
+        return sorted(self.runs, key=lambda r: (points.index(json.dumps(r.grid, sort_keys=True)),
+                                                configs.index(r.config)))
 
     @property
     def table_paths(self) -> tuple[Path, Path]:
@@ -452,6 +411,9 @@ def plan_sweep(spec: Mapping, *, out=None, overrides: Mapping | None = None,
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"grid: {key!r} needs a non-empty list of values")
+    order = spec.get("order", "configs")
+    if order not in RUN_ORDERS:
+        raise ValueError(f"order: expected one of {', '.join(RUN_ORDERS)}, got {order!r}")
     overrides = dict(overrides or {})
     for key in overrides:
         if key in grid:
@@ -488,7 +450,7 @@ def plan_sweep(spec: Mapping, *, out=None, overrides: Mapping | None = None,
                 raise ValueError(f"run {rname}: {str(exc).splitlines()[0]}") from None
             runs.append(Run(rname, cname, label, gvals, params, out / rname))
     return SweepPlan(name, runs, out, keys, Path(spec_path).resolve() if spec_path else None,
-                     str(spec.get("description", "")))
+                     str(spec.get("description", "")), order)
 
 
 def _check_known_keys(spec: Mapping, known: Sequence[str], where: str) -> None:
@@ -816,7 +778,7 @@ def run_sweep(plan: SweepPlan, *, client=None, rerun: bool = False,
         done += 1
         if on_result is not None:
             on_result(records[name], done, total)
-    pending = [r for r in plan.runs if r.name not in records]
+    pending = [r for r in plan.execution_order() if r.name not in records]
 
     def finish(run: Run, doc: dict) -> None:
         nonlocal done

@@ -18,9 +18,9 @@ def _check_pos_int(name, value):
 class LayerSpec:
     """One layer of a model: a 3x3 'same' stride-1 convolution or a dense layer.
 
-    height, width : input (= output) spatial size of a conv; 1 for dense layers.
-    pool_after : a 2x2 max-pool follows the layer (its output gradient is then at most 1/4
-        non-zero).
+    - height, width : input (= output) spatial size of a conv; 1 for dense layers.
+    - pool_after : a 2x2 max-pool follows the layer (its output gradient is then at most 1/4
+      non-zero).
     """
 
     name: str

@@ -3,11 +3,13 @@
 A hidden chip (the paper's 2304-row array and 8-bit ADC, 32 columns, non-idealities of the
 ``paper-nonideal`` preset times --scale, a random chip_seed) converts the calibration stimulus
 in the emulator; ``calibrate`` fits it; the script prints true vs fitted values as a Markdown
-table, writes the calibration's preset, tables, report and plots to --out, copies the plots to
-docs/ (calibration-*.png) and runs the statistical check against a fresh measurement of the same
+table, writes the calibration's preset, tables, report and plots to --out (runs/, ignored by
+git), with ``--docs docs`` copies the plots to docs/ (calibration-*.png, to regenerate the
+documentation's figures), and runs the statistical check against a fresh measurement of the same
 chip, the ideal macro and another chip.
 
 Run:  python scripts/calibration_example.py [--columns 32] [--scale 2] [--out runs/calibration]
+      [--docs docs]
 """
 import argparse
 import shutil
@@ -29,7 +31,8 @@ def main():
     ap.add_argument("--columns", type=int, default=32)
     ap.add_argument("--scale", type=float, default=2.0, help="factor on paper-nonideal's sigmas")
     ap.add_argument("--out", default="runs/calibration")
-    ap.add_argument("--docs", default="docs", help="where the PNGs are copied ('' = nowhere)")
+    ap.add_argument("--docs", default="", help="where the PNGs are copied (default: nowhere; "
+                    "'docs' regenerates the documentation's figures)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     base = load_preset("paper-nonideal")

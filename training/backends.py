@@ -130,8 +130,11 @@ class ImcBackend:
     quantized = True
 
     def __init__(self, config: MacroConfig, vref: VrefConfig | None = None, seed: int = 0,
-                 stats=None, trace_request=None, device: str = "cpu"):
+                 stats=None, trace_request=None, device: str = "cpu", diagnostics=None):
         self.device = device
+        # training.diagnostics.MvmDiagnostics (or None): compares sampled calls with the exact
+        # product, observing only
+        self.diagnostics = diagnostics
         self.macro = Macro(config) if device == "cpu" else Macro(config, device=device)
         self.vref = vref
         self.seed = seed
@@ -162,6 +165,10 @@ class ImcBackend:
         else:
             res = self.macro.mvm(X, W, x_format, w_format, seed=seed, vref=vref)
         self.stats[(layer, mvm.value if mvm else "")].add(res)
+        diagnostics = self.diagnostics
+        if diagnostics is not None and diagnostics.wants(step):
+            diagnostics.record(layer, mvm.value if mvm else "", X, W, res,
+                               self.macro.config.top_code)
         return to_device(res.y, xp)
 
 

@@ -2,7 +2,8 @@
 
 Three sources are supported:
 
-* ``digits``  -- scikit-learn's bundled 8x8 handwritten digits (no download), 8x8x1;
+* ``digits``  -- the 8x8 handwritten digits scikit-learn bundles, shipped with imcsim
+  (``data/digits``, no download, no extra), 8x8x1;
 * ``digits32`` -- the same digits and split as CIFAR-shaped 32x32x3 images (each pixel
   repeated 4x4 and copied to three channels: :func:`load_digits32`), so that CIFAR-sized
   models such as VGG-lite run with their paper layer sizes on data that ships with a package;
@@ -165,11 +166,8 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     if not (isinstance(test_fraction, (int, float, np.floating))
             and 0.0 < float(test_fraction) < 1.0):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
-    from sklearn.datasets import load_digits as _sk_load_digits
-
-    bunch = _sk_load_digits()
-    images = np.asarray(bunch.images, dtype=np.float64)          # (1797, 8, 8), 0..16
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    images, labels = digits_arrays()
+    images = images.astype(np.float64)                            # (1797, 8, 8), 0..16
     x = (images / 16.0).astype(np.float32)[..., None]            # (N, 8, 8, 1)
 
     rng = np.random.default_rng(seed)
@@ -186,6 +184,15 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return Dataset(x_train=np.ascontiguousarray(x[train_idx]), y_train=labels[train_idx],
                    x_test=np.ascontiguousarray(x[test_idx]), y_test=labels[test_idx],
                    n_classes=10, name="digits")
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The packaged digits (``data/digits/digits.npz``; source and licence in its README):
+    images uint8 (1797, 8, 8) with values 0..16, labels int64 (1797,), scikit-learn's order."""
+    from importlib import resources
+    with resources.files("imcsim.data").joinpath("digits/digits.npz").open("rb") as fh:
+        with np.load(fh, allow_pickle=False) as z:
+            return np.asarray(z["images"]), np.asarray(z["target"], dtype=np.int64)
 
 
 #: side of the CIFAR-shaped digits and how many times each 8x8 pixel is repeated per axis
@@ -432,7 +439,10 @@ def load_dataset(name: str = "digits", folder: str | os.PathLike | None = None) 
         return load_digits32()
     if key in ("cifar10", "mnist"):
         if folder is None:
-            raise ValueError(f"dataset {name!r} needs a folder with its files (folder=None)")
+            what = ("the CIFAR-10 python batches (data_batch_1 .. 5, test_batch)"
+                    if key == "cifar10" else "the four MNIST IDX files")
+            raise ValueError(f"--data {key} needs --data-folder: a folder with {what}; "
+                             "nothing is downloaded")
         return load_cifar10(folder) if key == "cifar10" else load_mnist(folder)
     raise ValueError(f"unknown dataset name {name!r}; choose one of {', '.join(DATASET_NAMES)}")
 

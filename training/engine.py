@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import MacroConfig, VrefConfig, load_preset
+from imcsim.config import Rounding
+from imcsim.optional import MissingDependency
+from imcsim.progress import Progress
 from imcsim.training.backends import (
     ExactBackend,
     Fp32Backend,
@@ -32,6 +36,7 @@ from imcsim.training.backends import (
     scheme_by_name,
 )
 from imcsim.training.data import augment_crop_flip, iterate_batches, load_dataset, normalize
+from imcsim.training.diagnostics import MvmDiagnostics, sampled_steps
 from imcsim.training.layers import softmax_cross_entropy_array
 from imcsim.training.models import MODELS, build_model
 from imcsim.training.optim import (
@@ -41,10 +46,13 @@ from imcsim.training.optim import (
     ThresholdWeights,
     make_schedule,
 )
+from imcsim.training.rundir import same_run
 from imcsim.training.xp import DEVICES, array_module, to_device, to_host
 from imcsim.writes import changed_cima_words
 
 BACKEND_NAMES = ("fp32", "exact", "imc")
+#: ADC laws a run may set over its preset's (imcsim.config.Rounding values)
+ADC_ROUNDINGS = (Rounding.FLOOR.value, Rounding.HALF_UP.value)
 
 
 class TrainingDiverged(ValueError):
@@ -78,24 +86,24 @@ def parse_vref(text: str) -> VrefConfig | MatchedFullScale:
 class TrainConfig:
     """Everything a run depends on; saved in checkpoints and metrics.
 
-    backends : backend of each MVM kind for hidden layers ('fp32', 'exact' or 'imc').
-    vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'fixed:matched',
-        'dual:LOW:HIGH').
-    device : 'cpu' (NumPy) or 'cuda' (CuPy and the macro's CUDA path).  A checkpoint resumes
-        on either device.
-    reproducible : compute the FP32 products, float sums and the loss with the fixed-order
-        kernels of ``training.repro`` (bit-identical weights on any x86-64 CPU, BLAS build and
-        thread count; CPU only).  docs/training.md, Reproducibility.
-    update_rule : how the quantized layers' weights follow the updates: 'requantize' (the
-        scheme's quantizer applied to the FP32 master weights at every forward) or
-        'threshold' (stored integer weights and a per-weight register,
-        ``training.optim.ThresholdWeights``).  docs/training.md, Weight-update rules.
-    update_threshold : the threshold rule's T [LSB of the stored weight], an integer in
-        1 .. 2 L (L = 8 for radix4's binary:5, 64 for int8's binary:8); ignored by
-        'requantize'.
-    input_mapping : how streamed operands drive the rows on IMC: 'one-hot' (binary rows,
-        the paper's macro) or 'multi-level' (a 3-bit row DAC: radix-4 gradients two exponents
-        per cycle, binary activations as signed 3-bit digits).  docs/training.md.
+    - backends : backend of each MVM kind for hidden layers ('fp32', 'exact' or 'imc').
+    - vref : Vref of each MVM kind on IMC ('variable', 'fixed:F', 'fixed:matched',
+      'dual:LOW:HIGH').
+    - device : 'cpu' (NumPy) or 'cuda' (CuPy and the macro's CUDA path).  A checkpoint resumes
+      on either device.
+    - reproducible : compute the FP32 products, float sums and the loss with the fixed-order
+      kernels of ``training.repro`` (bit-identical weights on any x86-64 CPU, BLAS build and
+      thread count; CPU only).  docs/training.md, Reproducibility.
+    - update_rule : how the quantized layers' weights follow the updates: 'requantize' (the
+      scheme's quantizer applied to the FP32 master weights at every forward) or
+      'threshold' (stored integer weights and a per-weight register,
+      ``training.optim.ThresholdWeights``).  docs/training.md, Weight-update rules.
+    - update_threshold : the threshold rule's T [LSB of the stored weight], an integer in
+      1 .. 2 L (L = 8 for radix4's binary:5, 64 for int8's binary:8); ignored by
+      'requantize'.
+    - input_mapping : how streamed operands drive the rows on IMC: 'one-hot' (binary rows,
+      the paper's macro) or 'multi-level' (a 3-bit row DAC: radix-4 gradients two exponents
+      per cycle, binary activations as signed 3-bit digits).  docs/training.md.
     """
 
     model: str = "small-cnn"
@@ -122,6 +130,8 @@ class TrainConfig:
     update_rule: str = "requantize"
     update_threshold: int = 1
     input_mapping: str = "one-hot"
+    adc_rounding: str | None = None
+    diagnostic_steps: int = 2
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -142,6 +152,8 @@ class TrainConfig:
                 raise ValueError(f"trace: STEP must be an integer >= 0, got {step!r}")
             if not str(path).strip():
                 raise ValueError("trace: FILE is empty")
+        if self.dataset in ("cifar10", "mnist") and self.data_folder is None:
+            load_dataset(self.dataset, None)           # its one-line message names the option
         if self.model not in MODELS:
             raise ValueError(f"model: expected one of {sorted(MODELS)}, got {self.model!r}")
         for name in ("epochs", "batch_size"):
@@ -174,6 +186,12 @@ class TrainConfig:
             raise ValueError(f"update_threshold: expected an integer number of LSBs in "
                              f"1..{2 * level} (the {self.scheme} scheme's weights span "
                              f"-{level}..{level}), got {t!r}")
+        if self.adc_rounding is not None and self.adc_rounding not in ADC_ROUNDINGS:
+            raise ValueError(f"adc_rounding: expected one of {', '.join(ADC_ROUNDINGS)}, got "
+                             f"{self.adc_rounding!r}")
+        d = self.diagnostic_steps
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ValueError(f"diagnostic_steps: expected an integer >= 0, got {d!r}")
         if self.update_rule == "threshold" and b["forward"] == "fp32":
             raise ValueError("update_rule: threshold needs stored integer weights, i.e. the "
                              "hidden layers' forward MVM on imc or exact (--imc / --other)")
@@ -251,6 +269,12 @@ class ShapeRecordingImcBackend(ImcBackend):
         return y
 
 
+def one_blas_thread():
+    """A context in which the host's BLAS runs on one thread (``Trainer.run``)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _atomic_write(path: Path, write):
     """``write(tmp)`` then rename onto ``path`` (``imcsim.atomic``: all-or-nothing, and
     temporaries left by killed runs are removed)."""
@@ -297,21 +321,27 @@ class Trainer:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.emulator_seconds = 0.0
+        self._warned_no_plot = False
 
     # --- backends -------------------------------------------------------------------------
     def macro_config(self) -> MacroConfig:
         """The macro every IMC backend of this run emulates: the preset, with the run's
         controller options (``skip_masked_cycles``) and a row DAC for its input mapping."""
         preset = load_preset(self.config.preset)
+        rounding = (preset.adc_rounding if self.config.adc_rounding is None
+                    else Rounding(self.config.adc_rounding))
         return replace(preset, skip_masked_cycles=self.config.skip_masked_cycles,
-                       input_bits=max(preset.input_bits, input_bits_for(self.scheme)))
+                       input_bits=max(preset.input_bits, input_bits_for(self.scheme)),
+                       adc_rounding=rounding)
 
     def _assign_backends(self):
         cfg = self.config
         macro_cfg = self.macro_config()
         fp32, exact = Fp32Backend(reproducible=cfg.reproducible), ExactBackend()
+        self.diagnostics = MvmDiagnostics() if cfg.diagnostic_steps else None
         imc = {k: ShapeRecordingImcBackend(macro_cfg, cfg.vref_of(k), cfg.seed, self.stats,
-                                           self._trace_request(), device=cfg.device)
+                                           self._trace_request(), device=cfg.device,
+                                           diagnostics=self.diagnostics)
                for k in MvmKind}
         self.imc_backends = imc
         for layer in self.model.compute_layers():
@@ -415,7 +445,7 @@ class Trainer:
         except Exception as exc:        # BadZipFile, EOFError, KeyError, JSON and zlib errors
             raise ValueError(f"resume: {path} is not a readable checkpoint (truncated or "
                              f"corrupt: {type(exc).__name__}: {_first_line(exc)})") from None
-        if replace(saved, epochs=self.config.epochs, device=self.config.device) != self.config:
+        if not same_run(saved, self.config):
             raise ValueError(f"resume: {path} was written with another configuration")
         for prefix, target in (("param/", params), ("buffer/", buffers)):
             for k, v in target.items():
@@ -475,7 +505,8 @@ class Trainer:
         return grad, float(host[0]), int(host[1])
 
     def evaluate(self, x, y, batch=256, tag=0):
-        """(mean loss, accuracy) of the model on (x, y), without training.
+        """(mean loss, accuracy) of the model on (x, y), without training (on one BLAS
+        thread, as :meth:`run`).
 
         The emulator's MVMs of the evaluation are counted in a scratch container, not in
         ``self.stats``: the per-epoch statistics are the training steps' alone.  Their noise
@@ -484,12 +515,17 @@ class Trainer:
         last training step's nor shared between test batches, and a resumed run evaluates
         with the same keys as an uninterrupted one.
         """
+        with one_blas_thread():
+            return self._evaluate(x, y, batch, tag)
+
+    def _evaluate(self, x, y, batch, tag):
         x, y = to_device(x, self.xp), to_device(y, self.xp)
         losses, correct = [], 0
         saved = {kind: backend.stats for kind, backend in self.imc_backends.items()}
         scratch = defaultdict(LayerMvmStats)
         for backend in self.imc_backends.values():
             backend.stats = scratch
+        bar = Progress(-(-len(y) // batch), "evaluation", "batch", enabled=self.progress)
         try:
             for i in range(0, len(y), batch):
                 self.model.set_step(f"eval:{tag}:{i}")
@@ -497,13 +533,14 @@ class Trainer:
                 _, loss, hits = self._metrics(out, y[i:i + batch])
                 losses.append(loss * len(y[i:i + batch]))
                 correct += hits
+                bar.update(1)
         finally:
+            bar.close()
             for kind, backend in self.imc_backends.items():
                 backend.stats = saved[kind]
         return float(np.sum(losses) / len(y)), correct / len(y)
 
     def train_epoch(self, epoch: int):
-        from tqdm import tqdm
         cfg = self.config
         rng = np.random.default_rng([cfg.seed, epoch])
         steps = self._steps_per_epoch()
@@ -511,12 +548,16 @@ class Trainer:
         batches = iterate_batches(n, min(cfg.batch_size, n), rng, shuffle=True, drop_last=True,
                                   xp=self.xp)
         self.stats.clear()
+        if self.diagnostics is not None:
+            self.diagnostics.clear()
+            self.diagnostics.steps = frozenset(
+                epoch * steps + i for i in sampled_steps(cfg.seed, epoch, steps,
+                                                         cfg.diagnostic_steps))
         writers = self._stored_weight_layers()
         words = dict.fromkeys((la.name for la in writers), 0)
         w_format = self.scheme.weight
         losses, correct, seen, done = [], 0, 0, 0
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
-                   disable=not self.progress, leave=False)
+        bar = Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", "step", enabled=self.progress)
         for i, idx in enumerate(batches):
             if i >= steps:
                 break
@@ -544,14 +585,26 @@ class Trainer:
             losses.append(loss)
             correct += hits
             seen += len(y)
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}", acc=f"{correct / seen:.3f}")
+            bar.update(1, f"loss={np.mean(losses):.3f} acc={correct / seen:.3f}")
         bar.close()
         self.epoch_steps = done
         self.epoch_write_words = words
         return float(np.mean(losses)), correct / seen
 
     def run(self, resume: bool = False) -> list[dict]:
+        """Train the remaining epochs (all, or those after the checkpoint with ``resume``);
+        returns the history, one row per epoch.
+
+        The host's BLAS runs on one thread here, whatever ``OPENBLAS_NUM_THREADS`` and its
+        kin say: a float product's rounding depends on how a BLAS splits it over threads, so
+        this is what makes a run's weights independent of thread settings (a run inside a
+        sweep equals the same run alone).  Numba's threads stay as they are: the emulator's
+        results do not depend on them.  docs/training.md, Determinism.
+        """
+        with one_blas_thread():
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> list[dict]:
         if resume:
             self.load_checkpoint()
             self._check_trace_request(self.start_epoch * self._steps_per_epoch())
@@ -566,6 +619,9 @@ class Trainer:
             row.update(mvm_stats)
             row["steps"] = self.epoch_steps
             row["mvm_stats"] = self._layer_stats()
+            if self.diagnostics is not None:
+                row["mvm_error"] = self.diagnostics.summary(
+                    [la.name for la in self.model.compute_layers()])
             row["cima_write_words"] = int(sum(self.epoch_write_words.values()))
             row["cima_write_words_by_layer"] = dict(self.epoch_write_words)
             self.history.append(row)
@@ -624,12 +680,18 @@ class Trainer:
         doc = {"config": json.loads(self.config.to_json()), "history": self.history}
         _atomic_write(self.out_dir / "metrics.json",
                       lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
-        plot_curves(self.history, self.out_dir / "curves.png", title=self.config.model)
+        try:
+            plot_curves(self.history, self.out_dir / "curves.png", title=self.config.model)
+        except MissingDependency as exc:        # curves are a picture of metrics.json
+            if not self._warned_no_plot and self.progress:
+                print(f"note: curves.png not written: {exc}", file=sys.stderr)
+            self._warned_no_plot = True
 
 
 def plot_curves(history, path, title=""):
-    """Training curves (loss, accuracy) as a PNG."""
-    import matplotlib
+    """Training curves (loss, accuracy) as a PNG (needs matplotlib, the ``plot`` extra)."""
+    from imcsim.optional import require
+    matplotlib = require("matplotlib", "plot", "curves.png")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -2,7 +2,7 @@
 
 - PACT (Choi et al. 2018) as used by Sun et al. 2020 and the paper (Sec. IV-A): activations
   clipped at a learned alpha and mapped to unsigned integers 0..16 (``ACT_LEVELS``).
-- SAWB (Choi et al. 2018): weights clipped at alpha = c1 * sqrt(E[w^2]) - c2 * E[|w|] and
+- SAWB (Choi et al. 2018): weights clipped at alpha = c1 * sqrt(E[w^2]) - c2 * E[abs(w)] and
   mapped to symmetric integers -8..8 (``WEIGHT_LEVELS``).
 - Radix-4 gradients (Sun et al. 2020, Eq. 2): 0 and +/-4**e, e = -3..3, after a per-layer
   power-of-two GradScale; two-phase rounding puts the weight-update copy on a grid offset by 2.
@@ -85,7 +85,7 @@ def pact_alpha_grad(x, grad_out, alpha: float) -> float:
 
 
 def sawb_alpha(w, reproducible: bool = False) -> float:
-    """SAWB clip from the first and second moments; never below 1/levels of max |w|.
+    """SAWB clip from the first and second moments; never below 1/levels of max abs(w).
 
     ``reproducible``: the moments are float64 sums in index order (``training.repro``)."""
     xp = namespace_of(w)
@@ -118,9 +118,9 @@ def radix4_round(x):
     Nearest in the linear domain: between 4**e and 4**(e+1) the threshold is 2.5 * 4**e;
     below 4**-3 the threshold to 0 is half of 4**-3; above 64 it saturates at 64.
 
-    The octave comes from the exact binary exponent (frexp: |x| = m * 2**k, m in [0.5, 1), so
-    floor(log2 |x|) = k - 1), with no logarithm, so the result is the same bit for bit on any
-    device.  (A logarithm can misplace floor(log2 |x|) only within an ulp of a power of two;
+    The octave comes from the exact binary exponent (frexp: abs(x) = m * 2**k, m in [0.5, 1), so
+    floor(log2 abs(x)) = k - 1), with no logarithm, so the result is the same bit for bit on any
+    device.  (A logarithm can misplace floor(log2 abs(x)) only within an ulp of a power of two;
     there both candidate octaves give the same radix-4 value.)
     """
     xp = namespace_of(x)
@@ -139,7 +139,7 @@ def radix4_round(x):
 
 
 def grad_scale(g) -> float:
-    """GradScale: the power of two that brings max |g| into (32, 64], the radix-4 top octave.
+    """GradScale: the power of two that brings max abs(g) into (32, 64], the radix-4 top octave.
 
     2**floor(log2(64 / peak)) from the exact binary exponent (frexp), with no logarithm: a
     logarithm's last bit differs between CPUs and could misplace the octave next to a power
@@ -171,7 +171,7 @@ def radix4_two_phase(g):
 
 
 def int8_quantize(x, levels: int = INT8_LEVELS) -> Quantized:
-    """Banner et al. style symmetric per-tensor 8-bit: round(x / max|x| * levels)."""
+    """Banner et al. style symmetric per-tensor 8-bit: round(x / max abs(x) * levels)."""
     xp = namespace_of(x)
     x = xp.asarray(x, dtype=xp.float64)
     peak = float(xp.max(xp.abs(x))) if x.size else 0.0

@@ -97,16 +97,16 @@ def _num(x):
 class FitOptions:
     """Knobs of ``calibrate`` (defaults suit the default stimulus).
 
-    split : "auto", "fit" or a float in [0, 1]  how sigma_t is split into sampling and
-        comparator noise: "fit" always takes the maximum-likelihood f, a float fixes f, "auto"
-        takes the fit when its 95 % interval is at most ``split_max_width`` wide, else
-        ``split_fallback``.
-    split_fallback : float or None  f used when the split is not identifiable; None: the
-        nominal config's split (sampling**2 / total**2), or 0.5 when it has no noise.
-    split_grid : int  points of the profile over f in [0, 1] (refined around the maximum).
-    gh_nodes : int  Gauss-Hermite nodes of the pattern random effect.
-    min_sigma : float  lower bound of every noise sigma [rows] (a noise-free chip puts its
-        thresholds between two counts; the fit then reports min_sigma).
+    - split : "auto", "fit" or a float in [0, 1]  how sigma_t is split into sampling and
+      comparator noise: "fit" always takes the maximum-likelihood f, a float fixes f, "auto"
+      takes the fit when its 95 % interval is at most ``split_max_width`` wide, else
+      ``split_fallback``.
+    - split_fallback : float or None  f used when the split is not identifiable; None: the
+      nominal config's split (sampling**2 / total**2), or 0.5 when it has no noise.
+    - split_grid : int  points of the profile over f in [0, 1] (refined around the maximum).
+    - gh_nodes : int  Gauss-Hermite nodes of the pattern random effect.
+    - min_sigma : float  lower bound of every noise sigma [rows] (a noise-free chip puts its
+      thresholds between two counts; the fit then reports min_sigma).
     """
 
     split: str | float = "auto"

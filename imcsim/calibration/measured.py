@@ -159,7 +159,8 @@ def load_measurement(path, stimulus: CalibrationStimulus | str | Path | None = N
     stim_folder = None
     if stimulus is None:
         if not (path / STIMULUS_NAME).is_file():
-            raise ValueError(f"{path}: no {STIMULUS_NAME}; give the calibration stimulus folder")
+            raise ValueError(f"{path}: no {STIMULUS_NAME}; give the calibration stimulus folder "
+                             "with --stimulus DIR")
         stim_folder = path
         stimulus = load_calibration_stimulus(path)
     elif not isinstance(stimulus, CalibrationStimulus):

@@ -391,9 +391,10 @@ def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, p
                            kinds=(MvmKind.FORWARD,), progress: bool = True):
     """A Trainer whose hidden layers run ``kinds`` on a different chip every step.
 
-    train_config : TrainConfig  its backends of ``kinds`` must be 'imc' (the engine then
-        quantizes those MVMs' operands); they are replaced by a ``ChipHoppingBackend`` over
-        ``pool`` chips of ``chip_config`` (a preset or a calibrated chip's preset).
+    - train_config : TrainConfig  its backends of ``kinds`` must be 'imc' (the engine then
+      quantizes those MVMs' operands); they are replaced by a ``ChipHoppingBackend`` over
+      ``pool`` chips of ``chip_config`` (a preset or a calibrated chip's preset).
+
     Returns the Trainer (call ``.run()``).  Its checkpoints record train_config, whose preset
     names the macro of the ordinary IMC backend; the chip pool is this function's.
     """

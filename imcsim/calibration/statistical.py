@@ -381,20 +381,30 @@ def statistical_check(expected_model, measured: MeasuredCodes, *, alpha: float =
 
     Parameters
     ----------
-    expected_model : ChipModel, CalibrationResult, MacroConfig, Macro, or a path (calibration
-        preset with its tables beside it, tables HDF5, or a preset name / JSON: the emulator's
-        chip of that config).
-    measured : MeasuredCodes  the codes of the calibration stimulus (``load_measurement``).
-    alpha : float  family-wise significance level (Bonferroni over all tests).
-    mean_tolerance : float  allowed |mean code error| per (block, column) [LSB].
-    spread_tolerance : float  allowed relative deviation of the code-error power.
-    tv_tolerance : float  allowed total-variation distance of the code-error categories.
-    diagnose : bool  on failure, also fit the measurement and name the differing parameters
-        (costs one ``calibrate``).
-    check_outputs : bool  check the NMC outputs y_int exactly when the measurement has them.
+    expected_model : ChipModel, CalibrationResult, MacroConfig, Macro or path
+        A model, or a path (calibration preset with its tables beside it, tables HDF5, or a
+        preset name / JSON: the emulator's chip of that config).
+    measured : MeasuredCodes
+        The codes of the calibration stimulus (``load_measurement``).
+    alpha : float
+        Family-wise significance level (Bonferroni over all tests).
+    mean_tolerance : float
+        Allowed abs(mean code error) per (block, column) [LSB].
+    spread_tolerance : float
+        Allowed relative deviation of the code-error power.
+    tv_tolerance : float
+        Allowed total-variation distance of the code-error categories.
+    diagnose : bool
+        On failure, also fit the measurement and name the differing parameters (costs one
+        ``calibrate``).
+    check_outputs : bool
+        Check the NMC outputs y_int exactly when the measurement has them.
 
-    Returns a StatisticalReport (``.passed``, ``.failed_columns()``, ``.failed_blocks()``,
-    ``.format()``, ``.to_dict()``).
+    Returns
+    -------
+    StatisticalReport
+        ``.passed``, ``.failed_columns()``, ``.failed_blocks()``, ``.format()``,
+        ``.to_dict()``.
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha: must lie in (0, 1), got {alpha}")

@@ -271,12 +271,13 @@ def register_subcommands() -> None:
     from imcsim.cli.calibrate import calibrate_command, eval_command
     from imcsim.cli.energy import energy_command
     from imcsim.cli.sweep import sweep_command
-    from imcsim.cli.train import train_command
+    from imcsim.cli.train import report_command, train_command
     from imcsim.cli.verify import check_command, vectors_command
     main.add_command(energy_command, "energy")
     main.add_command(calibrate_command, "calibrate")
     main.add_command(eval_command, "eval")
     main.add_command(train_command, "train")
+    main.add_command(report_command, "report")
     main.add_command(vectors_command, "vectors")
     main.add_command(check_command, "check")
     main.add_command(sweep_command, "sweep")

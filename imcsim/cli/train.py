@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from imcsim.cli.common import cli_errors
-from imcsim.config import MvmKind, parse_mvm_kinds
 
 _BACKEND = click.Choice(["fp32", "exact", "imc"])
 
@@ -74,6 +73,14 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
                    "paper's macro) or multi-level (a 3-bit row DAC: radix-4 gradients two "
                    "exponents per cycle as levels 0/1/4, binary activations as signed 3-bit "
                    "digits). See docs/training.md, Multi-level row inputs.")
+@click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
+              help="ADC law of the run's macro, over the preset's: floor (the paper's "
+                   "formula) or half_up (a rounding quantizer: thresholds half an LSB lower). "
+                   "See docs/hardware-model.md, the ADC law.  [default: the preset's]")
+@click.option("--diagnostic-steps", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Steps per epoch (chosen by the seed) whose emulator MVMs are compared "
+                   "with the exact product (bias, RMS error, cosine, SNR, lossy and clipped "
+                   "shares in metrics.json; imcsim report RUN prints them). 0: off.")
 @click.option("--reproducible", is_flag=True,
               help="Bit-identical weights on any x86-64 CPU, BLAS and thread count: FP32 "
                    "products, float sums and the loss in a fixed order (CPU only; slower "
@@ -83,7 +90,8 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
                   update_threshold, **kw):
     """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
     from imcsim.training.backends import scheme_by_name
-    from imcsim.training.engine import TrainConfig, Trainer
+    from imcsim.training.engine import Trainer
+    from imcsim.training.options import backends_for, train_config
     from imcsim.training.xp import array_module
     array_module(kw["device"])                  # without CuPy or a GPU: one line, exit 2
     if update_threshold is not None:
@@ -95,21 +103,6 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
                              f"1..{2 * level} (the {kw['scheme']} weights span "
                              f"-{level}..{level}), got {update_threshold}")
         kw["update_threshold"] = update_threshold
-    kinds = parse_mvm_kinds(imc_kinds)
-    # given explicitly, --other applies as given (it was ignored without --imc, which made
-    # an all-exact run impossible to ask for)
-    fallback = other if other is not None else ("exact" if kinds else "fp32")
-    backends = tuple((k.value, "imc" if k.value in kinds else fallback) for k in MvmKind)
-    if kw["update_rule"] == "threshold" and dict(backends)["forward"] == "fp32":
-        raise ValueError("--update-rule: threshold needs integer weights on the array: run the "
-                         "forward MVM on the emulator (--imc forward, or all) or on an exact "
-                         "backend (--imc with --other exact)")
-    vref = {k.value: "variable" for k in MvmKind}
-    for spec in vref_specs:
-        kind, _, mode = spec.partition("=")
-        if kind not in vref or not mode:
-            raise ValueError(f"vref: expected KIND=MODE, got {spec!r}")
-        vref[kind] = mode
     trace = None
     if trace_spec:
         parts = trace_spec.split(":", 3)
@@ -118,10 +111,36 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
         if not parts[2].strip().isdigit():
             raise ValueError(f"--trace: STEP must be an integer >= 0, got {parts[2]!r}")
         trace = (parts[0], parts[1], int(parts[2]), parts[3])
-    config = TrainConfig(backends=backends, vref=tuple(vref.items()), trace=trace, **kw)
+    if kw["update_rule"] == "threshold" and dict(backends_for(imc_kinds, other))["forward"] == "fp32":
+        raise ValueError("--update-rule: threshold needs integer weights on the array: run the "
+                         "forward MVM on the emulator (--imc forward, or all) or on an exact "
+                         "backend (--imc with --other exact)")
+    # the same front door as a sweep's train keys (imcsim.training.options)
+    config = train_config(dict(kw, imc=imc_kinds, other=other, vref=list(vref_specs),
+                               trace=trace))
     trainer = Trainer(config, Path(out_dir), progress=not quiet)
     history = trainer.run(resume=resume)
     last = history[-1] if history else {}
     click.echo(json.dumps({"final": {k: v for k, v in last.items()
                                      if not isinstance(v, (list, dict))},
                            "out": str(out_dir)}))
+
+
+@click.command("report")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--epoch", type=click.IntRange(min=1), help="1-based epoch [default: the last].")
+@click.option("--json", "as_json", is_flag=True, help="The epoch's records as JSON.")
+@cli_errors
+def report_command(run, epoch, as_json):
+    """Per-MVM error diagnostics of a training run: each emulator MVM against the exact
+    product (bias and RMS error over the exact output's RMS, cosine, SNR, lossy and clipped
+    conversion shares), per layer and MVM kind."""
+    from imcsim.training.rundir import diagnostics_table, read_metrics
+    doc = read_metrics(run)
+    text = diagnostics_table(doc, epoch)
+    if as_json:
+        rows = [r for r in doc["history"] if r.get("mvm_error")]
+        row = rows[-1] if epoch is None else next(r for r in rows if r.get("epoch") == epoch)
+        click.echo(json.dumps({"epoch": row["epoch"], "mvm_error": row["mvm_error"]}, indent=1))
+    else:
+        click.echo(text)

@@ -149,10 +149,13 @@ def vectors_command(outdir, w_path, x_path, x_format, w_format, shape, n_random,
               help="Silicon: compare code-error distributions per column with a calibrated "
                    "model (EXPECTED: chip.json from `imcsim calibrate`; ACTUAL: the chip's "
                    "dumps of the calibration stimulus) instead of exact codes.")
+@click.option("--stimulus", type=click.Path(file_okay=False),
+              help="With --statistical: the calibration stimulus folder (calibration.json, "
+                   "`imcsim vectors --calibration`) when ACTUAL does not hold a copy of it.")
 @shard_options("EXPECTED's array cycles")
 @cli_errors
 def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_report, json_path,
-                  statistical, shards, scheduler):
+                  statistical, stimulus, shards, scheduler):
     """Compare ACTUAL (RTL or silicon dump) with EXPECTED (vectors or trace).
 
     Exit status: 0 all compared values match, 1 mismatches, 2 unusable input.
@@ -160,8 +163,10 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
     from imcsim.verify.check import check_files, parse_signal_map
     smap = parse_signal_map(signal_map)
     wanted = [s.strip() for s in signals.split(",") if s.strip()] if signals else None
+    if stimulus and not statistical:
+        raise ValueError("--stimulus: applies to --statistical only")
     inputs = [expected, actual] + [m for m in signal_map if "=" not in m]
-    for folder in (expected, actual):
+    for folder in (expected, actual) + ((stimulus,) if stimulus else ()):
         if Path(folder).is_dir():
             inputs += [p for p in Path(folder).iterdir() if p.is_file()]
     outputs = AtomicOutputs(json_path, names=["--json"], inputs=inputs)
@@ -170,8 +175,8 @@ def check_command(expected, actual, fmt, signal_map, tolerance, signals, max_rep
             raise ValueError("--statistical: compares distributions (no --shards, --tolerance "
                              "or --signals)")
         from imcsim.calibration import statistical_check_files
-        report = statistical_check_files(expected, actual, fmt=fmt, signal_map=smap,
-                                         diagnose=True)
+        report = statistical_check_files(expected, actual, stimulus=stimulus, fmt=fmt,
+                                         signal_map=smap, diagnose=True)
         title, text = f"imcsim check --statistical: model {expected}, measured {actual}", \
             report.format()
     else:

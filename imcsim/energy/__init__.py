@@ -26,8 +26,8 @@ counts : analytic event counts of an MVM, a convolution, a layer's training MVM.
 vref : ``parse_vref_per_kind``, the ``--vref`` syntax shared with ``imcsim train``.
 report : energy of events, the GPU baseline, ``energy_report`` and ``scenario_summary``.
 run : ``load_run`` (a training run's metrics.json, validated) and ``run_energy``.
-plot : ``plot_report``, ``plot_run`` (matplotlib, the ``plot`` extra, is imported only when
-    plotting).
+plot : ``plot_report``, ``plot_run`` (matplotlib, the ``plot`` extra, is imported only
+when plotting).
 checks : argument checks.
 
 See docs/energy.md for the model, its assumptions and the comparison with the paper.

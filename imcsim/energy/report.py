@@ -187,20 +187,20 @@ class MeasuredMvm:
 class EnergyReport:
     """Per-layer x per-MVM counts and energies, totals and the GPU comparison.
 
-    rows : list of dict, one per (layer, MVM kind): layer, mvm, device ('imc', 'gpu', or
-        'skip' for the first layer's backward MVM, which is not run), vref, density, source
-        ('assumed' or 'measured' statistics; '-' on the GPU and for skipped rows), the counts
-        of ``TABLE_COLUMNS`` (0 on the GPU and when skipped), energy_j (on its device),
-        imc_energy_j (had it run on IMC), gpu_energy_j (had it run on the GPU), and for IMC
-        rows the energy split by event (``e_<event>``); energies in joules, counts in events
-        per training step.
-    totals : dict of summed counts and energies.
-    comparison : dict: gpu_step_j, imc_step_j, ratio, imc_part_j, gpu_part_j, imc_macs,
-        imc_tops_per_watt, gpu_tops_per_watt (both ops = 2 x MACs, ``OPS_PER_MAC``),
-        first_last_j, without_first_last_j, gpu_without_first_last_j,
-        ratio_without_first_last, first_last_penalty, first_last_mac_fraction,
-        high_vref_share, sources (IMC rows with assumed and measured statistics).
-    settings : dict of the inputs and the stated assumptions.
+    - rows : list of dict, one per (layer, MVM kind): layer, mvm, device ('imc', 'gpu', or
+      'skip' for the first layer's backward MVM, which is not run), vref, density, source
+      ('assumed' or 'measured' statistics; '-' on the GPU and for skipped rows), the counts
+      of ``TABLE_COLUMNS`` (0 on the GPU and when skipped), energy_j (on its device),
+      imc_energy_j (had it run on IMC), gpu_energy_j (had it run on the GPU), and for IMC
+      rows the energy split by event (``e_<event>``); energies in joules, counts in events
+      per training step.
+    - totals : dict of summed counts and energies.
+    - comparison : dict: gpu_step_j, imc_step_j, ratio, imc_part_j, gpu_part_j, imc_macs,
+      imc_tops_per_watt, gpu_tops_per_watt (both ops = 2 x MACs, ``OPS_PER_MAC``),
+      first_last_j, without_first_last_j, gpu_without_first_last_j,
+      ratio_without_first_last, first_last_penalty, first_last_mac_fraction,
+      high_vref_share, sources (IMC rows with assumed and measured statistics).
+    - settings : dict of the inputs and the stated assumptions.
     """
 
     rows: list

@@ -374,13 +374,13 @@ def load_run(folder: str | os.PathLike, *, name: str = "folder") -> RunRecord:
 class EpochEnergy:
     """One epoch priced with its measured statistics.
 
-    epoch, steps, test_acc : as recorded.
-    measured : EnergyReport, events and energies per training step.
-    cima_write_words : int or None, as recorded (words in the epoch).
-    weight_rewrite_fraction : float or None: cima_write_words / (steps x the words of one
-        forward weight load of every layer it covers): the fraction of the stored weight words
-        a step rewrites (1 = all of them, as the analytic model assumes); None when not
-        recorded.
+    - epoch, steps, test_acc : as recorded.
+    - measured : EnergyReport, events and energies per training step.
+    - cima_write_words : int or None, as recorded (words in the epoch).
+    - weight_rewrite_fraction : float or None: cima_write_words / (steps x the words of one
+      forward weight load of every layer it covers): the fraction of the stored weight words
+      a step rewrites (1 = all of them, as the analytic model assumes); None when not
+      recorded.
     """
 
     epoch: int
@@ -545,8 +545,7 @@ def run_energy(run: RunRecord, layers: list[LayerSpec], *,
         From ``load_run``.
     layers : list of LayerSpec
         The training model's layers, first to last, with the names of ``mvm_stats``.
-    imc, first_last_on_imc, gradient_density, pool_sparsity, charge_masked_rows,
-    first_layer_backward, preset
+    imc, first_last_on_imc, gradient_density, pool_sparsity, charge_masked_rows, first_layer_backward, preset
         As in ``energy_report``.
     config : MacroConfig or None
         Array geometry (default: the run's macro preset, ``config.preset``).

@@ -682,7 +682,7 @@ class CheckReport:
         return out
 
     def code_error_stats(self) -> dict | None:
-        """n, mean, sigma, max |e| and histogram of the code errors (got - expected)."""
+        """n, mean, sigma, max abs(e) and histogram of the code errors (got - expected)."""
         e = self.code_errors
         if e is None or not e.size:
             return None

@@ -55,7 +55,7 @@ def shard_ranges(n: int, shards: int) -> list[tuple[int, int]]:
 # --- vectors ------------------------------------------------------------------------------
 def vector_shard(config, W, X, x_format, w_format, *, seed: int = 0, vref=None,
                  start: int = 0, threads: Any = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The cycle table and y_int of vectors ``start .. start + len(X)`` (a task).
+    """The cycle table and y_int of vectors ``start`` to ``start + len(X) - 1`` (a task).
 
     Parameters
     ----------
