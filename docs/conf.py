@@ -12,7 +12,8 @@ extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.autosummary",
               "sphinx.ext.napoleon"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "results/**"]
+# table3-analysis.md is a part of results-table3.md (scripts/table3_results.py pastes it in)
+exclude_patterns = ["_build", "results/**", "table3-analysis.md"]
 # the pages link each other and the repository's files by relative path (readable on GitHub)
 myst_heading_anchors = 4
 # "ref.python": numpy-style type fields name shapes ("(rows, columns)") that Sphinx tries to

@@ -249,6 +249,45 @@ class NonIdealityConfig:
             "sigma_dac_fx": round(self.dac_unit_sigma * scale),
         }
 
+    def scaled(self, factor: float, which: str = "all") -> NonIdealityConfig:
+        """These non-idealities with the group or field ``which`` multiplied by ``factor``
+        (clipped to each field's range; the others unchanged).
+
+        which : a key of :data:`NONIDEALITY_GROUPS` ('all', 'noise': the dynamic noise drawn
+            per conversion, 'mismatch': the static per-chip errors) or one field's name.
+        """
+        names = nonideality_names(which)
+        if not (isinstance(factor, (int, float)) and not isinstance(factor, bool)
+                and factor >= 0 and np.isfinite(factor)):
+            raise ValueError(f"noise_scale: expected a finite factor >= 0, got {factor!r}")
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in names:
+            values[name] = min(values[name] * float(factor), NONIDEALITY_LIMITS[name])
+        return NonIdealityConfig(**values)
+
+
+#: each non-ideality's upper limit (its unit as in NonIdealityConfig)
+NONIDEALITY_LIMITS = {"cell_cap_sigma": 0.2, "parasitic_ratio": 10.0, "cdac_unit_sigma": 0.2,
+                      "comparator_offset_sigma": 64.0, "comparator_noise_sigma": 64.0,
+                      "sampling_noise_sigma": 64.0, "dac_unit_sigma": 0.2}
+#: groups of non-idealities that scale together (NonIdealityConfig.scaled, noise budgets)
+NONIDEALITY_GROUPS = {
+    "all": tuple(NONIDEALITY_LIMITS),
+    "noise": ("comparator_noise_sigma", "sampling_noise_sigma"),
+    "mismatch": ("cell_cap_sigma", "parasitic_ratio", "cdac_unit_sigma",
+                 "comparator_offset_sigma", "dac_unit_sigma"),
+}
+
+
+def nonideality_names(which: str) -> tuple:
+    """The non-ideality fields of a group name or a single field name; ValueError otherwise."""
+    if which in NONIDEALITY_GROUPS:
+        return NONIDEALITY_GROUPS[which]
+    if which in NONIDEALITY_LIMITS:
+        return (which,)
+    raise ValueError(f"noise_scaled: expected one of {', '.join(NONIDEALITY_GROUPS)} or a "
+                     f"non-ideality ({', '.join(NONIDEALITY_LIMITS)}), got {which!r}")
+
 
 class JsonRoundTrip:
     """JSON on top of a class's ``to_dict`` / ``from_dict``."""

@@ -371,7 +371,8 @@ def check_stored_format(w_format, name: str = "w_format") -> None:
                          f"stored operand needs binary:{w_format.bits}")
 
 
-_SPEC = re.compile(r"^\s*(binary|radix4)\s*:\s*(\d+)\s*(?:/\s*(\d+)\s*)?$")
+#: ASCII digits only: ``\d`` also matches other scripts' digits, which int() then reads
+_SPEC = re.compile(r"^\s*(binary|radix4)\s*:\s*([0-9]+)\s*(?:/\s*([0-9]+)\s*)?$")
 
 
 def parse_format(spec: str) -> BinaryFormat | Radix4Format:
@@ -384,6 +385,11 @@ def parse_format(spec: str) -> BinaryFormat | Radix4Format:
         raise ValueError(f"format: expected 'binary:K[/N]' or 'radix4:K[/E]', got {spec!r}")
     kind, bits = m.group(1), int(m.group(2))
     extra = m.group(3)
+    if kind == "binary" and extra is not None and int(extra) == 0:
+        # digit_bits 0 is the one-hot format's internal value, not a digit width: 'binary:6/0'
+        # used to run as binary:6, so a typo changed the streaming without a word
+        raise ValueError(f"format: {spec.strip()!r}: the digit width N of binary:K/N must lie "
+                         f"in 1..4 (binary:{bits} without /N is the one-hot format)")
     if kind == "binary":
         return BinaryFormat(bits, int(extra)) if extra is not None else BinaryFormat(bits)
     return Radix4Format(bits, int(extra)) if extra is not None else Radix4Format(bits)

@@ -66,6 +66,8 @@ SPEC_KEYS = ("command", "description", "out", "base", "configs", "grid", "order"
 #: all rows of a table for seed 0 first, so a table built in pieces fills row by row)
 RUN_ORDERS = ("configs", "grid")
 RESERVED_RUN_KEYS = ("label", "name")
+#: runs one sweep may have (configs x grid points), checked before the grid is expanded
+MAX_RUNS = 100_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=',-]*$")
 
 
@@ -106,8 +108,11 @@ def _train_normalize(params: dict) -> dict:
     """The sweep's ``train`` keys go through the CLI's own front door
     (``training.options.train_config``), so each key means what the flag means."""
     from imcsim.training.options import train_config
+    params = dict(params)
     if "trace" in params:
-        raise ValueError("unknown parameter 'trace' for train: a sweep does not trace")
+        if params["trace"] is not None:
+            raise ValueError("unknown parameter 'trace' for train: a sweep does not trace")
+        del params["trace"]                 # canonical parameters carry trace: null
     return json.loads(train_config(params).to_json())
 
 
@@ -127,7 +132,7 @@ def _train_run(params: dict, folder: Path) -> dict:
     # per-layer detail stays in the run's metrics.json: as table columns it would add ~170
     for key in PER_LAYER_METRICS:
         out.pop(key, None)
-    out["train_seconds"] = float(sum(h["seconds"] for h in history))
+    out["train_seconds"] = float(sum(h.get("seconds", 0.0) for h in history))
     return out
 
 
@@ -392,7 +397,8 @@ def plan_sweep(spec: Mapping, *, out=None, overrides: Mapping | None = None,
     Raises
     ------
     ValueError
-        Naming the first bad key, parameter or value (and the run it belongs to).
+        Naming the first bad key, parameter or value (and the run it belongs to), or a sweep
+        of more than :data:`MAX_RUNS` runs (counted before the grid is expanded).
     """
     if not isinstance(spec, Mapping):
         raise ValueError("sweep: the spec must be a mapping")
@@ -427,6 +433,7 @@ def plan_sweep(spec: Mapping, *, out=None, overrides: Mapping | None = None,
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a folder")
     keys = tuple(grid)
+    check_sweep_size(len(configs), [len(grid[k]) for k in keys], keys)
     runs, seen = [], {}
     for cname, label, cparams in configs:
         for key in cparams:
@@ -451,6 +458,22 @@ def plan_sweep(spec: Mapping, *, out=None, overrides: Mapping | None = None,
             runs.append(Run(rname, cname, label, gvals, params, out / rname))
     return SweepPlan(name, runs, out, keys, Path(spec_path).resolve() if spec_path else None,
                      str(spec.get("description", "")), order)
+
+
+def check_sweep_size(n_configs: int, lengths: Sequence[int], keys: Sequence[str] = ()) -> int:
+    """The number of runs of ``n_configs`` configs x the grid, refused above :data:`MAX_RUNS`.
+
+    Counted from the lengths before any run is built: a 2000 x 2000 grid is four million
+    runs, each with its parameters, and expanding it (even for ``--dry-run``) grew past 2 GB.
+    """
+    total = n_configs * math.prod(lengths)
+    if total > MAX_RUNS:
+        plural = "s" if n_configs != 1 else ""
+        shape = " x ".join([f"{n_configs} config{plural}"]
+                           + [f"{n} {k}" for n, k in zip(lengths, keys)])
+        raise ValueError(f"grid: {total} runs ({shape}) exceed the limit of {MAX_RUNS} runs per "
+                         "sweep; split the sweep into several files")
+    return total
 
 
 def _check_known_keys(spec: Mapping, known: Sequence[str], where: str) -> None:
@@ -499,9 +522,18 @@ def stored_result(run: Run, command: str) -> dict | None:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if (isinstance(doc, dict) and doc.get("status") == "ok" and doc.get("command") == command
-            and doc.get("params") == run.params):
+    if not (isinstance(doc, dict) and doc.get("status") == "ok" and doc.get("command") == command
+            and isinstance(doc.get("params"), dict)):
+        return None
+    if doc["params"] == run.params:
         return doc
+    # written by an older imcsim whose commands had fewer parameters: the same run if its
+    # parameters, completed with today's defaults, are this run's
+    try:
+        if COMMANDS[command].normalize(dict(doc["params"])) == run.params:
+            return doc
+    except (ValueError, TypeError, KeyError):
+        pass
     return None
 
 
@@ -631,6 +663,84 @@ def _host_cores() -> tuple[str, int]:
     return socket.gethostname(), available_cores()
 
 
+#: how long ``--scheduler`` waits for a scheduler to answer [s] (Dask's default is 30 s)
+SCHEDULER_TIMEOUT = 20.0
+
+
+def scheduler_address(scheduler: str) -> str:
+    """The address of ``--scheduler``: the argument itself, or the ``address`` of a scheduler
+    file (``.json``, or any existing file), read here.
+
+    Dask's own reading of a scheduler file waits, without a word and without end, for the
+    file to appear, and fails with an AssertionError on a JSON file without an address; a
+    scheduler file is therefore read here, so that a wrong one fails at once with one line.
+    """
+    if not scheduler.strip():                     # Dask would start a LocalCluster instead
+        raise ValueError("--scheduler: empty; give tcp://host:8786 or a scheduler file")
+    path = Path(scheduler).expanduser()
+    if not (scheduler.endswith(".json") or path.is_file()):
+        return scheduler
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--scheduler: {scheduler}: no such scheduler file (`dask scheduler "
+                         "--scheduler-file FILE` writes it)") from None
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise ValueError(f"--scheduler: {scheduler}: not a Dask scheduler file "
+                         f"({_one_line(exc)})") from None
+    address = doc.get("address") if isinstance(doc, dict) else None
+    if not isinstance(address, str) or "://" not in address:
+        raise ValueError(f"--scheduler: {scheduler}: not a Dask scheduler file (no 'address' "
+                         "such as tcp://host:8786)")
+    return address
+
+
+def probe_scheduler(address: str, scheduler: str, timeout: float | None = None) -> None:
+    """Refuse a tcp:// ``address`` where no Dask scheduler greets within ``timeout`` seconds
+    (default :data:`SCHEDULER_TIMEOUT`).
+
+    Dask bounds its connect but not the handshake after it: a server that accepts and stays
+    silent holds ``distributed.Client`` forever.  A Dask scheduler writes its handshake as
+    soon as it accepts, so a connection on which nothing arrives in time is not one.  Refused
+    connections are retried until the deadline, as Dask does (a scheduler may be starting).
+    Other schemes (tls://, ...) are left to Dask.
+    """
+    from distributed.comm.addressing import parse_address, parse_host_port
+    try:
+        scheme, loc = parse_address(address)
+        host, port = parse_host_port(loc)
+    except (ValueError, TypeError):
+        return                                    # Dask's own message (caught by the caller)
+    if scheme != "tcp":
+        return
+    timeout = SCHEDULER_TIMEOUT if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            left = max(0.1, deadline - time.monotonic())
+            sock = socket.create_connection((host, port), timeout=left)
+            break
+        except OSError as exc:
+            if time.monotonic() + 0.2 >= deadline:
+                raise ValueError(f"--scheduler: {scheduler}: nothing answers at {address} "
+                                 f"within {timeout:g} s ({_one_line(exc)})") from None
+            time.sleep(0.2)
+    with sock:
+        sock.settimeout(max(0.5, deadline - time.monotonic()))
+        try:
+            greeting = sock.recv(1)
+        except TimeoutError:
+            raise ValueError(f"--scheduler: {scheduler}: {address} accepts connections but sent "
+                             f"nothing in {timeout:g} s; a Dask scheduler greets at once") from None
+        except OSError as exc:
+            greeting, why = b"", f" ({_one_line(exc)})"
+        else:
+            why = ""
+    if not greeting:
+        raise ValueError(f"--scheduler: {scheduler}: {address} closed the connection without "
+                         f"a Dask greeting{why}")
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None,
                 threads_per_worker: int = 1, feature: str = "imcsim sweep") -> Iterator:
@@ -639,8 +749,10 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     Parameters
     ----------
     scheduler : str or None
-        Address of a running scheduler (``tcp://host:8786``, or a scheduler file path ending
-        in ``.json``); None starts a LocalCluster here, closed on exit.
+        Address of a running scheduler (``tcp://host:8786``), or its scheduler file (a path
+        ending in ``.json``, or any existing file; :func:`scheduler_address`); None starts a
+        LocalCluster here, closed on exit.  A wrong one is a ValueError within
+        :data:`SCHEDULER_TIMEOUT` seconds (:func:`probe_scheduler`), never a hang.
     workers : int or None
         LocalCluster worker processes (default one per available core).
     threads_per_worker : int
@@ -654,12 +766,16 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
     """
     distributed = require("distributed", "dask", feature)
     if scheduler is not None:
-        kw = ({"scheduler_file": scheduler} if scheduler.endswith(".json")
-              else {"address": scheduler})
+        address = scheduler_address(scheduler)
+        probe_scheduler(address, scheduler)
         try:
-            client = distributed.Client(timeout="20s", **kw)
-        except (OSError, TimeoutError, ValueError) as exc:
-            raise ValueError(f"--scheduler: cannot reach {scheduler} ({_one_line(exc)})") from None
+            client = distributed.Client(address=address, timeout=f"{SCHEDULER_TIMEOUT:g}s")
+        except Exception as exc:
+            # Dask reads whatever answers as its own frames: an HTTP server's reply becomes a
+            # frame length of exabytes (MemoryError), a short reply an assertion or a decoding
+            # error; none of them names the address
+            raise ValueError(f"--scheduler: {scheduler}: no Dask scheduler answered at {address} "
+                             f"({_one_line(exc)})") from None
         with client:
             yield client
         return

@@ -5,7 +5,7 @@
 #   2. the CUDA equivalence tests on the real GPU (IMCSIM_TEST_REAL_GPU=1);
 #   3. one VGG-lite training step at batch 128 on the GPU (time and emulator share);
 #   4. the layer benchmark, GPU and CPU in one run (same machine: ratios are comparable);
-#   5. the VGG-lite-on-digits32 comparison of docs/results.md (configs in parallel on the GPU);
+#   5. Table III's ten configs for one seed (TABLE3_SEED, default 1), in parallel on the GPU;
 #   6. CPU thread scaling of the layer benchmark and the GPU training-engine tests.
 # Every step has its own time limit; logs and metrics are packed into $OUT/device.tgz (the device
 # tool brings back at most 8 files) and a short summary is printed last.  See docs/gpu.md.
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/imcsim-device}
 export PY=${PYTHON:-python3}
 WORK=/tmp/imcsim-work
-TRAIN_EPOCHS=${TRAIN_EPOCHS:-6}
+TRAIN_EPOCHS=${TRAIN_EPOCHS:-4}      # Table III's schedule (scripts/table3.sweep.json)
 TRAIN_LIMIT=${TRAIN_LIMIT:-200}
 mkdir -p "$OUT" "$WORK"
 # PYTHONSAFEPATH: `python -m ...` must not put the working tree first on sys.path, where its
@@ -60,28 +60,33 @@ step bench_layers 90 $PY benchmarks/bench_layers.py --device cuda,cpu --batch 32
 step bench_layers_resident 60 $PY benchmarks/bench_layers.py --device cuda --resident \
     --batch 128 --layers L2,L4,L7 --repeat 3 --json "$WORK/bench_layers_resident.json"
 
-# VGG-lite on digits32, seed 0: the configs of docs/results.md's second table, in parallel
+# Table III at the paper's layer sizes (scripts/table3.sweep.json, docs/results-table3.md):
+# every config of one seed in parallel on the GPU, the sweep's own parameters plus
+# --device cuda (a GPU run's FP32 layers round differently from the CPU's: its rows are
+# reported beside the CPU sweep's, not merged into it)
 train() {  # train NAME ARGS...
     local name=$1; shift
     imcsim train --model vgg-lite --data digits32 --epochs "$TRAIN_EPOCHS" --batch 64 \
-        --lr 0.05 --seed 0 --device cuda --quiet --out "$WORK/vgg/$name" "$@" \
+        --lr 0.05 --seed "$TABLE3_SEED" --device cuda --quiet --out "$WORK/vgg/$name" "$@" \
         > "$WORK/vgg_$name.log" 2>&1
 }
+TABLE3_SEED=${TABLE3_SEED:-1}
 t0=$SECONDS
-[ "$TRAIN_LIMIT" -gt 0 ] && timeout "$TRAIN_LIMIT" bash -c "$(declare -f train); WORK=$WORK TRAIN_EPOCHS=$TRAIN_EPOCHS PY=$PY
-train a &
-train b --imc all &
-train c --imc forward,backward --other exact --vref forward=dual:255:2304 --vref backward=dual:255:2304 &
-train d --scheme int8 --imc forward,backward --other fp32 --vref forward=fixed:2304 --vref backward=fixed:2304 &
-train dm --scheme int8 --imc forward,backward --other fp32 --vref forward=fixed:matched --vref backward=fixed:matched &
-train dv --scheme int8 --imc forward,backward --other fp32 &
-train d0 --scheme int8 --other exact &   # every MVM exact-quantized (no ADC)
+[ "$TRAIN_LIMIT" -gt 0 ] && timeout "$TRAIN_LIMIT" bash -c "$(declare -f train); WORK=$WORK TRAIN_EPOCHS=$TRAIN_EPOCHS PY=$PY TABLE3_SEED=$TABLE3_SEED
+train fp32 &
+train exact --other exact &
+for law in floor half_up; do
+    train all-\$law --imc all --adc-rounding \$law &
+    train fwd-\$law --imc forward --adc-rounding \$law &
+    train bwd-\$law --imc backward --adc-rounding \$law &
+    train upd-\$law --imc update --adc-rounding \$law &
+done
 wait"
-log "vgg_digits32 training: exit $? in $((SECONDS - t0)) s"
+log "table3 (seed $TABLE3_SEED) training: exit $? in $((SECONDS - t0)) s"
 for f in "$WORK"/vgg/*/metrics.json; do
     [ -f "$f" ] && $PY -c "import json,sys; h=json.load(open(sys.argv[1]))['history']; \
-print(sys.argv[1].split('/')[-2], [(r['epoch'], round(r['test_acc'], 4), round(r['seconds'], 1), \
-round(r.get('backward_high_vref_share', -1), 4)) for r in h])" "$f" >> "$OUT/summary.txt"
+print(sys.argv[1].split('/')[-2], [(r['epoch'], round(r['test_acc'], 4), round(r['seconds'], 1)) \
+for r in h])" "$f" >> "$OUT/summary.txt"
 done
 tail -n 3 "$WORK"/vgg_*.log >> "$OUT/summary.txt"
 

@@ -206,3 +206,20 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(tmp_path):
     assert not resumable_checkpoint(tmp_path, _tiny(epochs=1, max_steps=1, seed=4))
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 truncated")
     assert not resumable_checkpoint(tmp_path, cfg)
+
+
+def test_a_finished_run_of_an_older_imcsim_is_still_skipped(tmp_path):
+    """result.json written before TrainConfig gained a field (a default) still counts."""
+    from imcsim.sweep import plan_sweep, run_sweep, stored_result
+    spec = {"command": "train", "base": {"model": "mlp", "epochs": 1, "max_steps": 1,
+                                         "batch": 32}}
+    plan = plan_sweep(spec, out=tmp_path)
+    run_sweep(plan)
+    path = plan.runs[0].folder / "result.json"
+    doc = json.loads(path.read_text())
+    del doc["params"]["noise_scale"], doc["params"]["diagnostic_steps"]
+    path.write_text(json.dumps(doc))
+    assert stored_result(plan.runs[0], "train") is not None
+    doc["params"]["seed"] = 5                       # another run: not skipped
+    path.write_text(json.dumps(doc))
+    assert stored_result(plan.runs[0], "train") is None

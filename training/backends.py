@@ -136,6 +136,7 @@ class ImcBackend:
         # product, observing only
         self.diagnostics = diagnostics
         self.macro = Macro(config) if device == "cpu" else Macro(config, device=device)
+        self.top_code = config.top_code             # the ADC's L, for the diagnostics
         self.vref = vref
         self.seed = seed
         self.stats = stats if stats is not None else defaultdict(MvmStats)
@@ -167,8 +168,7 @@ class ImcBackend:
         self.stats[(layer, mvm.value if mvm else "")].add(res)
         diagnostics = self.diagnostics
         if diagnostics is not None and diagnostics.wants(step):
-            diagnostics.record(layer, mvm.value if mvm else "", X, W, res,
-                               self.macro.config.top_code)
+            diagnostics.record(layer, mvm.value if mvm else "", X, W, res, self.top_code)
         return to_device(res.y, xp)
 
 

@@ -187,8 +187,8 @@ class MvmDiagnostics:
         conversions = int(ev["adc_conversions"])
         # conversions per array cycle are the same for every cycle of a call (all columns of
         # the tile convert); a cycle with no driven row reads 0 exactly whatever its F
-        lossy_cycles = int(to_host(((result.full_scale > top_code)
-                                    & (result.active_rows > 0)).sum()))
+        fs, active = to_host(result.full_scale), to_host(result.active_rows)   # (T, B, P)
+        lossy_cycles = int(((fs > top_code) & (active > 0)).sum())
         per_cycle = conversions / max(1, int(ev["array_cycles"]))
         lossy = int(round(per_cycle * lossy_cycles))
         entry.add_conversions(conversions, lossy, int(ev["clipped_conversions"]))

@@ -46,7 +46,12 @@ from imcsim.training.optim import (
     ThresholdWeights,
     make_schedule,
 )
-from imcsim.training.rundir import same_run
+from imcsim.training.rundir import (
+    restore_wall_times,
+    same_run,
+    without_wall_times,
+    write_checkpoint,
+)
 from imcsim.training.xp import DEVICES, array_module, to_device, to_host
 from imcsim.writes import changed_cima_words
 
@@ -104,6 +109,14 @@ class TrainConfig:
     - input_mapping : how streamed operands drive the rows on IMC: 'one-hot' (binary rows,
       the paper's macro) or 'multi-level' (a 3-bit row DAC: radix-4 gradients two exponents
       per cycle, binary activations as signed 3-bit digits).  docs/training.md.
+    - adc_rounding : the ADC law of the run's macro, 'floor' or 'half_up', over the preset's;
+      None keeps the preset's (docs/hardware-model.md 4.5).
+    - diagnostic_steps : training steps per epoch (chosen by the seed) whose emulator MVMs are
+      compared with the exact product (``training.diagnostics``); 0: off.  They observe
+      only: weights and metrics are the same with any value.
+    - noise_scale, noise_scaled : the preset's non-idealities of the group or field
+      ``noise_scaled`` ('all', 'noise', 'mismatch' or one NonIdealityConfig field) multiplied
+      by ``noise_scale`` (``NonIdealityConfig.scaled``; ``imcsim noise-budget``).
     """
 
     model: str = "small-cnn"
@@ -132,6 +145,8 @@ class TrainConfig:
     input_mapping: str = "one-hot"
     adc_rounding: str | None = None
     diagnostic_steps: int = 2
+    noise_scale: float = 1.0
+    noise_scaled: str = "all"
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -189,6 +204,7 @@ class TrainConfig:
         if self.adc_rounding is not None and self.adc_rounding not in ADC_ROUNDINGS:
             raise ValueError(f"adc_rounding: expected one of {', '.join(ADC_ROUNDINGS)}, got "
                              f"{self.adc_rounding!r}")
+        load_preset(self.preset).nonideal.scaled(self.noise_scale, self.noise_scaled)  # checks
         d = self.diagnostic_steps
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ValueError(f"diagnostic_steps: expected an integer >= 0, got {d!r}")
@@ -289,8 +305,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, out_dir, progress: bool = True):
         self.config = config
         self.xp = array_module(config.device)        # fails first, in one line, without a GPU
+        # made when training starts (run), so a run refused earlier leaves no empty folder
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         data = load_dataset(config.dataset, config.data_folder)
         self.data = normalize(data, config.reproducible)     # host copy (NumPy)
@@ -332,7 +348,9 @@ class Trainer:
                     else Rounding(self.config.adc_rounding))
         return replace(preset, skip_masked_cycles=self.config.skip_masked_cycles,
                        input_bits=max(preset.input_bits, input_bits_for(self.scheme)),
-                       adc_rounding=rounding)
+                       adc_rounding=rounding,
+                       nonideal=preset.nonideal.scaled(self.config.noise_scale,
+                                                       self.config.noise_scaled))
 
     def _assign_backends(self):
         cfg = self.config
@@ -417,12 +435,13 @@ class Trainer:
             state = layer.threshold_weights.state_dict()
             arrays.update({f"threshold/{layer.name}/{k}": np.asarray(v)
                            for k, v in state.items()})
+        # wall times stay in metrics.json: identical runs leave identical checkpoint bytes
         arrays["meta"] = np.array(json.dumps({"epoch": epoch, "config": self.config.to_json(),
-                                              "history": self.history}))
+                                              "history": without_wall_times(self.history)}))
 
         def write(tmp):
             with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+                write_checkpoint(fh, arrays)
         _atomic_write(self.checkpoint_path, write)
 
     def load_checkpoint(self, path=None):
@@ -478,7 +497,7 @@ class Trainer:
             params[k][...] = to_device(arrays[f"param/{k}"], self.xp)
         for k in buffers:
             buffers[k][...] = to_device(arrays[f"buffer/{k}"], self.xp)
-        self.history = history
+        self.history = restore_wall_times(history, self.out_dir)
         self.start_epoch = epoch + 1
 
     def _threshold_layers(self) -> list:
@@ -601,13 +620,21 @@ class Trainer:
         sweep equals the same run alone).  Numba's threads stay as they are: the emulator's
         results do not depend on them.  docs/training.md, Determinism.
         """
-        with one_blas_thread():
-            return self._run(resume)
+        made = not self.out_dir.exists()
+        try:
+            with one_blas_thread():
+                return self._run(resume)
+        except BaseException:
+            # a run that fails (or is interrupted) before writing anything leaves no folder
+            if made and self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()
+            raise
 
     def _run(self, resume: bool) -> list[dict]:
         if resume:
             self.load_checkpoint()
             self._check_trace_request(self.start_epoch * self._steps_per_epoch())
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         for epoch in range(self.start_epoch, self.config.epochs):
             t0 = time.perf_counter()
             train_loss, train_acc = self.train_epoch(epoch)

@@ -16,6 +16,46 @@ CHECKPOINT_NAME = "checkpoint.npz"
 METRICS_NAME = "metrics.json"
 
 
+#: history keys that are wall times: kept in metrics.json / metrics.csv, never in the
+#: checkpoint, so that two identical runs leave byte-identical checkpoints
+WALL_TIME_KEYS = ("seconds",)
+
+#: the zip timestamp of every checkpoint member (the earliest a zip can hold): a checkpoint's
+#: bytes depend on its arrays only
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def without_wall_times(history: list) -> list:
+    """The history rows without their wall-time keys (what a checkpoint stores)."""
+    return [{k: v for k, v in row.items() if k not in WALL_TIME_KEYS} for row in history]
+
+
+def write_checkpoint(fh, arrays: dict) -> None:
+    """Write ``arrays`` as an ``.npz`` (``np.load`` reads it) whose bytes depend only on the
+    arrays: members in the given order, uncompressed, with a fixed timestamp (``np.savez``
+    stamps each member with the current time)."""
+    import zipfile
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+
+def restore_wall_times(history: list, folder) -> list:
+    """``history`` (from a checkpoint) with the wall times ``metrics.json`` in ``folder``
+    recorded for the same epochs, where it has them."""
+    try:
+        saved = {row["epoch"]: row for row in read_metrics(folder)["history"]}
+    except (ValueError, KeyError, TypeError):
+        saved = {}
+    out = []
+    for row in history:
+        old = saved.get(row.get("epoch"), {})
+        out.append({**row, **{k: old[k] for k in WALL_TIME_KEYS if k in old}})
+    return out
+
+
 def checkpoint_meta(path) -> dict:
     """The ``meta`` record of a checkpoint: ``{"epoch", "config", "history"}``.
 
@@ -126,5 +166,6 @@ def diagnostics_table(doc: dict, epoch: int | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "checkpoint_meta", "same_run",
+__all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "WALL_TIME_KEYS", "without_wall_times",
+           "write_checkpoint", "restore_wall_times", "checkpoint_meta", "same_run",
            "resumable_checkpoint", "read_metrics", "diagnostics_table"]

@@ -59,6 +59,7 @@ from imcsim.calibration.model import (
     threshold_shift_rows,
 )
 from imcsim.config import MacroConfig, NonIdealityConfig
+from imcsim.verify.dumps import MIN_REPEAT_CONVERSIONS, check_measurement
 
 REPORT_FORMAT = "imcsim-calibration-report"
 TABLES_FORMAT = "imcsim-calibration-tables"
@@ -360,7 +361,7 @@ def _repeat_data(measured: MeasuredCodes, model: ChipModel, columns):
     u0 = []
     g = 0
     for b, k, c, d in _column_samples(measured, "repeat", columns):
-        if d.size < 8:
+        if d.size < MIN_REPEAT_CONVERSIONS:
             continue
         _append_code_histogram(rows, g, c, b.full_scale, d)
         u0.append(model.gain[c] * k + model.offset[c])
@@ -782,8 +783,8 @@ def calibrate(measured, stimulus=None, *, options: FitOptions | None = None,
     Parameters
     ----------
     measured : MeasuredCodes, or {block name: int (B, P, C) codes} with ``stimulus``
-        the codes of every block (``load_measurement`` or ``simulate_measurement``); -1 marks
-        a missing code.
+        the codes of every measured block (``load_measurement`` or ``simulate_measurement``),
+        complete and in [0, L]; the ramps must cross the codes (``imcsim.verify.dumps``).
     stimulus : CalibrationStimulus or None  needed only when ``measured`` is a plain dict.
     options : FitOptions or None
     nominal : MacroConfig or None  the config the preset is based on (geometry, Vref, NMC,
@@ -798,6 +799,9 @@ def calibrate(measured, stimulus=None, *, options: FitOptions | None = None,
                                             for k, v in measured.items()}, source="codes")
     elif stimulus is not None and stimulus is not measured.stimulus:
         raise ValueError("stimulus: the measurement carries its own stimulus")
+    # incomplete, out-of-range or degenerate codes end in one line naming the block, not in
+    # a fit of whatever is left (or a SciPy message about NaN that names no input)
+    check_measurement(measured, "calibrate")
     with single_thread_blas():
         return _calibrate(measured, options or FitOptions(), nominal)
 
@@ -838,7 +842,9 @@ def _calibrate(measured: MeasuredCodes, opts: FitOptions, nominal) -> Calibratio
                                 "nll": float(res.fun), "iterations": int(res.nit),
                                 "conversions": int(entries[:, 3].sum())})
     if not fitted:
-        raise ValueError("calibrate: no column could be fitted (no ramp codes?)")
+        ramps = ", ".join(b.name for b in st.blocks_of("ramp") if b.name in measured.codes)
+        raise ValueError(f"{measured.source}: no column could be fitted: the ramps ({ramps}) "
+                         f"give fewer than {nb + 3} distinct (count, code) pairs per column")
     w = (2.0 ** np.arange(nb))[None, :] * (1.0 + np.concatenate([e_hat, np.zeros((C, 1))], 1))
     cdac_lsb = w / w.sum(axis=1, keepdims=True) * L
     # standard errors of the capacitors in LSB, by the delta method through the normalisation
@@ -945,7 +951,8 @@ def load_calibrated_model(path) -> ChipModel:
     path = Path(path)
     h5 = path if path.suffix in (".h5", ".hdf5") else path.with_suffix(".h5")
     if not h5.is_file():
-        raise ValueError(f"{path}: no calibration tables {h5}")
+        raise ValueError(f"{path}: calibration tables missing ({h5} not found; `imcsim "
+                         "calibrate` writes them beside the preset)")
     with h5py.File(h5, "r") as f:
         if f.attrs.get("format") != TABLES_FORMAT:
             raise ValueError(f"{h5}: not calibration tables")

@@ -13,6 +13,11 @@ A measurement is one dump per stimulus block, in any layout ``imcsim check`` rea
 A cycle of a block is ``vector * planes + plane`` (one row tile, one column tile).
 ``simulate_measurement`` runs the emulator as a chip (every non-ideality of a config, its
 ``chip_seed``) and ``write_measurement`` writes that in the HDF5 layout above.
+
+A dump must hold every conversion of its block, each cycle once, codes in [0, L], no column past
+the array's (columns the stimulus does not drive are ignored); anything else is refused with
+one line naming the dump and the block (``imcsim.verify.dumps``, the rules ``imcsim check``
+shares).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import numpy as np
 from imcsim.atomic import AtomicOutputs
 from imcsim.calibration.stimulus import STIMULUS_NAME, CalibrationStimulus, load_calibration_stimulus
 from imcsim.config import MacroConfig
+from imcsim.verify.dumps import block_codes
 
 SUFFIXES = (".h5", ".hdf5", ".csv", ".vcd")
 MEASUREMENT_FORMAT = "imcsim-calibration-measurement"
@@ -37,8 +43,9 @@ class MeasuredCodes:
     Attributes
     ----------
     stimulus : CalibrationStimulus
-    codes : {block name: int64 (B, P, C)}  code of vector b, plane p, column c; -1 where the
-        dump has no value.  C = stimulus.covered_columns.
+    codes : {block name: int64 (B, P, C)}  code of vector b, plane p, column c, every one in
+        [0, L]: a block is measured in full or not at all (``imcsim.verify.dumps``; -1, once a
+        "no value" mark, is refused).  C = stimulus.covered_columns.
     y_int : {block name: int64 (B, N)}  NMC output registers when the dump has them.
     source : str
     """
@@ -182,32 +189,20 @@ def load_measurement(path, stimulus: CalibrationStimulus | str | Path | None = N
                                  "widths")
             expected = load_expected(stim_folder / block.name)
         tab = load_actual(dump, fmt, signal_map, expected)
-        if "code" not in tab.values:
-            raise ValueError(f"{dump}: no code signal")
+        # the shared dump rules (imcsim.verify.dumps): nothing of the dump is dropped in
+        # silence -- a row outside the block, a column past the array, a code outside [0, L]
+        # or a missing conversion is refused, naming the dump and the block
         B = block.n_vectors
-        n = tab.n
-        if tab.keys is not None and "vector" in tab.keys:
-            cyc = tab.keys["vector"] * P + tab.keys["plane"]
-        elif tab.keys is not None and "cycle" in tab.keys:
-            cyc = tab.keys["cycle"]
+        codes[block.name] = block_codes(tab, block.name, B, P, C, stimulus.config.columns,
+                                        stimulus.config.top_code)
+        keys = tab.keys or {}
+        if "vector" in keys:
+            cyc = keys["vector"] * P + keys["plane"]
         else:
-            cyc = np.arange(n)
-        ok = (cyc >= 0) & (cyc < B * P)
-        if not ok.any():
-            raise ValueError(f"{dump}: no cycle of block {block.name} ({B * P} cycles)")
-        vals, pres = tab.values["code"], tab.present["code"]
-        w = min(vals.shape[1], C)
-        out = np.full((B * P, C), -1, dtype=np.int64)
-        v = np.where(pres[:, :w], vals[:, :w], -1)
-        out[cyc[ok], :w] = v[ok]
-        L = stimulus.config.top_code
-        bad = (out > L) | (out < -1)
-        if bad.any():
-            raise ValueError(f"{dump}: codes outside [0, {L}]")
-        codes[block.name] = out.reshape(B, P, C)
+            cyc = keys.get("cycle", np.arange(tab.n))
         y = None
         if "y_int" in tab.values:
-            last = ok & (cyc % P == P - 1)
+            last = cyc % P == P - 1
             if last.any():
                 yy = np.zeros((B, tab.values["y_int"].shape[1]), dtype=np.int64)
                 yy[cyc[last] // P] = tab.values["y_int"][last]

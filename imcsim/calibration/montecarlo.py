@@ -126,15 +126,19 @@ class CalibratedMacro(Macro):
 def load_trained(path, *, device: str = "cpu"):
     """A Trainer holding a trained model: ``path`` is a training folder or its checkpoint.npz."""
     from imcsim.training.engine import TrainConfig, Trainer
+    from imcsim.training.rundir import CHECKPOINT_NAME, checkpoint_meta
     path = Path(path)
-    ckpt = path / "checkpoint.npz" if path.is_dir() else path
+    ckpt = path / CHECKPOINT_NAME if path.is_dir() else path
     if not ckpt.is_file():
-        raise ValueError(f"{path}: no checkpoint.npz (train with imcsim train --out DIR)")
-    with np.load(ckpt, allow_pickle=False) as ck:
-        if "meta" not in ck.files:
-            raise ValueError(f"{ckpt}: not an imcsim training checkpoint")
-        meta = json.loads(str(ck["meta"]))
-    cfg = TrainConfig.from_json(meta["config"])
+        raise ValueError(f"{path}: no {CHECKPOINT_NAME} (train with imcsim train --out DIR)")
+    # the one reader of checkpoints' meta: a truncated or foreign file is one ValueError
+    # naming it (np.load alone raised BadZipFile, an internal error)
+    meta = checkpoint_meta(ckpt)
+    try:
+        cfg = TrainConfig.from_json(meta["config"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{ckpt}: its training config is unreadable ({type(exc).__name__}: "
+                         f"{exc})") from None
     cfg = replace(cfg, device=device)
     trainer = Trainer(cfg, ckpt.parent, progress=False)
     trainer.load_checkpoint(ckpt)
@@ -352,10 +356,12 @@ def save_results(results: dict[str, MonteCarloResult], json_path=None, plot_path
         pyplot("--plot")
     with AtomicOutputs(json_path, plot_path, names=["--json", "--plot"], inputs=inputs) as out:
         if json_path:
-            out.temporary(json_path).write_text(json.dumps(
-                {k: r.to_dict() for k, r in results.items()}, indent=1) + "\n")
+            with out.writing(json_path) as tmp:
+                tmp.write_text(json.dumps({k: r.to_dict() for k, r in results.items()},
+                                          indent=1) + "\n")
         if plot_path:
-            plot_chips(results, out.temporary(plot_path))
+            with out.writing(plot_path) as tmp:
+                plot_chips(results, tmp)
 
 
 # --------------------------------------------------------------------------------------------

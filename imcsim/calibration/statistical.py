@@ -29,6 +29,7 @@ ADC/sampling).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from imcsim.calibration.measured import MeasuredCodes
 from imcsim.calibration.model import ChipModel, normalized_cdac
 from imcsim.calibration.stimulus import KIND_BLOCK
 from imcsim.config import MacroConfig
+from imcsim.verify.dumps import check_measurement
 
 CATEGORIES = (-2, -1, 0, 1, 2)
 
@@ -77,7 +79,8 @@ class StatisticalReport:
 
     cells : every (block, column) test;  nmc : exact NMC check per block (None: no y_int);
     diagnosis : parameters of a fit of the measurement that differ from the model's (None
-    unless ``diagnose`` and the check failed).
+    unless ``diagnose`` and the check failed; ``{"blocks": {}, "unfit": reason}`` when the
+    measurement cannot be fitted, e.g. an all-zero chip).
     """
 
     model_source: str
@@ -100,12 +103,13 @@ class StatisticalReport:
         """{hardware block: reasons}.
 
         With a diagnosis, adc / array come from the parameters of a fit of the measurement that
-        differ from the model's; without one, from the stimulus kinds whose cells failed (ramp
+        differ from the model's; without one (or when the measurement cannot be fitted:
+        ``diagnosis["unfit"]``), from the stimulus kinds whose cells failed (ramp
         and repeat vectors -> adc, pattern vectors -> array: a symptom, since e.g. an offset
         error shows in every kind).  nmc comes from the exact output check.
         """
         out: dict[str, list[str]] = {}
-        if self.diagnosis is not None:
+        if self.diagnosis is not None and not self.diagnosis.get("unfit"):
             for b, items in self.diagnosis.get("blocks", {}).items():
                 out.setdefault(b, []).extend(f"fit: {m}" for m in items)
         else:
@@ -152,7 +156,9 @@ class StatisticalReport:
             lines.append("PASS: the measured distributions agree with the model")
             return "\n".join(lines)
         lines.append(f"FAIL: columns {self.failed_columns()}")
-        if self.diagnosis is not None:
+        if self.diagnosis is not None and self.diagnosis.get("unfit"):
+            lines.append(f"  no fit of the measurement: {self.diagnosis['unfit']}")
+        elif self.diagnosis is not None:
             bad = [c for c in self.cells if not c.passed][:5]
             for c in bad:
                 lines.append(f"  symptom {c.block} column {c.column}: {', '.join(c.failed)}")
@@ -189,9 +195,33 @@ def as_chip_model(expected) -> ChipModel:
         p = Path(expected)
         if p.suffix in (".h5", ".hdf5") or (p.suffix == ".json" and p.with_suffix(".h5").is_file()):
             return load_calibrated_model(p)
+        if p.suffix == ".json":
+            tables = _calibration_tables(p)
+            if tables is not None:
+                # a calibration's preset without its tables is not the emulator's chip of that
+                # preset: checking against that would diagnose parameters the chip never had
+                raise ValueError(f"{p}: calibration tables missing ({tables} not found; "
+                                 "`imcsim calibrate` writes them beside the preset)")
         return ChipModel.from_config(load_preset(str(expected)))
     raise TypeError(f"expected_model: expected a ChipModel, CalibrationResult, MacroConfig, Macro "
                     f"or a path, got {type(expected).__name__}")
+
+
+def _calibration_tables(preset: Path) -> Path | None:
+    """``<stem>.h5`` of a calibration preset, None for any other preset.
+
+    A calibration preset is a plain MacroConfig JSON; what tells it apart is the report that
+    ``CalibrationResult.save`` writes beside it (``<stem>.report.json``).  A preset copied
+    without its report cannot be told from any other preset.
+    """
+    from imcsim.calibration.fit import REPORT_FORMAT
+    try:
+        doc = json.loads(Path(f"{preset.with_suffix('')}.report.json").read_text())
+    except (OSError, UnicodeError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
+        return None
+    return preset.with_suffix(".h5")
 
 
 def _block_predictions(model: ChipModel, block, C: int):
@@ -411,9 +441,17 @@ def statistical_check(expected_model, measured: MeasuredCodes, *, alpha: float =
     model = as_chip_model(expected_model)
     st = measured.stimulus
     cfg = st.config
-    if (model.config.rows, model.config.adc_bits) != (cfg.rows, cfg.adc_bits):
-        raise ValueError("expected_model: geometry differs from the measurement's stimulus")
-    C = min(st.covered_columns, model.columns)
+    m = model.config
+    # every measured column needs the model's prediction: a model of fewer columns used to
+    # check only those it had, and passed
+    if (m.rows, m.columns, m.adc_bits) != (cfg.rows, cfg.columns, cfg.adc_bits) \
+            or model.columns < st.covered_columns:
+        raise ValueError(f"expected_model: {model.source}: geometry {m.rows}x{m.columns} "
+                         f"({model.columns} modelled columns), {m.adc_bits} bits differs from "
+                         f"the measurement's stimulus {cfg.rows}x{cfg.columns} "
+                         f"({st.covered_columns} columns), {cfg.adc_bits} bits")
+    check_measurement(measured, "statistical")
+    C = st.covered_columns
     L, P = cfg.top_code, st.n_planes
     blocks = [b for b in st.blocks if b.name in measured.codes]
     n_tests = 3 * C * len(blocks)
@@ -430,7 +468,12 @@ def statistical_check(expected_model, measured: MeasuredCodes, *, alpha: float =
                                nmc=check_nmc(measured) if check_outputs else None,
                                settings={k: v for k, v in opts.items()})
     if diagnose and not report.passed:
-        report.diagnosis = _diagnose(model, measured, z_crit)
+        try:
+            report.diagnosis = _diagnose(model, measured, z_crit)
+        except ValueError as exc:
+            # e.g. an all-zero chip: its ramps cannot be fitted, and that is the diagnosis of
+            # a failed check, not an input error (the cells' symptoms name the blocks)
+            report.diagnosis = {"blocks": {}, "unfit": str(exc).splitlines()[0]}
     return report
 
 

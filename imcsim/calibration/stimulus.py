@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.atomic import AtomicOutputs
+from imcsim.atomic import AtomicOutputs, check_schema_version
 from imcsim.config import MacroConfig, VrefConfig, VrefMode
 from imcsim.formats import BinaryFormat, parse_format
 
@@ -349,10 +349,12 @@ def write_calibration_vectors(outdir, config: MacroConfig, *, stimulus: Calibrat
     **design : keyword arguments of ``make_calibration_stimulus`` (full_scales, ramp_vectors,
         ...).
 
-    Returns the CalibrationStimulus.  Each block folder is written all-or-nothing; a failure
-    part-way leaves the blocks already written (rerun with ``force``).
+    Returns the CalibrationStimulus.  Everything is written all-or-nothing: one
+    ``AtomicOutputs`` holds the files of every block and calibration.json (renamed last), so
+    a failure (a full disk, an interrupt) leaves ``outdir`` as it was, without the folders this
+    call created.
     """
-    from imcsim.verify.vectors import write_vectors
+    from imcsim.verify.vectors import check_vectors_folder, write_vectors
     outdir = Path(outdir)
     if stimulus is None:
         stimulus = make_calibration_stimulus(config, **design)
@@ -366,16 +368,34 @@ def write_calibration_vectors(outdir, config: MacroConfig, *, stimulus: Calibrat
     index = outdir / STIMULUS_NAME
     if index.exists() and not force:
         raise ValueError(f"{outdir}: already holds a {STIMULUS_NAME} (use force to replace it)")
-    outdir.mkdir(parents=True, exist_ok=True)
-    for i, block in enumerate(stimulus.blocks):
-        ops = stimulus.operands(block.name)
-        write_vectors(outdir / block.name, ops["config"], ops["W"], ops["X"], ops["x_format"],
-                      ops["w_format"], seed=noise_seed + i, vref=ops["vref"],
-                      labels=ops["labels"], force=force, device=device)
-    doc = stimulus.to_dict()
-    doc["noise_seed"] = int(noise_seed)
-    with AtomicOutputs(index, names=[STIMULUS_NAME]) as out:
-        out.temporary(index).write_text(json.dumps(doc, indent=2) + "\n")
+    if outdir.is_dir():                   # refuse a block folder before computing anything
+        for block in stimulus.blocks:
+            check_vectors_folder(outdir / block.name, force)
+    created = [d for d in (outdir, *outdir.parents) if not d.exists()][::-1]
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        with AtomicOutputs() as out:
+            for i, block in enumerate(stimulus.blocks):
+                folder = outdir / block.name
+                if not folder.exists():
+                    folder.mkdir()
+                    created.append(folder)
+                ops = stimulus.operands(block.name)
+                write_vectors(folder, ops["config"], ops["W"], ops["X"], ops["x_format"],
+                              ops["w_format"], seed=noise_seed + i, vref=ops["vref"],
+                              labels=ops["labels"], force=force, device=device, outputs=out)
+            doc = stimulus.to_dict()
+            doc["noise_seed"] = int(noise_seed)
+            out.add(index, STIMULUS_NAME)
+            with out.writing(index) as tmp:
+                tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    except BaseException:
+        for folder in reversed(created):  # empty again: their temporaries are deleted
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
     return stimulus
 
 
@@ -406,19 +426,43 @@ def load_calibration_stimulus(folder) -> CalibrationStimulus:
     if not path.is_file():
         raise ValueError(f"{folder}: no {STIMULUS_NAME}")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from None
-    stim = stimulus_from_dict(doc)
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, json.JSONDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not readable as JSON ({reason})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a calibration stimulus (not a JSON object)")
+    if doc.get("format") == STIMULUS_FORMAT:
+        check_schema_version(doc.get("version", ""), STIMULUS_VERSION, path,
+                             "calibration stimulus version")
+    try:
+        stim = stimulus_from_dict(doc)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a calibration stimulus ({type(exc).__name__}: "
+                         f"{exc})") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     for block in stim.blocks:
         h5 = path.parent / block.name / "vectors.h5"
         if h5.is_file():
-            import h5py
-            with h5py.File(h5, "r") as f:
-                X = f["stimulus"]["X"][()]
+            X = _stored_stimulus(h5)
             if not np.array_equal(X, block.X(stim.x_format)):
                 raise ValueError(f"{h5}: its vectors differ from the calibration design")
     return stim
+
+
+def _stored_stimulus(h5: Path) -> np.ndarray:
+    """The X a block's vectors.h5 holds (ValueError naming the file when it cannot)."""
+    import h5py
+
+    from imcsim.verify.vectors import check_vectors_h5_version
+    check_vectors_h5_version(h5)
+    try:
+        with h5py.File(h5, "r") as f:
+            return np.asarray(f["stimulus"]["X"][()])
+    except Exception as exc:              # not HDF5, damaged, or no /stimulus/X
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{h5}: cannot read its stimulus /stimulus/X ({reason})") from None
 
 
 __all__ = ["BLOCK_KINDS", "KIND_BLOCK", "CalibrationBlock", "CalibrationStimulus",

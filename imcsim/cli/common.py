@@ -13,15 +13,20 @@ outputs compared with inputs and with each other after resolving the paths).
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import signal
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import numpy as np
 
+from imcsim.atomic import interrupts_seen, note_interrupt
 from imcsim.config import MacroConfig, NonIdealityConfig, VrefMode, load_preset, preset_names
 from imcsim.optional import MissingDependency
 
@@ -89,7 +94,9 @@ def cli_errors(fn: F) -> F:
       optional dependency, ``click.BadParameter`` and other click usage errors raised inside
       the command: ``Error: <message>`` (one line) on stderr, exit status 2;
     - :class:`MismatchFound`: exit status 1 (the command has printed its report);
-    - KeyboardInterrupt: ``interrupted`` on stderr, exit status 130;
+    - KeyboardInterrupt (SIGINT), also one swallowed on its way up and one that arrives after
+      the command while the process ends: ``interrupted`` on stderr, exit status 130
+      (:class:`CommandInterrupts`, :func:`end_process`);
     - anything else: ``internal error: <type>: <message> (rerun with --debug for the
       traceback)``, exit status 3.
 
@@ -98,33 +105,141 @@ def cli_errors(fn: F) -> F:
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.Abort):
-            raise
-        except MismatchFound as exc:
-            message = str(exc).strip()
-            raise CliError(message.splitlines()[0] if message else "", EXIT_MISMATCH,
-                           prefix="") from None
-        except KeyboardInterrupt:
-            raise CliError("interrupted", EXIT_INTERRUPTED, prefix="") from None
-        except CliError:
-            raise
-        except click.ClickException as exc:
-            if debug_enabled():
-                raise
-            raise CliError(first_line(exc.format_message()), EXIT_USAGE) from None
-        except INPUT_ERRORS as exc:
-            if debug_enabled():
-                raise
-            raise CliError(first_line(exc), EXIT_USAGE) from None
-        except Exception as exc:
-            if debug_enabled():
-                raise
-            raise CliError(f"internal error: {type(exc).__name__}: {first_line(exc)} "
-                           "(rerun with --debug for the traceback)", EXIT_INTERNAL,
-                           prefix="") from None
+        with CommandInterrupts() as interrupts:
+            try:
+                result = fn(*args, **kwargs)
+                if interrupts.interrupted:      # swallowed on its way up: still interrupted
+                    raise KeyboardInterrupt
+            except BaseException as exc:
+                error = as_cli_error(exc, interrupts.interrupted)
+                if error is None:
+                    raise
+                if runs_as_program():
+                    end_process(error)
+                raise error from None
+            if runs_as_program():
+                end_process(None)
+            return result
     return wrapper  # type: ignore[return-value]
+
+
+def as_cli_error(exc: BaseException, interrupted: bool = False) -> CliError | None:
+    """The :class:`CliError` a command's exception ends in (see :func:`cli_errors`), or None
+    when it must propagate (click's own exits; any error under ``--debug``)."""
+    if isinstance(exc, (click.exceptions.Exit, click.Abort)):
+        return None
+    if interrupted or isinstance(exc, KeyboardInterrupt):
+        return CliError("interrupted", EXIT_INTERRUPTED, prefix="")
+    if isinstance(exc, MismatchFound):
+        message = str(exc).strip()
+        return CliError(message.splitlines()[0] if message else "", EXIT_MISMATCH, prefix="")
+    if isinstance(exc, CliError):
+        return exc
+    if not isinstance(exc, Exception) or debug_enabled():
+        return None
+    if isinstance(exc, click.ClickException):
+        return CliError(first_line(exc.format_message()), EXIT_USAGE)
+    if isinstance(exc, INPUT_ERRORS):
+        return CliError(first_line(exc), EXIT_USAGE)
+    return CliError(f"internal error: {type(exc).__name__}: {first_line(exc)} "
+                    "(rerun with --debug for the traceback)", EXIT_INTERNAL, prefix="")
+
+
+# --- interrupts ---------------------------------------------------------------------------
+def _count_and_raise(signum, frame):
+    note_interrupt()
+    raise KeyboardInterrupt
+
+
+class CommandInterrupts:
+    """SIGINT during one command: raised as KeyboardInterrupt as usual, and also counted
+    (``imcsim.atomic.note_interrupt``).
+
+    A KeyboardInterrupt raised inside a destructor or a library callback is swallowed there
+    (Python prints an "Exception ignored" traceback and goes on), so the command used to
+    finish and exit 0.  Counted, it still ends the command as interrupted, and
+    ``AtomicOutputs.commit`` refuses to publish outputs after it; its traceback is not
+    printed.  Python runs signal handlers in the main thread only: elsewhere (a command run
+    from a worker thread) this does nothing.  A handler installed by the caller is kept.
+    """
+
+    def __enter__(self) -> CommandInterrupts:
+        self.start = interrupts_seen()
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.handler = signal.getsignal(signal.SIGINT)
+            if self.handler is signal.default_int_handler:
+                signal.signal(signal.SIGINT, _count_and_raise)
+            self.hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
+        return self
+
+    def _unraisable(self, info) -> None:
+        if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+            note_interrupt()
+            return
+        self.hook(info)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a SIGINT arrived since the command started."""
+        return interrupts_seen() != self.start
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            if signal.getsignal(signal.SIGINT) is _count_and_raise:
+                signal.signal(signal.SIGINT, self.handler)
+            if sys.unraisablehook == self._unraisable:
+                sys.unraisablehook = self.hook
+
+
+def runs_as_program() -> bool:
+    """Whether this process is the ``imcsim`` program (its console script or ``python -m
+    imcsim``), whose command's end is the end of the process -- not a command invoked by
+    another program (click's CliRunner, a script calling ``main``), which goes on after it."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name == "imcsim.__main__":
+        return True
+    return bool(sys.argv and sys.argv[0]) and Path(sys.argv[0]).name in ("imcsim", "imcsim.exe")
+
+
+def _interrupted_at_exit(signum, frame):
+    # a signal handler: no buffered I/O (it may have interrupted a write to the same stream)
+    os.write(2, b"interrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):       # a closed pipe or stream: nothing more to say
+            pass
+
+
+def end_process(error: CliError | None) -> NoReturn:
+    """End the ``imcsim`` process right after its command: print ``error`` (if any), run the
+    atexit callbacks, exit with its status (0 without one).
+
+    Python's own shutdown after a command takes about half a second (the compiled kernels'
+    JIT is torn down) and stops running signal handlers early: a SIGINT in that time killed
+    the process without a message (status -2), and one during an atexit callback printed an
+    ignored-exception traceback and exited 0.  From here on a SIGINT prints ``interrupted``
+    and exits 130; the outputs are complete by now (``AtomicOutputs`` committed them), and
+    nothing is left for the skipped teardown to do (every file is closed).
+    """
+    signal.signal(signal.SIGINT, _interrupted_at_exit)
+    if error is not None:
+        error.show()
+    _flush_std()
+    shutdown = getattr(threading, "_shutdown", None)   # what Python's exit runs first: joins
+    if shutdown is not None:                           # the non-daemon threads
+        shutdown()
+    atexit._run_exitfuncs()
+    _flush_std()
+    os._exit(EXIT_OK if error is None else error.exit_code)
 
 
 # --- MacroConfig from flags ----------------------------------------------------------------
@@ -273,6 +388,10 @@ def operand_options(fn: F) -> F:
     return fn
 
 
+#: the first bytes of every .npy file
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def load_npy(path, name: str, *, ndim: int | None = None) -> np.ndarray:
     """One numeric array from a .npy file (no pickles), in native byte order.
 
@@ -284,6 +403,18 @@ def load_npy(path, name: str, *, ndim: int | None = None) -> np.ndarray:
     from imcsim.checks import check_memory, native
     if not Path(path).is_file():
         raise ValueError(f"{name}: no such file {path}")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read {path} ({exc.strerror or exc})") from None
+    # name what the file is instead of NumPy's guess (a text file reads as "pickled data")
+    if head.startswith(b"PK"):
+        raise ValueError(f"{name}: cannot read {path} as .npy (a zip archive, .npz?, not one "
+                         "array)")
+    if head and not NPY_MAGIC.startswith(head[:len(NPY_MAGIC)]):
+        raise ValueError(f"{name}: cannot read {path} as .npy (no NumPy header: a text file? "
+                         "write it with numpy.save)")
     try:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:        # EOFError, ValueError, OSError, UnpicklingError, ...

@@ -167,9 +167,11 @@ def mvm(w_path, x_path, x_format, w_format, seed, random_shape, density, out_pat
         else:
             res = macro.mvm(X, W, xf, wf, seed=seed, return_codes=codes_path is not None)
         if out_path:
-            save_npy(outputs.temporary(out_path), res.y)
+            with outputs.writing(out_path) as tmp:
+                save_npy(tmp, res.y)
         if codes_path:
-            save_npy(outputs.temporary(codes_path), res.codes)
+            with outputs.writing(codes_path) as tmp:
+                save_npy(tmp, res.codes)
     exact = np.asarray(X, dtype=np.float64) @ np.asarray(W, dtype=np.float64)
     ev = res.events.total()
     err = np.abs(res.y - exact)
@@ -268,6 +270,7 @@ def show_config(**kw):
 
 def register_subcommands() -> None:
     """Commands that live beside their subsystem (imported here: they use this module)."""
+    from imcsim.cli.budget import budget_command
     from imcsim.cli.calibrate import calibrate_command, eval_command
     from imcsim.cli.energy import energy_command
     from imcsim.cli.sweep import sweep_command
@@ -281,6 +284,7 @@ def register_subcommands() -> None:
     main.add_command(vectors_command, "vectors")
     main.add_command(check_command, "check")
     main.add_command(sweep_command, "sweep")
+    main.add_command(budget_command, "noise-budget")
 
 
 register_subcommands()

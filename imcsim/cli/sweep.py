@@ -14,7 +14,7 @@ def scheduler_option(fn):
     return click.option(
         "--scheduler", metavar="ADDRESS",
         help="Address of a running Dask scheduler (tcp://host:8786) or its scheduler file "
-             "(.json); default: a LocalCluster here, one worker per core.")(fn)
+             "(.json, which must exist); default: a LocalCluster here, one worker per core.")(fn)
 
 
 @click.command("sweep")

@@ -54,6 +54,9 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--out", "out_dir", default="runs/train", show_default=True,
               type=click.Path(file_okay=False), help="Metrics, checkpoint and curves go here.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.npz.")
+@click.option("--force", is_flag=True,
+              help="Replace the run OUT already holds (without it, a folder with a run's "
+                   "checkpoint or metrics is refused unless --resume).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="cuda: data, weights, activations and gradients on the GPU (CuPy; the "
@@ -81,17 +84,25 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
               help="Steps per epoch (chosen by the seed) whose emulator MVMs are compared "
                    "with the exact product (bias, RMS error, cosine, SNR, lossy and clipped "
                    "shares in metrics.json; imcsim report RUN prints them). 0: off.")
+@click.option("--noise-scale", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Multiply the preset's non-idealities (those of --noise-scaled) by this "
+                   "factor (0: the ideal macro).")
+@click.option("--noise-scaled", default="all", show_default=True,
+              help="Which non-idealities --noise-scale scales: all, noise (comparator and "
+                   "sampling noise), mismatch (static per-chip errors) or one "
+                   "NonIdealityConfig field, e.g. comparator_noise_sigma.")
 @click.option("--reproducible", is_flag=True,
               help="Bit-identical weights on any x86-64 CPU, BLAS and thread count: FP32 "
                    "products, float sums and the loss in a fixed order (CPU only; slower "
                    "FP32 layers). See docs/training.md, Reproducibility.")
 @cli_errors
-def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, quiet,
+def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, force, quiet,
                   update_threshold, **kw):
     """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
     from imcsim.training.backends import scheme_by_name
     from imcsim.training.engine import Trainer
     from imcsim.training.options import backends_for, train_config
+    from imcsim.training.rundir import CHECKPOINT_NAME, METRICS_NAME
     from imcsim.training.xp import array_module
     array_module(kw["device"])                  # without CuPy or a GPU: one line, exit 2
     if update_threshold is not None:
@@ -118,6 +129,12 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, qui
     # the same front door as a sweep's train keys (imcsim.training.options)
     config = train_config(dict(kw, imc=imc_kinds, other=other, vref=list(vref_specs),
                                trace=trace))
+    if resume and force:
+        raise ValueError("--resume and --force: give one of them")
+    held = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (Path(out_dir) / name).exists()]
+    if held and not (resume or force):
+        raise ValueError(f"--out: {out_dir} already holds a run ({', '.join(held)}); continue "
+                         "it with --resume, or replace it with --force")
     trainer = Trainer(config, Path(out_dir), progress=not quiet)
     history = trainer.run(resume=resume)
     last = history[-1] if history else {}

@@ -28,6 +28,7 @@ import numpy as np
 
 from imcsim.config import MacroConfig
 from imcsim.formats import parse_format
+from imcsim.verify.dumps import check_actual
 from imcsim.verify.golden import (
     COLUMN_SIGNALS,
     OUTPUT_SIGNALS,
@@ -507,8 +508,11 @@ def _vcd_table(path, signal_map, expected: SignalTable) -> SignalTable:
                 st, sv = series[nm]
                 for j, t in enumerate(samples):
                     v = at(st, sv, t)
-                    vals[j, i] = -1 if v is None else _signed(v, width, signed)
-                    pres[j, i] = True
+                    # x/z (read as -1) or no value yet: not a value -- a missing one, never
+                    # the number -1 (which a tolerance could pass, or a signed signal hold)
+                    if v is not None and v >= 0:
+                        vals[j, i] = _signed(v, width, signed)
+                        pres[j, i] = True
         else:
             if spec not in series:
                 if user:
@@ -516,16 +520,15 @@ def _vcd_table(path, signal_map, expected: SignalTable) -> SignalTable:
                 continue
             st, sv = series[spec]
             vals = np.zeros((n, count), dtype=np.int64)
+            pres = np.zeros((n, count), dtype=bool)
             for j, t in enumerate(samples):
                 v = at(st, sv, t)
-                if v is None or v < 0:
-                    vals[j] = -1
-                else:
+                if v is not None and v >= 0:              # x/z or no value: missing, as above
                     v = _signed(v, 64, False)
                     for i in range(count):
                         vals[j, i] = _signed((v >> (i * width)) & ((1 << width) - 1), width,
                                              signed)
-            pres = np.ones((n, count), dtype=bool)
+                    pres[j] = True
         tab.add(name, vals, pres)
     if not tab.values:
         raise ValueError(f"{path}: no mapped signal found in the VCD")
@@ -792,6 +795,9 @@ def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None
     if tolerance is not None:
         skipped = tuple(s for s in names if s in DERIVED_SIGNALS)
         names = [s for s in names if s not in DERIVED_SIGNALS]
+    # a value past the tile or a code outside [0, L] is bad input, never cut off or compared
+    # within a tolerance (both passed before; imcsim.verify.dumps)
+    check_actual(expected, actual, names)
     rows = _align(expected, actual)
     extra = int((rows < 0).sum())
     keys = expected.keys or {}
@@ -800,7 +806,7 @@ def compare(expected: SignalTable, actual: SignalTable, *, tolerance: int | None
         ev, ep = expected.values[s], expected.present[s]
         av, ap = actual.values[s], actual.present[s]
         w = ev.shape[1]
-        if av.shape[1] > w:                           # actual columns past the tile: ignore
+        if av.shape[1] > w:                           # nothing is present there (checked)
             av, ap = av[:, :w], ap[:, :w]
         # gather actual onto expected rows
         got = np.zeros(ev.shape, dtype=np.int64)

@@ -5,9 +5,7 @@ interrupted run never leaves a partial trace behind.
 """
 from __future__ import annotations
 
-import errno
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,13 @@ import h5py
 import numpy as np
 
 import imcsim
-from imcsim.atomic import PARTIAL_SUFFIX, AtomicOutputs
+from imcsim.atomic import (
+    AtomicOutputs,
+    GuardedFile,  # noqa: F401 - re-exported: it lived here before imcsim.atomic
+    H5Writer,
+    check_schema_version,
+    temporary_target,
+)
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
 from imcsim.verify.vcd import write_trace_vcd
 
@@ -121,102 +125,6 @@ class TraceSelection:
         return self.cycles is None or self.cycles[0] <= cyc < self.cycles[1]
 
 
-def temporary_target(path) -> Path | None:
-    """The target of an ``AtomicOutputs`` temporary of this process (``.NAME.PID.TOKEN.partial``),
-    or None for any other path."""
-    p = Path(path)
-    name = p.name
-    if not (name.startswith(".") and name.endswith(PARTIAL_SUFFIX)):
-        return None
-    parts = name[1:-len(PARTIAL_SUFFIX)].rsplit(".", 2)
-    if len(parts) != 3 or parts[1] != str(os.getpid()) or not parts[0]:
-        return None
-    return p.with_name(parts[0])
-
-
-class GuardedFile:
-    """A file for h5py's ``fileobj`` driver that never lets HDF5 see a failed write.
-
-    HDF5 2.0 crashes the process (segmentation fault at the next close or at exit) once one of
-    its own writes has failed, e.g. on a full disk.  Here a failed write is recorded in
-    :attr:`error` and its bytes are kept in memory, so HDF5 stays consistent and can be
-    closed; the writer then checks :attr:`error` and raises a clean OSError.
-    """
-
-    def __init__(self, path) -> None:
-        self.raw = open(path, "w+b", buffering=0)
-        self.pos = 0
-        self.error: OSError | None = None
-        self.overlay: list[tuple[int, bytes]] = []      # writes after the first failure
-        self.size = 0
-
-    def _raw_write(self, data) -> None:
-        """Write all of ``data`` at the raw file's position (raises OSError)."""
-        view = memoryview(data).cast("B")
-        while view:
-            n = self.raw.write(view)
-            if not n:
-                raise OSError(errno.EIO, "short write")
-            view = view[n:]
-
-    def write(self, data) -> int:
-        data = bytes(data)
-        if self.error is None:
-            try:
-                self.raw.seek(self.pos)
-                self._raw_write(data)
-            except OSError as exc:
-                self.error = exc
-        if self.error is not None:
-            self.overlay.append((self.pos, data))
-        self.pos += len(data)
-        self.size = max(self.size, self.pos)
-        return len(data)
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = max(0, self.size - self.pos)
-        self.raw.seek(self.pos)
-        buf = bytearray(self.raw.read(n) or b"")
-        if self.overlay:
-            buf.extend(bytes(max(0, min(n, self.size - self.pos) - len(buf))))
-            for off, data in self.overlay:
-                lo, hi = max(off, self.pos), min(off + len(data), self.pos + len(buf))
-                if lo < hi:
-                    buf[lo - self.pos:hi - self.pos] = data[lo - off:hi - off]
-        self.pos += len(buf)
-        return bytes(buf)
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.pos, 2: self.size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
-
-    def truncate(self, size: int | None = None) -> int:
-        size = self.pos if size is None else size
-        if self.error is None:
-            try:
-                self.raw.truncate(size)
-            except OSError as exc:
-                self.error = exc
-        self.size = size
-        return size
-
-    def flush(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self.raw.close()
-
-
 class TraceWriter:
     """Buffers recorded cycles and appends them to chunked, compressed datasets.
 
@@ -245,11 +153,11 @@ class TraceWriter:
         self.adc_bits = c.adc_bits
         self.buffer = []
         self.count = 0
-        self.guard = None
+        self.h5: H5Writer | None = None
         self.file = None
         try:
-            self.guard = GuardedFile(self.tmp)
-            self.file = h5py.File(self.guard, "w")
+            self.h5 = H5Writer(self.tmp, self.path, "trace")
+            self.file = self.h5.file
             self._create(c, prep, plan)
             self._check_written()
         except BaseException:
@@ -289,12 +197,8 @@ class TraceWriter:
 
     def _check_written(self) -> None:
         """Raise the first failed write as an OSError naming the target."""
-        exc = None if self.guard is None else self.guard.error
-        if exc is not None:
-            err = OSError(f"trace: cannot write {self.path}: "
-                          f"{exc.strerror or first_message(exc)}")
-            err.errno = exc.errno
-            raise err
+        if self.h5 is not None:
+            self.h5.check()
 
     def add_cycle(self, **rec: Any) -> None:
         """Record one array cycle (fields: see docs/trace-format.md)."""
@@ -357,9 +261,7 @@ class TraceWriter:
             e[name] = arr
         f.attrs["n_cycles"] = self.count
         self.file = None
-        f.close()
-        self.guard.close()
-        self._check_written()
+        self.h5.close()                   # raises a failed write, naming the target
         if self.files is not None:
             self.files.commit()
         return self.path
@@ -367,14 +269,9 @@ class TraceWriter:
     def abort(self) -> None:
         """Close and delete the unfinished file; ``path`` stays as it was."""
         try:
-            if self.file is not None:
-                f, self.file = self.file, None
-                try:
-                    f.close()
-                except Exception:           # already failing; the file is deleted below
-                    pass
-            if self.guard is not None:
-                self.guard.close()
+            self.file = None
+            if self.h5 is not None:
+                self.h5.abort()
         finally:
             if self.files is not None:
                 self.files.abort()
@@ -444,6 +341,9 @@ def validate_trace(f: h5py.File, path) -> None:
             raise ValueError(f"{path}: attribute {name} must be {what}, got "
                              f"{str(value)[:40]!r}") from None
 
+    # first: a newer major schema may lay out everything below differently
+    version = check_schema_version(attr("schema_version", "str"), SCHEMA_VERSION, path,
+                                   "trace schema version")
     cfg = attr("config_json", "json")
     for key in ("rows", "columns", "adc_bits"):
         if not isinstance(cfg.get(key), int) or cfg[key] < 1:
@@ -461,7 +361,7 @@ def validate_trace(f: h5py.File, path) -> None:
     if not isinstance(g, h5py.Group):
         raise ValueError(f"{path}: /cycles is not a group")
     shapes = {}
-    old_schema = str(attr("schema_version", "str")) == "1.0"
+    old_schema = version == "1.0"
     for name in CYCLE_DATASETS:
         ds = g.get(name)
         if ds is None and old_schema and name in DATASETS_SINCE_1_1:
@@ -544,12 +444,21 @@ class TraceFile:
     def n_cycles(self) -> int:
         return int(self.file["cycles"]["cycle"].shape[0])
 
+    def _read(self, where: str, key=()):
+        """Dataset ``/where`` at ``key``.  Opening checked the layout, not the data: a chunk
+        that does not decompress raises here (ValueError naming the file and dataset)."""
+        try:
+            return self.file[where][key]
+        except Exception as exc:                  # OSError from the HDF5 filters, and others
+            raise ValueError(f"{self.path}: cannot read /{where}, the file is damaged "
+                             f"({first_message(exc)})") from None
+
     def cycle(self, i: int) -> dict[str, Any]:
         """Every recorded field of the i-th recorded cycle, unpacked and trimmed."""
         if not 0 <= i < self.n_cycles:
             raise ValueError(f"cycle: index must lie in [0, {self.n_cycles}), got {i}")
         g = self.file["cycles"]
-        rec = {name: g[name][i] for name in g}
+        rec = {name: self._read(f"cycles/{name}", i) for name in g}
         rows = int(min(self.attrs["shape_bmn"][1], json.loads(self.attrs["config_json"])["rows"]))
         for name in ("row_input", "row_mask"):
             rec[name] = np.unpackbits(rec[name], bitorder="little")[:rows]
@@ -579,7 +488,7 @@ class TraceFile:
             f"  recorded cycles: {self.n_cycles}",
         ]
         if "events" in self.file:
-            ev = {k: int(self.file['events'][k][()].sum()) for k in self.file["events"]}
+            ev = {k: int(self._read(f"events/{k}").sum()) for k in self.file["events"]}
             lines.append("  events: " + ", ".join(f"{k}={v}" for k, v in sorted(ev.items())))
         return "\n".join(lines)
 

@@ -68,7 +68,7 @@ def write_trace_vcd(trace, path, max_columns: int | None = None, *, name: str = 
     for c in range(n_cols):
         specs += [(f"trial_{c}", adc_bits), (f"cmp_{c}", 1), (f"code_{c}", adc_bits)]
     signals = {name: _Signal(_identifier(i), name, w) for i, (name, w) in enumerate(specs)}
-    with outputs, open(outputs.temporary(path), "w") as fh:
+    with outputs, outputs.writing(path) as tmp, open(tmp, "w") as fh:
         fh.write(f"$comment imcsim trace {attrs['x_format']} x {attrs['w_format']}, "
                  f"seed {attrs['seed']} $end\n$timescale {TIMESCALE} $end\n"
                  "$scope module imc_macro $end\n")

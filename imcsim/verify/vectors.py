@@ -24,7 +24,13 @@ import h5py
 import numpy as np
 
 import imcsim
-from imcsim.atomic import AtomicOutputs
+from imcsim.atomic import (
+    AtomicOutputs,
+    H5Writer,
+    check_schema_version,
+    partial_parts,
+    remove_stale_partials_in,
+)
 from imcsim.mapping import select_full_scale
 from imcsim.operands import random_operands
 from imcsim.verify.golden import GoldenModel, pack_decisions
@@ -261,12 +267,28 @@ def signed_width(values) -> int:
 
 
 def read_hex(path) -> list[int]:
-    """Words of a $readmemh file (comments and blank lines skipped)."""
+    """Words of a $readmemh file (comments and blank lines skipped).
+
+    A file that is not text or a line that is not one hex word raises ValueError naming the
+    file (and the line).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a text hex file (byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start})") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     words = []
-    for line in Path(path).read_text().splitlines():
-        line = line.split("//", 1)[0].strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("//", 1)[0].strip()
         if line:
-            words.append(int(line.replace("_", ""), 16))
+            try:
+                words.append(int(line.replace("_", ""), 16))
+            except ValueError:
+                raise ValueError(f"{path}: line {number}: {line[:40]!r} is not a hex word "
+                                 "(x and z digits are not supported)") from None
     return words
 
 
@@ -458,8 +480,8 @@ def cross_check_device(golden, X, W, x_format, w_format, seed, vref, device: str
 def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vref=None,
                   labels: Iterable[str] | None = None, force: bool = False,
                   inputs: Iterable = (), device: str = "cpu",
-                  table: tuple[dict[str, np.ndarray], np.ndarray] | None = None
-                  ) -> dict[str, Any]:
+                  table: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
+                  outputs: AtomicOutputs | None = None) -> dict[str, Any]:
     """Run the golden model and write the vectors folder; returns the manifest.
 
     ``device`` "cuda" also runs the fast path on the GPU and refuses to write anything unless
@@ -470,8 +492,12 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
     model here.
 
     The folder is created if missing.  A folder that is not empty is replaced only with
-    ``force`` and only if it is a vectors folder (has a manifest.json).  Every file is written
-    all-or-nothing; ``inputs`` are files the caller read, which must not be overwritten.
+    ``force`` and only if it is a vectors folder (has a manifest.json); temporaries left there
+    by a killed run do not count.  Every file is written all-or-nothing; ``inputs`` are files
+    the caller read, which must not be overwritten.
+
+    ``outputs``: the caller's ``AtomicOutputs``, which then receives the folder's files and
+    commits them with its own (several folders all-or-nothing); the folder must exist.
     """
     outdir = Path(outdir)
     if (vref or config.vref).per_column:
@@ -506,12 +532,17 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
                 "outputs_N": plan.outputs}
     layout = hex_layout(golden, tab)
     names = [fname for fname, _, _ in layout] + ["weights.hex", H5_NAME, MANIFEST_NAME]
+    if outputs is not None:
+        for fname in names:
+            outputs.add(outdir / fname, fname)
+        return _write_folder(outputs, outdir, golden, tab, y_int, layout, labels, seed,
+                             vref_json, geometry, X, W)
     created = not outdir.exists()
     outdir.mkdir(exist_ok=True)
     try:
-        outputs = AtomicOutputs(*(outdir / f for f in names), names=names, inputs=inputs)
-        with outputs:
-            manifest = _write_folder(outputs, outdir, golden, tab, y_int, layout, labels,
+        own = AtomicOutputs(*(outdir / f for f in names), names=names, inputs=inputs)
+        with own:
+            manifest = _write_folder(own, outdir, golden, tab, y_int, layout, labels,
                                      seed, vref_json, geometry, X, W)
     except BaseException:
         if created:
@@ -525,11 +556,19 @@ def write_vectors(outdir, config, W, X, x_format, w_format, *, seed: int = 0, vr
 
 def check_vectors_folder(outdir, force: bool = False) -> None:
     """ValueError unless ``outdir`` may receive a vectors folder (``write_vectors``'s rule:
-    missing or empty, or with ``force`` an existing vectors folder; its parent must exist)."""
+    missing or empty, or with ``force`` an existing vectors folder; its parent must exist).
+
+    Temporaries of killed runs (``kill -9`` cannot clean up) are deleted first, so they never
+    make a rerun refuse the folder; those of a live process mean it is being written now.
+    """
     outdir = Path(outdir)
     if outdir.exists():
         if not outdir.is_dir():
             raise ValueError(f"{outdir}: exists and is not a folder")
+        live = remove_stale_partials_in(outdir)
+        if live:
+            raise ValueError(f"{outdir}: another imcsim process (pid "
+                             f"{partial_parts(live[0])[1]}) is writing this folder now")
         if any(outdir.iterdir()):
             if not force:
                 raise ValueError(f"{outdir}: folder exists and is not empty (use --force to "
@@ -555,9 +594,9 @@ def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab
         for f, data in fields:
             packed = pack_words(np.asarray(data).reshape(n, -1), f["width"])
             words = [w | (p << f["lsb"]) for w, p in zip(words, packed)]
-        digits = _write_hex(outputs.temporary(outdir / fname), words, word_bits,
-                            f"imcsim vectors: {fname}, {n} lines x {word_bits} bits; "
-                            "see manifest.json")
+        with outputs.writing(outdir / fname) as tmp:
+            digits = _write_hex(tmp, words, word_bits, f"imcsim vectors: {fname}, {n} lines "
+                                f"x {word_bits} bits; see manifest.json")
         manifest_files.append({"file": fname, "direction": direction, "depth": n,
                                "word_bits": word_bits, "hex_digits": digits,
                                "line": "line i = array cycle i",
@@ -570,8 +609,9 @@ def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab
             block = np.zeros((R, C), dtype=np.int64)
             block[: cols.shape[0], : cols.shape[1]] = cols
             wlines.extend(pack_words(block, 1))
-    digits = _write_hex(outputs.temporary(outdir / "weights.hex"), wlines, C,
-                        f"imcsim vectors: weights.hex, {len(wlines)} lines x {C} bits")
+    with outputs.writing(outdir / "weights.hex") as tmp:
+        digits = _write_hex(tmp, wlines, C,
+                            f"imcsim vectors: weights.hex, {len(wlines)} lines x {C} bits")
     manifest_files.append({
         "file": "weights.hex", "direction": "stimulus", "depth": len(wlines),
         "word_bits": C, "hex_digits": digits,
@@ -590,17 +630,19 @@ def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab
         "vectors": [{"index": i, "label": lab} for i, lab in enumerate(labels)],
         "hdf5": H5_NAME, "files": manifest_files,
     }
-    _write_h5(outputs.temporary(outdir / H5_NAME), golden, tab, y_int, manifest,
-              np.asarray(X), np.asarray(W))
-    outputs.temporary(outdir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    _write_h5(outputs.h5(outdir / H5_NAME), golden, tab, y_int, manifest, np.asarray(X),
+              np.asarray(W))
+    with outputs.writing(outdir / MANIFEST_NAME) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def _write_h5(path, golden, tab, y_int, manifest, X, W):
+def _write_h5(writer: H5Writer, golden, tab, y_int, manifest, X, W):
+    """vectors.h5 through the guarded HDF5 writer (a full disk: one OSError naming it)."""
     y_int = np.asarray(y_int, dtype=np.int64)
     res = {"y_int": y_int,      # as GoldenModel.expected_outputs
            "y": y_int.astype(np.float64) / float(1 << golden.config.nmc.out_frac_bits)}
-    with h5py.File(path, "w") as f:
+    with writer as f:
         f.attrs["format"] = VECTORS_FORMAT
         f.attrs["schema_version"] = VECTORS_VERSION
         f.attrs["imcsim_version"] = imcsim.__version__
@@ -620,6 +662,7 @@ def _write_h5(path, golden, tab, y_int, manifest, X, W):
         for name, arr in tab.items():
             g.create_dataset(name, data=arr, compression="gzip", compression_opts=4,
                              shuffle=True)
+            writer.check()              # stop at the first failed write, not at the end
         r = f.create_group("result")
         r["y_int"] = res["y_int"]
         r["y"] = res["y"]
@@ -632,7 +675,22 @@ def find_vectors_h5(path) -> Path:
         path = path / H5_NAME
     if not path.is_file():
         raise ValueError(f"{path}: no such vectors file")
+    check_vectors_h5_version(path)
     return path
+
+
+def check_vectors_h5_version(path) -> None:
+    """ValueError naming ``path`` when it is a vectors file of a newer major schema version
+    (other files are left to the caller's checks)."""
+    try:
+        with h5py.File(path, "r") as f:
+            fmt, version = f.attrs.get("format"), f.attrs.get("schema_version")
+    except Exception:                    # not HDF5 or damaged: the caller's reader says so
+        return
+    if isinstance(fmt, bytes):
+        fmt = fmt.decode(errors="replace")
+    if fmt == VECTORS_FORMAT and version is not None:
+        check_schema_version(version, VECTORS_VERSION, path, "vectors schema version")
 
 
 def load_manifest(folder) -> dict[str, Any]:
@@ -640,7 +698,14 @@ def load_manifest(folder) -> dict[str, Any]:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         raise ValueError(f"{folder}: no {MANIFEST_NAME}")
-    return json.loads(path.read_text())
+    try:
+        man = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeError, json.JSONDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: cannot read it as JSON ({reason})") from None
+    if isinstance(man, dict) and man.get("format") == VECTORS_FORMAT and "version" in man:
+        check_schema_version(man["version"], VECTORS_VERSION, path, "vectors format version")
+    return man
 
 
 def read_hex_fields(folder, fname: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,98 @@
+"""imcsim noise-budget (issue 20): a small ladder end to end, the budget rule, bad specs,
+and a ladder that resumes."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from imcsim.cli import main
+from imcsim.config import load_preset
+from imcsim.training.budget import budget_spec, budget_table
+from imcsim.training.engine import Trainer
+from imcsim.training.options import train_config
+
+SMALL = ["--model", "mlp", "--epochs", "1", "--max-steps", "2", "--batch", "32", "--sequential",
+         "--quiet"]
+
+
+def test_a_small_ladder_runs_and_reports(tmp_path):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["noise-budget", "--scales", "0,1", "--scaled",
+                                       "all,noise", "--out", str(out), *SMALL])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "budget.json").read_text())
+    ladders = doc["budget"]["ladders"]
+    assert set(ladders) == {"all", "noise"}
+    assert [p["scale"] for p in ladders["all"]["points"]] == [0.0, 1.0]
+    assert doc["budget"]["fp32"]["n"] == 1 and "largest scale" in result.output
+    assert (out / "budget.md").is_file()
+    runs = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert runs == ["all-x0-seed0", "all-x1-seed0", "fp32-seed0", "noise-x0-seed0",
+                    "noise-x1-seed0"]
+    # x1 of every ladder is the preset itself: the same run, the same accuracy
+    acc = {r: json.loads((out / r / "result.json").read_text())["result"]["test_acc"]
+           for r in runs}
+    assert acc["all-x1-seed0"] == acc["noise-x1-seed0"]
+    # the ladder again: every run is complete and skipped
+    again = CliRunner().invoke(main, ["noise-budget", "--scales", "0,1", "--scaled",
+                                      "all,noise", "--out", str(out), *SMALL])
+    assert again.exit_code == 0 and again.output.splitlines()[0] == result.output.splitlines()[0]
+
+
+def test_noise_scale_scales_the_preset_it_names():
+    cfg = train_config({"preset": "paper-nonideal", "imc": "all", "noise_scale": 0.5,
+                        "noise_scaled": "noise"})
+    t = Trainer.__new__(Trainer)
+    t.config = cfg
+    from imcsim.training.backends import scheme_by_name
+    t.scheme = scheme_by_name("radix4")
+    got, nominal = t.macro_config().nonideal, load_preset("paper-nonideal").nonideal
+    assert got.comparator_noise_sigma == nominal.comparator_noise_sigma / 2
+    assert got.sampling_noise_sigma == nominal.sampling_noise_sigma / 2
+    assert got.cell_cap_sigma == nominal.cell_cap_sigma          # not in the group
+    for bad in ({"noise_scale": -1}, {"noise_scaled": "colour"}):
+        with pytest.raises(ValueError, match="noise_scale"):
+            train_config({"preset": "paper-nonideal", **bad})
+
+
+def _rec(config, scaled, scale, acc, seed=0):
+    return {"name": f"{config}-seed{seed}", "config": config, "status": "ok",
+            "params": {"noise_scaled": scaled, "noise_scale": scale},
+            "result": {"test_acc": acc / 100}}
+
+
+def test_the_budget_is_the_largest_scale_with_every_smaller_one_inside():
+    recs = [_rec("fp32", "all", 1.0, 98.0)]
+    for scale, acc in ((0.0, 98.0), (0.5, 97.0), (1.0, 90.0), (2.0, 96.5), (4.0, 50.0)):
+        recs.append(_rec(f"all-x{scale}", "all", scale, acc))
+    table = budget_table(recs, ["all"])
+    # 2.0 is within 2 points again, but 1.0 is not: the 2-point budget stops at 0.5
+    assert table["ladders"]["all"]["budgets"] == {"2": 0.5, "10": 2.0}
+    recs[1]["result"]["test_acc"] = 0.80                          # even x0 outside
+    assert budget_table(recs, ["all"])["ladders"]["all"]["budgets"]["2"] is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scales", "0,-1"], "scales"),
+    (["--scales", "0,x"], "--scales"),
+    (["--scales", "1,1"], "twice"),
+    (["--scaled", "all,colour"], "noise_scaled"),
+    (["--seeds", "0,0"], "seeds"),
+    (["--set", "seed=3"], "--set"),
+    (["--set", "noise_scale=3"], "--set"),
+    (["--imc", "sideways"], "imc"),
+])
+def test_bad_ladders_get_one_line(tmp_path, args, message):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(main, ["noise-budget", "--out", str(out), *SMALL, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_the_spec_has_one_baseline_and_a_ladder_per_name():
+    spec = budget_spec({"model": "mlp"}, [1, 0.5], ["noise"], [0, 1])
+    assert list(spec["configs"]) == ["fp32", "noise-x0p5", "noise-x1"]
+    assert spec["grid"] == {"seed": [0, 1]} and spec["order"] == "grid"
+    with pytest.raises(ValueError, match="too many|more than"):
+        budget_spec({}, list(range(500)), ["all", "noise", "mismatch"], [0, 1])
