@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
+from imcsim.kernels.cycle import column_scales
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
 
@@ -127,8 +128,9 @@ class CycleStepper:
                                                     fs, int(packed.threshold_shift[b, p]),
                                                     prep.seed, gb, p, prep.vref)
                             # each column's F / L: they differ under the per-column dual Vref
-                            column_scale = np.where(out.full_scale == fs, scale,
-                                                    high_scale)
+                            column_scale = np.empty(out.full_scale.shape[0], dtype=np.int64)
+                            column_scales(np.ascontiguousarray(out.full_scale, dtype=np.int64),
+                                          fs, scale, high_scale, column_scale)
                             self.acc[b, g0:g1], steps = nmc_cycle(
                                 self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
                                 pw_w, nmc)

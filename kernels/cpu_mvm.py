@@ -170,9 +170,9 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     per_column = analog.per_column
     # per-column dual Vref: a column that exceeds the low level converts at the high one
     scale_high = hw.nmc_scale(analog.dual_high, top, nmc.scale_frac_bits) if per_column else 0
-    shift_high = hw.adc_threshold_shift(analog.dual_high, top, analog.half_up)
     magic_high, magic_high_shift = hw.division_magic(analog.dual_high)
-    addend_high = hw.ideal_rounding_addend(shift_high, top)
+    addend_high = hw.ideal_rounding_addend(
+        hw.adc_threshold_shift(analog.dual_high, top, analog.half_up), top)
     sample_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_SAMPLE), key.tile_row),
                            key.tile_col)
     noise_prefix = hw.mix(hw.mix(hw.seed_hash(key.seed, hw.STREAM_CMP_NOISE), key.tile_row),
@@ -244,11 +244,18 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                 if per_column:
                     column_scale[p, :] = cyc.scale[b, p]
                 if analog.ideal:
-                    if level_sum[b, p] == 0:
-                        codes[p, :] = 0
-                        continue
                     multiplier, shift = hw.division_magic(fs)
                     addend = hw.ideal_rounding_addend(cyc.threshold_shift[b, p], top)
+                    if level_sum[b, p] == 0:
+                        # no driven row: every count is 0, one conversion stands for all
+                        code0, f0, clip0, high0 = hw.ideal_column_conversion(
+                            0, fs, multiplier, shift, addend, per_column, analog.dual_low,
+                            analog.dual_high, magic_high, magic_high_shift, addend_high, top,
+                            analog.adc_bits)
+                        codes[p, :] = code0
+                        clipped += n_cols * clip0
+                        high += n_cols * high0
+                        continue
                     if not per_column:        # the common case, kept free of the branches
                         for c in range(n_cols):
                             n = counts[p, c]
@@ -257,20 +264,15 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                                 clipped += 1
                         continue
                     for c in range(n_cols):
-                        n = counts[p, c]
-                        f_c = hw.column_full_scale(np.int64(n) << np.int64(hw.ANALOG_FRAC_BITS),
-                                                   0, analog.dual_low, analog.dual_high, 0,
-                                                   np.uint64(0), analog.adc_bits)
-                        if f_c == analog.dual_high:
-                            high += 1       # literally: conversions at the high level
-                        if f_c != fs:
-                            column_scale[p, c] = scale_high
-                            codes[p, c] = hw.ideal_adc_code(n, magic_high, magic_high_shift, top,
-                                                            addend_high)
-                        else:
-                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top, addend)
-                        if n > f_c:
-                            clipped += 1
+                        code, f_c, clip, is_high = hw.ideal_column_conversion(
+                            counts[p, c], fs, multiplier, shift, addend, per_column,
+                            analog.dual_low, analog.dual_high, magic_high, magic_high_shift,
+                            addend_high, top, analog.adc_bits)
+                        codes[p, c] = code
+                        column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
+                                                                 scale_high)
+                        clipped += clip
+                        high += is_high
                     continue
                 sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
                 noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
@@ -279,23 +281,17 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     value = hw.sample_column(
                         hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
                         analog.sigma_sample_fx, hw.mix(sample_key, c))
-                    f_c = fs
-                    threshold = cyc.threshold_shift[b, p]
+                    code, f_c, clip, is_high = hw.column_conversion(
+                        value, tables.cmp_offset[c], tables.cdac[c], tables.cdac_total[c], fs,
+                        cyc.threshold_shift[b, p], per_column, analog.dual_low,
+                        analog.dual_high, analog.half_up, top, analog.sigma_cmp_fx,
+                        hw.mix(noise_key, c), no_trials, no_decisions, False)
+                    codes[p, c] = code
                     if per_column:
-                        f_c = hw.column_full_scale(value, tables.cmp_offset[c], analog.dual_low,
-                                                   analog.dual_high, analog.sigma_cmp_fx,
-                                                   hw.mix(noise_key, c), analog.adc_bits)
-                        if f_c == analog.dual_high:
-                            high += 1       # literally: conversions at the high level
-                        if f_c != fs:
-                            column_scale[p, c] = scale_high
-                            threshold = shift_high
-                    if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
-                        clipped += 1
-                    codes[p, c] = hw.sar_convert(value, tables.cmp_offset[c], tables.cdac[c],
-                                                 tables.cdac_total[c], f_c, analog.adc_bits,
-                                                 analog.sigma_cmp_fx, hw.mix(noise_key, c),
-                                                 threshold, no_trials, no_decisions, False)
+                        column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
+                                                                 scale_high)
+                    clipped += clip
+                    high += is_high
             clipped_out[b] = clipped
             high_out[b] = high
             if keep_codes:

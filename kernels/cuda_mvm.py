@@ -248,11 +248,10 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
             fs = full_scale[t, b, p]
             sc = scale[t, b, p]
             addend = np.int64(0)
-            if ideal and a > 0:
+            multiplier, shift = np.int64(0), np.int64(0)
+            if ideal:
                 multiplier, shift = hw.division_magic(fs)
                 addend = hw.ideal_rounding_addend(threshold_shift[t, b, p], top_code)
-            else:
-                multiplier, shift = np.int64(0), np.int64(0)
             sample_key = np.uint64(0)
             noise_key = np.uint64(0)
             if not ideal:
@@ -272,25 +271,11 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                                 mismatches += hw.word_mismatches(xbits[b, i, w0 + w],
                                                                  wbits[t, w, q, n], m)
                         count += hw.level_weighted(active[t, b, i] - mismatches, k, False)
-                code = np.int64(0)
-                sc_c = sc
                 if ideal:
-                    if a > 0:
-                        f_c = fs
-                        if per_column:
-                            f_c = hw.column_full_scale(count << np.int64(hw.ANALOG_FRAC_BITS),
-                                                       0, dual_low, dual_high, 0, np.uint64(0),
-                                                       adc_bits)
-                        if per_column and f_c == dual_high:
-                            n_high += 1     # literally: conversions at the high level
-                        if f_c != fs:
-                            sc_c = scale_high
-                            code = hw.ideal_adc_code(count, magic_high, magic_high_shift,
-                                                     top_code, addend_high)
-                        else:
-                            code = hw.ideal_adc_code(count, multiplier, shift, top_code, addend)
-                        if count > f_c:
-                            n_clipped += 1
+                    # no driven row (a == 0): every count is 0, and so is every code
+                    code, f_c, clip, is_high = hw.ideal_column_conversion(
+                        count, fs, multiplier, shift, addend, per_column, dual_low, dual_high,
+                        magic_high, magic_high_shift, addend_high, top_code, adc_bits)
                 else:
                     if charge_table:
                         charge = np.int64(0)
@@ -304,21 +289,15 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                         charge = count * hw.CAP_UNIT
                     value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
                                              sigma_sample_fx, hw.mix(sample_key, c))
-                    f_c = fs
-                    threshold = threshold_shift[t, b, p]
-                    if per_column:
-                        f_c = hw.column_full_scale(value, cmp_offset[c], dual_low, dual_high,
-                                                   sigma_cmp_fx, hw.mix(noise_key, c), adc_bits)
-                        if per_column and f_c == dual_high:
-                            n_high += 1     # literally: conversions at the high level
-                        if f_c != fs:
-                            sc_c = scale_high
-                            threshold = shift_high
-                    if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
-                        n_clipped += 1
-                    code = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], f_c,
-                                          adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
-                                          threshold, no_trials, no_decisions, False)
+                    code, f_c, clip, is_high = hw.column_conversion(
+                        value, cmp_offset[c], cdac[c], cdac_total[c], fs, threshold_shift[t, b, p],
+                        per_column, dual_low, dual_high, half_up, top_code, sigma_cmp_fx,
+                        hw.mix(noise_key, c), no_trials, no_decisions, False)
+                sc_c = hw.column_nmc_scale(f_c, fs, sc, scale_high)
+                if clip:
+                    n_clipped += 1
+                if is_high:
+                    n_high += 1
                 if keep_codes:
                     codes[t, b, p, n * kw + q] = code
                 term = hw.nmc_term(code, sc_c, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])

@@ -53,14 +53,13 @@ def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_
     cdac : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
     sample_key, noise_key : uint64 the cycle's sampling / comparator-noise keys.
     per_column, dual_low, dual_high, half_up, top_code : the per-column dual Vref choice
-    (``hw.column_full_scale``; ``full_scale`` is then the low level).
+    (``hw.column_conversion``; ``full_scale`` is then the low level).
     Outputs (C,) / (C, Nb): level-weighted XNOR counts, held values, SAR trials and
     decisions, codes, and each column's full scale.
     Returns (clipped conversions (held value above the full scale), conversions at the high
     level under the per-column choice).
     """
     n_cols = wbits.shape[0]
-    adc_bits = cdac.shape[1]
     clipped = 0
     high = 0
     level_bits = xbits.shape[0]
@@ -77,24 +76,25 @@ def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_
             charged = count * hw.CAP_UNIT
         value = hw.sample_column(hw.charge_share(rows, charged, col_total_cap[c]),
                                  sigma_sample_fx, hw.mix(sample_key, c))
-        f_c = full_scale
-        shift_c = threshold_shift
-        if per_column:
-            f_c = hw.column_full_scale(value, cmp_offset[c], dual_low, dual_high, sigma_cmp_fx,
-                                       hw.mix(noise_key, c), adc_bits)
-            if f_c == dual_high:
-                high += 1       # literally: conversions at the high level
-            if f_c != full_scale:
-                shift_c = hw.adc_threshold_shift(f_c, top_code, half_up)
-        if value > (np.int64(f_c) << np.int64(hw.ANALOG_FRAC_BITS)):
-            clipped += 1
+        code, f_c, clip, is_high = hw.column_conversion(
+            value, cmp_offset[c], cdac[c], cdac_total[c], full_scale, threshold_shift,
+            per_column, dual_low, dual_high, half_up, top_code, sigma_cmp_fx,
+            hw.mix(noise_key, c), trials_out[c], decisions_out[c], True)
+        clipped += clip
+        high += is_high
         count_out[c] = count
         value_out[c] = value
         full_scale_out[c] = f_c
-        code_out[c] = hw.sar_convert(value, cmp_offset[c], cdac[c], cdac_total[c], f_c,
-                                     adc_bits, sigma_cmp_fx, hw.mix(noise_key, c),
-                                     shift_c, trials_out[c], decisions_out[c], True)
+        code_out[c] = code
     return clipped, high
+
+
+@njit(cache=True)
+def column_scales(column_full_scale, full_scale, cycle_scale, scale_high, scale_out):
+    """Each column's NMC scale (``hw.column_nmc_scale``): int64 (C,) into ``scale_out``."""
+    for c in range(column_full_scale.shape[0]):
+        scale_out[c] = hw.column_nmc_scale(column_full_scale[c], full_scale, cycle_scale,
+                                           scale_high)
 
 
 @njit(cache=True)

@@ -330,6 +330,64 @@ def sar_convert(value, offset, cdac_weights, cdac_total, full_scale, adc_bits, s
     return code
 
 
+def column_conversion(value, offset, cdac_weights, cdac_total, full_scale, threshold_shift,
+                      per_column, dual_low, dual_high, half_up, top_code, sigma_cmp_fx,
+                      noise_key, trials, decisions, record):
+    """One column's whole conversion after sampling: its full-scale choice, clip test and SAR.
+
+    value : held column value, analog fixed point.  offset, cdac_weights, cdac_total : the
+    column's comparator offset and CDAC (``sar_convert``).  full_scale, threshold_shift : the
+    cycle's F and the ADC law's shift at F.  per_column, dual_low, dual_high : the per-column
+    dual Vref (``column_full_scale``: the column converts at ``dual_high`` when its held value
+    exceeds ``dual_low``); half_up, top_code : the ADC law and L, for the shift at the
+    column's own F.  sigma_cmp_fx, noise_key : comparator noise.  trials, decisions, record :
+    as ``sar_convert``.
+
+    Returns (code, f_c, clipped, high): the code, the column's F, whether the held value
+    exceeded F (clipped), and whether the conversion counts at the high level
+    (``high_vref_conversions``: per column, F is ``dual_high``, read literally).
+    """
+    adc_bits = cdac_weights.shape[0]
+    f_c = np.int64(full_scale)
+    shift = np.int64(threshold_shift)
+    if per_column:
+        f_c = column_full_scale(value, offset, dual_low, dual_high, sigma_cmp_fx, noise_key,
+                                adc_bits)
+        if f_c != full_scale:
+            shift = adc_threshold_shift(f_c, top_code, half_up)
+    clipped = value > (f_c << np.int64(ANALOG_FRAC_BITS))
+    code = sar_convert(value, offset, cdac_weights, cdac_total, f_c, adc_bits, sigma_cmp_fx,
+                       noise_key, shift, trials, decisions, record)
+    return code, f_c, clipped, per_column and f_c == dual_high
+
+
+def ideal_column_conversion(count, full_scale, multiplier, shift, addend, per_column,
+                            dual_low, dual_high, magic_high, magic_high_shift, addend_high,
+                            top_code, adc_bits):
+    """``column_conversion`` on ideal analog (held value ``count << ANALOG_FRAC_BITS``, no
+    offset, no noise, ideal CDAC), in integers: the same (code, f_c, clipped, high).
+
+    (multiplier, shift, addend) divide by the cycle's F under the ADC law
+    (``division_magic``, ``ideal_rounding_addend``); (magic_high, magic_high_shift,
+    addend_high) the same at ``dual_high`` for the per-column choice.
+    """
+    f_c = np.int64(full_scale)
+    m, sh, a = multiplier, shift, addend
+    if per_column:
+        f_c = column_full_scale(np.int64(count) << np.int64(ANALOG_FRAC_BITS), 0, dual_low,
+                                dual_high, 0, np.uint64(0), adc_bits)
+        if f_c != full_scale:
+            m, sh, a = magic_high, magic_high_shift, addend_high
+    code = ideal_adc_code(count, m, sh, top_code, a)
+    return code, f_c, count > f_c, per_column and f_c == dual_high
+
+
+def column_nmc_scale(f_c, full_scale, cycle_scale, scale_high):
+    """The NMC scale of a column's code: the cycle's unless the column chose the high level
+    (per-column dual Vref), then ``nmc_scale(dual_high)``."""
+    return scale_high if f_c != full_scale else cycle_scale
+
+
 def division_magic(divisor):
     """(multiplier, shift) with floor(a / d) == (a * multiplier) >> shift for 0 <= a < 2**28.
 
@@ -453,7 +511,7 @@ HARDWARE_FUNCTIONS = (
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
     "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
-    "sar_convert", "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale",
-    "nmc_term",
+    "sar_convert", "column_conversion", "ideal_column_conversion", "column_nmc_scale",
+    "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
 )

@@ -207,7 +207,8 @@ def mvm_cases(draw):
         dual_per_column=draw(st.booleans()),
         vref_mode=draw(st.sampled_from(["fixed", "variable", "dual"])),
         full_scale=draw(st.sampled_from([fs[0], fs[1], fs[2], L, rows])),
-        dual_low=fs[0], dual_high=fs[2],
+        # equal dual levels too: every conversion is then at the (one) high level
+        dual_low=fs[0], dual_high=draw(st.sampled_from([fs[2], fs[2], fs[0]])),
         scale_frac_bits=draw(st.sampled_from([0, 8, 12, 16, 16, 20, 24])),
         acc_bits=draw(st.integers(8, 26)) if small_acc else draw(st.sampled_from([32, 48, 62])),
         overflow=draw(st.sampled_from(["saturate", "wrap"])),
@@ -276,6 +277,7 @@ def scenario(seed):
     if rng.random() < 0.6:
         for name, choices in SIGMAS.items():
             nonideal[name] = ch(choices[1:]) if rng.random() < 0.7 else 0.0
+    low = ch([fs[0], L])
     p = dict(
         rows=rows, columns=columns, adc_bits=adc_bits, Kw=Kw, Kx=Kx, x_kind=x_kind,
         mask_zero_inputs=bool(rng.random() < 0.4),
@@ -283,7 +285,7 @@ def scenario(seed):
         dual_per_column=bool(rng.random() < 0.5),
         vref_mode=ch(["fixed", "variable", "dual"]),
         full_scale=ch([fs[0], fs[1], L, L, rows]),
-        dual_low=ch([fs[0], L]), dual_high=ch([fs[2], rows]),
+        dual_low=low, dual_high=ch([fs[2], rows, low]),           # low: equal levels
         scale_frac_bits=ch([16, 16, 16, 0, 8, 12, 20, 24]),
         acc_bits=int(rng.integers(8, 27)) if rng.random() < 0.3 else ch([48, 62, 32]),
         overflow=ch(["saturate", "wrap"]),
@@ -346,6 +348,21 @@ def test_clipping_and_high_vref(style, nonideal):
             assert twin["clipped_conversions"] > 0
         else:
             assert twin["high_vref_conversions"] == twin["adc_conversions"]
+
+
+@pytest.mark.parametrize("x_kind", ["radix4", "binary"])
+@pytest.mark.parametrize("nonideal", [False, True])
+def test_equal_dual_levels_per_column_count_every_conversion_high(x_kind, nonideal):
+    """dual_low == dual_high with the per-column choice: the counters of every path agree
+    (the ideal fast path once skipped the all-masked cycles of sparse radix-4 planes), and
+    every conversion counts at the high level, read literally."""
+    p = dict(BASE, vref_mode="dual", dual_per_column=True, dual_low=40, dual_high=40,
+             full_scale=40, x_kind=x_kind, Kx=8 if x_kind == "radix4" else 6, style="sparse",
+             nonideal=ALL_ON if nonideal else {}, chip_seed=3, seed=4)
+    rng = np.random.default_rng(11)
+    X, W = draw_operands(rng, p, 3, 50, 6)
+    twin = check_case(X, W, p)
+    assert twin["high_vref_conversions"] == twin["adc_conversions"]
 
 
 @pytest.mark.parametrize("overflow", ["saturate", "wrap"])
