@@ -5,10 +5,13 @@ Every command and library function that writes files uses this one helper, so a 
 
 Usage::
 
-    with AtomicOutputs(out_path, codes_path) as outputs:
+    with AtomicOutputs(out_path, codes_path, h5_path) as outputs:
         np.save(outputs.temporary(out_path), y)
-        np.save(outputs.temporary(codes_path), codes)
-    # here both files exist; had anything raised, neither would have changed
+        with outputs.writing(codes_path) as tmp:     # an OSError here names codes_path
+            np.save(tmp, codes)
+        with outputs.h5(h5_path) as f:               # the guarded HDF5 writer
+            f["y"] = y
+    # here all files exist; had anything raised, none would have changed
 
 Temporary files live beside their targets (same file system, so the rename is atomic) and are
 named ``.<name>.<pid>.<token>.partial``; ones left behind by killed processes are removed the
@@ -322,11 +325,10 @@ class AtomicOutputs:
                 self.abort()
                 raise
         else:
+            named = self._named(exc) if isinstance(exc, OSError) else exc
             self.abort()
-            if isinstance(exc, OSError):
-                named = self._named(exc)
-                if named is not exc:
-                    raise named from None
+            if named is not exc:
+                raise named from None
 
 
 def write_text_atomic(path, text: str, name: str = "output") -> Path:

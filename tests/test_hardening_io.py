@@ -2,6 +2,7 @@
 the end of a command, unreadable checkpoints, schema versions, and I/O errors that name their
 file.  Each test fails without its fix."""
 import errno
+import importlib
 import json
 import os
 import re
@@ -19,7 +20,6 @@ from click.testing import CliRunner
 import imcsim
 import imcsim.atomic as atomic
 from imcsim import BinaryFormat, Macro, MacroConfig, VrefConfig, VrefMode
-from imcsim.atomic import AtomicOutputs, check_schema_version, deferred_interrupt
 from imcsim.cli import main
 from imcsim.cli.common import EXIT_INTERRUPTED, EXIT_USAGE
 from imcsim.verify import vectors as vectors_mod
@@ -224,12 +224,12 @@ def test_a_sigint_during_the_renames_is_held_until_every_output_is_in_place(tmp_
                 pass
     monkeypatch.setattr(atomic.os, "replace", replace_and_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        with AtomicOutputs(*targets) as out:
+        with atomic.AtomicOutputs(*targets) as out:
             for t in targets:
                 out.temporary(t).write_text("new")
     assert [t.read_text() for t in targets] == ["new"] * 3    # was: new, old, old
     assert partials(tmp_path) == []
-    with pytest.raises(KeyboardInterrupt), deferred_interrupt():
+    with pytest.raises(KeyboardInterrupt), atomic.deferred_interrupt():
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(100_000):
             pass
@@ -317,11 +317,10 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("io")
     cfg = MacroConfig(rows=32, columns=9, adc_bits=4, vref=VrefConfig(
         mode=VrefMode.VARIABLE, full_scale=32, dual_low=15, dual_high=32))
-    rng = np.random.default_rng(3)
-    X, W = rng.integers(-8, 9, (3, 40)), rng.integers(-4, 5, (40, 3))
-    Macro(cfg).mvm_traced(X, W, BinaryFormat(4), BinaryFormat(3), trace=root / "trace.h5")
     ops = vectors_mod.make_operands(cfg, BinaryFormat(4), BinaryFormat(3), inner=40, outputs=3,
                                     n_random=2)
+    Macro(cfg).mvm_traced(ops.X, ops.W, BinaryFormat(4), BinaryFormat(3),
+                          trace=root / "trace.h5")
     vectors_mod.write_vectors(root / "vec", cfg, ops.W, ops.X, BinaryFormat(4), BinaryFormat(3),
                               labels=ops.labels)
     return root
@@ -346,10 +345,10 @@ def test_traces_of_a_newer_major_schema_are_refused(folders, tmp_path, version):
 
 
 def test_newer_minor_schemas_are_read():
-    assert check_schema_version("1.9", "1.1", "f.h5") == "1.9"
-    assert check_schema_version(b"1.0", "1.1", "f.h5") == "1.0"
+    assert atomic.check_schema_version("1.9", "1.1", "f.h5") == "1.9"
+    assert atomic.check_schema_version(b"1.0", "1.1", "f.h5") == "1.0"
     with pytest.raises(ValueError, match=r"f\.h5: .* 2\.0 is newer than this imcsim reads"):
-        check_schema_version("2.0", "1.1", "f.h5")
+        atomic.check_schema_version("2.0", "1.1", "f.h5")
 
 
 def test_vectors_files_of_a_newer_major_schema_are_refused(folders, tmp_path):
@@ -382,7 +381,7 @@ def test_calibration_stimulus_of_a_newer_major_version_is_refused(tmp_path):
 
 # --- 6. every I/O error names its file ---------------------------------------------------------
 def test_a_failed_write_of_mvm_outputs_names_the_file(tmp_path, monkeypatch):
-    import imcsim.cli.main as cli_main
+    cli_main = importlib.import_module("imcsim.cli.main")     # imcsim.cli.main is the group
     monkeypatch.chdir(tmp_path)
     Path("codes.npy").write_bytes(b"old codes")
     real = cli_main.save_npy
@@ -457,11 +456,19 @@ def test_text_npy_and_garbage_npz_name_the_file_and_what_it_is(tmp_path, monkeyp
 def test_an_oserror_on_the_temporary_names_the_target(tmp_path):
     target = tmp_path / "out.bin"
     with pytest.raises(OSError) as info:
-        with AtomicOutputs(target, names=["--out"]) as out:
+        with atomic.AtomicOutputs(target, names=["--out"]) as out:
             tmp = out.temporary(target)
             raise OSError(errno.EACCES, "Permission denied", str(tmp))
     assert str(info.value) == f"--out: cannot write {target}: Permission denied"
     assert info.value.errno == errno.EACCES
+    # a failed write of an open file names no file: the output being written is named
+    other = tmp_path / "report.json"
+    with pytest.raises(OSError) as info:
+        with atomic.AtomicOutputs(target, other, names=["--out", "--json"]) as out:
+            out.temporary(target).write_text("done")
+            out.temporary(other)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(info.value) == f"--json: cannot write {other}: No space left on device"
     assert list(tmp_path.iterdir()) == []
 
 

@@ -4,6 +4,8 @@
   (:data:`EXIT_OK` 0 success, :data:`EXIT_MISMATCH` 1 a check found mismatches,
   :data:`EXIT_USAGE` 2 bad input or usage, :data:`EXIT_INTERNAL` 3 internal error,
   :data:`EXIT_INTERRUPTED` 130 interrupted); ``imcsim --debug`` shows the traceback instead.
+  A SIGINT at any time until the process ends is ``interrupted`` and 130
+  (:class:`CommandInterrupts`, :func:`end_process`).
 - :func:`macro_config_options` / :func:`macro_config_from_options`: the flags that build a
   ``MacroConfig`` and the one function that reads them.
 - :func:`operand_options`, :func:`load_npy`, :func:`save_npy`: operand files.
@@ -105,20 +107,21 @@ def cli_errors(fn: F) -> F:
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        program = runs_as_program()
         with CommandInterrupts() as interrupts:
             try:
                 result = fn(*args, **kwargs)
                 if interrupts.interrupted:      # swallowed on its way up: still interrupted
                     raise KeyboardInterrupt
+                if program:
+                    end_process(None)
             except BaseException as exc:
                 error = as_cli_error(exc, interrupts.interrupted)
                 if error is None:
                     raise
-                if runs_as_program():
+                if program:
                     end_process(error)
                 raise error from None
-            if runs_as_program():
-                end_process(None)
             return result
     return wrapper  # type: ignore[return-value]
 

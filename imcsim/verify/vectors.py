@@ -568,7 +568,8 @@ def check_vectors_folder(outdir, force: bool = False) -> None:
         live = remove_stale_partials_in(outdir)
         if live:
             raise ValueError(f"{outdir}: another imcsim process (pid "
-                             f"{partial_parts(live[0])[1]}) is writing this folder now")
+                             f"{partial_parts(live[0])[1]}) is writing this folder now "
+                             f"({live[0].name}; delete it if that process is not imcsim)")
         if any(outdir.iterdir()):
             if not force:
                 raise ValueError(f"{outdir}: folder exists and is not empty (use --force to "
