@@ -1025,9 +1025,16 @@ def read_table(out) -> dict:
         path = path / TABLE_JSON
     if not path.is_file():
         raise ValueError(f"{path}: no sweep table (run imcsim sweep first)")
-    doc = json.loads(path.read_text())
-    if doc.get("format") != SWEEP_FORMAT:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not readable as a sweep table ({type(exc).__name__})") from None
+    if not isinstance(doc, dict) or doc.get("format") != SWEEP_FORMAT:
         raise ValueError(f"{path}: not an imcsim sweep table")
+    major = str(doc.get("version", "")).split(".")[0]
+    if major != SWEEP_VERSION.split(".")[0]:
+        raise ValueError(f"{path}: sweep table version {doc.get('version')!r}; this imcsim "
+                         f"reads version {SWEEP_VERSION.split('.')[0]}.x")
     return doc
 
 

@@ -20,6 +20,7 @@ fresh noise (``hardware_aware_trainer``).
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -302,7 +303,8 @@ def evaluate_chips(trained, config: MacroConfig, *, chips: int = 20,
             backend = _backend_on(Macro(chip, device=device), vref, _noise_seed(seed, i, f), device)
             acc.append(_accuracy(trainer, backend, max_test))
             if progress:
-                print(f"  scale {f:g}, chip {i + 1}/{chips}: {100 * acc[-1]:.2f} %", flush=True)
+                print(f"  scale {f:g}, chip {i + 1}/{chips}: {100 * acc[-1]:.2f} %",
+                      file=sys.stderr, flush=True)
         levels.append(ChipAccuracies(f, seeds, np.array(acc)))
     if calibrated is not None:
         from imcsim.calibration.statistical import as_chip_model

@@ -150,8 +150,10 @@ def eval_command(trained, chips, noise_scales, scale, seed, max_test, calibrated
         from imcsim.plotting import require
         require("matplotlib", "plot", "--plot")
     AtomicOutputs(json_path, plot_path, names=["--json", "--plot"], inputs=inputs)  # checks paths
+    from imcsim.progress import stderr_is_terminal
     res = evaluate_chips(trained, config, chips=chips, noise_scales=factors, scale=scale,
-                         seed=seed, max_test=max_test, device=device, calibrated=calibrated)
+                         seed=seed, max_test=max_test, device=device, calibrated=calibrated,
+                         progress=stderr_is_terminal())     # a line per chip, on a terminal
     save_results({res.model: res}, json_path, plot_path, inputs=inputs)
     click.echo(f"imcsim eval: {trained} on {chips} chips of {preset}")
     click.echo(res.format())
