@@ -9,12 +9,12 @@ counts the XNOR=1 cells of every column, shares their charge and converts it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from imcsim.checks import check_matrix
-from imcsim.config import Rounding
+from imcsim.config import MacroConfig, Rounding
 from imcsim.formats import check_stored_format
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
@@ -25,8 +25,18 @@ from imcsim.mapping import plan_tiles
 from imcsim.progress import note_first_compile
 from imcsim.tuning import parallel_chunks
 
-if TYPE_CHECKING:
-    from imcsim.macro import Macro
+
+class MacroChip(Protocol):
+    """What a stored operand and a column group read from their macro (``imcsim.macro.Macro``
+    provides it): the config, the chip's static tables and a call's analog constants.  A
+    protocol, not an import: the macro imports this module."""
+
+    config: MacroConfig
+    cell_capacitance: np.ndarray        # int64 (rows, columns) [CAP_UNIT]
+
+    def row_dac_gains(self, level_bits: int) -> np.ndarray: ...
+
+    def analog_constants(self, cols: int, vref=None, top_level: int = 1) -> tuple: ...
 
 
 class StoredOperand:
@@ -41,7 +51,7 @@ class StoredWeights(StoredOperand):
     keeps nothing, so a large stored operand never exists as bit planes all at once.
     """
 
-    def __init__(self, macro: Macro, W, w_format, cache: bool = True):
+    def __init__(self, macro: MacroChip, W, w_format, cache: bool = True):
         check_matrix("W", W)
         check_stored_format(w_format)
         self.macro = macro
@@ -78,7 +88,7 @@ class StoredWeights(StoredOperand):
         entry = self._tiles.get(key)
         if entry is not None and (not columns or "columns" in entry):
             return entry
-        from imcsim.macro import format_lookup_tables
+        from imcsim.formats import format_lookup_tables
         r0, r1 = self.plan.row_range(t)
         n0, n1 = self.plan.output_range(u)
         kw = self.w_format.n_planes
@@ -134,7 +144,7 @@ class CycleOutcome:
 class ColumnGroup:
     """The used columns of one tile operation (t, u): stored bits and analog constants."""
 
-    def __init__(self, macro, weights: StoredWeights, t: int, u: int, level_bits: int = 1,
+    def __init__(self, macro: MacroChip, weights: StoredWeights, t: int, u: int, level_bits: int = 1,
                  top_level: int = 1):
         """level_bits, top_level : S and D of the streamed format (docs/hardware-model.md
         4.8; 1 and 1 for binary rows)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -393,3 +394,20 @@ def parse_format(spec: str) -> BinaryFormat | Radix4Format:
     if kind == "binary":
         return BinaryFormat(bits, int(extra)) if extra is not None else BinaryFormat(bits)
     return Radix4Format(bits, int(extra)) if extra is not None else Radix4Format(bits)
+
+
+@lru_cache(maxsize=64)
+def format_lookup_tables(x_format: BinaryFormat | Radix4Format, mask_zero: bool) -> tuple:
+    """(offset, pattern, gate, all_active, uniform_pattern) of a format, built once.
+
+    Over the format's P * S sub-planes (``formats.plane_lookup_tables``).  all_active: no
+    value is masked in any sub-plane (dense binary inputs); uniform_pattern: every value
+    drives the same row input in all sub-planes (the sign of radix-4 and of signed digits).
+    """
+    offset, pattern, gate = plane_lookup_tables(x_format, mask_zero)
+    pattern.flags.writeable = False
+    gate.flags.writeable = False
+    full = (1 << (x_format.n_planes * x_format.level_bits)) - 1
+    all_active = bool((gate == full).all())
+    uniform_pattern = bool(np.isin(pattern, (0, full)).all())
+    return offset, pattern, gate, all_active, uniform_pattern

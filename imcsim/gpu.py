@@ -188,7 +188,7 @@ class GpuMacro:
 
         ``values``: the operand's integer values, (M, N) or (N, M) when ``transposed``.
         """
-        from imcsim.macro import format_lookup_tables
+        from imcsim.formats import format_lookup_tables
         offset, pattern, _, _, _ = format_lookup_tables(w_format, False)
         words_per_tile = -(-plan.rows // 64)
         kw = w_format.n_planes

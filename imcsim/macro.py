@@ -10,7 +10,7 @@ compute with the one definition of the hardware in ``kernels.hw``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from imcsim.checks import check_matrix, check_memory, check_seed, mvm_memory_byt
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
 from imcsim.events import EventCounts, tile_event_counts
-from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, plane_lookup_tables
+from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, format_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
 from imcsim.kernels.cycle import level_sums
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, DAC_UNIT
@@ -31,23 +31,6 @@ from imcsim.progress import note_first_compile
 from imcsim.tuning import GATHER_FRACTION, parallel_chunks
 
 DEVICES = ("cpu", "cuda")
-
-
-@lru_cache(maxsize=64)
-def format_lookup_tables(x_format: BinaryFormat | Radix4Format, mask_zero: bool) -> tuple:
-    """(offset, pattern, gate, all_active, uniform_pattern) of a format, built once.
-
-    Over the format's P * S sub-planes (``formats.plane_lookup_tables``).  all_active: no
-    value is masked in any sub-plane (dense binary inputs); uniform_pattern: every value
-    drives the same row input in all sub-planes (the sign of radix-4 and of signed digits).
-    """
-    offset, pattern, gate = plane_lookup_tables(x_format, mask_zero)
-    pattern.flags.writeable = False
-    gate.flags.writeable = False
-    full = (1 << (x_format.n_planes * x_format.level_bits)) - 1
-    all_active = bool((gate == full).all())
-    uniform_pattern = bool(np.isin(pattern, (0, full)).all())
-    return offset, pattern, gate, all_active, uniform_pattern
 
 
 @dataclass

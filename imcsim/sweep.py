@@ -51,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
-import imcsim
 from imcsim.atomic import AtomicOutputs, write_text_atomic
 from imcsim.optional import require
+from imcsim.version import __version__
 
 SWEEP_FORMAT = "imcsim-sweep"
 SWEEP_VERSION = "1.0"
@@ -541,7 +541,7 @@ def _record(run: Run, command: str, status: str, **extra) -> dict:
     doc = {"format": SWEEP_FORMAT, "version": SWEEP_VERSION, "name": run.name,
            "config": run.config, "label": run.label, "grid": run.grid, "command": command,
            "params": run.params, "status": status, "result": None, "error": None,
-           "seconds": None, "worker": None, "imcsim_version": imcsim.__version__}
+           "seconds": None, "worker": None, "imcsim_version": __version__}
     doc.update(extra)
     return doc
 

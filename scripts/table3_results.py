@@ -118,6 +118,35 @@ def diagnostics(runs) -> list[str]:
     return lines
 
 
+def diagnostics_side_by_side(runs, seed: int = 0) -> list[str]:
+    """One table: per (layer, MVM kind), each IMC run's bias/rms and SNR at its last recorded
+    epoch (seed ``seed``), so the ADC laws and the MVM kinds read side by side."""
+    cols = [r for r in runs if r["seed"] == seed and any(h.get("mvm_error") for h in r["history"])]
+    if not cols:
+        return []
+    last = {r["config"]: [h for h in r["history"] if h.get("mvm_error")][-1] for r in cols}
+    keys = []
+    for r in cols:
+        for layer, kinds in last[r["config"]]["mvm_error"].items():
+            for kind in kinds:
+                if (layer, kind) not in keys:
+                    keys.append((layer, kind))
+    head = "| layer | MVM | " + " | ".join(
+        f"{r['config']} (ep {last[r['config']]['epoch']})" for r in cols) + " |"
+    lines = [head, "|---|---|" + "---|" * len(cols)]
+    for layer, kind in keys:
+        cells = []
+        for r in cols:
+            rec = last[r["config"]]["mvm_error"].get(layer, {}).get(kind)
+            if rec is None:
+                cells.append("")
+                continue
+            snr = "exact" if rec.get("exact_match") else _fmt(rec.get("snr_db"), "{:.1f} dB")
+            cells.append(f"{_fmt(rec['bias'], '{:+.2f}')} / {snr}")
+        lines.append(f"| {layer} | {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def plot(runs, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -163,6 +192,12 @@ def main():
     page += curves(runs)
     if args.analysis.is_file():
         page += ["", args.analysis.read_text().rstrip()]
+    side = diagnostics_side_by_side(runs)
+    if side:
+        page += ["", "## The diagnostics side by side (seed 0)", "",
+                 "Each cell: bias over the exact output's RMS / compute SNR of that layer's "
+                 "MVM on the macro, at the run's last recorded epoch (blank: that MVM ran "
+                 "exact in that run).", ""] + side
     page += ["", "## Per-layer error diagnostics of each IMC run", "",
              "Each emulator MVM of two sampled steps per epoch against the exact product of "
              "the same operands (docs/training.md, Per-MVM error diagnostics): bias and RMS "

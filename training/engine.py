@@ -188,7 +188,7 @@ class TrainConfig:
                              "forward (its quantized activations and weights)")
         for _kind, text in self.vref:
             parse_vref(text)
-        load_preset(self.preset)
+        preset = load_preset(self.preset)
         if not isinstance(self.skip_masked_cycles, bool):
             raise ValueError(f"skip_masked_cycles: expected a bool, got {self.skip_masked_cycles!r}")
         if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
@@ -204,7 +204,7 @@ class TrainConfig:
         if self.adc_rounding is not None and self.adc_rounding not in ADC_ROUNDINGS:
             raise ValueError(f"adc_rounding: expected one of {', '.join(ADC_ROUNDINGS)}, got "
                              f"{self.adc_rounding!r}")
-        load_preset(self.preset).nonideal.scaled(self.noise_scale, self.noise_scaled)  # checks
+        preset.nonideal.scaled(self.noise_scale, self.noise_scaled)        # checks both
         d = self.diagnostic_steps
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ValueError(f"diagnostic_steps: expected an integer >= 0, got {d!r}")
@@ -342,7 +342,8 @@ class Trainer:
     # --- backends -------------------------------------------------------------------------
     def macro_config(self) -> MacroConfig:
         """The macro every IMC backend of this run emulates: the preset, with the run's
-        controller options (``skip_masked_cycles``) and a row DAC for its input mapping."""
+        controller options (``skip_masked_cycles``), a row DAC for its input mapping, its ADC
+        law (``adc_rounding``) and its noise scale (``noise_scale``, ``noise_scaled``)."""
         preset = load_preset(self.config.preset)
         rounding = (preset.adc_rounding if self.config.adc_rounding is None
                     else Rounding(self.config.adc_rounding))

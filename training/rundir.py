@@ -87,10 +87,10 @@ def resumable_checkpoint(folder, config) -> bool:
     """True when ``folder`` holds a readable checkpoint of the same run as ``config``
     (:func:`same_run`) with the same epoch count, so that resuming it gives the result of an
     uninterrupted run; a missing, unreadable or foreign checkpoint gives False."""
-    from imcsim.training.engine import TrainConfig
     try:
         meta = checkpoint_meta(Path(folder) / CHECKPOINT_NAME)
-        saved = TrainConfig.from_json(meta["config"])
+        saved = type(config).from_json(meta["config"])     # a TrainConfig, without importing
+                                                            # the engine (which imports this)
     except (ValueError, TypeError, KeyError):
         return False
     return saved.epochs == config.epochs and same_run(saved, config)

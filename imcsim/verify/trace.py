@@ -14,7 +14,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-import imcsim
 from imcsim.atomic import (
     AtomicOutputs,
     GuardedFile,  # noqa: F401 - re-exported: it lived here before imcsim.atomic
@@ -24,6 +23,7 @@ from imcsim.atomic import (
 )
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
 from imcsim.verify.vcd import write_trace_vcd
+from imcsim.version import __version__
 
 SCHEMA_VERSION = "1.1"
 #: datasets added by schema 1.1 (multi-level rows); a 1.0 trace has binary rows without them
@@ -167,7 +167,7 @@ class TraceWriter:
     def _create(self, c, prep, plan) -> None:
         f = self.file
         f.attrs["schema_version"] = SCHEMA_VERSION
-        f.attrs["imcsim_version"] = imcsim.__version__
+        f.attrs["imcsim_version"] = __version__
         f.attrs["config_json"] = c.to_json()
         f.attrs["seed"] = prep.seed
         f.attrs["vector_offset"] = prep.vector_offset

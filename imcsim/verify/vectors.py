@@ -23,7 +23,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-import imcsim
 from imcsim.atomic import (
     AtomicOutputs,
     H5Writer,
@@ -34,6 +33,7 @@ from imcsim.atomic import (
 from imcsim.mapping import select_full_scale
 from imcsim.operands import random_operands
 from imcsim.verify.golden import GoldenModel, pack_decisions
+from imcsim.version import __version__
 
 VECTORS_FORMAT = "imcsim-vectors"
 VECTORS_VERSION = "1.0"
@@ -621,7 +621,7 @@ def _write_folder(outputs: AtomicOutputs, outdir: Path, golden: GoldenModel, tab
                           "output u*G + c // Kw; 1 = +1, 0 = -1", count=C)]})
     manifest = {
         "format": VECTORS_FORMAT, "version": VECTORS_VERSION,
-        "imcsim_version": imcsim.__version__, "config": c.to_dict(),
+        "imcsim_version": __version__, "config": c.to_dict(),
         "x_format": golden.x_format.spec(), "w_format": golden.w_format.spec(),
         "seed": int(seed), "vref": vref_json, "geometry": geometry, "n_cycles": n,
         "cycle_order": "row tile t, column tile u, vector b, plane p (Macro.mvm_traced "
@@ -646,7 +646,7 @@ def _write_h5(writer: H5Writer, golden, tab, y_int, manifest, X, W):
     with writer as f:
         f.attrs["format"] = VECTORS_FORMAT
         f.attrs["schema_version"] = VECTORS_VERSION
-        f.attrs["imcsim_version"] = imcsim.__version__
+        f.attrs["imcsim_version"] = __version__
         f.attrs["config_json"] = golden.config.to_json()
         f.attrs["x_format"] = manifest["x_format"]
         f.attrs["w_format"] = manifest["w_format"]
