@@ -114,6 +114,8 @@ def perturbed_dumps(vec_folder, tmp_path):
     code = g["code"].copy()
     bad = rng.choice(n, 9, replace=False)
     code[bad, rng.integers(0, code.shape[1], 9)] += rng.choice([-2, -1, 1, 3], 9)
+    # wrong but possible codes: a code outside the ADC's range is refused as unusable input
+    code = np.clip(code, 0, int(g["code"].max()))
     order = rng.permutation(n)[: n - 4]                  # 4 cycles missing, rows shuffled
     keyed = tmp_path / "keyed.h5"
     with h5py.File(keyed, "w") as f:

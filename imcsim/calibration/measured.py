@@ -211,7 +211,12 @@ def load_measurement(path, stimulus: CalibrationStimulus | str | Path | None = N
             with h5py.File(dump, "r") as f:
                 if "result" in f and "y_int" in f["result"]:
                     y = f["result"]["y_int"][()].astype(np.int64)
-        if y is not None and y.shape[0] == B:
+        if y is not None:
+            # outputs of another shape used to be dropped, and with them the NMC check
+            N = stimulus.W.shape[1]
+            if y.shape != (B, N):
+                raise ValueError(f"{dump}: block {block.name}: y_int of shape {y.shape}; the "
+                                 f"block has {B} vectors x {N} outputs")
             y_int[block.name] = y
     return MeasuredCodes(stimulus, codes, y_int, source=str(path))
 
