@@ -86,8 +86,15 @@ def calibrate_command(measured, out_path, stimulus, fmt, signal_map, split, plot
         raise ValueError(f"--preset: geometry {base.rows}x{base.columns}, {base.adc_bits} bits "
                          f"differs from the stimulus's {stim.config.rows}x{stim.config.columns}, "
                          f"{stim.config.adc_bits} bits")
+    from imcsim.progress import stderr_is_terminal
+    say = stderr_is_terminal()              # stage lines on a terminal; silent in a pipe
+    if say:
+        click.echo(f"imcsim calibrate: reading {measured}", err=True)
     data = load_measurement(measured, stimulus if stimulus else None, fmt=fmt,
                             signal_map=parse_signal_map(signal_map))
+    if say:
+        click.echo(f"imcsim calibrate: fitting {data.n_conversions()} conversions "
+                   "(typically under a minute)", err=True)
     result = calibrate(data, options=FitOptions(split=_parse_split(split)), nominal=base)
     paths = result.save(out_path, plots=plots, inputs=inputs)
     if as_json:

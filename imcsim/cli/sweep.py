@@ -86,27 +86,15 @@ def sweep_command(spec, out_dir, scheduler, workers, assignments, rerun, dry_run
 
 
 class _progress:
-    """A progress bar counting finished runs (tqdm on stderr when installed, else lines)."""
+    """Finished runs on a progress bar: on a terminal only (``imcsim.progress.Progress``),
+    silent in a pipe (the summary lines still say what ran)."""
 
     def __init__(self, total: int, quiet: bool):
-        self.bar = None
-        self.quiet = quiet
-        if not quiet:
-            try:
-                from tqdm import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, unit="run", desc="sweep")
+        from imcsim.progress import Progress
+        self.bar = Progress(total, "sweep", "run", enabled=not quiet)
 
     def __call__(self, doc: dict, done: int, total: int) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(f"{doc['name']} {doc['status']}")
-        else:
-            click.echo(f"[{done}/{total}] {doc['name']} {doc['status']}", err=True)
+        self.bar.update(1, f"{doc['name']} {doc['status']}")
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
