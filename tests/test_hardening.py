@@ -29,6 +29,8 @@ from imcsim.verify.check import check_files
 from imcsim.verify.trace import TraceFile, TraceSelection
 from imcsim.verify.vectors import make_operands, write_vectors
 
+from cli_helpers import assert_usage_error, err_lines
+
 cli_main = importlib.import_module("imcsim.cli.main")
 check_mod = importlib.import_module("imcsim.verify.check")
 
@@ -43,20 +45,6 @@ SMALL = ("--rows", "32", "--columns", "10", "--adc-bits", "4", "--w-format", "bi
 
 def run(*args, catch=True):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=catch)
-
-
-def err_lines(result) -> list:
-    return [ln for ln in result.stderr.splitlines() if ln.strip()]
-
-
-def assert_usage_error(result, *names):
-    """Exit 2, one stderr line 'Error: ...' naming every one of ``names``, no traceback."""
-    assert result.exit_code == EXIT_USAGE, (result.output, result.exception)
-    lines = err_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for name in names:
-        assert str(name) in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 @pytest.fixture(scope="module")

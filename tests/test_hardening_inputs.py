@@ -38,10 +38,12 @@ from imcsim.calibration import (
     write_measurement,
 )
 from imcsim.cli import main
-from imcsim.cli.common import EXIT_MISMATCH, EXIT_USAGE
+from imcsim.cli.common import EXIT_MISMATCH
 from imcsim.formats import parse_format
 from imcsim.verify.dumps import MIN_REPEAT_CONVERSIONS, MIN_STATISTICAL_CONVERSIONS
 from imcsim.verify.vectors import make_operands, write_vectors
+
+from cli_helpers import assert_usage_error, err_lines
 
 NOM = MacroConfig(rows=64, columns=6, adc_bits=5,
                   vref=VrefConfig(full_scale=64, dual_low=31, dual_high=64))
@@ -55,20 +57,6 @@ L = NOM.top_code
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def err_lines(result) -> list:
-    return [ln for ln in result.stderr.splitlines() if ln.strip()]
-
-
-def assert_usage_error(result, *names):
-    """Exit 2, one stderr line 'Error: ...' naming every one of ``names``, no traceback."""
-    assert result.exit_code == EXIT_USAGE, (result.output, result.exception)
-    lines = err_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    for name in names:
-        assert str(name) in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 # --- calibration dumps ------------------------------------------------------------------------
@@ -496,8 +484,8 @@ def test_scheduler_address_that_answers_with_other_bytes(spec):
 def test_scheduler_address_that_stays_silent(spec, monkeypatch):
     """A server that accepts and never answers held Dask's handshake forever."""
     pytest.importorskip("distributed")
-    import imcsim.sweep as sweep_mod
-    monkeypatch.setattr(sweep_mod, "SCHEDULER_TIMEOUT", 1.0)
+    import imcsim.sweep.cluster as cluster_mod
+    monkeypatch.setattr(cluster_mod, "SCHEDULER_TIMEOUT", 1.0)
     server = _Server(None)
     t = time.monotonic()
     try:

@@ -708,16 +708,17 @@ class CalibrationResult:
             rep["files"] = {k: str(v) for k, v in paths.items()}
             out.temporary(paths["report"]).write_text(json.dumps(rep, indent=1) + "\n")
             if plots:
-                from imcsim.calibration import plots as cplots
-                cplots.plot_transfer(self, out.temporary(paths["transfer"]))
-                cplots.plot_dnl_inl(self, out.temporary(paths["dnl-inl"]))
-                cplots.plot_residuals(self, out.temporary(paths["residuals"]))
+                from imcsim.calibration.plots import plot_dnl_inl, plot_residuals, plot_transfer
+                plot_transfer(self, out.temporary(paths["transfer"]))
+                plot_dnl_inl(self, out.temporary(paths["dnl-inl"]))
+                plot_residuals(self, out.temporary(paths["residuals"]))
         return paths
 
     def write_tables(self, path) -> None:
         """The per-column tables (HDF5; layout in docs/calibration.md)."""
         m = self.model
-        with h5py.File(path, "w") as f:
+        from imcsim.atomic import H5Writer
+        with H5Writer(path, name="tables") as f:      # the one guarded HDF5 writer
             f.attrs["format"] = TABLES_FORMAT
             f.attrs["imcsim_version"] = imcsim.__version__
             f.attrs["config_json"] = m.config.to_json()

@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from imcsim.atomic import AtomicOutputs
+from imcsim.atomic import AtomicOutputs, H5Writer
 from imcsim.calibration.stimulus import STIMULUS_NAME, CalibrationStimulus, load_calibration_stimulus
 from imcsim.config import MacroConfig
 from imcsim.verify.dumps import block_codes
@@ -113,7 +113,7 @@ def write_measurement(outdir, measured: MeasuredCodes) -> list[Path]:
         for name, path in zip(measured.codes, paths):
             codes = measured.codes[name]
             B, P, C = codes.shape
-            with h5py.File(out.temporary(path), "w") as f:
+            with H5Writer(out.temporary(path), path, name) as f:   # the guarded writer
                 f.attrs["format"] = MEASUREMENT_FORMAT
                 f.attrs["block"] = name
                 f.attrs["source"] = measured.source

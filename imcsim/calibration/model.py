@@ -421,3 +421,41 @@ class ChipModel:
 __all__ = ["ChipModel", "CodeLogProb", "PROB_FLOOR", "code_bits", "grid_for", "log_code_prob",
            "normalized_cdac", "path_trials", "relevant_steps", "take_steps",
            "threshold_shift_rows"]
+
+
+#: code-error categories around the predicted median code (the statistical check's bins)
+CATEGORIES = (-2, -1, 0, 1, 2)
+
+
+def block_predictions(model: ChipModel, block, C: int):
+    """Per vector and column of a stimulus block, the model's code distribution: window codes
+    and probabilities, mean, variance, fourth moment, median, the probabilities of
+    :data:`CATEGORIES` around the median, and the noise sigma ``tau`` (the statistical check
+    and the calibration plots both read them)."""
+    u, tau = model.column_values(block.rows_on, block.counts)          # (B, C)
+    u, tau = u[:, :C], tau[:, :C]
+    B = u.shape[0]
+    # evaluate each distinct (u, tau, column) once
+    key = np.stack([np.round(u, 9), np.round(tau, 9),
+                    np.broadcast_to(np.arange(C), (B, C)).astype(np.float64)], -1).reshape(-1, 3)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    codes, prob = model.code_window(uniq[:, 0], uniq[:, 1], uniq[:, 2].astype(np.int64),
+                                    block.full_scale)
+    inv = inv.reshape(-1)
+    mass = prob.sum(axis=1, keepdims=True)
+    p = prob / np.where(mass > 0, mass, 1.0)
+    mean = (p * codes).sum(axis=1)
+    dev2 = (codes - mean[:, None]) ** 2
+    var = (p * dev2).sum(axis=1)
+    m4 = (p * dev2 ** 2).sum(axis=1)
+    cdf = np.cumsum(p, axis=1)
+    median = codes[np.arange(codes.shape[0]), np.argmax(cdf >= 0.5, axis=1)]
+    cat = np.zeros((codes.shape[0], len(CATEGORIES)))
+    rel = np.clip(codes - median[:, None], -2, 2) + 2
+    for j in range(len(CATEGORIES)):
+        cat[:, j] = np.where(rel == j, p, 0.0).sum(axis=1)
+    shape = (B, C)
+    return {"mean": mean[inv].reshape(shape), "var": var[inv].reshape(shape),
+            "m4": m4[inv].reshape(shape),
+            "median": median[inv].reshape(shape), "cat": cat[inv].reshape(shape + (len(CATEGORIES),)),
+            "tau": tau}

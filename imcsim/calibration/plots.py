@@ -36,7 +36,7 @@ def _crossings(ks, mean_code, top_code):
 def plot_transfer(result, path) -> None:
     """Per ramp: measured mean code vs count (dots) and the fitted model's (lines), top; the
     code transitions' deviation from the ideal ADC law, bottom [LSB] (offset, gain and INL)."""
-    from imcsim.calibration.statistical import _block_predictions
+    from imcsim.calibration.model import block_predictions
     plt = pyplot("calibration plots")
     st, model, meas = result.stimulus, result.model, result.measured
     L = st.config.top_code
@@ -46,7 +46,7 @@ def plot_transfer(result, path) -> None:
     codes_axis = np.arange(1, L + 1)
     for j, block in enumerate(ramps):
         top, bottom = axes[0][j], axes[1][j]
-        pred = _block_predictions(model, block, model.columns)
+        pred = block_predictions(model, block, model.columns)
         ks = np.unique(block.counts).astype(np.float64)
         for i, c in enumerate(cols):
             colour = f"C{i}"
@@ -128,7 +128,7 @@ def plot_dnl_inl(result, path) -> None:
 
 def plot_residuals(result, path) -> None:
     """Histogram of measured code minus the model's median code, per block kind, vs the model."""
-    from imcsim.calibration.statistical import CATEGORIES, _block_predictions
+    from imcsim.calibration.model import CATEGORIES, block_predictions
     plt = pyplot("calibration plots")
     st, model, meas = result.stimulus, result.model, result.measured
     kinds = [k for k in ("ramp", "repeat", "pattern") if st.blocks_of(k)]
@@ -140,7 +140,7 @@ def plot_residuals(result, path) -> None:
         for block in st.blocks_of(kind):
             if meas is None or block.name not in meas.codes:
                 continue
-            pred = _block_predictions(model, block, model.columns)
+            pred = block_predictions(model, block, model.columns)
             codes = meas.codes[block.name][:, :, :model.columns]
             valid = codes >= 0
             rel = np.clip(codes - pred["median"][:, None, :], -2, 2) + 2

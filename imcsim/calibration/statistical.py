@@ -37,12 +37,10 @@ import numpy as np
 from scipy import stats
 
 from imcsim.calibration.measured import MeasuredCodes
-from imcsim.calibration.model import ChipModel, normalized_cdac
+from imcsim.calibration.model import CATEGORIES, ChipModel, block_predictions, normalized_cdac
 from imcsim.calibration.stimulus import KIND_BLOCK
 from imcsim.config import MacroConfig
 from imcsim.verify.dumps import check_measurement
-
-CATEGORIES = (-2, -1, 0, 1, 2)
 
 
 @dataclass
@@ -222,37 +220,6 @@ def _calibration_tables(preset: Path) -> Path | None:
     if not isinstance(doc, dict) or doc.get("format") != REPORT_FORMAT:
         return None
     return preset.with_suffix(".h5")
-
-
-def _block_predictions(model: ChipModel, block, C: int):
-    """Per vector and column: window codes/probabilities, mean, variance, median, slope."""
-    u, tau = model.column_values(block.rows_on, block.counts)          # (B, C)
-    u, tau = u[:, :C], tau[:, :C]
-    B = u.shape[0]
-    # evaluate each distinct (u, tau, column) once
-    key = np.stack([np.round(u, 9), np.round(tau, 9),
-                    np.broadcast_to(np.arange(C), (B, C)).astype(np.float64)], -1).reshape(-1, 3)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    codes, prob = model.code_window(uniq[:, 0], uniq[:, 1], uniq[:, 2].astype(np.int64),
-                                    block.full_scale)
-    inv = inv.reshape(-1)
-    mass = prob.sum(axis=1, keepdims=True)
-    p = prob / np.where(mass > 0, mass, 1.0)
-    mean = (p * codes).sum(axis=1)
-    dev2 = (codes - mean[:, None]) ** 2
-    var = (p * dev2).sum(axis=1)
-    m4 = (p * dev2 ** 2).sum(axis=1)
-    cdf = np.cumsum(p, axis=1)
-    median = codes[np.arange(codes.shape[0]), np.argmax(cdf >= 0.5, axis=1)]
-    cat = np.zeros((codes.shape[0], len(CATEGORIES)))
-    rel = np.clip(codes - median[:, None], -2, 2) + 2
-    for j in range(len(CATEGORIES)):
-        cat[:, j] = np.where(rel == j, p, 0.0).sum(axis=1)
-    shape = (B, C)
-    return {"mean": mean[inv].reshape(shape), "var": var[inv].reshape(shape),
-            "m4": m4[inv].reshape(shape),
-            "median": median[inv].reshape(shape), "cat": cat[inv].reshape(shape + (len(CATEGORIES),)),
-            "tau": tau}
 
 
 def _check_cell(block, c, codes_c, pred, P, L, opts) -> CellCheck:
@@ -460,7 +427,7 @@ def statistical_check(expected_model, measured: MeasuredCodes, *, alpha: float =
             "spread_tolerance": spread_tolerance, "tv_tolerance": tv_tolerance}
     cells = []
     for block in blocks:
-        pred = _block_predictions(model, block, C)
+        pred = block_predictions(model, block, C)
         codes = measured.codes[block.name]
         for c in range(C):
             cells.append(_check_cell(block, c, codes[:, :, c], pred, P, L, opts))
