@@ -142,7 +142,8 @@ def diagnostics_side_by_side(runs, seed: int = 0) -> list[str]:
                 cells.append("")
                 continue
             snr = "exact" if rec.get("exact_match") else _fmt(rec.get("snr_db"), "{:.1f} dB")
-            cells.append(f"{_fmt(rec['bias'], '{:+.2f}')} / {snr}")
+            cells.append(f"{_fmt(rec['bias'], '{:+.2f}')} / {snr} / "
+                         f"{_fmt(rec['lossy_share'], '{:.2f}')}")
         lines.append(f"| {layer} | {kind} | " + " | ".join(cells) + " |")
     return lines
 
@@ -195,9 +196,9 @@ def main():
     side = diagnostics_side_by_side(runs)
     if side:
         page += ["", "## The diagnostics side by side (seed 0)", "",
-                 "Each cell: bias over the exact output's RMS / compute SNR of that layer's "
-                 "MVM on the macro, at the run's last recorded epoch (blank: that MVM ran "
-                 "exact in that run).", ""] + side
+                 "Each cell: bias over the exact output's RMS / compute SNR / share of lossy "
+                 "conversions of that layer's MVM on the macro, at the run's last recorded "
+                 "epoch (blank: that MVM ran exact in that run).", ""] + side
     page += ["", "## Per-layer error diagnostics of each IMC run", "",
              "Each emulator MVM of two sampled steps per epoch against the exact product of "
              "the same operands (docs/training.md, Per-MVM error diagnostics): bias and RMS "
