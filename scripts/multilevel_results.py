@@ -26,11 +26,12 @@ from imcsim.atomic import write_text_atomic
 from imcsim.energy import energy_report, load_energy_preset
 from imcsim.sweep import read_table
 
-SPEC = "scripts/multilevel_results.sweep.json"
+ROOT = Path(__file__).resolve().parents[1]      # paths work from any folder
+SPEC = str(ROOT / "scripts" / "multilevel_results.sweep.json")
 #: the row-DAC mismatch runs (a preset outside the package: scripts/presets), and the runs
 #: with only the forward MVM on IMC
-EXTRA_SPECS = ("scripts/multilevel_dac.sweep.json", "scripts/multilevel_forward.sweep.json",
-               "scripts/multilevel_halfup.sweep.json")
+EXTRA_SPECS = tuple(str(ROOT / "scripts" / name) for name in (
+    "multilevel_dac.sweep.json", "multilevel_forward.sweep.json", "multilevel_halfup.sweep.json"))
 BEGIN = "<!-- multilevel results: begin (scripts/multilevel_results.py writes this block) -->"
 END = "<!-- multilevel results: end -->"
 CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonideal",
