@@ -26,16 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.config import MacroConfig, MvmKind, NonIdealityConfig
+from imcsim.config import NONIDEALITY_LIMITS, MacroConfig, MvmKind, NonIdealityConfig
 from imcsim.macro import Macro
 from imcsim.training.backends import BackendKind, ImcBackend
 
 SCALES = ("all", "noise", "mismatch")
 _DYNAMIC = ("comparator_noise_sigma", "sampling_noise_sigma")
 _STATIC = ("cell_cap_sigma", "parasitic_ratio", "cdac_unit_sigma", "comparator_offset_sigma")
-_LIMITS = {"cell_cap_sigma": 0.2, "parasitic_ratio": 10.0, "cdac_unit_sigma": 0.2,
-           "comparator_offset_sigma": 64.0, "comparator_noise_sigma": 64.0,
-           "sampling_noise_sigma": 64.0}
 #: chips evaluated by default start here, away from the training pool's seeds
 EVAL_CHIP_BASE = 1_000_003
 TRAIN_CHIP_BASE = 7_000_001
@@ -56,7 +53,7 @@ def scaled_config(config: MacroConfig, factor: float, scale: str = "all",
     ni = config.nonideal
     vals = {k: getattr(ni, k) for k in _DYNAMIC + _STATIC}
     for k in names:
-        vals[k] = min(vals[k] * factor, _LIMITS[k])
+        vals[k] = min(vals[k] * factor, NONIDEALITY_LIMITS[k])   # the fields' own limits
     out = replace(config, nonideal=NonIdealityConfig(**vals))
     return out if chip_seed is None else replace(out, chip_seed=int(chip_seed))
 
