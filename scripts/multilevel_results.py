@@ -15,15 +15,23 @@ Run:
   NUMBA_NUM_THREADS=1 imcsim sweep scripts/multilevel_halfup.sweep.json --workers 2
   python scripts/multilevel_results.py [--out runs/multilevel] [--doc docs/training.md]
          [--plot docs/multilevel-accuracy.png]
+The sweeps' output folders are where ``imcsim sweep`` wrote them (relative to the current
+folder, as the sweep takes them); --doc and --plot default to the repository's files,
+whatever the current folder.  Every config of the table needs a finished run (ok, or stopped
+by the engine): otherwise the script names the missing results in one line, exits with status
+2 and leaves --doc and --plot as they were (a table of "not run" rows would replace the
+measured one).
 """
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from imcsim.atomic import write_text_atomic
+from imcsim.atomic import AtomicOutputs
 from imcsim.energy import energy_report, load_energy_preset
+from imcsim.optional import MissingDependency
 from imcsim.sweep import read_table
 
 ROOT = Path(__file__).resolve().parents[1]      # paths work from any folder
@@ -40,7 +48,51 @@ CONFIG_ORDER = ("onehot-ideal", "multi-ideal", "onehot-nonideal", "multi-nonidea
 
 
 def run_history(folder: Path) -> list:
-    return json.loads((folder / "metrics.json").read_text())["history"]
+    """The per-epoch metrics of one run (ValueError naming its metrics.json if unreadable)."""
+    path = folder / "metrics.json"
+    try:
+        return json.loads(path.read_text())["history"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable run's metrics ({type(exc).__name__})") from None
+
+
+def spec_out(spec: str) -> Path:
+    """The output folder a sweep file names (as ``imcsim sweep`` takes it: relative to the
+    current folder)."""
+    return Path(json.loads(Path(spec).read_text())["out"])
+
+
+def spec_name(spec: str) -> str:
+    """A sweep file as the repository names it (scripts/NAME), for messages."""
+    path = Path(spec)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def finished_runs(sources: list) -> dict:
+    """{config: [run records with their folder]} of every finished run (status ok, or failed:
+    stopped by the engine) of the sweeps ``sources`` ((sweep file, output folder) pairs).
+
+    Raises ValueError, one line, when a config of :data:`CONFIG_ORDER` has no finished run:
+    it names those configs, the results file each one's sweep should have written, and the
+    command that (re)runs it.
+    """
+    by_cfg, missing = {}, []
+    for spec, out in sources:
+        configs = list(json.loads(Path(spec).read_text())["configs"])
+        table = Path(out) / "results.json"
+        if table.is_file():
+            for r in read_table(out)["runs"]:
+                if r.get("status") in ("ok", "failed"):
+                    by_cfg.setdefault(r["config"], []).append(dict(r, folder=Path(out) / r["name"]))
+            why = f"not finished in {table}"
+        else:
+            why = f"{table} missing"
+        absent = [c for c in CONFIG_ORDER if c in configs and c not in by_cfg]
+        if absent:
+            missing.append(f"{', '.join(absent)} ({why}; run imcsim sweep {spec_name(spec)})")
+    if missing:
+        raise ValueError(f"no finished runs of {'; '.join(missing)}")
+    return by_cfg
 
 
 def step_counts(history: list) -> dict:
@@ -57,22 +109,14 @@ def step_counts(history: list) -> dict:
     return out
 
 
-def accuracy_table(outs: list) -> tuple[list, dict]:
-    by_cfg = {}
-    for out in outs:
-        if not (out / "results.json").is_file():
-            continue
-        for r in read_table(out)["runs"]:
-            if r.get("status") in ("ok", "failed"):
-                by_cfg.setdefault(r["config"], []).append(dict(r, folder=out / r["name"]))
+def accuracy_table(by_cfg: dict) -> tuple[list, dict]:
+    """The accuracy table's lines and each config's accuracy curves (epochs x seeds), from
+    :func:`finished_runs` (which guarantees a run of every config)."""
     lines = ["| config | test accuracy (mean ± std, seeds) | array cycles / step | "
              "ADC conversions / step |", "|---|---|---|---|"]
     curves = {}
     for cfg in CONFIG_ORDER:
-        runs = by_cfg.get(cfg, [])
-        if not runs:
-            lines.append(f"| {cfg} | not run | | |")
-            continue
+        runs = by_cfg[cfg]
         failed = [r for r in runs if r["status"] == "failed"]
         if failed:
             # a run the engine stopped (diverged training): say so, with the epochs it
@@ -198,8 +242,9 @@ def vgg_table(preset, reports, source) -> list:
     return lines
 
 
-def plot_curves(curves: dict, path: Path) -> None:
-    from imcsim.plotting import pyplot, save_figure
+def curves_figure(curves: dict):
+    """The accuracy curves as a matplotlib figure (MissingDependency without matplotlib)."""
+    from imcsim.plotting import pyplot
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for cfg, acc in curves.items():
@@ -211,17 +256,82 @@ def plot_curves(curves: dict, path: Path) -> None:
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    return fig, plt
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=json.loads(Path(SPEC).read_text())["out"])
-    ap.add_argument("--doc", default="docs/training.md")
-    ap.add_argument("--plot", default="docs/multilevel-accuracy.png")
-    args = ap.parse_args()
-    acc_lines, curves = accuracy_table([Path(args.out)] + [
-        Path(json.loads(Path(spec).read_text())["out"]) for spec in EXTRA_SPECS])
+    ap.add_argument("--out", default=str(spec_out(SPEC)),
+                    help="output folder of scripts/multilevel_results.sweep.json (default its "
+                         "'out', relative to the current folder as imcsim sweep takes it)")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "training.md"),
+                    help="the page whose multilevel block is rewritten (default the "
+                         "repository's docs/training.md)")
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "multilevel-accuracy.png"),
+                    help="accuracy curves (PNG; '' for none; default the repository's "
+                         "docs/multilevel-accuracy.png)")
+    return ap
+
+
+def doc_parts(path: Path) -> tuple[str, str]:
+    """The page's text before and after its multilevel block (ValueError naming --doc)."""
+    try:
+        doc = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise ValueError(f"--doc: cannot read {path} ({why})") from None
+    if BEGIN not in doc or END not in doc.split(BEGIN, 1)[1]:
+        raise ValueError(f"--doc: {path} has no multilevel results block (its markers)")
+    head, rest = doc.split(BEGIN, 1)
+    return head, rest.split(END, 1)[1]
+
+
+def write_outputs(doc: Path, text: str, plot: Path | None, fig) -> None:
+    """The page and the plot (when ``fig`` is a figure), all-or-nothing together."""
+    with AtomicOutputs(doc, plot if fig is not None else None,
+                       names=["--doc", "--plot"]) as outputs:
+        with outputs.writing(doc) as tmp:
+            tmp.write_text(text)
+        if fig is not None:
+            with outputs.writing(plot) as tmp:
+                fig.savefig(tmp, dpi=120, format="png")
+
+
+def main(argv=None) -> int:
+    """Write the block; 2 and one line on stderr when the results or the outputs are unusable
+    (nothing written then)."""
+    args = parser().parse_args(argv)
+    try:
+        write_block(Path(args.doc), Path(args.out), Path(args.plot) if args.plot else None)
+    except (ValueError, OSError, MissingDependency) as exc:
+        line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()),
+                    type(exc).__name__)
+        print(f"Error: {line}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def write_block(doc_path: Path, out: Path, plot_path: Path | None) -> None:
+    """Check the inputs and outputs, build the block, write --doc and --plot."""
+    # every check before the MVMs and energy reports below, so a refusal is immediate
+    head, tail = doc_parts(doc_path)
+    AtomicOutputs(doc_path, plot_path, names=["--doc", "--plot"])     # folders, same file
+    by_cfg = finished_runs([(SPEC, out)] + [(spec, spec_out(spec)) for spec in EXTRA_SPECS])
+    acc_lines, curves = accuracy_table(by_cfg)
+    fig = plt = None
+    if curves and plot_path is not None:
+        fig, plt = curves_figure(curves)
+    try:
+        block = results_block(acc_lines)
+        write_outputs(doc_path, head + "\n".join(block) + tail, plot_path, fig)
+    finally:
+        if fig is not None:
+            plt.close(fig)
+    print("\n".join(block))
+
+
+def results_block(acc_lines: list) -> list:
+    """The lines of the block, markers included."""
     preset = load_energy_preset()
     reports = vgg_reports(preset)
     measured = []
@@ -244,14 +354,8 @@ def main():
              "one-hot|multi-level`: the analytic model at its default densities; row-DAC "
              "energies are the preset's assumptions, docs/energy.md 6):", "",
              *vgg_table(preset, reports, "analytic"), *measured, "", END]
-    doc = Path(args.doc).read_text()
-    head, rest = doc.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    write_text_atomic(Path(args.doc), head + "\n".join(block) + tail)
-    if curves and args.plot:
-        plot_curves(curves, Path(args.plot))
-    print("\n".join(block))
+    return block
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

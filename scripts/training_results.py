@@ -13,19 +13,25 @@ The runs are a sweep file, scripts/digits_results.sweep.json (small CNN, same ep
 Run them as Dask tasks (resumable: finished runs are skipped), then write the table:
   imcsim sweep scripts/digits_results.sweep.json [--set epochs=8] [--set device=cuda]
   python scripts/training_results.py [--out runs/results] [--doc docs/results.md]
+--out is where ``imcsim sweep`` wrote the runs (relative to the current folder, as the sweep
+takes it); --doc defaults to the repository's docs/results.md, whatever the current folder.
+Without a sweep table, or with no run of it finished, the script says so in one line, exits
+with status 2 and leaves --doc as it was.
 """
 import argparse
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from imcsim.atomic import write_text_atomic
+from imcsim.atomic import resolve_output, write_text_atomic
 from imcsim.sweep import read_table
 
-SPEC = "scripts/digits_results.sweep.json"
-VGG_RESULTS = Path("scripts/vgg_digits32_results.json")
+ROOT = Path(__file__).resolve().parents[1]      # the repository's files from any folder
+SPEC = "scripts/digits_results.sweep.json"      # as the page shows it (from the repository)
+VGG_RESULTS = ROOT / "scripts" / "vgg_digits32_results.json"
 #: where the sections of docs/results.md that other scripts write begin (their markers); kept
 #: verbatim when this one rewrites the page
 KEPT_SECTIONS = ("<!-- hardware-aware results: begin",)
@@ -111,12 +117,34 @@ def group_runs(table):
 
 
 def history(out, rec):
-    """The per-epoch metrics of one run (its folder's metrics.json)."""
-    return json.loads((Path(out) / rec["name"] / "metrics.json").read_text())["history"]
+    """The per-epoch metrics of one run (its folder's metrics.json; ValueError naming it when
+    unreadable)."""
+    path = Path(out) / rec["name"] / "metrics.json"
+    try:
+        return json.loads(path.read_text())["history"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable run's metrics ({type(exc).__name__})") from None
+
+
+def sweep_table(out) -> dict:
+    """The sweep's table under ``out``, with at least one finished run (ValueError, one line
+    naming --out and the command to run, otherwise: a page of "failed" rows would replace the
+    measured one)."""
+    table_path = Path(out) / "results.json"
+    if not table_path.is_file():
+        raise ValueError(f"--out: {table_path} missing: no sweep results in {out} "
+                         f"(run imcsim sweep {SPEC} first)")
+    table = read_table(out)
+    runs = table.get("runs") or []
+    if not any(r.get("status") == "ok" for r in runs):
+        raise ValueError(f"--out: {table_path}: no finished run ({len(runs)} listed, none ok; "
+                         f"run imcsim sweep {SPEC})")
+    return table
 
 
 def write_doc(out, doc_path):
-    table = read_table(out)
+    resolve_output(doc_path, "--doc")               # its folder, before reading the runs
+    table = sweep_table(out)
     rows = group_runs(table)
     first = table["runs"][0]["params"]
     seeds = sorted({rec["grid"]["seed"] for rec in table["runs"]})
@@ -202,14 +230,29 @@ def kept_sections(doc_path):
     return [text[min(starts):].rstrip("\n")] if starts else []
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/results",
-                    help="The sweep's output folder (its results.json and run folders).")
-    ap.add_argument("--doc", default="docs/results.md")
-    args = ap.parse_args()
-    write_doc(args.out, args.doc)
+                    help="The sweep's output folder (its results.json and run folders; "
+                         "relative to the current folder, as imcsim sweep takes it).")
+    ap.add_argument("--doc", default=str(ROOT / "docs" / "results.md"),
+                    help="The page to write (default the repository's docs/results.md).")
+    return ap
+
+
+def main(argv=None) -> int:
+    """Write the page; 2 and one line on stderr when the results or --doc are unusable
+    (--doc then left as it was)."""
+    args = parser().parse_args(argv)
+    try:
+        write_doc(args.out, args.doc)
+    except (ValueError, OSError) as exc:
+        line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()),
+                    type(exc).__name__)
+        print(f"Error: {line}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
