@@ -3,7 +3,8 @@
 - :func:`cli_errors` wraps a command: one error line on stderr and a fixed exit status
   (:data:`EXIT_OK` 0 success, :data:`EXIT_MISMATCH` 1 a check found mismatches,
   :data:`EXIT_USAGE` 2 bad input or usage, :data:`EXIT_INTERNAL` 3 internal error,
-  :data:`EXIT_INTERRUPTED` 130 interrupted); ``imcsim --debug`` shows the traceback instead.
+  :data:`EXIT_INTERRUPTED` 130 interrupted); ``imcsim --debug`` shows the traceback too, with
+  the same status.
   A SIGINT at any time until the process ends is ``interrupted`` and 130
   (:class:`CommandInterrupts`, :func:`end_process`).
 - :func:`macro_config_options` / :func:`macro_config_from_options`: the flags that build a
@@ -21,6 +22,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -103,7 +105,8 @@ def cli_errors(fn: F) -> F:
       traceback)``, exit status 3.
 
     Under ``imcsim --debug`` every exception except KeyboardInterrupt and MismatchFound
-    propagates with its traceback.
+    prints its traceback on stderr before its line; the exit status stays the same (bad input
+    is still 2 with --debug, so scripts that rerun a command with it see the same outcome).
     """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -119,6 +122,10 @@ def cli_errors(fn: F) -> F:
                 error = as_cli_error(exc, interrupts.interrupted)
                 if error is None:
                     raise
+                if error.exit_code in (EXIT_USAGE, EXIT_INTERNAL) and debug_enabled():
+                    traceback.print_exception(type(exc), exc, exc.__traceback__,
+                                              file=sys.stderr)
+                    _flush_std()                # the traceback before the error's line
                 if program:
                     end_process(error)
                 raise error from None
@@ -128,7 +135,9 @@ def cli_errors(fn: F) -> F:
 
 def as_cli_error(exc: BaseException, interrupted: bool = False) -> CliError | None:
     """The :class:`CliError` a command's exception ends in (see :func:`cli_errors`), or None
-    when it must propagate (click's own exits; any error under ``--debug``)."""
+    when it must propagate (click's own exits, SystemExit and other non-Exception exits).
+    The same with and without ``--debug``: the flag adds the traceback, never changes the
+    status."""
     if isinstance(exc, (click.exceptions.Exit, click.Abort)):
         return None
     if interrupted or isinstance(exc, KeyboardInterrupt):
@@ -138,7 +147,7 @@ def as_cli_error(exc: BaseException, interrupted: bool = False) -> CliError | No
         return CliError(message.splitlines()[0] if message else "", EXIT_MISMATCH, prefix="")
     if isinstance(exc, CliError):
         return exc
-    if not isinstance(exc, Exception) or debug_enabled():
+    if not isinstance(exc, Exception):
         return None
     if isinstance(exc, click.ClickException):
         return CliError(first_line(exc.format_message()), EXIT_USAGE)

@@ -30,14 +30,15 @@ from imcsim.operands import random_operands
 @click.group()
 @click.version_option(package_name="imcsim")
 @click.option("--debug", is_flag=True,
-              help="Show the full traceback of any error instead of one line.")
+              help="Show the full traceback of any error before its one line (same exit "
+                   "status).")
 @click.pass_context
 def main(ctx: click.Context, debug: bool) -> None:
     """imcsim: bit-accurate emulator of the 2304 x 256 charge-domain IMC macro.
 
     \b
     Exit status: 0 success, 1 a check found mismatches, 2 bad input or usage,
-    3 internal error (rerun with --debug for the traceback), 130 interrupted.
+    3 internal error (rerun with --debug for the traceback, same status), 130 interrupted.
     """
     ctx.ensure_object(dict)["debug"] = debug
 
