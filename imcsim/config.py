@@ -152,12 +152,24 @@ class VrefConfig:
         raise ValueError(f"vref: expected 'variable', 'fixed[:F]' or 'dual[:LOW:HIGH][:column]', "
                          f"got {text!r}")
 
+    def levels_in_use(self) -> tuple[str, ...]:
+        """The fields of the levels this mode programs (variable mode programs none: its F
+        follows the active rows)."""
+        if self.mode is VrefMode.FIXED:
+            return ("full_scale",)
+        if self.mode is VrefMode.DUAL:
+            return ("dual_low", "dual_high")
+        return ()
+
     def check_against(self, rows: int, top_code: int, top_level: int = 1):
-        """Cross-check with the array: every level must lie in [L, rows * top_level] (level
-        units of a streamed format whose top row level is ``top_level``; rows when 1)."""
+        """Cross-check with the array: every level the mode programs must lie in
+        [L, rows * top_level] (level units of a streamed format whose top row level is
+        ``top_level``; rows when 1).  Levels the mode leaves unused are not checked: the
+        defaults (dual_low = 255 rows) would otherwise refuse the variable mode on an ADC of
+        more than 8 bits."""
         hi = rows * top_level
         unit = "rows" if top_level == 1 else f"level units (top row level {top_level})"
-        for name in ("full_scale", "dual_low", "dual_high"):
+        for name in self.levels_in_use():
             value = getattr(self, name)
             if not top_code <= value <= hi:
                 raise ValueError(f"vref.{name}: full scale must lie in [{top_code}, {hi}] {unit}, "

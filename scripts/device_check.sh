@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# One prepared run on a lent GPU machine (H100/H200, 16 cores, no network), in about 8 minutes:
+# One prepared run on a lent GPU machine (H100/H200, 16 cores, no network), in about 7 minutes:
 #   1. install the imcsim wheel from .device/wheels (the image already has numba, numba-cuda,
 #      cupy, pytest, hypothesis, tqdm);
-#   2. the CUDA equivalence tests on the real GPU (IMCSIM_TEST_REAL_GPU=1);
-#   3. one VGG-lite training step at batch 128 on the GPU (time and emulator share);
-#   4. the layer benchmark, GPU and CPU in one run (same machine: ratios are comparable);
-#   5. Table III's ten configs for one seed (TABLE3_SEED, default 1), in parallel on the GPU;
-#   6. CPU thread scaling of the layer benchmark and the GPU training-engine tests.
-# Every step has its own time limit; logs and metrics are packed into $OUT/device.tgz (the device
-# tool brings back at most 8 files) and a short summary is printed last.  See docs/gpu.md.
+#   2. in the background, Table III's ten configs (scripts/table3.sweep.json) in parallel on the
+#      GPU, one seed after another (TABLE3_SEEDS, default 1) while TABLE3_DEADLINE allows;
+#   3. meanwhile the CUDA equivalence tests on the real GPU (IMCSIM_TEST_REAL_GPU=1) and the
+#      GPU training-engine tests;
+#   4. then, on a quiet machine: one VGG-lite training step at batch 128 on the GPU, the layer
+#      benchmark (GPU and CPU in one run, and with GPU-resident operands) and the CPU thread
+#      scaling.
+# Every step has its own time limit and can be left out (SKIP="table3 bench_threads ...");
+# logs and metrics are packed into $OUT/device.tgz (the device tool brings back at most 8 files)
+# and a short summary is printed last.  See docs/gpu.md.
 # Prepare here with `bash scripts/prepare_device.sh`, then carry `.device`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/imcsim-device}
 export PY=${PYTHON:-python3}
 WORK=/tmp/imcsim-work
-TRAIN_EPOCHS=${TRAIN_EPOCHS:-4}      # Table III's schedule (scripts/table3.sweep.json)
-TRAIN_LIMIT=${TRAIN_LIMIT:-200}
 mkdir -p "$OUT" "$WORK"
 # PYTHONSAFEPATH: `python -m ...` must not put the working tree first on sys.path, where its
 # imcsim/ (without the kernels/ and training/ folders the wheel maps in) would shadow the wheel
@@ -53,45 +54,58 @@ cat "$WORK/machine.txt" >> "$OUT/summary.txt"
 step install 60 $PY -m pip install --no-index --no-deps --no-compile .device/wheels/imcsim-*.whl
 # the installed wheel, not the working tree, must be what runs (and imports imcsim.kernels)
 export IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=${IMCSIM_CUDA_EXAMPLES:-30}
+# Table III at the paper's layer sizes (scripts/table3.sweep.json, docs/results-table3.md):
+# every config of one seed in parallel on the GPU, seed after seed (TABLE3_SEEDS), each wave
+# started only while the time left before TABLE3_DEADLINE (seconds from this script's start)
+# covers the last wave's time plus a fifth.  The argument lists come from the sweep file
+# (scripts/sweep_commands.py) plus --device cuda: a GPU run's FP32 layers round differently
+# from the CPU's, so its rows are reported beside the CPU sweep's, not merged into it.
+# The waves run in the background while the GPU tests run.
+TABLE3_SEEDS=${TABLE3_SEEDS:-1}
+TABLE3_DEADLINE=${TABLE3_DEADLINE:-420}
+TABLE3_DEVICE=${TABLE3_DEVICE:-cuda}
+TABLE3_SET=${TABLE3_SET:-}          # extra KEY=VALUE overrides, e.g. "epochs=1 max_steps=2"
+table3() {
+    local last=0 seed name args left t0 sets=(--set "device=$TABLE3_DEVICE" --set quiet=true)
+    for kv in $TABLE3_SET; do sets+=(--set "$kv"); done
+    mkdir -p "$WORK/vgg"
+    for seed in $TABLE3_SEEDS; do
+        left=$((TABLE3_DEADLINE - SECONDS))
+        if [ "$left" -lt $((last + last / 5)) ] || [ "$left" -lt 60 ]; then
+            log "table3 seed $seed: not started ($left s left, the last wave took $last s)"
+            continue
+        fi
+        t0=$SECONDS
+        while IFS=$'\t' read -r name args; do
+            eval "timeout $left imcsim train $args --out '$WORK/vgg/$name'" \
+                > "$WORK/vgg_$name.log" 2>&1 &
+        done < <($PY scripts/sweep_commands.py scripts/table3.sweep.json "$seed" "${sets[@]}")
+        wait
+        last=$((SECONDS - t0))
+        log "table3 seed $seed: $last s"
+    done
+}
+case " $SKIP " in
+    *" table3 "*) log "table3: skipped" ;;
+    *) table3 & TABLE3_PID=$! ;;
+esac
 step cuda_tests 150 $PY -m pytest -q -p no:cacheprovider -x tests/test_cuda.py tests/test_multilevel.py -m cuda
+step training_gpu_tests 60 $PY -m pytest -q -p no:cacheprovider tests/test_training_xp.py
+[ -n "${TABLE3_PID:-}" ] && wait "$TABLE3_PID"
+for f in "$WORK"/vgg/*/metrics.json; do
+    [ -f "$f" ] && $PY -c "import json,sys; h=json.load(open(sys.argv[1]))['history']; \
+print(sys.argv[1].split('/')[-2], [(r['epoch'], round(r['test_acc'], 4), round(r['seconds'], 1)) \
+for r in h])" "$f" >> "$OUT/summary.txt"
+done
+tail -q -n 1 "$WORK"/vgg_*.log >> "$OUT/summary.txt" 2>/dev/null
+# timings last, on a GPU and a host that the training runs no longer share
 step vgg_step_gpu 75 $PY scripts/time_vgg_step.py --device cuda --steps 3
 step bench_layers 90 $PY benchmarks/bench_layers.py --device cuda,cpu --batch 32 \
     --layers L2,L4,L6,L7 --repeat 3 --json "$WORK/bench_layers.json"
 step bench_layers_resident 60 $PY benchmarks/bench_layers.py --device cuda --resident \
     --batch 128 --layers L2,L4,L7 --repeat 3 --json "$WORK/bench_layers_resident.json"
 
-# Table III at the paper's layer sizes (scripts/table3.sweep.json, docs/results-table3.md):
-# every config of one seed in parallel on the GPU, the sweep's own parameters plus
-# --device cuda (a GPU run's FP32 layers round differently from the CPU's: its rows are
-# reported beside the CPU sweep's, not merged into it)
-train() {  # train NAME ARGS...
-    local name=$1; shift
-    imcsim train --model vgg-lite --data digits32 --epochs "$TRAIN_EPOCHS" --batch 64 \
-        --lr 0.05 --seed "$TABLE3_SEED" --device cuda --quiet --out "$WORK/vgg/$name" "$@" \
-        > "$WORK/vgg_$name.log" 2>&1
-}
-TABLE3_SEED=${TABLE3_SEED:-1}
-t0=$SECONDS
-[ "$TRAIN_LIMIT" -gt 0 ] && timeout "$TRAIN_LIMIT" bash -c "$(declare -f train); WORK=$WORK TRAIN_EPOCHS=$TRAIN_EPOCHS PY=$PY TABLE3_SEED=$TABLE3_SEED
-train fp32 &
-train exact --other exact &
-for law in floor half_up; do
-    train all-\$law --imc all --adc-rounding \$law &
-    train fwd-\$law --imc forward --adc-rounding \$law &
-    train bwd-\$law --imc backward --adc-rounding \$law &
-    train upd-\$law --imc update --adc-rounding \$law &
-done
-wait"
-log "table3 (seed $TABLE3_SEED) training: exit $? in $((SECONDS - t0)) s"
-for f in "$WORK"/vgg/*/metrics.json; do
-    [ -f "$f" ] && $PY -c "import json,sys; h=json.load(open(sys.argv[1]))['history']; \
-print(sys.argv[1].split('/')[-2], [(r['epoch'], round(r['test_acc'], 4), round(r['seconds'], 1)) \
-for r in h])" "$f" >> "$OUT/summary.txt"
-done
-tail -n 3 "$WORK"/vgg_*.log >> "$OUT/summary.txt"
-
 step bench_threads 75 $PY benchmarks/bench_layers.py --device cpu --batch 16 \
     --layers L2,L4 --repeat 3 --threads 1,4,16 --json "$WORK/bench_threads.json"
-step training_gpu_tests 45 $PY -m pytest -q -p no:cacheprovider tests/test_training_xp.py
 log "done"
 tail -n 80 "$OUT/summary.txt"

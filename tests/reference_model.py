@@ -400,8 +400,10 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
         dual_low = L
     if dual_high is None:
         dual_high = rows * D
+    # only the levels the mode programs are checked (the variable mode programs none)
+    in_use = {"fixed": ("full_scale",), "dual": ("dual_low", "dual_high")}.get(vref_mode, ())
     for name, val in (("full_scale", full_scale), ("dual_low", dual_low), ("dual_high", dual_high)):
-        if not (L <= val <= rows * D):
+        if name in in_use and not (L <= val <= rows * D):
             raise ValueError(f"{name}={val} outside [L, rows * D] = [{L}, {rows * D}]")
 
     # ---- encode the operands (Sec. 2): row input bit x_bit[b][m][p], level x_lvl[b][m][p] --

@@ -18,8 +18,12 @@ from imcsim import (
 from imcsim.config import PRESET_DIR, preset_names
 
 
-def test_paper_preset_is_the_default_config():
-    assert load_preset("paper") == MacroConfig()
+def test_paper_preset_is_the_default_config_with_the_half_up_adc_law():
+    # the field's default stays floor (the law as printed, and what a stored config without
+    # the key meant); the preset takes half_up on the Table III evidence (hardware-model 4.5)
+    assert load_preset("paper") == dataclasses.replace(MacroConfig(),
+                                                       adc_rounding=Rounding.HALF_UP)
+    assert MacroConfig().adc_rounding is Rounding.FLOOR
     c = MacroConfig()
     assert (c.rows, c.columns, c.adc_bits, c.vdd) == (2304, 256, 8, 0.8)
     assert c.full_scale_volts(255) == pytest.approx(0.0885, abs=1e-4)    # V_prec
@@ -37,8 +41,9 @@ def test_presets_round_trip(name, tmp_path):
 @pytest.mark.parametrize("make,match", [
     (lambda: MacroConfig(rows=100), "at least the top ADC code"),
     (lambda: MacroConfig(adc_bits=1), "adc_bits"),
-    (lambda: MacroConfig(vref=VrefConfig(full_scale=2305)), "full scale"),
-    (lambda: MacroConfig(vref=VrefConfig(dual_low=200)), "full scale"),
+    (lambda: MacroConfig(vref=VrefConfig(mode=VrefMode.FIXED, full_scale=2305)), "full scale"),
+    (lambda: MacroConfig(vref=VrefConfig(mode=VrefMode.DUAL, dual_low=200)), "full scale"),
+    (lambda: MacroConfig(adc_bits=10, vref=VrefConfig(mode=VrefMode.DUAL)), "vref.dual_low"),
     (lambda: VrefConfig(dual_low=600, dual_high=500), "dual_low"),
     (lambda: VrefConfig(mode="fixed"), "VrefMode"),
     (lambda: NmcConfig(acc_bits=63), "acc_bits"),
@@ -51,6 +56,18 @@ def test_presets_round_trip(name, tmp_path):
 def test_invalid_configs_raise_naming_the_field(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_only_the_levels_a_vref_mode_programs_are_checked_against_the_adc():
+    # the variable mode programs no level: the defaults' dual_low (255 rows) must not refuse
+    # it on a wider ADC, nor an unused fixed level beyond the rows
+    for bits in (9, 10, 11):
+        assert MacroConfig(adc_bits=bits).vref.mode is VrefMode.VARIABLE
+    MacroConfig(vref=VrefConfig(mode=VrefMode.DUAL, full_scale=9999))
+    MacroConfig(vref=VrefConfig(mode=VrefMode.FIXED, dual_low=1, dual_high=1))
+    assert VrefConfig().levels_in_use() == ()
+    assert VrefConfig(mode=VrefMode.FIXED).levels_in_use() == ("full_scale",)
+    assert VrefConfig(mode=VrefMode.DUAL).levels_in_use() == ("dual_low", "dual_high")
 
 
 def test_configs_are_frozen_and_enums_serialise_by_value():

@@ -112,8 +112,10 @@ def test_adc_rounding_overrides_the_preset():
     from imcsim.training.backends import scheme_by_name
     t.scheme = scheme_by_name("radix4")
     assert t.macro_config().adc_rounding.value == "half_up"
-    t.config = _tiny()
+    t.config = _tiny(adc_rounding="floor")
     assert t.macro_config().adc_rounding.value == "floor"
+    t.config = _tiny()                                  # the preset's law: half_up since Table III
+    assert t.macro_config().adc_rounding.value == "half_up"
     with pytest.raises(ValueError, match="adc_rounding"):
         _tiny(adc_rounding="half_even")
 

@@ -311,8 +311,9 @@ def macro_config_options(fn: F) -> F:
         click.option("--mask-zeros/--no-mask-zeros", default=None,
                      help="Mask rows whose binary input is 0."),
         click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
-                     help="ADC law: floor (the paper's) or half_up (thresholds half an LSB "
-                          "lower)."),
+                     help="ADC law over the preset's (the presets: half_up): floor (the "
+                          "paper's printed formula) or half_up (a rounding quantizer: "
+                          "thresholds half an LSB lower)."),
         click.option("--scale-frac-bits", type=int, help="Override nmc.scale_frac_bits."),
         click.option("--acc-bits", type=int, help="Override nmc.acc_bits (small values saturate)."),
         click.option("--overflow", type=click.Choice(["saturate", "wrap"]),

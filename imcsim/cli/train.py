@@ -79,7 +79,8 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 @click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
               help="ADC law of the run's macro, over the preset's: floor (the paper's "
                    "formula) or half_up (a rounding quantizer: thresholds half an LSB lower). "
-                   "See docs/hardware-model.md, the ADC law.  [default: the preset's]")
+                   "See docs/hardware-model.md, the ADC law.  [default: the preset's; the "
+                   "shipped presets: half_up]")
 @click.option("--diagnostic-steps", default=2, show_default=True, type=click.IntRange(min=0),
               help="Steps per epoch (chosen by the seed) whose emulator MVMs are compared "
                    "with the exact product (bias, RMS error, cosine, SNR, lossy and clipped "
