@@ -230,3 +230,27 @@ def test_energy_sweep_charges_the_first_layer_backward_only_when_asked(tmp_path)
     assert charged["energy_j"] > default["energy_j"]
     with pytest.raises(ValueError, match="first_layer_backward"):
         energy.normalize({"first_layer_backward": "yes"})
+
+
+def test_local_processes_equal_the_sequential_sweep_and_refuse_mixed_modes(tmp_path,
+                                                                          monkeypatch):
+    """--processes runs the plan in spawned local processes (no Dask): the same runs, the same
+    histories and result records as the sequential sweep; a failed run is a record."""
+    monkeypatch.chdir(tmp_path)
+    spec = {**SPEC, "configs": {**SPEC["configs"],      # cifar10 without its files: fails
+                                "bad": {"dataset": "cifar10", "data_folder": "nowhere"}}}
+    (tmp_path / "s.json").write_text(json.dumps(spec))
+    r = CliRunner().invoke(main, ["sweep", "s.json", "--processes", "2", "--quiet",
+                                  "--out", "pool"])
+    assert r.exit_code == EXIT_MISMATCH, r.output
+    assert "4/6 runs ok" in r.output and "failed bad-seed0" in r.output
+    sequential = run_sweep(plan_sweep(SPEC, out="seq"))
+    for doc in sequential.records:
+        pooled = json.loads((tmp_path / "pool" / doc["name"] / "result.json").read_text())
+        assert pooled["status"] == "ok", doc["name"]
+        assert {k: v for k, v in pooled["result"].items() if "seconds" not in k} == \
+               {k: v for k, v in doc["result"].items() if "seconds" not in k}, doc["name"]
+        assert history(tmp_path / "pool" / doc["name"]) == history(tmp_path / "seq" / doc["name"])
+    for args in (["--processes", "2", "--sequential"], ["--processes", "2", "--workers", "2"]):
+        r = CliRunner().invoke(main, ["sweep", "s.json", *args])
+        assert r.exit_code == EXIT_USAGE and "--processes" in r.output, r.output

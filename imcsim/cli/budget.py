@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from imcsim.cli.common import MismatchFound, cli_errors
-from imcsim.cli.sweep import _progress, scheduler_option
+from imcsim.cli.sweep import _progress, local_mode, processes_option, scheduler_option
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -61,11 +61,12 @@ def _ints(text: str, name: str) -> list[int]:
 @click.option("--workers", type=click.IntRange(min=1),
               help="LocalCluster worker processes (default: one per core).")
 @click.option("--sequential", is_flag=True, help="Run here, one run after another, no Dask.")
+@processes_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, input_mapping,
                    scales, scaled, seeds, epochs, batch, lr, max_steps, assignments, out_dir,
-                   scheduler, workers, sequential, quiet):
+                   scheduler, workers, sequential, processes, quiet):
     """Train at a ladder of noise scales of a preset and report the noise budget.
 
     Every run goes through the sweep machinery (OUT/<run>/, skipped when complete, resumed
@@ -76,8 +77,7 @@ def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, input
     from imcsim.atomic import AtomicOutputs
     from imcsim.sweep import dask_client, parse_assignments, plan_sweep, run_sweep
     from imcsim.training.budget import budget_spec, budget_table, format_budget, plot_budget
-    if sequential and (scheduler or workers):
-        raise ValueError("--sequential: runs here; drop --scheduler/--workers")
+    local_mode(sequential, processes, scheduler, workers)
     base = {"model": model, "dataset": dataset, "imc": imc, "preset": preset,
             "input_mapping": input_mapping, "epochs": epochs, "batch": batch, "lr": lr}
     for key, value in (("data_folder", data_folder), ("adc_rounding", adc_rounding),
@@ -93,13 +93,13 @@ def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, input
     spec = budget_spec(base, _floats(scales, "--scales"), ladders, _ints(seeds, "--seeds"),
                        description=f"noise budget of {preset}")
     plan = plan_sweep(spec, out=out_dir)           # every run checked before anything runs
-    if not sequential:
+    if not (sequential or processes):
         from imcsim.optional import require
-        require("distributed", "dask", "imcsim noise-budget (or --sequential)")
+        require("distributed", "dask", "imcsim noise-budget (or --sequential, --processes)")
     bar = _progress(len(plan.runs), quiet)
     try:
-        if sequential:
-            result = run_sweep(plan, on_result=bar)
+        if sequential or processes:
+            result = run_sweep(plan, processes=processes, on_result=bar)
         else:
             with dask_client(scheduler, workers, feature="imcsim noise-budget") as client:
                 result = run_sweep(plan, client=client, on_result=bar)

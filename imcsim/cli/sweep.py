@@ -17,6 +17,25 @@ def scheduler_option(fn):
              "(.json, which must exist); default: a LocalCluster here, one worker per core.")(fn)
 
 
+def processes_option(fn):
+    """``--processes N``: N runs at a time in local processes, without Dask."""
+    return click.option(
+        "--processes", type=click.IntRange(min=1),
+        help="Run N runs at a time here, each in a process of its own, without Dask (a "
+             "machine without the dask extra; on a GPU machine the runs share the GPU).")(fn)
+
+
+def local_mode(sequential: bool, processes: int | None, scheduler, workers) -> None:
+    """Refuse contradictory choices of where runs go (one line, exit 2)."""
+    if sequential and processes:
+        raise ValueError("--processes: runs N at a time; drop --sequential")
+    if (sequential or processes) and (scheduler or workers):
+        flag = "--sequential" if sequential else "--processes"
+        raise ValueError(f"{flag}: runs here without Dask; drop --scheduler/--workers")
+    if scheduler and workers:
+        raise ValueError("--workers: sets the LocalCluster's workers; drop it with --scheduler")
+
+
 @click.command("sweep")
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
@@ -31,10 +50,11 @@ def scheduler_option(fn):
 @click.option("--dry-run", is_flag=True, help="List the runs and which are complete; run nothing.")
 @click.option("--sequential", is_flag=True,
               help="Run here, one run after another, without Dask (debugging, baselines).")
+@processes_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
 def sweep_command(spec, out_dir, scheduler, workers, assignments, rerun, dry_run, sequential,
-                  quiet):
+                  processes, quiet):
     """Run every run of the sweep file SPEC (JSON or YAML) as a Dask task.
 
     Each run writes OUT/<run>/ (its own outputs and result.json); the table of all runs goes
@@ -50,10 +70,7 @@ def sweep_command(spec, out_dir, scheduler, workers, assignments, rerun, dry_run
         stored_result,
         write_table,
     )
-    if sequential and (scheduler or workers):
-        raise ValueError("--sequential: runs here; drop --scheduler/--workers")
-    if scheduler and workers:
-        raise ValueError("--workers: sets the LocalCluster's workers; drop it with --scheduler")
+    local_mode(sequential, processes, scheduler, workers)
     plan = plan_sweep(load_spec(spec), out=out_dir, overrides=parse_assignments(assignments),
                       spec_path=spec)
     if dry_run:
@@ -62,13 +79,13 @@ def sweep_command(spec, out_dir, scheduler, workers, assignments, rerun, dry_run
             click.echo(f"{run.name:<28} {'complete' if done else 'pending':<8} {run.folder}")
         click.echo(f"{len(plan.runs)} runs of {plan.command}; table: {plan.table_paths[0]}")
         return
-    if not sequential:                               # without the extra: one line, exit 2
+    if not (sequential or processes):                # without the extra: one line, exit 2
         from imcsim.optional import require
         require("distributed", "dask", "imcsim sweep")
     bar = _progress(len(plan.runs), quiet)
     try:
-        if sequential:
-            result = run_sweep(plan, rerun=rerun, on_result=bar)
+        if sequential or processes:
+            result = run_sweep(plan, processes=processes, rerun=rerun, on_result=bar)
         else:
             with dask_client(scheduler, workers) as client:
                 result = run_sweep(plan, client=client, rerun=rerun, on_result=bar)

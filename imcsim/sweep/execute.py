@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -152,17 +153,24 @@ class SweepResult:
         return [r for r in self.records if r["status"] != "ok"]
 
 
-def run_sweep(plan: SweepPlan, *, client=None, rerun: bool = False,
+def run_sweep(plan: SweepPlan, *, client=None, processes: int | None = None,
+              rerun: bool = False,
               on_result: Callable[[dict, int, int], None] | None = None) -> SweepResult:
-    """Run every pending run of a plan: as Dask tasks on ``client``, or here one by one.
+    """Run every pending run of a plan: as Dask tasks on ``client``, in ``processes`` local
+    processes, or here one by one.
 
     Parameters
     ----------
     plan : SweepPlan
         From :func:`plan_sweep`.
     client : distributed.Client or None
-        Where the tasks run (see :func:`dask_client`); None runs them in this process, one
-        after another, with the process's thread settings (a baseline, and for debugging).
+        Where the tasks run (see :func:`dask_client`); None runs them here.
+    processes : int or None
+        Without a client: run this many runs at a time, each in a fresh process of its own
+        (spawned, so each can open its own CUDA context: on a GPU machine several runs share
+        the GPU), with ``cores // processes`` Numba/BLAS threads each; no Dask needed.  None
+        runs them in this process, one after another, with the process's thread settings (a
+        baseline, and for debugging).
     rerun : bool
         Run complete runs again instead of skipping them.
     on_result : callable(record, done, total) or None
@@ -212,7 +220,9 @@ def run_sweep(plan: SweepPlan, *, client=None, rerun: bool = False,
         if on_result is not None:
             on_result(doc, done, total)
 
-    if client is None:
+    if client is None and processes:
+        _run_in_processes(command, pending, processes, finish)
+    elif client is None:
         for run in pending:
             finish(run, execute_run(command, run, None))
     elif pending:
@@ -251,3 +261,32 @@ def run_sweep(plan: SweepPlan, *, client=None, rerun: bool = False,
             raise
     ordered = [records[r.name] for r in plan.runs]
     return SweepResult(plan, ordered, skipped, time.perf_counter() - t0)
+
+
+def _run_in_processes(command: Command, pending: list[Run], processes: int,
+                      finish: Callable[[Run, dict], None]) -> None:
+    """Run ``pending`` in plan order, ``processes`` at a time, each in a fresh spawned process
+    (one run per process: a run's compiled state, CUDA context and memory leave with it)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=context,
+                               **({"max_tasks_per_child": 1} if _POOL_RECYCLES else {}))
+    try:
+        futures = {pool.submit(execute_run, command, run, threads): run for run in pending}
+        for fut in as_completed(futures):
+            run = futures[fut]
+            try:
+                doc = fut.result()
+            except Exception as exc:                # the process died (BrokenProcessPool)
+                doc = _record(run, command.name, "failed", error=_one_line(exc))
+            finish(run, doc)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: ProcessPoolExecutor's max_tasks_per_child exists from Python 3.11; on 3.10 a process runs
+#: several runs in turn (their results are the same: a run sets its own seeds and threads)
+_POOL_RECYCLES = sys.version_info >= (3, 11)
