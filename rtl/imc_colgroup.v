@@ -52,7 +52,7 @@ module imc_colgroup #(
     parameter OUT_BITS   = 48,    // nmc.out_bits
     parameter OUT_ROUND  = 2,     // nmc.out_rounding: 0 floor, 1 half_up, 2 half_even
     parameter LEVEL_BITS = 1,     // row DAC bits (input_bits); 1: binary rows from row_mask
-    parameter ADC_ROUND  = 0,     // adc_rounding: 0 floor, 1 half_up
+    parameter ADC_ROUND  = 0,     // adc_rounding: 0 floor (MacroConfig default), 1 half_up (presets)
     // derived widths: leave at their defaults
     parameter ROW_BITS   = $clog2(ROWS + 1),                            // active_rows
     parameter CNT_BITS   = $clog2(ROWS * ((1 << LEVEL_BITS) - 1) + 1),  // level units

@@ -32,6 +32,14 @@ from imcsim.sweep import read_table
 ROOT = Path(__file__).resolve().parents[1]      # the repository's files from any folder
 SPEC = "scripts/digits_results.sweep.json"      # as the page shows it (from the repository)
 VGG_RESULTS = ROOT / "scripts" / "vgg_digits32_results.json"
+#: the ADC law of this page's runs, and where Table III lives
+LAW_NOTE = (
+    "The IMC rows of this page ran under the floor ADC law, the presets' law when they "
+    "were measured (the sweep file names it, so the command above reproduces them); the "
+    "presets use half_up since Table III at the paper's layer sizes, which has its own "
+    "page: [results-table3.md](results-table3.md) (three seeds, both ADC laws, per-layer "
+    "diagnostics and the ablation behind each gap).")
+
 #: where the sections of docs/results.md that other scripts write begin (their markers); kept
 #: verbatim when this one rewrites the page
 KEPT_SECTIONS = ("<!-- hardware-aware results: begin",)
@@ -160,6 +168,7 @@ def write_doc(out, doc_path):
              f"Reproduce: `imcsim sweep {SPEC}{sets}` (Dask, one worker per core; "
              f"docs/cluster.md), then `python scripts/training_results.py"
              f"{' --out ' + shlex.quote(str(out)) if str(out) != 'runs/results' else ''}`.", "",
+             LAW_NOTE, "",
              "| config | MVM mapping | test accuracy (mean +/- std) | per seed | "
              "training seconds / run |",
              "|---|---|---|---|---|"]
