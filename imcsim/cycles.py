@@ -4,7 +4,9 @@
 ``t``, column tile ``u``, vector ``b``, plane ``p``): each cycle drives the rows of one column
 group, counts, shares charge and converts every column with every SAR step recorded
 (``ColumnGroup.array_cycle``), then runs the NMC step (``nmc.nmc_cycle``).  ``mvm_traced``
-drains it into a trace; ``imcsim.verify.golden.GoldenModel`` hands its records out one by one.
+drains it into a ``CycleSink`` (the HDF5 trace of ``imcsim.verify.trace`` is one: this module
+knows only the protocol); ``imcsim.verify.golden.GoldenModel`` hands its records out one by
+one.
 Both therefore compute with the same code, and with the same hardware functions as the fast
 paths (``kernels.hw``).
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -156,31 +159,39 @@ class CycleStepper:
                                  self.level_sum)
 
 
-def run_cycle_level(macro, prep, trace=None, selection=None):
-    """Evaluate a prepared MVM cycle by cycle; optionally write an HDF5 trace."""
-    from imcsim.verify.trace import TraceSelection, TraceWriter
-    stepper = CycleStepper(macro, prep)
-    selection = TraceSelection() if selection is None else selection
-    writer = TraceWriter(trace, macro, prep) if trace is not None else None
+class CycleSink(Protocol):
+    """Where the cycle-level path sends the cycles it steps (a trace writer, a monitor)."""
+
+    def selects(self, rec: CycleRecord, n_planes: int) -> bool:
+        """Whether this cycle is to be recorded (``n_planes``: the streamed format's P)."""
+
+    def add(self, rec: CycleRecord) -> None:
+        """Record one selected cycle."""
+
+    def close(self, result) -> None:
+        """The MVM finished with ``result`` (an ``MvmResult``): complete the record."""
+
+    def abort(self) -> None:
+        """The MVM failed or was interrupted: leave no partial output."""
+
+
+def run_cycle_level(macro, prep, sink: CycleSink | None = None):
+    """Evaluate a prepared MVM cycle by cycle; every cycle the sink selects goes to it.
+
+    Returns the ``MvmResult`` (bit-identical to the fast path's).  The sink is closed with the
+    result, or aborted if anything fails on the way (an interrupt included).
+    """
     P = prep.n_planes
     try:
+        stepper = CycleStepper(macro, prep)
         for rec in stepper.cycles():
-            if writer is not None and selection.selects(rec.t, rec.u, rec.b, rec.plane, P):
-                out = rec.outcome
-                writer.add_cycle(t=rec.t, u=rec.u, vector=rec.vector, plane=rec.plane,
-                                 cycle=rec.tile_cycle, row_input=rec.row_input,
-                                 row_mask=rec.row_mask, row_level=rec.row_level,
-                                 active_rows=rec.active_rows, level_sum=rec.level_sum,
-                                 full_scale=rec.full_scale, column_count=out.column_count,
-                                 column_value=out.column_value, sar_trial=out.sar_trial,
-                                 sar_decision=out.sar_decision, code=out.code,
-                                 nmc_acc=rec.nmc_steps,
-                                 output_index=np.arange(*rec.output_range))
+            if sink is not None and sink.selects(rec, P):
+                sink.add(rec)
         result = stepper.result()
-        if writer is not None:
-            writer.close(result)
+        if sink is not None:
+            sink.close(result)
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        if sink is not None:
+            sink.abort()
         raise
     return result

@@ -484,18 +484,31 @@ class Macro:
 
     # --- the cycle-level path -------------------------------------------------------------
     def mvm_traced(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
-                   out_scale=None, out_offset=None, trace=None, selection=None) -> MvmResult:
+                   out_scale=None, out_offset=None, trace=None, selection=None,
+                   sink=None) -> MvmResult:
         """Y = X @ W stepping every array cycle and SAR step; identical results to ``mvm``.
 
-        - trace : str or Path or None  write an HDF5 trace of the selected cycles there.
-        - selection : imcsim.verify.trace.TraceSelection or None  what to record (default:
-          everything).  Always returns the codes.  Runs on the CPU whatever the device.
+        - trace : str or Path or None  write an HDF5 trace of the selected cycles there
+          (``imcsim.verify.trace.TraceSink``).
+        - selection : imcsim.verify.trace.TraceSelection or None  what the trace records
+          (default: everything).
+        - sink : imcsim.cycles.CycleSink or None  any other receiver of the cycles (not with
+          ``trace``).
+        Always returns the codes.  Runs on the CPU whatever the device.
         """
         from imcsim.cycles import run_cycle_level
+        if trace is not None and sink is not None:
+            raise ValueError("sink: give a trace path or a sink, not both")
         prep = self.prepare(X, W, x_format, w_format, seed=seed, vref=vref,
                             vector_offset=vector_offset, out_scale=out_scale,
                             out_offset=out_offset)
-        return run_cycle_level(self, prep, trace=trace, selection=selection)
+        if trace is not None:
+            # the HDF5 format lives with the other file formats in verify/; that module
+            # imports nothing of the core's cycle path back, and the cycle path itself knows
+            # only the CycleSink protocol
+            from imcsim.verify.trace import TraceSink
+            sink = TraceSink(trace, self, prep, selection)
+        return run_cycle_level(self, prep, sink=sink)
 
 
 def conv2d(macro: Macro, fmap: np.ndarray, weights: np.ndarray, x_format, w_format: BinaryFormat, *,

@@ -169,3 +169,54 @@ bx1x0 "
     assert sig["vref"] == [(0, 0.8)]
     assert sig["top.clk"] == sig["top.dut.clk"] == [(0, 0), (5, 1)]
     assert "clk" not in sig                      # ambiguous leaf: only hierarchical names
+
+
+class RecordingSink:
+    """A CycleSink of the test's own: keeps every other plane's cycles, counts the calls."""
+
+    def __init__(self, fail_after=None):
+        self.records, self.closed, self.aborted, self.fail_after = [], None, False, fail_after
+
+    def selects(self, rec, n_planes):
+        return rec.plane % 2 == 0
+
+    def add(self, rec):
+        if self.fail_after is not None and len(self.records) == self.fail_after:
+            raise RuntimeError("sink full")
+        self.records.append((rec.t, rec.u, rec.b, rec.plane, rec.outcome.code.copy()))
+
+    def close(self, result):
+        self.closed = result
+
+    def abort(self):
+        self.aborted = True
+
+
+def test_the_cycle_path_feeds_any_sink_and_aborts_it_on_failure(tmp_path, operands):
+    """The cycle-level path knows only the CycleSink protocol: a sink of another kind gets the
+    selected cycles with the codes of the HDF5 trace, is closed with the result, and is
+    aborted when the MVM fails."""
+    X, W = operands
+    m = small_macro()
+    sink = RecordingSink()
+    res = m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), seed=4, sink=sink)
+    assert sink.closed is res and not sink.aborted
+    assert sink.records and all(p % 2 == 0 for _, _, _, p, _ in sink.records)
+    path = tmp_path / "t.h5"
+    m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), seed=4, trace=path,
+                 selection=TraceSelection(planes=(0, 2, 4)))
+    with TraceFile(path) as tf:
+        traced = [tf.cycle(i) for i in range(tf.n_cycles)]
+    assert len(traced) == len(sink.records)
+    for rec, (t, u, b, plane, code) in zip(traced, sink.records):
+        assert (int(rec["tile_row"]), int(rec["tile_col"]), int(rec["vector"]),
+                int(rec["plane"])) == (t, u, b, plane)
+        assert np.array_equal(rec["code"].ravel(), code.ravel())
+    failing = RecordingSink(fail_after=2)
+    with pytest.raises(RuntimeError, match="sink full"):
+        m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), seed=4, sink=failing)
+    assert failing.aborted and failing.closed is None
+    with pytest.raises(ValueError, match="sink"):
+        m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=tmp_path / "x.h5",
+                     sink=RecordingSink())
+    assert not (tmp_path / "x.h5").exists()

@@ -282,6 +282,37 @@ class TraceWriter:
                     pass
 
 
+class TraceSink:
+    """The HDF5 trace as the cycle-level path's sink (``imcsim.cycles.CycleSink``): the cycles
+    that ``selection`` picks go to a ``TraceWriter`` at ``path``; the file appears only when
+    the MVM completes (``close``), never half-written (``abort``)."""
+
+    def __init__(self, path, macro, prep, selection: TraceSelection | None = None, *,
+                 inputs: Iterable = ()) -> None:
+        self.selection = TraceSelection() if selection is None else selection
+        self.writer = TraceWriter(path, macro, prep, inputs=inputs)
+
+    def selects(self, rec, n_planes: int) -> bool:
+        return self.selection.selects(rec.t, rec.u, rec.b, rec.plane, n_planes)
+
+    def add(self, rec) -> None:
+        out = rec.outcome
+        self.writer.add_cycle(t=rec.t, u=rec.u, vector=rec.vector, plane=rec.plane,
+                              cycle=rec.tile_cycle, row_input=rec.row_input,
+                              row_mask=rec.row_mask, row_level=rec.row_level,
+                              active_rows=rec.active_rows, level_sum=rec.level_sum,
+                              full_scale=rec.full_scale, column_count=out.column_count,
+                              column_value=out.column_value, sar_trial=out.sar_trial,
+                              sar_decision=out.sar_decision, code=out.code,
+                              nmc_acc=rec.nmc_steps, output_index=np.arange(*rec.output_range))
+
+    def close(self, result) -> None:
+        self.writer.close(result)
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+
 def cycle_dataset_spec(packed: int, cols: int, adc_bits: int, outputs: int,
                        kw: int) -> dict[str, tuple[tuple[int, ...], type]]:
     """{dataset: (shape of one row, dtype)} of /cycles (docs/trace-format.md)."""
