@@ -176,6 +176,114 @@ class VrefConfig:
                                  f"got {value}")
 
 
+# --- the one Vref grammar of every command and sweep key ----------------------------------
+def split_kind_items(specs, name: str = "vref") -> list[tuple[str | None, object]]:
+    """``[KIND=]SPEC`` items -> [(kind or None for every kind, spec)], in the order given.
+
+    ``specs`` is a string of comma-separated items, a list of such strings (a repeated
+    option) or of ``[KIND, SPEC]`` pairs, or a mapping {kind (str or MvmKind): spec}.  A bare
+    SPEC names every kind; later items win.  Kinds are checked here, specs by the caller.
+    """
+    if isinstance(specs, dict):
+        raw = list(specs.items())
+    else:
+        texts = [specs] if isinstance(specs, str) else list(specs)
+        raw = []
+        for text in texts:
+            if isinstance(text, (list, tuple)) and len(text) == 2:
+                raw.append(tuple(text))
+                continue
+            if not isinstance(text, str):
+                raise TypeError(f"{name}: expected KIND=SPEC strings, got "
+                                f"{type(text).__name__}")
+            for part in text.split(","):
+                part = part.strip()
+                if not part:
+                    continue
+                kind, sep, spec = (v.strip() for v in part.partition("="))
+                if sep and not spec:
+                    raise ValueError(f"{name}: expected KIND=SPEC, got {part!r}")
+                raw.append((kind, spec) if sep else (None, part))
+    out = []
+    for kind, spec in raw:
+        kind = kind.value if isinstance(kind, MvmKind) else kind
+        if kind is not None and kind not in _KIND_NAMES:
+            raise ValueError(f"{name}: unknown MVM kind {kind!r}; choose from "
+                             f"{', '.join(_KIND_NAMES)}")
+        out.append((kind, spec))
+    return out
+
+
+def vref_level(spec, base: VrefConfig, where: str = "every kind") -> VrefConfig:
+    """One level spec (str, VrefMode or VrefConfig) -> VrefConfig; a text without numbers
+    (``dual``, ``dual:column``) keeps ``base``'s levels."""
+    if isinstance(spec, VrefConfig):
+        return spec
+    if isinstance(spec, VrefMode):
+        return replace(base, mode=spec, per_column=False)
+    if not isinstance(spec, str):
+        raise TypeError(f"vref: expected a str, VrefMode or VrefConfig for {where}, got "
+                        f"{type(spec).__name__}")
+    try:
+        parsed = VrefConfig.parse(spec)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (for {where})") from None
+    numbers = any(p.strip().isdigit() for p in spec.split(":")[1:])
+    return parsed if numbers else replace(base, mode=parsed.mode, per_column=parsed.per_column)
+
+
+def parse_vref_per_kind(specs, base: VrefConfig | None = None) -> dict[str, VrefConfig]:
+    """ADC reference of each MVM kind from ``--vref`` specs (every command's grammar).
+
+    Parameters
+    ----------
+    specs : str or iterable of str or mapping or VrefConfig or None
+        ``'dual'``, ``'forward=dual:255:2304,backward=fixed:1024'``, a list of such strings
+        (a repeated option), a mapping {kind (str or MvmKind): spec or VrefMode or
+        VrefConfig}, one VrefConfig for every kind, or None (every kind keeps ``base``).
+        One SPEC is what ``VrefConfig.parse`` reads: ``variable``, ``fixed[:F]`` or
+        ``dual[:LOW:HIGH][:column]`` (full scales in rows).
+    base : VrefConfig or None
+        The reference of kinds not named, and the levels of a spec without numbers
+        (default ``VrefConfig()``: variable).
+
+    Returns
+    -------
+    dict of str to VrefConfig
+        One entry per MVM kind ('forward', 'backward', 'update'), in that order.
+    """
+    base = VrefConfig() if base is None else base
+    if not isinstance(base, VrefConfig):
+        raise TypeError(f"vref: base must be a VrefConfig, got {type(base).__name__}")
+    if specs is None:
+        return dict.fromkeys(_KIND_NAMES, base)
+    if isinstance(specs, VrefConfig):
+        return dict.fromkeys(_KIND_NAMES, specs)
+    if not isinstance(specs, (str, dict, list, tuple)):
+        raise TypeError(f"vref: expected a str, list, dict or VrefConfig, got "
+                        f"{type(specs).__name__}")
+    out = dict.fromkeys(_KIND_NAMES, base)
+    for kind, spec in split_kind_items(specs):
+        if kind is None:
+            out.update(dict.fromkeys(_KIND_NAMES, vref_level(spec, base)))
+        else:
+            out[kind] = vref_level(spec, base, kind)
+    return out
+
+
+def vref_texts_per_kind(specs, default: str = "variable") -> tuple[tuple[str, str], ...]:
+    """The same grammar, kept as text per kind ((kind, spec) in forward/backward/update
+    order; kinds not named: ``default``), for configs that store the spec (a training run's
+    ``vref``, whose specs the run checks, ``fixed:matched`` included)."""
+    given = dict.fromkeys(_KIND_NAMES, default)
+    for kind, spec in split_kind_items(specs):
+        if not isinstance(spec, str) or not spec:
+            raise ValueError(f"vref: expected a level spec text for {kind or 'every kind'}, "
+                             f"got {spec!r}")
+        given.update(dict.fromkeys(_KIND_NAMES if kind is None else (kind,), spec))
+    return tuple(given.items())
+
+
 @dataclass(frozen=True)
 class NmcConfig:
     """Fixed-point datapath after the ADC (docs/hardware-model.md 4.6)."""

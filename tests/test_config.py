@@ -85,3 +85,29 @@ def test_nonideal_fixed_point_conversion():
     fx = ni.fixed_point()
     assert fx["sigma_cell_fx"] == round(0.01 * 65536) and fx["sigma_cmp_fx"] == 32768
     assert not ni.is_ideal and NonIdealityConfig().is_ideal
+
+
+def test_one_vref_grammar_for_every_command():
+    """mvm/config take one SPEC of the grammar energy and train take per kind: the same
+    VrefConfig for the same text, levels not given kept from the preset, flags on top."""
+    from click.testing import CliRunner
+
+    from imcsim.cli import main
+    from imcsim.config import parse_vref_per_kind, vref_texts_per_kind
+    preset = load_preset("paper")
+    for spec in ("fixed", "fixed:300", "variable", "dual", "dual:255:600",
+                 "dual:255:600:column", "dual:column"):
+        r = CliRunner().invoke(main, ["config", "--vref", spec])
+        assert r.exit_code == 0, r.output
+        got = MacroConfig.from_json(r.output).vref
+        assert got == parse_vref_per_kind(spec, preset.vref)["forward"], spec
+    r = CliRunner().invoke(main, ["config", "--vref", "fixed:300", "--full-scale", "400"])
+    assert MacroConfig.from_json(r.output).vref.full_scale == 400
+    r = CliRunner().invoke(main, ["config", "--vref", "dual:9:1"])
+    assert r.exit_code == 2 and "dual_low" in r.output
+    assert vref_texts_per_kind("dual, update=fixed:matched") == (
+        ("forward", "dual"), ("backward", "dual"), ("update", "fixed:matched"))
+    assert vref_texts_per_kind({"backward": "fixed:64"}) == (
+        ("forward", "variable"), ("backward", "fixed:64"), ("update", "variable"))
+    with pytest.raises(ValueError, match="unknown MVM kind 'sideways'"):
+        vref_texts_per_kind("sideways=dual")

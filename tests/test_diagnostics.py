@@ -129,6 +129,13 @@ CASES = [
     ({"imc": "forward", "other": "fp32"}, ["--imc", "forward", "--other", "fp32"]),
     ({"imc": "all", "vref": {"backward": "dual:255:2304"}},
      ["--imc", "all", "--vref", "backward=dual:255:2304"]),
+    # the one Vref grammar: a bare SPEC for every kind, comma lists, later items win
+    ({"imc": "all", "vref": "dual:255:2304:column"},
+     ["--imc", "all", "--vref", "dual:255:2304:column"]),
+    ({"imc": "all", "vref": ["dual", "update=fixed:matched"]},
+     ["--imc", "all", "--vref", "dual,update=fixed:matched"]),
+    ({"imc": "all", "vref": [["forward", "fixed:1152"]]},
+     ["--imc", "all", "--vref", "forward=fixed:1152"]),
     ({"imc": "all", "adc_rounding": "half_up", "diagnostic_steps": 0, "batch": 16,
       "max_steps": 2}, ["--imc", "all", "--adc-rounding", "half_up", "--diagnostic-steps", "0",
                         "--batch", "16", "--max-steps", "2"]),

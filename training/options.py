@@ -7,7 +7,9 @@ The rules that a command line adds on top of the TrainConfig fields live here, o
   ``other`` (``--other``): the backend of the kinds not on the emulator.  Without ``other``
   it is 'exact' when some kind is on the emulator and 'fp32' when none is; given, it applies
   as given (``imc=''`` with ``other='exact'`` is an all-exact run, the training scheme alone);
-- ``vref`` (``--vref KIND=MODE``, repeatable): kinds not named keep 'variable';
+- ``vref`` (``--vref [KIND=]SPEC``, comma-separated or repeated, the grammar of
+  ``imcsim.config.parse_vref_per_kind``): a bare SPEC sets every kind, kinds not named keep
+  'variable';
 - ``batch`` and ``max_steps`` are aliases of ``batch_size`` and ``max_steps_per_epoch``.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from imcsim.config import MvmKind, parse_mvm_kinds
+from imcsim.config import MvmKind, parse_mvm_kinds, vref_texts_per_kind
 
 #: option names accepted beside the TrainConfig field names
 TRAIN_ALIASES = {"batch": "batch_size", "max_steps": "max_steps_per_epoch"}
@@ -100,8 +102,8 @@ def train_config(params: Mapping):
         p["backends"] = backends_for(p.pop("imc", "") or "", p.pop("other", None))
     if "backends" in p:
         p["backends"] = kind_pairs(p["backends"], "backends", None)
-    if "vref" in p:
-        p["vref"] = kind_pairs(p["vref"], "vref", "variable")
+    if "vref" in p:                                # the one grammar (imcsim.config)
+        p["vref"] = vref_texts_per_kind(p["vref"])
     if p.get("data_folder") is not None:
         p["data_folder"] = str(Path(p["data_folder"]).expanduser().resolve())
     try:

@@ -31,7 +31,15 @@ import click
 import numpy as np
 
 from imcsim.atomic import interrupts_seen, note_interrupt
-from imcsim.config import MacroConfig, NonIdealityConfig, VrefMode, load_preset, preset_names
+from imcsim.config import (
+    MacroConfig,
+    NonIdealityConfig,
+    VrefConfig,
+    VrefMode,
+    load_preset,
+    preset_names,
+    vref_level,
+)
 from imcsim.optional import MissingDependency
 
 EXIT_OK = 0
@@ -287,8 +295,12 @@ def macro_config_options(fn: F) -> F:
     opts = [
         click.option("--preset", default="paper", show_default=True,
                      help=f"Macro preset ({', '.join(preset_names())}) or a JSON file."),
-        click.option("--vref", "vref_mode", type=click.Choice([m.value for m in VrefMode]),
-                     help="ADC reference mode (default: the preset's)."),
+        click.option("--vref", "vref_mode", metavar="SPEC",
+                     help="ADC reference: variable, fixed[:F] or dual[:LOW:HIGH][:column] "
+                          "(full scales in rows; the grammar of every command's --vref, one "
+                          "SPEC here: this MVM has one kind); levels not given keep the "
+                          "preset's, and --full-scale/--dual-low/--dual-high override them "
+                          "(default: the preset's)."),
         click.option("--full-scale", type=int, help="Fixed-mode full scale F [rows]."),
         click.option("--dual-low", type=int, help="Dual mode low full scale [rows]."),
         click.option("--dual-high", type=int, help="Dual mode high full scale [rows]."),
@@ -361,8 +373,15 @@ def macro_config_from_options(kw: dict) -> MacroConfig:
     vref = data["vref"]
     if given["rows"] is not None or given["adc_bits"] is not None:
         vref.update({"full_scale": rows, "dual_low": top, "dual_high": rows})
+    if given["vref_mode"] is not None:             # one SPEC of the shared grammar
+        level = vref_level(given["vref_mode"], VrefConfig(**{
+            **vref, "mode": VrefMode(vref["mode"]),
+            "per_column": False}), "--vref")
+        vref.update(mode=level.mode.value, full_scale=level.full_scale,
+                    dual_low=level.dual_low, dual_high=level.dual_high,
+                    per_column=level.per_column)
     for opt, key in VREF_OPTIONS.items():
-        if given[opt] is not None:
+        if opt != "vref_mode" and given[opt] is not None:
             vref[key] = given[opt]
     ni = dict(data["nonideal"])
     ni.update({key: given[opt] for opt, key in NONIDEAL_OPTIONS.items()

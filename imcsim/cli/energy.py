@@ -310,8 +310,8 @@ RUN_OWNED_OPTIONS = ("model", "batch", "vref_specs", "scenarios", "input_mapping
               help="MVM kinds that run on IMC: comma list of forward, backward, update "
                    "(or 'all', 'none'); the others run on the GPU.")
 @click.option("--vref", "vref_specs", multiple=True,
-              help="ADC reference: variable, fixed[:F] or dual[:LOW:HIGH] (rows) for every "
-                   "kind, or KIND=SPEC per kind, comma-separated or repeated (e.g. "
+              help="ADC reference: variable, fixed[:F] or dual[:LOW:HIGH][:column] (rows) "
+                   "for every kind, or KIND=SPEC per kind, comma-separated or repeated (e.g. "
                    "--vref forward=dual:255:2304); default variable. Changes only the "
                    "high-Vref count: Table II prices an ADC sample whatever its reference.")
 @click.option("--gradient-density", type=click.FloatRange(0.0, 1.0),

@@ -38,9 +38,11 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
                    "fp32 when --imc is empty; --other exact with no --imc runs every MVM "
                    "exact-quantized].")
 @click.option("--vref", "vref_specs", multiple=True,
-              help="KIND=MODE per MVM kind: variable, fixed:F or dual:LOW:HIGH (rows, or "
-                   "level units with --input-mapping multi-level); "
-                   "e.g. --vref backward=dual:255:2304.")
+              help="ADC reference: variable, fixed[:F], fixed:matched or "
+                   "dual[:LOW:HIGH][:column] (rows, or level units with --input-mapping "
+                   "multi-level) for every kind, or KIND=SPEC per kind, comma-separated or "
+                   "repeated (the grammar of imcsim energy); e.g. --vref "
+                   "backward=dual:255:2304.  [default: variable]")
 @click.option("--preset", default="paper", show_default=True,
               help="Macro preset (data/presets): paper or paper-nonideal.")
 @click.option("--skip-masked-cycles", is_flag=True,
