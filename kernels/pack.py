@@ -208,6 +208,31 @@ def count_outside(values, lo, hi):
 
 
 @njit(cache=True, parallel=True)
+def float_integers(values, lo, hi, out):
+    """Float values that must be integers in [lo, hi] -> int64 ``out`` (same shape), in one
+    parallel pass without temporaries.
+
+    Returns (not_integer, outside): how many entries are not finite or not integral, and how
+    many integral ones lie outside [lo, hi]; those entries get 0 and the caller raises.
+    """
+    flat = values.ravel()
+    dst = out.ravel()
+    not_integer = 0
+    outside = 0
+    for i in prange(flat.shape[0]):
+        v = flat[i]
+        if not np.isfinite(v) or v != np.floor(v):
+            not_integer += 1
+            dst[i] = 0
+        elif v < lo or v > hi:
+            outside += 1
+            dst[i] = 0
+        else:
+            dst[i] = np.int64(v)
+    return not_integer, outside
+
+
+@njit(cache=True, parallel=True)
 def unpack_columns(packed, n_rows, columns):
     """Packed stored columns uint64 (C, W) -> uint8 (R, C), one row per output row."""
     n_cols = packed.shape[0]

@@ -5,6 +5,8 @@ checked on their own: input packing (including the > 8-plane path the MVM tests 
 the radix-4 value check, the range check, the static mismatch tables and the event noise.
 """
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +20,12 @@ from imcsim.kernels.hw import (
     STREAM_CMP_OFFSET,
     STREAM_SAMPLE,
 )
-from imcsim.kernels.pack import count_outside, pack_input_planes, radix4_units
+from imcsim.kernels.pack import (
+    count_outside,
+    float_integers,
+    pack_input_planes,
+    radix4_units,
+)
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table
 from imcsim.kernels.targets import CPU
 
@@ -123,6 +130,34 @@ def test_radix4_units_and_count_outside_match_plain_python():
     assert units.tolist() == expect
     x = np.array([[-17, 0, 16], [5, 17, -16]])
     assert count_outside(x, -16, 16) == sum(1 for v in x.ravel() if not -16 <= v <= 16) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(-40, 40).map(float),
+                          st.floats(allow_nan=True, allow_infinity=True, width=64),
+                          st.sampled_from([0.5, -0.5, 31.0, 32.0, -32.0, -33.0, 1e300, -0.0])),
+                min_size=1, max_size=40),
+       st.sampled_from([np.float64, np.float32]))
+def test_float_integers_matches_plain_python(values, dtype):
+    """The fused float check of BinaryFormat.validate against its plain-Python reading:
+    not finite or not integral -> not_integer; integral outside [lo, hi] -> outside; the
+    others converted exactly; the flagged ones 0."""
+    x = np.array(values, dtype=dtype)
+    out = np.full(x.shape, -99, np.int64)
+    not_integer, outside = float_integers(x, -32, 32, out)
+    exp_ni = exp_out = 0
+    expect = []
+    for v in x.tolist():
+        if not math.isfinite(v) or v != math.floor(v):
+            exp_ni += 1
+            expect.append(0)
+        elif not -32 <= v <= 32:
+            exp_out += 1
+            expect.append(0)
+        else:
+            expect.append(int(v))
+    assert (not_integer, outside) == (exp_ni, exp_out)
+    assert out.tolist() == expect
 
 
 def test_static_mismatch_tables_match_the_twins_definition():
