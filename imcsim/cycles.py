@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
+from imcsim.counters import MvmCounters
 from imcsim.kernels.cycle import column_scales
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
@@ -65,22 +66,16 @@ class CycleRecord:
 class CycleStepper:
     """Evaluate a prepared MVM cycle by cycle, keeping the MVM's accumulators and counters.
 
-    Attributes filled as cycles run: ``acc`` int64 (B, N), ``active_rows`` / ``level_sum`` /
-    ``full_scale`` int64 (T, B, P), ``codes`` uint16 (T, B, P, N, Kw), ``clipped`` and ``high_columns``
-    (conversions at the high level under the per-column dual Vref) int64 (T, U).
+    Attributes filled as cycles run: ``acc`` int64 (B, N) and ``counters``
+    (``imcsim.counters.MvmCounters``, codes included), the layout every path fills.
     """
 
     def __init__(self, macro, prep):
         self.macro, self.prep = macro, prep
         plan = prep.plan
-        B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
+        B, P = prep.batch, prep.n_planes
         self.acc = np.zeros((B, plan.outputs), dtype=np.int64)
-        self.active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        self.level_sum = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        self.full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        self.codes = np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
-        self.clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
-        self.high_columns = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
+        self.counters = MvmCounters.zeros(plan, B, P, codes=True)
         self._groups: dict = {}
 
     @property
@@ -108,8 +103,10 @@ class CycleStepper:
         for t in range(plan.row_tiles):
             packed = prep.pack_tile(t)
             row_bits, row_active, row_levels = prep.row_signals(t)
-            self.active_rows[t], self.full_scale[t] = packed.active_rows, packed.full_scale
-            self.level_sum[t] = packed.level_sum
+            counters = self.counters
+            counters.active_rows[t] = packed.active_rows
+            counters.full_scale[t] = packed.full_scale
+            counters.level_sum[t] = packed.level_sum
             for u in range(plan.col_tiles):
                 group = self.group(t, u)
                 g0, g1 = group.n0, group.n1
@@ -137,9 +134,9 @@ class CycleStepper:
                             self.acc[b, g0:g1], steps = nmc_cycle(
                                 self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
                                 pw_w, nmc)
-                        self.clipped[t, u] += out.clipped
-                        self.high_columns[t, u] += out.high
-                        self.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)
+                        counters.clipped[t, u] += out.clipped
+                        counters.high_columns[t, u] += out.high
+                        counters.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)
                         last_t, last_p = t == plan.row_tiles - 1, p == P - 1
                         yield CycleRecord(
                             t=t, u=u, b=b, vector=gb, plane=p, tile_cycle=b * P + p,
@@ -154,9 +151,7 @@ class CycleStepper:
 
     def result(self):
         """The MvmResult of the cycles run so far (call after ``cycles`` is exhausted)."""
-        return self.macro.finish(self.prep, self.acc, self.codes, self.active_rows,
-                                 self.full_scale, self.clipped, "cycle", self.high_columns,
-                                 self.level_sum)
+        return self.macro.finish(self.prep, self.acc, self.counters, "cycle")
 
 
 class CycleSink(Protocol):

@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 
 from imcsim.cima import StoredOperand, StoredWeights
+from imcsim.counters import MvmCounters
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format
 from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
 from imcsim.tuning import CUDA_THREADS_PER_BLOCK
@@ -326,5 +327,6 @@ class GpuMacro:
             y_int_out = y_int.copy_to_host()
             y = y_int_out.astype(np.float64) / denominator
             codes_out = codes_all
-        return macro.result(prep, y, y_int_out, codes_out, active_rows, full_scale, clipped,
-                            "fast", high_columns, level_sum_host)
+        counters = MvmCounters(active_rows, level_sum_host, full_scale, clipped, high_columns,
+                               codes_out)
+        return macro.result(prep, y, y_int_out, counters, "fast")

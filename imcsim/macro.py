@@ -17,6 +17,7 @@ import numpy as np
 from imcsim.checks import check_matrix, check_memory, check_seed, mvm_memory_bytes
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
+from imcsim.counters import MvmCounters
 from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, format_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
@@ -337,15 +338,12 @@ class Macro:
             raise ValueError(f"{name}: values must lie in [{-lim}, {lim - 1}]")
         return arr.astype(np.int64)
 
-    def count_events(self, prep: PreparedMvm, active_rows, full_scale, clipped,
-                     high_columns=None, level_sum=None) -> EventCounts:
-        """Event counters of a prepared MVM (``imcsim.events.tile_event_counts``).
-
-        active_rows, full_scale : int64 (T, B, P) rows driven and F per cycle; clipped : int64
-        (T, U) clipped conversions; high_columns : int64 (T, U) conversions at the high level
-        under the per-column dual Vref choice; level_sum : int64 (T, B, P) A per cycle
-        (default active_rows: binary rows); all as measured by the path that ran.
-        """
+    def count_events(self, prep: PreparedMvm, counters: MvmCounters) -> EventCounts:
+        """Event counters of a prepared MVM (``imcsim.events.tile_event_counts``) from the
+        counters the path that ran measured."""
+        active_rows, full_scale, clipped = (counters.active_rows, counters.full_scale,
+                                            counters.clipped)
+        high_columns, level_sum = counters.high_columns, counters.level_sum
         dual = prep.vref.mode is VrefMode.DUAL
         per_column = prep.vref.per_column
         high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2))
@@ -365,26 +363,23 @@ class Macro:
                                  dac_drives=active_rows.sum(axis=(1, 2)) if multi_level else None,
                                  dac_levels=level_sum.sum(axis=(1, 2)) if multi_level else None)
 
-    def finish(self, prep: PreparedMvm, acc, codes, active_rows, full_scale, clipped,
-               path: str, high_columns=None, level_sum=None) -> MvmResult:
+    def finish(self, prep: PreparedMvm, acc, counters: MvmCounters, path: str) -> MvmResult:
         """Output stage and result assembly, shared by the CPU paths."""
         nmc = self.config.nmc
         y_int = output_stage(acc, nmc, prep.acc_frac_bits, prep.out_scale, prep.out_offset)
         y = y_int.astype(np.float64) / float(1 << nmc.out_frac_bits)
-        return self.result(prep, y, y_int, codes, active_rows, full_scale, clipped, path,
-                           high_columns, level_sum)
+        return self.result(prep, y, y_int, counters, path)
 
-    def result(self, prep: PreparedMvm, y, y_int, codes, active_rows, full_scale, clipped,
-               path: str, high_columns=None, level_sum=None) -> MvmResult:
-        """Assemble an MvmResult (events counted from the measured active rows)."""
-        return MvmResult(y, y_int, codes, full_scale, active_rows,
-                         self.count_events(prep, active_rows, full_scale, clipped,
-                                           high_columns, level_sum),
+    def result(self, prep: PreparedMvm, y, y_int, counters: MvmCounters,
+               path: str) -> MvmResult:
+        """Assemble an MvmResult (events counted from the measured counters), every path."""
+        return MvmResult(y, y_int, counters.codes, counters.full_scale, counters.active_rows,
+                         self.count_events(prep, counters),
                          self.config.nmc.out_frac_bits,
                          {"path": path, "device": self.device, "x_format": prep.x_format.spec(),
                           "w_format": prep.w_format.spec(), "seed": prep.seed,
                           "vref": prep.vref.mode.value},
-                         level_sum)
+                         counters.level_sum)
 
     def analog_constants(self, cols: int, vref: VrefConfig | None = None, top_level: int = 1
                          ) -> tuple[AnalogParams, AnalogTables]:
@@ -439,21 +434,16 @@ class Macro:
         plan = prep.plan
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
         acc = np.zeros((B, plan.outputs), dtype=np.int64)
-        codes = (np.zeros((plan.row_tiles, B, P, plan.outputs, Kw), dtype=np.uint16)
-                 if return_codes else None)
-        clipped = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
-        high_columns = np.zeros((plan.row_tiles, plan.col_tiles), dtype=np.int64)
-        active_rows = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        level_sum = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
-        full_scale = np.zeros((plan.row_tiles, B, P), dtype=np.int64)
+        counters = MvmCounters.zeros(plan, B, P, return_codes)
         no_wcols = np.zeros((0, 0), dtype=np.uint8)
         no_caps = np.zeros((1, 2, 0, 0), dtype=np.int64)
         no_codes = np.zeros((0, 0, 0), dtype=np.uint16)
         for t in range(plan.row_tiles):
             r0, r1 = plan.row_range(t)
             packed = prep.pack_tile(t)
-            active_rows[t], full_scale[t] = packed.active_rows, packed.full_scale
-            level_sum[t] = packed.level_sum
+            counters.active_rows[t] = packed.active_rows
+            counters.full_scale[t] = packed.full_scale
+            counters.level_sum[t] = packed.level_sum
             cyc = packed.cycle_inputs(prep.level_bits)
             tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0, parallel_chunks())
             needs_gather = bool((packed.sub_active <= tuning.gather_limit).any())
@@ -475,12 +465,11 @@ class Macro:
                          NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset), tuning,
                          tile_acc, tile_codes, clip_b, high_b)
                 acc[:, n0:n1] = tile_acc
-                clipped[t, u] = clip_b.sum()
-                high_columns[t, u] = high_b.sum()
+                counters.clipped[t, u] = clip_b.sum()
+                counters.high_columns[t, u] = high_b.sum()
                 if return_codes:
-                    codes[t, :, :, n0:n1, :] = tile_codes.reshape(B, P, n1 - n0, Kw)
-        return self.finish(prep, acc, codes, active_rows, full_scale, clipped, "fast",
-                           high_columns, level_sum)
+                    counters.codes[t, :, :, n0:n1, :] = tile_codes.reshape(B, P, n1 - n0, Kw)
+        return self.finish(prep, acc, counters, "fast")
 
     # --- the cycle-level path -------------------------------------------------------------
     def mvm_traced(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
