@@ -14,11 +14,12 @@ from typing import Protocol
 import numpy as np
 
 from imcsim.checks import check_matrix
-from imcsim.config import MacroConfig, Rounding
+from imcsim.config import MacroConfig
 from imcsim.formats import check_stored_format
 from imcsim.kernels import hw
 from imcsim.kernels.cycle import array_cycle as _array_cycle_kernel
 from imcsim.kernels.pack import pack_input_planes, transpose_to_int16, unpack_columns
+from imcsim.kernels.params import StoredTile
 from imcsim.kernels.tables import drive_charge_table
 from imcsim.kernels.targets import CPU
 from imcsim.mapping import plan_tiles
@@ -162,6 +163,8 @@ class ColumnGroup:
         self.cap_table = (weights.capacitance_table(t, u, tile, level_bits)
                           if self.analog.charge_table
                           else np.zeros((level_bits, 2, 0, 0), dtype=np.int64))
+        # the kernel's grouped stored operand (its unpacked columns are not needed here)
+        self.stored = StoredTile(self.wbits, np.zeros((0, 0), dtype=np.uint8), self.cap_table)
 
     @property
     def n_columns(self) -> int:
@@ -189,17 +192,15 @@ class ColumnGroup:
         noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
         vref = c.vref if vref is None else vref
         column_fs = np.empty(cols, dtype=np.int64)
-        analog, tables = self.analog, self.tables
+        # the call's Vref in the per-column fields (the group's constants hold the config's)
+        analog = self.analog._replace(per_column=vref.per_column, dual_low=vref.dual_low,
+                                      dual_high=vref.dual_high)
         note_first_compile(_array_cycle_kernel, "the cycle-level kernels")
         clipped, high = _array_cycle_kernel(
             np.ascontiguousarray(xbits), np.ascontiguousarray(xmask),
-            np.ascontiguousarray(active, dtype=np.int64), self.wbits, self.cap_table,
-            analog.charge_table, tables.col_total_cap, tables.cdac, tables.cdac_total,
-            tables.cmp_offset, c.rows, int(full_scale), int(threshold_shift),
-            analog.sigma_sample_fx, analog.sigma_cmp_fx, sample_key,
-            noise_key, vref.per_column, vref.dual_low, vref.dual_high,
-            c.adc_rounding is Rounding.HALF_UP, c.top_code, count, value, trials, decisions,
-            code, column_fs)
+            np.ascontiguousarray(active, dtype=np.int64), self.stored, self.tables, analog,
+            int(full_scale), int(threshold_shift), sample_key, noise_key, count, value,
+            trials, decisions, code, column_fs)
         return CycleOutcome(count, value, trials, decisions, code, int(clipped), column_fs,
                             int(high))
 

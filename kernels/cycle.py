@@ -38,27 +38,27 @@ def level_sums(sub_active, level_bits, level_sum):
 
 
 @njit(cache=True)
-def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_cap, cdac,
-                cdac_total, cmp_offset, rows, full_scale, threshold_shift, sigma_sample_fx,
-                sigma_cmp_fx, sample_key, noise_key, per_column, dual_low, dual_high, half_up,
-                top_code, count_out, value_out, trials_out, decisions_out, code_out,
-                full_scale_out):
+def array_cycle(xbits, xmask, active, tile, tables, analog, full_scale, threshold_shift,
+                sample_key, noise_key, count_out, value_out, trials_out, decisions_out,
+                code_out, full_scale_out):
     """One array cycle of one column group: XNOR cells, charge sharing, sampling, SAR.
 
     xbits, xmask : uint64 (S, W) row inputs and active rows of the cycle's S level-bit
     sub-planes (docs/hardware-model.md 4.8; S = 1 for binary rows); active : int64 (S,) their
-    active rows; wbits : uint64 (C, W).
-    cap_table : int64 (S, 2, R, C) drive charges (used when ``charge_table``: cell or row-DAC
-    mismatch); col_total_cap : int64 (C,).
-    cdac : int64 (C, Nb); cdac_total, cmp_offset : int64 (C,).
+    active rows.
+    tile : StoredTile  ``wbits`` uint64 (C, W) and ``cap_table`` int64 (S, 2, R, C) (used
+    when ``analog.charge_table``: cell or row-DAC mismatch); ``wcols`` is not read.
+    tables : AnalogTables;  analog : AnalogParams (``kernels.params``), the call's Vref in
+    its per-column dual fields (``hw.column_conversion``; ``full_scale`` is then the low
+    level).
+    full_scale, threshold_shift : the cycle's F and ADC threshold shift.
     sample_key, noise_key : uint64 the cycle's sampling / comparator-noise keys.
-    per_column, dual_low, dual_high, half_up, top_code : the per-column dual Vref choice
-    (``hw.column_conversion``; ``full_scale`` is then the low level).
     Outputs (C,) / (C, Nb): level-weighted XNOR counts, held values, SAR trials and
     decisions, codes, and each column's full scale.
     Returns (clipped conversions (held value above the full scale), conversions at the high
     level under the per-column choice).
     """
+    wbits, cap_table, charge_table = tile.wbits, tile.cap_table, analog.charge_table
     n_cols = wbits.shape[0]
     clipped = 0
     high = 0
@@ -74,12 +74,14 @@ def array_cycle(xbits, xmask, active, wbits, cap_table, charge_table, col_total_
                                                               cap_table[k], c), k, True)
         if not charge_table:
             charged = count * hw.CAP_UNIT
-        value = hw.sample_column(hw.charge_share(rows, charged, col_total_cap[c]),
-                                 sigma_sample_fx, hw.mix(sample_key, c))
+        value = hw.sample_column(hw.charge_share(analog.rows, charged,
+                                                 tables.col_total_cap[c]),
+                                 analog.sigma_sample_fx, hw.mix(sample_key, c))
         code, f_c, clip, is_high = hw.column_conversion(
-            value, cmp_offset[c], cdac[c], cdac_total[c], full_scale, threshold_shift,
-            per_column, dual_low, dual_high, half_up, top_code, sigma_cmp_fx,
-            hw.mix(noise_key, c), trials_out[c], decisions_out[c], True)
+            value, tables.cmp_offset[c], tables.cdac[c], tables.cdac_total[c], full_scale,
+            threshold_shift, analog.per_column, analog.dual_low, analog.dual_high,
+            analog.half_up, analog.top_code, analog.sigma_cmp_fx, hw.mix(noise_key, c),
+            trials_out[c], decisions_out[c], True)
         clipped += clip
         high += is_high
         count_out[c] = count
