@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imcsim.arrays import namespace_of
+from imcsim.array_namespace import namespace_of
 from imcsim.formats import BinaryFormat, plane_lookup_tables
 
 #: bits of one CIMA-load word: 32 consecutive rows of one column

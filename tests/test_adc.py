@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from imcsim import Macro, MacroConfig, NonIdealityConfig
-from imcsim.adc import sar_convert_columns, transfer_curve
+from imcsim.adc_transfer import sar_convert_columns, transfer_curve
 from imcsim.kernels.hw import ANALOG_FRAC_BITS, CDAC_UNIT
 from imcsim.kernels.targets import CPU
 

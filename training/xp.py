@@ -13,7 +13,7 @@ from types import ModuleType
 
 import numpy as np
 
-from imcsim.arrays import namespace_of
+from imcsim.array_namespace import namespace_of
 
 DEVICES = ("cpu", "cuda")
 

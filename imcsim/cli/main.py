@@ -236,7 +236,7 @@ def trace_export(file, vcd_path, columns):
 @cli_errors
 def adc(column, steps_per_lsb, plot_path, as_json, **kw):
     """Static transfer curve, DNL and INL of one column's SAR ADC."""
-    from imcsim.adc import plot_transfer_curve, transfer_curve
+    from imcsim.adc_transfer import plot_transfer_curve, transfer_curve
     from imcsim.macro import Macro
     from imcsim.plotting import require
     inputs = [preset_file(kw)]

@@ -1,9 +1,10 @@
-"""The SAR ADC of every column: conversion with every step recorded, and characterisation.
+"""The SAR ADC characterised: one column's static transfer curve (DNL, INL, PNG plot) with the
+chip's CDAC mismatch and comparator offset, for ``imcsim adc``.
 
-A conversion is ``hw.sar_convert`` (MSB first, a binary-weighted CDAC of mismatched unit
-capacitors, comparator offset and noise); ``sar_convert_columns`` runs it over many held values
-for the cycle level and for ``transfer_curve``, which sweeps one column's static transfer curve
-(DNL, INL, PNG plot) with the chip's CDAC mismatch and comparator offset.
+Each conversion is ``hw.sar_convert`` (MSB first, a binary-weighted CDAC of mismatched unit
+capacitors, comparator offset and noise), run over many held values by
+``sar_convert_columns``; the MVM paths convert through ``hw.column_conversion`` in their
+kernels, not through this module.
 """
 from __future__ import annotations
 
