@@ -342,7 +342,9 @@ def results_block(acc_lines: list) -> list:
                     *vgg_table(preset, reports, "measured")]
     block = [BEGIN, "",
              "**Accuracy on digits** (small CNN, 8 epochs, batch 64, all three MVMs of the "
-             "hidden layers on IMC unless the row says otherwise, variable Vref; "
+             "hidden layers on IMC unless the row says otherwise, variable Vref, the "
+             "floor ADC law unless the row says half-up (the presets' law when these ran; "
+             "the sweep files name it); "
              "`imcsim sweep` of `scripts/multilevel_results.sweep.json`, "
              "`multilevel_dac.sweep.json`, `multilevel_forward.sweep.json` and "
              "`multilevel_halfup.sweep.json`, then "
