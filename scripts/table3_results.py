@@ -134,6 +134,8 @@ def ablation(runs, reference_runs) -> list[str]:
         if eight is not None and eight["history"] and (eight, "8") not in rows:
             rows.append((eight, "8"))
         rows.append((r, bits))
+    rows.sort(key=lambda item: (item[0]["config"].rpartition("-adc")[0] or item[0]["config"],
+                                item[0]["seed"], int(item[1])))
     for r, bits in rows:
         diag = _last_diagnostics(r)
         acc = _pct(r["history"][-1]["test_acc"])
@@ -145,7 +147,8 @@ def ablation(runs, reference_runs) -> list[str]:
                 continue
             snr = _span([None if x.get("exact_match") else x.get("snr_db") for x in recs],
                         "{:.1f}")
-            lines.append(f"| {r['config']}-seed{r['seed']} | {bits} | {acc} | {kind} | "
+            lines.append(f"| {r['source']} {r['config']}-seed{r['seed']} | {bits} | {acc} | "
+                         f"{kind} | "
                          f"{_span([x['bias'] for x in recs], '{:+.2f}')} | {snr} | "
                          f"{_span([x['lossy_share'] for x in recs], '{:.2f}')} |")
     return lines
@@ -256,6 +259,32 @@ def plot(runs, path: Path) -> None:
     plt.close(fig)
 
 
+RESULTS_BEGIN = "<!-- table3: begin (scripts/table3_results.py) -->"
+RESULTS_END = "<!-- table3: end -->"
+
+
+def results_section(table_lines: list[str], source: str) -> list[str]:
+    """The Table III section of docs/results.md: the table and where the rest lives."""
+    return [RESULTS_BEGIN, "", "## Table III at the paper's layer sizes (issue 19)", "",
+            f"VGG-lite on digits32, 4-epoch cosine schedule, three seeds, {source}; every row "
+            "under the paper's printed floor ADC law and under half_up. Per-layer "
+            "diagnostics, the CPU runs, the ADC-resolution ablation and the analysis: "
+            "[results-table3.md](results-table3.md).", "", *table_lines, "", RESULTS_END]
+
+
+def write_results_section(lines: list[str], path: Path) -> None:
+    """Replace the section between its markers in ``path`` (or append it), atomically."""
+    from imcsim.atomic import write_text_atomic
+    text = path.read_text() if path.is_file() else ""
+    section = "\n".join(lines)
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        text = head + section + rest.split(RESULTS_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    write_text_atomic(path, text, str(path))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="the CPU sweep's output folder")
@@ -286,6 +315,9 @@ def main():
     if gpu:
         page += [f"## The table (GPU: {gpu_machine}, `--device cuda`)", ""]
         page += table(gpu, spec, epochs)
+        write_results_section(results_section(table(gpu, spec, epochs),
+                                              f"on one {gpu_machine}"),
+                              ROOT / "docs" / "results.md")
         page += ["", "The macro's MVMs are the same bits on the GPU as on the CPU (tested); the "
                  "FP32 layers, the loss and the optimizer run in CuPy and round differently "
                  "from NumPy, so a GPU run and a CPU run of the same seed are two samples of "

@@ -42,7 +42,7 @@ LAW_NOTE = (
 
 #: where the sections of docs/results.md that other scripts write begin (their markers); kept
 #: verbatim when this one rewrites the page
-KEPT_SECTIONS = ("<!-- hardware-aware results: begin",)
+KEPT_SECTIONS = ("<!-- hardware-aware results: begin", "<!-- table3: begin")
 
 ANALYSIS = [
     "## What the numbers say, and why they differ from the paper where they do",
