@@ -30,7 +30,7 @@ import numpy as np
 from imcsim.atomic import AtomicOutputs, H5Writer
 from imcsim.calibration.stimulus import STIMULUS_NAME, CalibrationStimulus, load_calibration_stimulus
 from imcsim.config import MacroConfig
-from imcsim.verify.dumps import block_codes
+from imcsim.verify.dumps import block_codes, first_line, read_dataset
 
 SUFFIXES = (".h5", ".hdf5", ".csv", ".vcd")
 MEASUREMENT_FORMAT = "imcsim-calibration-measurement"
@@ -208,9 +208,7 @@ def load_measurement(path, stimulus: CalibrationStimulus | str | Path | None = N
                 yy[cyc[last] // P] = tab.values["y_int"][last]
                 y = yy
         elif dump.suffix in (".h5", ".hdf5"):
-            with h5py.File(dump, "r") as f:
-                if "result" in f and "y_int" in f["result"]:
-                    y = f["result"]["y_int"][()].astype(np.int64)
+            y = _stored_y_int(dump)
         if y is not None:
             # outputs of another shape used to be dropped, and with them the NMC check
             N = stimulus.W.shape[1]
@@ -219,6 +217,20 @@ def load_measurement(path, stimulus: CalibrationStimulus | str | Path | None = N
                                  f"block has {B} vectors x {N} outputs")
             y_int[block.name] = y
     return MeasuredCodes(stimulus, codes, y_int, source=str(path))
+
+
+def _stored_y_int(dump: Path) -> np.ndarray | None:
+    """/result/y_int of an HDF5 dump (None without one); ValueError naming the dump when it
+    cannot be read (``load_actual`` has opened the file already, so it is HDF5)."""
+    from imcsim.verify.check import as_int64
+    try:
+        with h5py.File(dump, "r") as f:
+            r = f.get("result")
+            if not isinstance(r, h5py.Group) or not isinstance(r.get("y_int"), h5py.Dataset):
+                return None
+            return as_int64(read_dataset(r["y_int"], dump), f"{dump}: /result/y_int")
+    except (OSError, RuntimeError) as exc:
+        raise ValueError(f"{dump}: cannot read it, the file is damaged ({first_line(exc)})") from None
 
 
 __all__ = ["MeasuredCodes", "load_measurement", "simulate_measurement", "write_measurement"]

@@ -26,9 +26,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from imcsim.atomic import check_schema_version
 from imcsim.config import MacroConfig
 from imcsim.formats import parse_format
-from imcsim.verify.dumps import check_actual
+from imcsim.verify.dumps import check_actual, read_dataset
 from imcsim.verify.golden import (
     COLUMN_SIGNALS,
     OUTPUT_SIGNALS,
@@ -39,7 +40,14 @@ from imcsim.verify.golden import (
 )
 from imcsim.verify.trace import first_message
 from imcsim.verify.vcd import read_vcd
-from imcsim.verify.vectors import MANIFEST_NAME, find_vectors_h5, load_manifest, read_hex_fields
+from imcsim.verify.vectors import (
+    MANIFEST_NAME,
+    VECTORS_FORMAT,
+    VECTORS_VERSION,
+    find_vectors_h5,
+    load_manifest,
+    read_hex_fields,
+)
 
 KEYS = ("tile_row", "tile_col", "vector", "plane")
 #: signals that follow from the codes: not compared in tolerance mode
@@ -124,7 +132,23 @@ def _signal_kind(name):
 
 
 def _h5_is_vectors(f) -> bool:
-    return f.attrs.get("format") == "imcsim-vectors"
+    fmt = f.attrs.get("format")
+    if isinstance(fmt, (bytes, np.bytes_)):
+        fmt = bytes(fmt).decode(errors="replace")
+    return fmt == VECTORS_FORMAT
+
+
+def _check_vectors_schema(f, source) -> None:
+    """A vectors file's ``schema_version``: present, MAJOR.MINOR, and not of a newer major
+    than this reader's (ValueError naming the file).  Every vectors file imcsim wrote has one;
+    a file given directly (not as its folder) used to be read whatever its version."""
+    version = f.attrs.get("schema_version")
+    if version is None:
+        raise ValueError(f"{source}: vectors file without a schema_version attribute")
+    if isinstance(version, np.ndarray) or not isinstance(version, (str, bytes, np.bytes_)):
+        raise ValueError(f"{source}: vectors schema version {str(version)[:20]!r} is not "
+                         "MAJOR.MINOR")
+    check_schema_version(version, VECTORS_VERSION, source, "vectors schema version")
 
 
 def _h5_is_trace(f) -> bool:
@@ -143,6 +167,9 @@ _IMCSIM_REQUIRED = KEYS + ("n_columns", "output_index", "code")
 
 def _check_imcsim_h5(f, source) -> None:
     """The datasets an imcsim vectors file or trace must have, with one row per cycle."""
+    if _h5_is_vectors(f):
+        # first: a newer major schema may lay out everything below differently
+        _check_vectors_schema(f, source)
     if _h5_is_trace(f):
         from imcsim.verify.trace import validate_trace
         validate_trace(f, source)
@@ -188,17 +215,21 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
     _check_imcsim_h5(f, source)
     g = f["cycles"]
     n = int(g["n_columns"].shape[0])
-    config = MacroConfig.from_json(f.attrs["config_json"])
-    tab = SignalTable(n, keys={k: as_int64(g[k][()], f"{source}: /cycles/{k}") for k in KEYS},
-                      source=source)
-    n_cols = as_int64(g["n_columns"][()], f"{source}: /cycles/n_columns")
+    try:
+        config = MacroConfig.from_json(f.attrs["config_json"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: attribute config_json is not a macro config "
+                         f"({first_message(exc)})") from None
+
+    def read(name):
+        return as_int64(read_dataset(g[name], source), f"{source}: /cycles/{name}")
+
+    tab = SignalTable(n, keys={k: read(k) for k in KEYS}, source=source)
+    n_cols = read("n_columns")
     C = g["code"].shape[1]
     col_ok = np.arange(C)[None, :] < n_cols[:, None]
-    out_idx = as_int64(g["output_index"][()], f"{source}: /cycles/output_index")
+    out_idx = read("output_index")
     out_ok = out_idx >= 0
-    def read(name):
-        return as_int64(g[name][()], f"{source}: /cycles/{name}")
-
     for name in ("active_rows", "full_scale", "level_sum"):
         if name in g:
             tab.add(name, read(name))
@@ -221,7 +252,7 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
         P = int(f.attrs["n_planes"])
         done = (tab.keys["tile_row"] == T - 1) & (tab.keys["plane"] == P - 1)
         if "result" in f:
-            y_all = as_int64(f["result"]["y_int"][()], f"{source}: /result/y_int")
+            y_all = as_int64(read_dataset(f["result"]["y_int"], source), f"{source}: /result/y_int")
             if y_all.ndim != 2 or not y_all.size:
                 raise ValueError(f"{source}: /result/y_int must be a non-empty (B, N) array")
             b = tab.keys["vector"] - int(f.attrs.get("vector_offset", 0))
@@ -248,31 +279,37 @@ def load_expected(path: str | Path) -> SignalTable:
         path = find_vectors_h5(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not an HDF5 file ({exc})") from None
-    with f:
+
+    def table(f):
         if not (_h5_is_vectors(f) or _h5_is_trace(f)):
             raise ValueError(f"{path}: neither an imcsim vectors file nor a trace")
-        try:
-            return _table_from_imcsim_h5(f, str(path))
-        except MALFORMED as exc:
-            raise _malformed(path, exc) from None
+        return _table_from_imcsim_h5(f, str(path))
+    return _read_h5(path, table)
 
 
 def _load_actual_h5(path) -> SignalTable:
+    def table(f):
+        if _h5_is_vectors(f) or _h5_is_trace(f):
+            return _table_from_imcsim_h5(f, str(path))
+        return _table_from_plain_h5(f, path)
+    return _read_h5(path, table)
+
+
+def _read_h5(path, table) -> SignalTable:
+    """``table(f)`` of the open HDF5 file ``path``; whatever a malformed or damaged file
+    raises becomes one ValueError naming it."""
     try:
         f = h5py.File(path, "r")
     except Exception as exc:                  # OSError, and whatever a damaged file raises
         raise ValueError(f"{path}: not an HDF5 file ({first_message(exc)})") from None
     with f:
         try:
-            if _h5_is_vectors(f) or _h5_is_trace(f):
-                return _table_from_imcsim_h5(f, str(path))
-            return _table_from_plain_h5(f, path)
+            return table(f)
         except MALFORMED as exc:
             raise _malformed(path, exc) from None
+        except (OSError, RuntimeError) as exc:    # h5py on a damaged object header or heap
+            raise ValueError(f"{path}: cannot read it, the file is damaged "
+                             f"({first_message(exc)})") from None
 
 
 #: dimensions a signal dataset of a plain HDF5 dump may have (per cycle: scalar, per column)
@@ -301,7 +338,7 @@ def _table_from_plain_h5(f, path) -> SignalTable:
                              f"{first} has {n}")
 
     def read(name):
-        return as_int64(g[name][()], f"{path}: dataset {where}/{name}")
+        return as_int64(read_dataset(g[name], path), f"{path}: dataset {where}/{name}")
 
     keys = {k: read(k) for k in KEYS if k in names}
     tab = SignalTable(n, keys=keys if len(keys) == len(KEYS) else None, source=str(path))

@@ -40,6 +40,29 @@ MIN_REPEAT_CONVERSIONS = 8
 _KEYS = ("tile_row", "tile_col", "vector", "plane")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type's name."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
+def read_dataset(dataset, source) -> np.ndarray:
+    """Every value of an HDF5 dataset; ValueError naming ``source`` (the file) and the
+    dataset when it cannot be read.
+
+    Opening a file checks its layout, not its data: a chunk that no longer decompresses (a
+    damaged file) raises only here, and h5py's message ("filter returned failure during
+    read") names neither.
+    """
+    try:
+        return dataset[()]
+    except Exception as exc:              # OSError from the HDF5 filters, and others
+        raise ValueError(f"{source}: cannot read {dataset.name}, the file is damaged "
+                         f"({first_line(exc)})") from None
+
+
 def _where(table, row: int) -> str:
     """The position of a dump row in the dump's own terms (cycle, keys or row order)."""
     keys = getattr(table, "keys", None) or {}
@@ -248,4 +271,5 @@ def check_measurement(measured, purpose: str) -> None:
 
 
 __all__ = ["MIN_REPEAT_CONVERSIONS", "MIN_STATISTICAL_CONVERSIONS", "block_codes",
-           "check_actual", "check_code_range", "check_index_range", "check_measurement"]
+           "check_actual", "check_code_range", "check_index_range", "check_measurement",
+           "first_line", "read_dataset"]
