@@ -13,10 +13,15 @@ class MvmCounters:
     """What every path measures during an MVM besides the accumulators, in one layout (the
     fast CPU path, the CUDA path after its copies to the host, the cycle-level path).
 
-    active_rows, level_sum, full_scale : int64 (T, B, P)  rows driven, A and F per cycle.
-    clipped, high_columns : int64 (T, U)  clipped conversions, and conversions at the high
-        level under the per-column dual Vref, per tile operation.
-    codes : uint16 (T, B, P, N, Kw) or None  every conversion's code, when asked for.
+    Attributes
+    ----------
+    active_rows, level_sum, full_scale : int64 (T, B, P)
+        Rows driven, A and F per cycle.
+    clipped, high_columns : int64 (T, U)
+        Clipped conversions, and conversions at the high level under the per-column dual
+        Vref, per tile operation.
+    codes : uint16 (T, B, P, N, Kw) or None
+        Every conversion's code, when asked for.
     """
 
     active_rows: np.ndarray

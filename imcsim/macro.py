@@ -483,6 +483,7 @@ class Macro:
           (default: everything).
         - sink : imcsim.cycles.CycleSink or None  any other receiver of the cycles (not with
           ``trace``).
+
         Always returns the codes.  Runs on the CPU whatever the device.
         """
         from imcsim.cycles import run_cycle_level
