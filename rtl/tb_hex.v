@@ -22,6 +22,7 @@ module tb_hex;
     parameter VREF_MODE = 1, VREF_FIXED = 48, VREF_LOW = 31, VREF_HIGH = 64;
     parameter CLEAR_LSB = 0, XSH_LSB = 5, XSH_W = 3;      // ctrl.hex fields (manifest.json)
     parameter LEVEL_BITS = 1;                               // 1: binary rows (row_mask.hex)
+    parameter ADC_ROUND = 0;                                // adc_rounding of the vectors' config: 0 floor, 1 half_up
     localparam G = COLS / KW;
     localparam CNT_BITS = $clog2(ROWS * ((1 << LEVEL_BITS) - 1) + 1);
     localparam ROW_BITS = $clog2(ROWS + 1);
@@ -48,7 +49,8 @@ module tb_hex;
     imc_colgroup #(.ROWS(ROWS), .COLS(COLS), .KW(KW), .ADC_BITS(ADC_BITS),
                    .SCALE_FRAC(SCALE_FRAC), .ACC_BITS(ACC_BITS), .SATURATE(SATURATE),
                    .HALF_LSB(HALF_LSB), .XSH_BITS(XSH_BITS), .OUT_FRAC(OUT_FRAC),
-                   .OUT_BITS(OUT_BITS), .OUT_ROUND(OUT_ROUND), .LEVEL_BITS(LEVEL_BITS)) dut (
+                   .OUT_BITS(OUT_BITS), .OUT_ROUND(OUT_ROUND), .LEVEL_BITS(LEVEL_BITS),
+                   .ADC_ROUND(ADC_ROUND)) dut (
         .clk(clk), .rst(rst), .w_we(w_we), .w_addr(w_addr), .w_data(w_data),
         .vref_mode(VREF_MODE[1:0]), .vref_fixed(VREF_FIXED[CNT_BITS-1:0]),
         .vref_low(VREF_LOW[CNT_BITS-1:0]), .vref_high(VREF_HIGH[CNT_BITS-1:0]),

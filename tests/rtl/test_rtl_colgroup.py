@@ -161,7 +161,8 @@ def test_broken_output_stage_is_caught_on_y_int(tmp_path):
 
 
 # --- the plain Verilog flow: $readmemh vectors -> RTL -> CSV / VCD -> imcsim check ---------
-def _vectors(tmp_path, x_format, vref):
+def _vectors(tmp_path, x_format, vref, adc_rounding=None):
+    """A vectors folder of the RTL's geometry; ``adc_rounding`` None: the preset's law."""
     from click.testing import CliRunner
 
     from imcsim.cli.verify import vectors_command
@@ -174,6 +175,8 @@ def _vectors(tmp_path, x_format, vref):
             "--out-rounding", ["floor", "half_up", "half_even"][PARAMS["OUT_ROUND"]],
             "--shape", "60", str(PARAMS["COLS"] // PARAMS["KW"]), "--vref", vref,
             "--random", "4", "--seed", "3"]
+    if adc_rounding is not None:
+        args += ["--adc-rounding", adc_rounding]
     res = CliRunner().invoke(vectors_command, args)
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "manifest.json").read_text())
@@ -218,7 +221,9 @@ def run_hex_tb(tmp_path, vec, man, defines=(), params=None):
                   VREF_FIXED=vref["full_scale"], VREF_LOW=vref["dual_low"],
                   VREF_HIGH=vref["dual_high"], XSH_LSB=ctrl["x_shift"]["lsb"],
                   XSH_W=ctrl["x_shift"]["width"], CLEAR_LSB=ctrl["clear"]["lsb"],
-                  DEN_BITS=den_bits(man))
+                  DEN_BITS=den_bits(man),
+                  # the ADC law the vectors were written under (the presets: half_up)
+                  ADC_ROUND={"floor": 0, "half_up": 1}[man["config"]["adc_rounding"]])
     assert g["rows_R"] <= PARAMS["ROWS"] and g["columns_C"] == PARAMS["COLS"]
     if params.get("LEVEL_BITS", 1) > 1:            # row_level.hex packs LEVEL_BITS per row
         assert files["row_level.hex"]["fields"][0]["width"] == params["LEVEL_BITS"], files
@@ -240,12 +245,18 @@ VCD_MAP = ["valid=done", "code=code", "column_count=count", "sar_decision=sar_de
            "active_rows=active_rows", "full_scale=full_scale", "nmc_acc=acc", "y_int=y_int"]
 
 
-@pytest.mark.parametrize("x_format, vref", [("binary:6", "fixed"), ("radix4:8", "dual")])
-def test_hex_vectors_replayed_on_rtl_pass_imcsim_check(tmp_path, x_format, vref):
+@pytest.mark.parametrize("x_format, vref, law", [("binary:6", "fixed", None),
+                                                 ("binary:6", "fixed", "floor"),
+                                                 ("radix4:8", "dual", None)])
+def test_hex_vectors_replayed_on_rtl_pass_imcsim_check(tmp_path, x_format, vref, law):
+    """The RTL takes the vectors' ADC law (ADC_ROUND from the manifest's config): the presets'
+    half_up, and floor named on the command line (fixed F = 64 rows > L: lossy, the laws
+    differ)."""
     from click.testing import CliRunner
 
     from imcsim.cli.verify import check_command
-    vec, man = _vectors(tmp_path, x_format, vref)
+    vec, man = _vectors(tmp_path, x_format, vref, law)
+    assert man["config"]["adc_rounding"] == (law or "half_up")
     csv_path, vcd_path = run_hex_tb(tmp_path, vec, man)
     runner = CliRunner()
     res = runner.invoke(check_command, [str(vec), str(csv_path)])
