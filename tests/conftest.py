@@ -12,3 +12,19 @@ import os  # noqa: E402
 
 if os.environ.get("IMCSIM_TEST_REAL_GPU", "0") in ("", "0"):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def default_sigint_handler():
+    """Every test sees Python's own SIGINT handler, whatever the suite inherited: a suite
+    started in the background (``nohup ... &``) inherits SIGINT ignored, and the tests that
+    send themselves a SIGINT would then test nothing (they failed so, found running the README
+    command that way)."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
