@@ -8,12 +8,15 @@
    (full scale, count): a conversion of ``k`` rows holds ``u = G_c k + o_c`` and its code follows
    the exact SAR path probability of ``imcsim.calibration.model`` (all noise per step here).
 2. **repeats, global** -- total dynamic noise ``sigma_t`` and its split
-   ``f = sigma_sample**2 / sigma_t**2`` from identical vectors, with one free held value per
-   (column, subset): comparator noise acts per SAR step (a wrong early decision is never
-   revisited), sampling noise once per conversion; the two give slightly different code
-   distributions (a second-order effect), so ``f`` is profiled on a grid and reported with its
+   ``f = sigma_sample**2 / sigma_t**2`` from identical vectors: comparator noise acts per SAR
+   step (a wrong early decision is never revisited), sampling noise once per conversion; the
+   two give slightly different code distributions (a second-order effect), so ``f`` is profiled
+   on a grid, with one free held value per (column, subset), and reported with its
    likelihood-ratio interval.  When that interval is wider than ``split_max_width`` the split is
    not identifiable from the data, and the documented split of ``split_fallback`` is used.
+   ``sigma_t`` at that split comes from a model without the free held values (incidental
+   parameters, which bias it low): each subset holds stage 1's ``G_c k + o_c`` plus a random
+   deviation, integrated out; where the repeats do not bound it, from the ramps.
 3. **patterns, global** -- bit-cell capacitor mismatch ``sigma_cell`` from the extra spread
    between different row subsets of one count (a random effect per subset of variance
    ``sigma_cell**2 G_c**2 k (R - k) / (R - 1)``, integrated by Gauss-Hermite quadrature), with one
@@ -49,6 +52,7 @@ from imcsim.atomic import AtomicOutputs
 from imcsim.calibration.measured import MeasuredCodes
 from imcsim.calibration.model import (
     ChipModel,
+    ModelUncertainty,
     code_bits,
     grid_for,
     log_code_prob,
@@ -372,11 +376,11 @@ def _repeat_data(measured: MeasuredCodes, model: ChipModel, columns):
     return t, keep, arr[:, 0], arr[:, 4].astype(np.float64), np.array(u0), g, arr
 
 
-def _fit_noise(measured, model, columns, sigma0, opts: FitOptions, nominal_split):
+def _fit_noise(measured, model, columns, sigma0, opts: FitOptions, nominal_split, u_se=None):
     data = _repeat_data(measured, model, columns)
     if data is None:
         return None
-    t, keep, group, n, u0, n_groups, _ = data
+    t, keep, group, n, u0, n_groups, arr = data
     idx = relevant_steps(u0[group], t, keep, 1.0 + 20.0 * sigma0)
     t, keep = take_steps(t, idx), take_steps(keep, idx)
     nf = _NoiseFit(t, keep, group, n, n_groups)
@@ -419,16 +423,107 @@ def _fit_noise(measured, model, columns, sigma0, opts: FitOptions, nominal_split
     if chosen in profile:
         theta = profile[chosen][1]
     fitres = nf.fit(theta, opts)
-    sigma_t = float(np.exp(fitres.x[-1]))
-    se_log = nf.log_sigma_stderr(fitres.x)
-    sc, ss = nf.sigmas(sigma_t)
+    # The free held value of every (subset, column) above is an incidental parameter: with it,
+    # the ML sigma_t is biased low (Neyman-Scott; 3-6 % on the issue-23 chips, with the truth
+    # outside its interval, and far lower when the noise is a small fraction of an LSB and
+    # most subsets give one code).  sigma_t itself comes from a model without them: each
+    # subset's held value is stage 1's G k + o plus a random deviation (its pattern error and
+    # stage 1's error), integrated out.
+    columns_of = np.zeros(n_groups, dtype=np.int64)
+    columns_of[arr[:, 0]] = arr[:, 1]
+    k_of = (u0 - model.offset[columns_of]) / model.gain[columns_of]
+    e = np.zeros(n_groups) if u_se is None else np.asarray(u_se(columns_of, k_of), dtype=np.float64)
+    re = _NoiseRandomEffectFit(t, keep, group, n, u0, e, chosen, opts.gh_nodes)
+    sigma_t, se_log, omega = re.fit(float(np.exp(fitres.x[-1])), sigma0, opts)
+    method = "repeat blocks, random effect per subset, Wald on log sigma"
+    sc, ss = np.sqrt(1.0 - chosen) * sigma_t, np.sqrt(chosen) * sigma_t
     return {"sigma_t": sigma_t, "sigma_t_ci": (sigma_t * np.exp(-Z95 * se_log),
                                                sigma_t * np.exp(Z95 * se_log)),
+            "sigma_t_method": method, "sigma_t_free_subsets": float(np.exp(fitres.x[-1])),
+            "subset_sigma": omega,
             "f_hat": float(f_hat), "f_ci": (float(f_low), float(f_high)), "f_used": float(chosen),
             "split_method": how, "sigma_cmp": float(sc), "sigma_sample": float(ss),
             "profile": {"f": fs.tolist(), "loglik": (ll - ll_max).tolist()},
             "groups": int(n_groups), "conversions": int(n.sum()),
             "group_values": fitres.x[:-1]}
+
+
+class _NoiseRandomEffectFit:
+    """NLL of the repeat blocks in (log sigma_t, omega) at a fixed split f, without a free
+    held value per (subset, column) group.
+
+    Group g holds ``u0_g + omega_g x`` with ``x ~ N(0, 1)`` integrated by Gauss-Hermite
+    quadrature, ``omega_g**2 = omega**2 + e_g**2``: ``u0_g`` and its standard error ``e_g``
+    come from stage 1 (the ramps), ``omega`` [rows] is the spread of the subsets' own
+    deviations (their pattern error).  Two parameters for all groups, so the ML sigma_t has no
+    incidental-parameter bias.
+    """
+
+    def __init__(self, t, keep, group, n, u0, e, f, gh_nodes):
+        self.t, self.keep, self.group, self.n = t, keep, group, n
+        self.u0, self.e = np.asarray(u0, dtype=np.float64), np.asarray(e, dtype=np.float64)
+        self.f = float(f)
+        self.grid = grid_for(np.sqrt(1.0 - self.f), np.sqrt(self.f)) if 0 < self.f < 1 else None
+        x, w = np.polynomial.hermite.hermgauss(gh_nodes)
+        self.x = np.sqrt(2.0) * x
+        self.logw = np.log(w / np.sqrt(np.pi))
+        self.n_groups = self.u0.shape[0]
+        Q = self.x.size
+        self.t_q = np.repeat(t, Q, axis=0)
+        self.keep_q = np.repeat(keep, Q, axis=0)
+
+    def __call__(self, theta):
+        sigma, omega = np.exp(theta[0]), max(float(theta[1]), 0.0)
+        a, b = np.sqrt(1.0 - self.f), np.sqrt(self.f)
+        og = np.sqrt(omega ** 2 + self.e ** 2)                           # (G,)
+        g = self.group
+        Q = self.x.size
+        u = (self.u0[g][:, None] + og[g][:, None] * self.x[None, :]).ravel()
+        lp = log_code_prob(u, self.t_q, self.keep_q, a * sigma, b * sigma, grad=True,
+                           grid=self.grid)
+        E = self.n.shape[0]
+        S = np.zeros((self.n_groups, Q))
+        np.add.at(S, g, lp.logp.reshape(E, Q) * self.n[:, None])
+        Sj = S + self.logw[None, :]
+        ell = logsumexp(Sj, axis=1)
+        post = np.exp(Sj - ell[:, None])                                # (G, Q)
+        d_sig = np.zeros((self.n_groups, Q))
+        np.add.at(d_sig, g, ((a * lp.d_sc + b * lp.d_ss) * sigma).reshape(E, Q) * self.n[:, None])
+        d_u = np.zeros((self.n_groups, Q))
+        np.add.at(d_u, g, lp.d_u.reshape(E, Q) * self.n[:, None])
+        d_om = (post * d_u * self.x[None, :]).sum(axis=1) * np.where(og > 0, omega / np.where(og > 0, og, 1.0), 0.0)
+        grad = -np.array([(post * d_sig).sum(), d_om.sum()])
+        return -ell.sum(), grad
+
+    def fit(self, sigma_start: float, sigma0: float, opts: FitOptions):
+        """(sigma_t, standard error of log sigma_t, omega) by maximum likelihood."""
+        lo = np.log(opts.min_sigma)
+        om_max = max(1.0, 10.0 * sigma0)
+        bounds = [(lo, np.log(64.0)), (0.0, om_max)]
+        best = None
+        for s0 in (sigma_start, sigma0):
+            t0 = np.array([np.log(max(s0, 2 * opts.min_sigma)), 0.25 * max(s0, opts.min_sigma)])
+            res = optimize.minimize(self, t0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                    options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-8})
+            if best is None or res.fun < best.fun:
+                best = res
+        th = best.x
+        h = np.array([1e-4, 1e-4 * max(th[1], 1e-2)])
+        H = np.empty((2, 2))
+        for j in range(2):
+            d = np.zeros(2)
+            d[j] = h[j]
+            lo_th = th - d
+            lo_th[1] = max(lo_th[1], 0.0)
+            H[:, j] = (self(th + d)[1] - self(lo_th)[1]) / (th[j] + h[j] - lo_th[j])
+        H = 0.5 * (H + H.T)
+        # omega on its bound 0: the information of log sigma alone
+        if th[1] <= 1e-6 or np.linalg.det(H) <= 0:
+            var = 1.0 / H[0, 0] if H[0, 0] > 0 else np.inf
+        else:
+            var = np.linalg.inv(H)[0, 0]
+        se = float(np.sqrt(var)) if np.isfinite(var) and var > 0 else np.inf
+        return float(np.exp(th[0])), se, float(th[1])
 
 
 def _crossing(x, y, level, i, direction):
@@ -561,15 +656,40 @@ def _fit_cells(measured, model: ChipModel, columns, sigma_dyn, opts: FitOptions)
         nll0 = best.fun
 
         def excess(s):
-            return cf.fit(best.x, fixed_sigma=s).fun - nll0 - LR95
-        hi = max(4 * s_hat, 1e-3)
-        while excess(hi) < 0 and hi < 0.5:
-            hi = min(0.5, 2 * hi)
-        high = optimize.brentq(excess, s_hat, hi, xtol=1e-5) if excess(hi) > 0 else hi
-        low = 0.0 if s_hat <= 0 or excess(0.0) < 0 else optimize.brentq(excess, 0.0, s_hat, xtol=1e-5)
+            # each fixed sigma_cell refitted from the optimum's means and from stage 1's: from
+            # the optimum's alone a smaller sigma can leave a nearly deterministic count's
+            # codes impossible (probabilities at PROB_FLOOR, no gradient to move its mean)
+            fits = (cf.fit(x0, fixed_sigma=s).fun for x0 in (best.x, np.append(np.array(u0), s)))
+            return min(fits) - nll0 - LR95
+        low, high = _profile_interval(excess, s_hat)
     return {"sigma_cell": s_hat, "ci": (low, high), "method": method,
             "subsets": int(cf.n_clusters), "groups": int(cf.n_groups),
             "conversions": int(arr[:, 4].sum())}
+
+
+def _profile_interval(excess, s_hat: float, top: float = 0.5, points: int = 4):
+    """The 95 % profile interval of sigma_cell: where ``excess(s)`` (the profile's drop below
+    its optimum, minus the 95 % level) is <= 0.
+
+    The profile of a poorly identified sigma_cell is not smooth (each point is a refit of
+    many free means), so a root search from the optimum stopped at the first bump: 0.030 ..
+    0.038 around an optimum of 0.034, for a true 0.0045 whose own drop was within 1 of the
+    level (issue 23).  A scan from 0 to past the optimum takes the outermost points inside,
+    interpolated linearly towards their outer neighbours.
+    """
+    grid = list(np.linspace(0.0, s_hat, points + 1)) if s_hat > 0 else [0.0]
+    grid.append(max(2 * s_hat, 1e-3))
+    values = [excess(v) for v in grid]
+    while values[-1] <= 0 and grid[-1] < top:
+        grid.append(min(top, 2 * grid[-1]))
+        values.append(excess(grid[-1]))
+    inside = [i for i, v in enumerate(values) if v <= 0] or [int(np.argmin(values))]
+
+    def edge(i, j):                      # from grid[i] (inside) towards grid[j] (outside)
+        if not 0 <= j < len(grid) or values[j] <= 0 or values[i] > 0:
+            return grid[i]
+        return grid[i] + (grid[j] - grid[i]) * (0.0 - values[i]) / (values[j] - values[i])
+    return float(edge(min(inside), min(inside) - 1)), float(edge(max(inside), max(inside) + 1))
 
 
 # --------------------------------------------------------------------------------------------
@@ -865,13 +985,16 @@ def _calibrate(measured: MeasuredCodes, opts: FitOptions, nominal) -> Calibratio
     cdac_f = np.where(np.isfinite(cdac_lsb), cdac_lsb, 2.0 ** np.arange(nb))
     stage1 = ChipModel(cfg, gain_f, offset_f, cdac_f, sigma_col, 0.0, 0.0,
                        source="calibration stage 1")
+    offset_se_f = np.where(np.isfinite(offset_se), offset_se, 0.0)
+    gain_se_f = np.where(np.isfinite(gain_se), gain_se, 0.0)
     # --- stage 2 ------------------------------------------------------------------------
     ni = nominal.nonideal
     tot2 = ni.comparator_noise_sigma ** 2 + ni.sampling_noise_sigma ** 2
     nominal_split = ni.sampling_noise_sigma ** 2 / tot2 if tot2 > 0 else 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        noise_fit = _fit_noise(measured, stage1, fitted, sigma_col, opts, nominal_split)
+        noise_fit = _fit_noise(measured, stage1, fitted, sigma_col, opts, nominal_split,
+                               u_se=lambda c, k: np.hypot(offset_se_f[c], k * gain_se_f[c]))
     if noise_fit is None:
         notes.append("no repeat block: dynamic noise from the ramps (all noise per step; the "
                      "split is not identifiable)")
@@ -882,6 +1005,19 @@ def _calibrate(measured: MeasuredCodes, opts: FitOptions, nominal) -> Calibratio
                      "split_method": "not identifiable: no repeat block",
                      "sigma_cmp": np.sqrt(1 - f_used) * sigma_t,
                      "sigma_sample": np.sqrt(f_used) * sigma_t}
+    st_lo, st_hi = noise_fit["sigma_t_ci"]
+    if not (0 < st_lo and np.isfinite(st_hi)):
+        # the repeats did not bound sigma_t: the ramps' per-column values do (stage 1, all
+        # noise per step), with their spread over the columns as the interval
+        logs = np.log(noise[ok])
+        se = max(float(np.std(logs, ddof=1) / np.sqrt(ok.size)) if ok.size > 1 else 0.0, 0.05)
+        f = noise_fit["f_used"]
+        noise_fit.update(sigma_t=sigma_col, sigma_t_ci=(sigma_col * np.exp(-Z95 * se),
+                                                        sigma_col * np.exp(Z95 * se)),
+                         sigma_t_method="ramps (stage 1): the repeats did not bound it",
+                         sigma_cmp=float(np.sqrt(1 - f) * sigma_col),
+                         sigma_sample=float(np.sqrt(f) * sigma_col))
+        notes.append("dynamic noise from the ramps: the repeat blocks did not bound it")
     sigma_t = noise_fit["sigma_t"]
     f_used = noise_fit["f_used"]
     diag["noise"] = {k: v for k, v in noise_fit.items() if k != "group_values"}
@@ -930,7 +1066,7 @@ def _calibrate(measured: MeasuredCodes, opts: FitOptions, nominal) -> Calibratio
                                          np.sqrt(max(0.0, f_hi)) * st_hi, "rows",
                                          "sqrt(f) sigma_total"),
         "noise_total": Estimate(sigma_t, st_lo, st_hi, "rows",
-                                "repeat blocks, Wald on log sigma"),
+                                noise_fit.get("sigma_t_method", "ramps (stage 1)")),
         "sampling_fraction": Estimate(noise_fit["f_hat"], f_lo, f_hi, "sampling**2 / total**2",
                                       f"profile likelihood; used {f_used:.3f} "
                                       f"({noise_fit['split_method']})"),
@@ -940,10 +1076,22 @@ def _calibrate(measured: MeasuredCodes, opts: FitOptions, nominal) -> Calibratio
                "cdac": cdac_lsb, "cdac_se": cdac_se, "noise": noise, "dnl": dnl, "inl": inl}
     model = ChipModel(cfg, gain_f, offset_f, cdac_f, float(noise_fit["sigma_cmp"]),
                       float(noise_fit["sigma_sample"]), float(max(cell["sigma_cell"], 0.0)),
-                      source=f"calibrated from {measured.source}")
+                      source=f"calibrated from {measured.source}",
+                      uncertainty=model_uncertainty(est))
     diag["data"] = {"conversions": measured.n_conversions(), "columns": C,
                     "blocks": list(measured.codes)}
     return CalibrationResult(model, st, est, columns, notes, diag, measured)
+
+
+def model_uncertainty(estimates: dict) -> ModelUncertainty:
+    """The fit's precision as the statistical check uses it: the 95 % intervals of the total
+    noise and of the cell sigma (an interval that is not finite -- a quantity the stimulus
+    did not identify -- collapses to the fitted value)."""
+    def ci(e):
+        lo = e.low if np.isfinite(e.low) else e.value
+        hi = e.high if np.isfinite(e.high) else e.value
+        return (float(min(lo, e.value)), float(max(hi, e.value)))
+    return ModelUncertainty(ci(estimates["noise_total"]), ci(estimates["cell_cap_sigma"]))
 
 
 def load_calibrated_model(path) -> ChipModel:
@@ -960,11 +1108,26 @@ def load_calibrated_model(path) -> ChipModel:
         cfg = MacroConfig.from_json(f.attrs["config_json"])
         gain, offset, cdac = f["gain"][()], f["offset"][()], f["cdac"][()]
         s_c, s_s, s_cell = (float(f.attrs[k]) for k in ("sigma_cmp", "sigma_sample", "sigma_cell"))
+        uncertainty = _stored_uncertainty(f)
     nb = cfg.adc_bits
     gain = np.where(np.isfinite(gain), gain, np.nanmean(gain))
     offset = np.where(np.isfinite(offset), offset, 0.0)
     cdac = np.where(np.isfinite(cdac), cdac, 2.0 ** np.arange(nb))
-    return ChipModel(cfg, gain, offset, cdac, s_c, s_s, s_cell, source=f"calibration {h5}")
+    return ChipModel(cfg, gain, offset, cdac, s_c, s_s, s_cell, source=f"calibration {h5}",
+                     uncertainty=uncertainty)
+
+
+def _stored_uncertainty(f) -> ModelUncertainty | None:
+    """The ModelUncertainty of saved tables (their ``estimates_json``), None without it."""
+    try:
+        est = json.loads(f.attrs["estimates_json"])
+        loaded = {}
+        for name in ("noise_total", "cell_cap_sigma"):
+            lo, hi = (np.nan if v is None else float(v) for v in est[name]["ci95"])
+            loaded[name] = Estimate(float(est[name]["value"]), lo, hi)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return model_uncertainty(loaded)
 
 
 __all__ = ["CalibrationResult", "Estimate", "FitOptions", "calibrate", "dnl_inl",

@@ -244,6 +244,22 @@ def threshold_shift_rows(config: MacroConfig, full_scale) -> np.ndarray:
     return config.adc_threshold_shift(np.asarray(full_scale)).astype(np.float64) / (1 << ANALOG_FRAC_BITS)
 
 
+@dataclass(frozen=True)
+class ModelUncertainty:
+    """How precisely a calibration knows its chip's dispersion: the fit's 95 % intervals
+    (``statistical_check`` moves the model within them; an emulator config's model is exact
+    and has none).
+
+    Attributes
+    ----------
+    sigma_total_ci : (low, high)  95 % interval of the total dynamic noise [rows].
+    sigma_cell_ci : (low, high)  95 % interval of the relative cell-capacitor sigma [1].
+    """
+
+    sigma_total_ci: tuple[float, float]
+    sigma_cell_ci: tuple[float, float]
+
+
 @dataclass
 class ChipModel:
     """One chip as the calibration sees it: per-column tables and noise sigmas.
@@ -265,6 +281,8 @@ class ChipModel:
         comes from an emulator config: then column values are exact, pattern by pattern.
     column_caps : int64 (C,) or None  total column capacitance with those cells.
     source : str  where the model comes from.
+    uncertainty : ModelUncertainty or None  the fit's intervals (None: the model is exact, an
+        emulator config's chip, or a calibration saved without them).
     """
 
     config: MacroConfig
@@ -278,6 +296,7 @@ class ChipModel:
     column_caps: np.ndarray | None = None
     source: str = ""
     meta: dict = field(default_factory=dict)
+    uncertainty: ModelUncertainty | None = None
 
     @property
     def columns(self) -> int:
@@ -418,7 +437,7 @@ class ChipModel:
                 "comparator_offsets": np.round(self.offset * (1 << ANALOG_FRAC_BITS)).astype(np.int64)}
 
 
-__all__ = ["ChipModel", "CodeLogProb", "PROB_FLOOR", "code_bits", "grid_for", "log_code_prob",
+__all__ = ["ChipModel", "CodeLogProb", "ModelUncertainty", "PROB_FLOOR", "code_bits", "grid_for", "log_code_prob",
            "normalized_cdac", "path_trials", "relevant_steps", "take_steps",
            "threshold_shift_rows"]
 
@@ -428,10 +447,10 @@ CATEGORIES = (-2, -1, 0, 1, 2)
 
 
 def block_predictions(model: ChipModel, block, C: int):
-    """Per vector and column of a stimulus block, the model's code distribution: window codes
-    and probabilities, mean, variance, fourth moment, median, the probabilities of
-    :data:`CATEGORIES` around the median, and the noise sigma ``tau`` (the statistical check
-    and the calibration plots both read them)."""
+    """Per vector and column of a stimulus block, the model's code distribution: mean,
+    variance, third and fourth central moments, median, the probabilities of
+    :data:`CATEGORIES` around the median, and the pattern sigma ``tau`` (the statistical
+    check and the calibration plots both read them)."""
     u, tau = model.column_values(block.rows_on, block.counts)          # (B, C)
     u, tau = u[:, :C], tau[:, :C]
     B = u.shape[0]
@@ -447,6 +466,7 @@ def block_predictions(model: ChipModel, block, C: int):
     mean = (p * codes).sum(axis=1)
     dev2 = (codes - mean[:, None]) ** 2
     var = (p * dev2).sum(axis=1)
+    m3 = (p * (codes - mean[:, None]) ** 3).sum(axis=1)
     m4 = (p * dev2 ** 2).sum(axis=1)
     cdf = np.cumsum(p, axis=1)
     median = codes[np.arange(codes.shape[0]), np.argmax(cdf >= 0.5, axis=1)]
@@ -456,6 +476,6 @@ def block_predictions(model: ChipModel, block, C: int):
         cat[:, j] = np.where(rel == j, p, 0.0).sum(axis=1)
     shape = (B, C)
     return {"mean": mean[inv].reshape(shape), "var": var[inv].reshape(shape),
-            "m4": m4[inv].reshape(shape),
+            "m3": m3[inv].reshape(shape), "m4": m4[inv].reshape(shape),
             "median": median[inv].reshape(shape), "cat": cat[inv].reshape(shape + (len(CATEGORIES),)),
             "tau": tau}
