@@ -70,7 +70,7 @@ class CalibratedMacro(Macro):
     """
 
     def __init__(self, model, config: MacroConfig | None = None, device: str = "cpu"):
-        from imcsim.calibration.fit import _LIMITS as LIM
+        from imcsim.calibration.result import _LIMITS as LIM
         if config is None:
             vals = {"cell_cap_sigma": model.sigma_cell, "comparator_noise_sigma": model.sigma_cmp,
                     "sampling_noise_sigma": model.sigma_sample,

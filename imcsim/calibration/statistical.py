@@ -40,6 +40,7 @@ from scipy import stats
 
 from imcsim.calibration.measured import MeasuredCodes
 from imcsim.calibration.model import CATEGORIES, ChipModel, block_predictions, normalized_cdac
+from imcsim.calibration.result import REPORT_FORMAT, CalibrationResult, load_calibrated_model
 from imcsim.calibration.stimulus import KIND_BLOCK
 from imcsim.config import MacroConfig
 from imcsim.verify.dumps import check_measurement
@@ -182,7 +183,6 @@ def as_chip_model(expected) -> ChipModel:
     A path is a calibration preset (its ``<stem>.h5`` tables beside it) or tables HDF5, or any
     preset / preset name (then the emulator's chip of that config: its ``chip_seed`` tables).
     """
-    from imcsim.calibration.fit import CalibrationResult, load_calibrated_model
     from imcsim.config import load_preset
     from imcsim.macro import Macro
     if isinstance(expected, ChipModel):
@@ -216,7 +216,6 @@ def _calibration_tables(preset: Path) -> Path | None:
     ``CalibrationResult.save`` writes beside it (``<stem>.report.json``).  A preset copied
     without its report cannot be told from any other preset.
     """
-    from imcsim.calibration.fit import REPORT_FORMAT
     try:
         doc = json.loads(Path(f"{preset.with_suffix('')}.report.json").read_text())
     except (OSError, UnicodeError, ValueError):
