@@ -194,8 +194,7 @@ def split_kind_items(specs, name: str = "vref") -> list[tuple[str | None, object
                 raw.append(tuple(text))
                 continue
             if not isinstance(text, str):
-                raise TypeError(f"{name}: expected KIND=SPEC strings, got "
-                                f"{type(text).__name__}")
+                raise ValueError(f"{name}: expected KIND=SPEC or [KIND, SPEC], got {text!r}")
             for part in text.split(","):
                 part = part.strip()
                 if not part:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from imcsim.config import MvmKind, parse_mvm_kinds, vref_texts_per_kind
+from imcsim.config import MvmKind, parse_mvm_kinds, split_kind_items, vref_texts_per_kind
 
 #: option names accepted beside the TrainConfig field names
 TRAIN_ALIASES = {"batch": "batch_size", "max_steps": "max_steps_per_epoch"}
@@ -42,26 +42,14 @@ def kind_pairs(value, name: str, default: str | None) -> tuple[tuple[str, str], 
     -------
     tuple of (kind, value) pairs, one per MVM kind.
     """
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    elif isinstance(value, str):
-        items = [tuple(s.strip() for s in v.partition("=")[::2])
-                 for v in value.split(",") if v.strip()]
-    elif isinstance(value, Sequence):
-        items = []
-        for v in value:
-            if isinstance(v, str):
-                kind, _, mode = v.partition("=")
-                items.append((kind.strip(), mode.strip()))
-            elif isinstance(v, Sequence) and len(v) == 2:
-                items.append((v[0], v[1]))
-            else:
-                raise ValueError(f"{name}: expected KIND=VALUE or [KIND, VALUE], got {v!r}")
-    else:
+    if not isinstance(value, (Mapping, str, Sequence)):
         raise ValueError(f"{name}: expected a mapping kind -> value, got {value!r}")
+    # the item grammar is the one of every per-kind option (imcsim.config); a bare value,
+    # which names every kind there, is refused here
+    items = split_kind_items(dict(value) if isinstance(value, Mapping) else value, name)
     given = {}
     for kind, v in items:
-        if kind not in KIND_NAMES or not isinstance(v, str) or not v:
+        if kind is None or not isinstance(v, str) or not v:
             raise ValueError(f"{name}: expected KIND=VALUE with KIND in {', '.join(KIND_NAMES)}, "
                              f"got {kind!r}={v!r}")
         given[kind] = v
