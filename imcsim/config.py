@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imcsim.kernels.hw import SIGMA_FRAC_BITS
+from imcsim.kernels.hw import CODE_OFFSET_FRAC_BITS, SIGMA_FRAC_BITS
 from imcsim.kernels.targets import CPU as hw_cpu
 
 MAX_ROWS = 16384
@@ -303,6 +303,16 @@ class NmcConfig:
     out_rounding: Rounding = Rounding.HALF_EVEN
     #: fraction bits of the optional per-output scale [bits], 0..30
     out_scale_frac_bits: int = 16
+    #: fraction bits of the per-column code-offset registers [bits], 0..8
+    code_offset_frac_bits: int = 4
+    #: width of a code-offset register [bits, two's complement], 2..12
+    code_offset_bits: int = 8
+    #: per-column code offsets for the lossless range (F <= L) [2**-code_offset_frac_bits
+    #: code]: the column's measured mean code error, which the NMC subtracts from each code
+    #: (docs/hardware-model.md 4.6, ``imcsim.calibration.offsets``); () = none
+    code_offsets_lossless: tuple = ()
+    #: the same for conversions with F > L [2**-code_offset_frac_bits code]; () = none
+    code_offsets_lossy: tuple = ()
 
     def __post_init__(self):
         _check_int("nmc.scale_frac_bits", self.scale_frac_bits, 0, 24)
@@ -314,6 +324,47 @@ class NmcConfig:
         _check_int("nmc.out_bits", self.out_bits, 8, 62)
         _check_enum("nmc.out_rounding", self.out_rounding, Rounding)
         _check_int("nmc.out_scale_frac_bits", self.out_scale_frac_bits, 0, 30)
+        _check_int("nmc.code_offset_frac_bits", self.code_offset_frac_bits, 0,
+                   CODE_OFFSET_FRAC_BITS)
+        _check_int("nmc.code_offset_bits", self.code_offset_bits, 2, 12)
+        lo, hi = -(1 << (self.code_offset_bits - 1)), (1 << (self.code_offset_bits - 1)) - 1
+        for name in ("code_offsets_lossless", "code_offsets_lossy"):
+            value = getattr(self, name)
+            if isinstance(value, (list, np.ndarray)):        # JSON lists, measured arrays
+                value = tuple(value)
+                object.__setattr__(self, name, value)
+            if not isinstance(value, tuple):
+                raise TypeError(f"nmc.{name}: expected a tuple of ints, got "
+                                f"{type(value).__name__}")
+            value = tuple(int(v) if isinstance(v, np.integer) else v for v in value)
+            object.__setattr__(self, name, value)
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                    raise ValueError(f"nmc.{name}: each offset must be an int in [{lo}, {hi}] "
+                                     f"(a {self.code_offset_bits}-bit register), got {v!r}")
+        if len(self.code_offsets_lossless) != len(self.code_offsets_lossy):
+            raise ValueError(f"nmc.code_offsets_lossless and code_offsets_lossy: expected one "
+                             f"offset per column in each, got {len(self.code_offsets_lossless)} "
+                             f"and {len(self.code_offsets_lossy)}")
+
+    @property
+    def has_code_offsets(self) -> bool:
+        """Does the NMC correct any code (per-column offsets or half-LSB reconstruction)?"""
+        return self.half_lsb_reconstruction or any(self.code_offsets_lossless) or any(
+            self.code_offsets_lossy)
+
+    def code_offset_table(self, columns: int) -> np.ndarray:
+        """The offsets the kernels subtract, int64 (2, columns) in 2**-CODE_OFFSET_FRAC_BITS
+        code: row 0 for F <= L, row 1 for F > L; half-LSB reconstruction is an offset of
+        -1/2 code on every column."""
+        table = np.zeros((2, columns), dtype=np.int64)
+        if self.code_offsets_lossless:
+            up = CODE_OFFSET_FRAC_BITS - self.code_offset_frac_bits
+            table[0] = np.asarray(self.code_offsets_lossless, dtype=np.int64) << up
+            table[1] = np.asarray(self.code_offsets_lossy, dtype=np.int64) << up
+        if self.half_lsb_reconstruction:
+            table -= 1 << (CODE_OFFSET_FRAC_BITS - 1)
+        return table
 
 
 @dataclass(frozen=True)
@@ -478,6 +529,10 @@ class MacroConfig(JsonRoundTrip):
             raise ValueError(f"rows ({self.rows}) must be at least the top ADC code "
                              f"2**adc_bits - 1 = {self.top_code}")
         self.vref.check_against(self.rows, self.top_code, self.max_input_level)
+        n_offsets = len(self.nmc.code_offsets_lossless)
+        if n_offsets and n_offsets != self.columns:
+            raise ValueError(f"nmc.code_offsets_lossless: expected one offset per column "
+                             f"({self.columns}), got {n_offsets}")
 
     @property
     def top_code(self) -> int:
@@ -525,6 +580,8 @@ class MacroConfig(JsonRoundTrip):
                 return obj.value
             if isinstance(obj, dict):
                 return {k: convert(v) for k, v in obj.items()}
+            if isinstance(obj, tuple):            # the per-column registers: JSON lists
+                return [convert(v) for v in obj]
             return obj
         return convert(asdict(self))
 

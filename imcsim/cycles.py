@@ -20,7 +20,7 @@ import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
 from imcsim.counters import MvmCounters
-from imcsim.kernels.cycle import column_scales
+from imcsim.kernels.cycle import column_code_offsets, column_scales
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
 
@@ -98,6 +98,8 @@ class CycleStepper:
         high_scale = int(hw.nmc_scale(prep.vref.dual_high, self.macro.config.top_code,
                                       nmc.scale_frac_bits))
         pw_x, pw_w = prep.x_format.plane_weights, prep.w_format.plane_weights
+        top = self.macro.config.top_code
+        code_offsets = self.macro.code_offsets[0]
         B, P, Kw = prep.batch, prep.n_planes, plan.weight_planes
         S = prep.level_bits
         for t in range(plan.row_tiles):
@@ -128,12 +130,14 @@ class CycleStepper:
                                                     fs, int(packed.threshold_shift[b, p]),
                                                     prep.seed, gb, p, prep.vref)
                             # each column's F / L: they differ under the per-column dual Vref
-                            column_scale = np.empty(out.full_scale.shape[0], dtype=np.int64)
-                            column_scales(np.ascontiguousarray(out.full_scale, dtype=np.int64),
-                                          fs, scale, high_scale, column_scale)
+                            column_fs = np.ascontiguousarray(out.full_scale, dtype=np.int64)
+                            column_scale = np.empty(column_fs.shape[0], dtype=np.int64)
+                            column_scales(column_fs, fs, scale, high_scale, column_scale)
+                            column_offset = np.empty_like(column_scale)
+                            column_code_offsets(column_fs, top, code_offsets, column_offset)
                             self.acc[b, g0:g1], steps = nmc_cycle(
                                 self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
-                                pw_w, nmc)
+                                pw_w, nmc, column_offset)
                         counters.clipped[t, u] += out.clipped
                         counters.high_columns[t, u] += out.high
                         counters.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)

@@ -252,6 +252,7 @@ class GpuMacro:
         T, U = plan.row_tiles, plan.col_tiles
         pw_x = self.to_device(prep.x_format.plane_weights)
         pw_w = self.to_device(prep.w_format.plane_weights)
+        code_offsets = self.to_device(macro.code_offsets[0])
         tpb = CUDA_THREADS_PER_BLOCK
         # every row tile's input sub-planes at once: (B, P * S, T * WT) words, active rows
         # (T, B, P * S); with S > 1 also A and the rows driven per cycle (T, B, P)
@@ -289,7 +290,7 @@ class GpuMacro:
                 analog.per_column, analog.dual_low, analog.dual_high, analog.half_up,
                 np.uint64(prep.seed), t_lo, t_hi,
                 n_lo, n_hi, plan.outputs_per_tile, prep.vector_offset, pw_x, pw_w,
-                nmc.scale_frac_bits, nmc.half_lsb_reconstruction, nmc.acc_bits,
+                nmc.scale_frac_bits, code_offsets, nmc.acc_bits,
                 nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, high_dev, acc)
 
         if not analog.charge_table:

@@ -22,7 +22,7 @@ from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, format_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
 from imcsim.kernels.cycle import level_sums
-from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, DAC_UNIT
+from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, CODE_OFFSET_FRAC_BITS, DAC_UNIT
 from imcsim.kernels.pack import driven_rows, pack_input_planes
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table, row_dac_gain_table
@@ -195,6 +195,7 @@ class Macro:
         self.config = config
         self.device = device
         self.fx = config.nonideal.fixed_point()
+        self._code_offsets = None
         self._gpu = None
         if device == "cuda":
             from imcsim.gpu import GpuMacro
@@ -346,10 +347,12 @@ class Macro:
         high_columns, level_sum = counters.high_columns, counters.level_sum
         dual = prep.vref.mode is VrefMode.DUAL
         per_column = prep.vref.per_column
-        high = ((np.asarray(full_scale) == prep.vref.dual_high).sum(axis=(1, 2))
-                if dual and not per_column else np.zeros(prep.plan.row_tiles, dtype=np.int64))
         active_rows = np.asarray(active_rows)
         level_sum = active_rows if level_sum is None else np.asarray(level_sum)
+        # a cycle the controller skips converts nothing, at any level
+        converted = level_sum > 0 if self.config.skip_masked_cycles else True
+        high = (((np.asarray(full_scale) == prep.vref.dual_high) & converted).sum(axis=(1, 2))
+                if dual and not per_column else np.zeros(prep.plan.row_tiles, dtype=np.int64))
         run = ((level_sum > 0).sum(axis=(1, 2)) if self.config.skip_masked_cycles
                else None)                                   # None: every cycle runs
         multi_level = prep.x_format.top_level > 1
@@ -402,9 +405,21 @@ class Macro:
 
     def nmc_params(self, prep: PreparedMvm, n_outputs: int) -> NmcParams:
         nmc = self.config.nmc
+        table, bound = self.code_offsets
         return NmcParams(nmc.scale_frac_bits, nmc.acc_bits, nmc.overflow is Overflow.SATURATE,
-                         nmc.half_lsb_reconstruction, prep.x_format.plane_weights,
+                         table, nmc.has_code_offsets, bound, prep.x_format.plane_weights,
                          prep.w_format.plane_weights, n_outputs)
+
+    @property
+    def code_offsets(self) -> tuple[np.ndarray, int]:
+        """The NMC's per-column code offsets, int64 (2, columns) in 2**-CODE_OFFSET_FRAC_BITS
+        code (``NmcConfig.code_offset_table``), and an int >= every |offset| in codes."""
+        if self._code_offsets is None:
+            table = self.config.nmc.code_offset_table(self.config.columns)
+            step = 1 << CODE_OFFSET_FRAC_BITS
+            bound = int((np.abs(table).max(initial=0) + step - 1) // step)
+            self._code_offsets = (table, bound)
+        return self._code_offsets
 
     # --- the fast path --------------------------------------------------------------------
     def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,

@@ -25,11 +25,14 @@ def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
 
 
 def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
-              w_plane_weights, nmc: NmcConfig):
+              w_plane_weights, nmc: NmcConfig, code_offset=0):
     """The NMC's work for one array cycle of one column group.
 
     acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes;
     scale_fx : int or int64 (G * Kw,) the NMC scale F / L of the cycle or of each column.
+    code_offset : int or int64 (G * Kw,) each column's code offset in
+        2**-CODE_OFFSET_FRAC_BITS code (``MacroConfig``'s ``code_offset_table`` row for the
+        column's F: ``kernels.cycle.column_code_offsets``); half-LSB reconstruction is in it.
     Returns the new accumulators int64 (G,) and the accumulator after each weight plane,
     int64 (G, Kw).
     """
@@ -38,8 +41,9 @@ def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
     steps = np.empty((acc.shape[0], pw_w.shape[0]), dtype=np.int64)
     codes = np.ascontiguousarray(codes, dtype=np.int64)
     scales = np.broadcast_to(np.asarray(scale_fx, dtype=np.int64), codes.shape).copy()
-    _nmc_cycle_kernel(acc, codes, int(active_rows), scales, int(x_plane_weight), pw_w, nmc.scale_frac_bits,
-                      nmc.half_lsb_reconstruction, nmc.acc_bits,
+    offsets = np.broadcast_to(np.asarray(code_offset, dtype=np.int64), codes.shape).copy()
+    _nmc_cycle_kernel(acc, codes, int(active_rows), scales, int(x_plane_weight), pw_w,
+                      nmc.scale_frac_bits, offsets, nmc.acc_bits,
                       nmc.overflow is Overflow.SATURATE, steps)
     return acc, steps
 

@@ -129,7 +129,9 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code, column_scale):
     for p in range(n_planes):
         # a column at its own (per-column dual Vref) level may use the larger column_scale
         sc = cyc.scale[b, p] if cyc.scale[b, p] > column_scale else column_scale
-        step_max = 2 * (top_code + 1) * sc + (cyc.level_sum[b, p] << nmc.scale_frac_bits)
+        # |code - code offset| < top_code + 1 + offset_codes (hw.nmc_term)
+        step_max = (2 * (top_code + 1 + nmc.offset_codes) * sc
+                    + (cyc.level_sum[b, p] << nmc.scale_frac_bits))
         weight = nmc.pw_x[p] * w_weight_sum               # < 2**46: plane weights are bounded
         if step_max > (cap - bound) // weight:
             return cap
@@ -187,6 +189,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
         counts = sub_counts if level_bits == 1 else np.zeros((n_planes, n_cols), dtype=np.int64)
         codes = np.zeros((n_planes, n_cols), dtype=np.int64)
         column_scale = np.zeros((n_planes, n_cols), dtype=np.int64)   # per-column dual Vref
+        column_fs = np.zeros((n_planes, n_cols), dtype=np.int64)      # each column's F
         gathered = np.empty(n_cols, dtype=np.int32)
         charged = np.empty(n_cols, dtype=np.int64)
         dense = np.zeros(n_sub, dtype=np.bool_)
@@ -243,6 +246,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     continue
                 if per_column:
                     column_scale[p, :] = cyc.scale[b, p]
+                    column_fs[p, :] = fs
                 if analog.ideal:
                     multiplier, shift = hw.division_magic(fs)
                     addend = hw.ideal_rounding_addend(cyc.threshold_shift[b, p], top)
@@ -271,6 +275,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                         codes[p, c] = code
                         column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
                                                                  scale_high)
+                        column_fs[p, c] = f_c
                         clipped += clip
                         high += is_high
                     continue
@@ -290,6 +295,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     if per_column:
                         column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
                                                                  scale_high)
+                        column_fs[p, c] = f_c
                     clipped += clip
                     high += is_high
             clipped_out[b] = clipped
@@ -303,9 +309,10 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
             # matter, so those outputs sum their terms without per-add checks.
             bound = _no_overflow_bound(cyc, b, n_planes, nmc, top, scale_high)
             for p in range(n_planes):
-                # planes that add nothing: all codes 0 with no half-LSB term (ideal, no active
+                # planes that add nothing: all codes 0 with no code offset (ideal, no active
                 # row), or a cycle the controller did not run
-                adds[p] = not ((analog.ideal and level_sum[b, p] == 0 and not nmc.half_lsb)
+                adds[p] = not ((analog.ideal and level_sum[b, p] == 0
+                                and not nmc.has_code_offsets)
                                or hw.cycle_skipped(level_sum[b, p], analog.skip_masked))
             for g in range(nmc.n_outputs):
                 a = acc[b, g]
@@ -315,12 +322,15 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                         continue
                     act = level_sum[b, p]
                     sc = cyc.scale[b, p]
+                    f_p = cyc.full_scale[b, p]
                     for q in range(kw):
                         c = g * kw + q
                         if per_column:      # a column at its own level has its own scale
                             sc = column_scale[p, c]
-                        term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits,
-                                           nmc.half_lsb, nmc.pw_x[p], nmc.pw_w[q])
+                            f_p = column_fs[p, c]
+                        offset = hw.column_code_offset(f_p, top, nmc.code_offsets, c)
+                        term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits, offset,
+                                           nmc.pw_x[p], nmc.pw_w[q])
                         if exact_sum:
                             a += term
                         else:

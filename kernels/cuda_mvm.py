@@ -180,7 +180,7 @@ def tile_mvm(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
              wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
              sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
-             half_up, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits,
+             half_up, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets, acc_bits,
              saturate, keep_codes, codes, clipped, high_count, acc):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
@@ -205,7 +205,7 @@ def tile_mvm(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                  threshold_shift, wbits, cap_table,
                  col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
                  charge_table, sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column,
-                 dual_low, dual_high, half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb,
+                 dual_low, dual_high, half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets,
                  acc_bits, saturate, keep_codes, codes, clipped, high_count, acc, n, b)
 
 
@@ -214,7 +214,7 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
              wbits, cap_table,
              col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
              sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
-             half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, half_lsb, acc_bits, saturate,
+             half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets, acc_bits, saturate,
              keep_codes, codes, clipped, high_count, acc, n, b):
     """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
     words_per_tile = wbits.shape[1]
@@ -300,7 +300,8 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                     n_high += 1
                 if keep_codes:
                     codes[t, b, p, n * kw + q] = code
-                term = hw.nmc_term(code, sc_c, a, scale_frac_bits, half_lsb, pw_x[p], pw_w[q])
+                off = hw.column_code_offset(f_c, top_code, code_offsets, c)
+                term = hw.nmc_term(code, sc_c, a, scale_frac_bits, off, pw_x[p], pw_w[q])
                 a_out = hw.accumulate(a_out, term, acc_bits, saturate)
         if n_clipped:
             cuda.atomic.add(clipped, (t, u), n_clipped)

@@ -100,13 +100,22 @@ def column_scales(column_full_scale, full_scale, cycle_scale, scale_high, scale_
 
 
 @njit(cache=True)
+def column_code_offsets(column_full_scale, top_code, code_offsets, offset_out):
+    """Each column's NMC code offset at its F (``hw.column_code_offset``): int64 (C,) into
+    ``offset_out``; code_offsets int64 (2, >= C)."""
+    for c in range(column_full_scale.shape[0]):
+        offset_out[c] = hw.column_code_offset(column_full_scale[c], top_code, code_offsets, c)
+
+
+@njit(cache=True)
 def nmc_cycle(acc, codes, active, scale_fx, x_plane_weight, w_plane_weights, scale_frac_bits,
-              half_lsb, acc_bits, saturate, steps_out):
+              code_offset, acc_bits, saturate, steps_out):
     """The NMC's work for one array cycle of one column group, in the canonical order.
 
     acc : int64 (G,) accumulators (updated in place); codes : int64 (G * Kw,) ADC codes;
     scale_fx : int64 (G * Kw,) each column's F / L (they differ under the per-column dual
-    Vref choice).
+    Vref choice); code_offset : int64 (G * Kw,) each column's code offset
+    (``column_code_offsets``).
     steps_out : int64 (G, Kw) the accumulator after each weight plane.
     """
     kw = w_plane_weights.shape[0]
@@ -114,7 +123,7 @@ def nmc_cycle(acc, codes, active, scale_fx, x_plane_weight, w_plane_weights, sca
         a = acc[g]
         for q in range(kw):
             term = hw.nmc_term(codes[g * kw + q], scale_fx[g * kw + q], active, scale_frac_bits,
-                               half_lsb, x_plane_weight, w_plane_weights[q])
+                               code_offset[g * kw + q], x_plane_weight, w_plane_weights[q])
             a = hw.accumulate(a, term, acc_bits, saturate)
             steps_out[g, q] = a
         acc[g] = a

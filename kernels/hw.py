@@ -40,6 +40,9 @@ NOISE_SHIFT = 2 * SIGMA_FRAC_BITS - ANALOG_FRAC_BITS
 #: numerators of the ideal ADC law, count * L, stay below 2**DIVIDEND_BITS (rows <= 2**16,
 #: L <= 4095), which makes the multiply-shift division exact
 DIVIDEND_BITS = 28
+#: fraction bits of the NMC's per-column code offsets inside the kernels (the registers'
+#: own resolution, ``NmcConfig.code_offset_frac_bits`` <= this, is shifted up to it)
+CODE_OFFSET_FRAC_BITS = 8
 
 # --- counter-based random numbers (docs/hardware-model.md section 5) ------------------------
 STREAM_CELL_CAP = 1
@@ -430,17 +433,31 @@ def nmc_scale(full_scale, top_code, scale_frac_bits):
     return ((np.int64(full_scale) << np.int64(scale_frac_bits + 1)) + top_code) // (2 * top_code)
 
 
-def nmc_term(code, scale_fx, active, scale_frac_bits, half_lsb, x_plane_weight,
+def column_code_offset(f_c, top_code, code_offsets, c):
+    """The NMC's code offset of column ``c`` at the column's full scale ``f_c`` (int64).
+
+    code_offsets : int64 (2, C) in units of 2**-CODE_OFFSET_FRAC_BITS code: row 0 for the
+    lossless range (F <= L: one count per code), row 1 for F > L (docs/hardware-model.md 4.6).
+    """
+    if f_c <= top_code:
+        return code_offsets[0, c]
+    return code_offsets[1, c]
+
+
+def nmc_term(code, scale_fx, active, scale_frac_bits, code_offset, x_plane_weight,
              w_plane_weight):
     """The signed dot-product contribution of one ADC code, in accumulator units.
 
-    The code estimates the XNOR count n (n ~ code * F / L, plus half an LSB when
-    ``half_lsb``); the +/-1 dot product of the active rows is 2n - active.
+    The code estimates the XNOR count n: n ~ (code - offset) * F / L, the offset
+    (``code_offset``, 2**-CODE_OFFSET_FRAC_BITS code) being the column's measured mean code
+    error and -1/2 for half-LSB reconstruction; the +/-1 dot product of the active rows is
+    2n - active.
     """
-    if half_lsb:
-        estimate = ((2 * np.int64(code) + 1) * scale_fx) >> np.int64(1)
-    else:
+    if code_offset == 0:
         estimate = np.int64(code) * scale_fx
+    else:
+        estimate = (((np.int64(code) << np.int64(CODE_OFFSET_FRAC_BITS)) - code_offset)
+                    * scale_fx) >> np.int64(CODE_OFFSET_FRAC_BITS)
     dot = 2 * estimate - (np.int64(active) << np.int64(scale_frac_bits))
     return dot * x_plane_weight * w_plane_weight
 
@@ -512,6 +529,7 @@ HARDWARE_FUNCTIONS = (
     "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_convert", "column_conversion", "ideal_column_conversion", "column_nmc_scale",
-    "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale", "nmc_term",
+    "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale",
+    "column_code_offset", "nmc_term",
     "register_limits", "accumulate", "saturate_to", "shift_round", "output_value",
 )

@@ -6,7 +6,8 @@
 #      GPU, one seed after another (TABLE3_SEEDS, default 1) while TABLE3_DEADLINE allows;
 #   3. meanwhile the CUDA equivalence tests on the real GPU (IMCSIM_TEST_REAL_GPU=1) and the
 #      GPU training-engine tests;
-#   4. noise budgets of VGG-lite at the paper's sizes (BUDGET_MAPPINGS, issue 20);
+#   4. noise budgets of VGG-lite at the paper's sizes (BUDGET_MAPPINGS x BUDGET_PLACEMENTS,
+#      issue 20);
 #   5. then, on a quiet machine: one VGG-lite training step at batch 128 on the GPU, the layer
 #      benchmark (GPU and CPU in one run, and with GPU-resident operands) and the CPU thread
 #      scaling.
@@ -100,18 +101,31 @@ for r in h])" "$f" >> "$OUT/summary.txt"
 done
 tail -q -n 1 "$WORK"/vgg_*.log >> "$OUT/summary.txt" 2>/dev/null
 # Noise budgets at the paper's layer sizes (issue 20): VGG-lite on digits32, all three MVMs on
-# the macro (half_up ADC law), the paper-nonideal preset's non-idealities scaled by a ladder,
-# per row mapping in BUDGET_MAPPINGS, BUDGET_PROCESSES runs at a time sharing the GPU
-# (imcsim noise-budget --processes: no Dask on that machine); budget.json/md/png come back.
+# the macro, the paper-nonideal preset's non-idealities scaled by a ladder, one ladder per row
+# mapping in BUDGET_MAPPINGS and threshold placement in BUDGET_PLACEMENTS (floor: the paper's
+# law; half_up: centred thresholds; calibrated: floor with the measured code offsets in the
+# NMC), BUDGET_PROCESSES runs at a time sharing the GPU (imcsim noise-budget --processes: no
+# Dask on that machine).  A ladder is (scales + 1) x seeds runs of about 4 minutes each in
+# waves of BUDGET_PROCESSES: all six ladders need about 25 minutes, more than one session's
+# device time, so name a subset per session.  Folders vgg-lite-<mapping>-<placement> come
+# back; copy them into docs/results/noise-budget and run scripts/noise_budget_results.py.
 BUDGET_MAPPINGS=${BUDGET_MAPPINGS:-one-hot}
+BUDGET_PLACEMENTS=${BUDGET_PLACEMENTS:-half_up}
 BUDGET_LIMIT=${BUDGET_LIMIT:-300}
 for mapping in $BUDGET_MAPPINGS; do
-    # shellcheck disable=SC2086  # BUDGET_ARGS is a list of options
-    step "noise_budget_$mapping" "$BUDGET_LIMIT" imcsim noise-budget \
-        ${BUDGET_ARGS:---model vgg-lite --data digits32} --adc-rounding half_up \
-        --input-mapping "$mapping" --scales "${BUDGET_SCALES:-0,0.25,0.5,1,2}" \
-        --seeds "${BUDGET_SEEDS:-0,1}" --processes "${BUDGET_PROCESSES:-12}" \
-        --set "device=${BUDGET_DEVICE:-cuda}" --quiet --out "$WORK/budget-$mapping"
+    for placement in $BUDGET_PLACEMENTS; do
+        case $placement in
+            calibrated) law=(--adc-rounding floor --calibrate-offsets) ;;
+            *) law=(--adc-rounding "$placement") ;;
+        esac
+        # shellcheck disable=SC2086  # BUDGET_ARGS is a list of options
+        step "noise_budget_${mapping}_$placement" "$BUDGET_LIMIT" imcsim noise-budget \
+            ${BUDGET_ARGS:---model vgg-lite --data digits32} "${law[@]}" \
+            --input-mapping "$mapping" --scales "${BUDGET_SCALES:-0,0.25,1,4}" \
+            --seeds "${BUDGET_SEEDS:-0,1}" --processes "${BUDGET_PROCESSES:-12}" \
+            --set "device=${BUDGET_DEVICE:-cuda}" --quiet \
+            --out "$WORK/vgg-lite-$mapping-$placement"
+    done
 done
 # timings last, on a GPU and a host that the training runs no longer share
 step vgg_step_gpu 75 $PY scripts/time_vgg_step.py --device cuda --steps 3

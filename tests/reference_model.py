@@ -328,7 +328,9 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                   mask_zero_inputs: bool = False, skip_masked_cycles: bool = False,
                   dual_per_column: bool = False,
                   scale_frac_bits: int = 16, acc_bits: int = 48, overflow: str = "saturate",
-                  half_lsb_reconstruction: bool = False, out_frac_bits: int = 12,
+                  half_lsb_reconstruction: bool = False, code_offsets_lossless=None,
+                  code_offsets_lossy=None, code_offset_frac_bits: int = 4,
+                  out_frac_bits: int = 12,
                   out_bits: int = 48, out_rounding: str = "half_even",
                   sigma_cell_fx: int = 0, parasitic_fx: int = 0, sigma_cdac_fx: int = 0,
                   sigma_offset_fx: int = 0, sigma_cmp_fx: int = 0, sigma_sample_fx: int = 0,
@@ -561,12 +563,21 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                     if skip_masked_cycles and A == 0:
                         continue    # a skipped cycle adds no NMC term
                     for q in range(Kw):
-                        sc = scale_fx(col_fs[t][b][p][n][q], L, S)
+                        F_c = col_fs[t][b][p][n][q]
+                        sc = scale_fx(F_c, L, S)
                         code = codes[t][b][p][n][q]
+                        # Sec. 4.6: the column's measured mean code error (its register,
+                        # 2**-code_offset_frac_bits code, for F <= L or F > L) is subtracted
+                        # from the code; half-LSB reconstruction subtracts another -1/2 code.
+                        # Exact rational arithmetic, floored once (8 fraction bits inside).
+                        c = (n % G) * Kw + q
+                        mu = Fraction(0)
+                        if code_offsets_lossless is not None:
+                            reg = (code_offsets_lossless if F_c <= L else code_offsets_lossy)[c]
+                            mu = Fraction(reg, 2**code_offset_frac_bits)
                         if half_lsb_reconstruction:
-                            cnt = ((2 * code + 1) * sc) >> 1
-                        else:
-                            cnt = code * sc
+                            mu -= Fraction(1, 2)
+                        cnt = math.floor((code - mu) * sc)
                         dot = 2 * cnt - (A << S)
                         acc += dot * pw_x[p] * pw_w[q]
                         if overflow == "saturate":

@@ -26,6 +26,26 @@ EVENTS = ref.EVENT_NAMES
 
 
 # ---------------------------------------------------------------- helpers
+def code_offsets_of(p):
+    """The NMC's per-column code-offset registers of a case, or None: from ``offsets_seed``,
+    register widths 2..12 bits, 0..8 fraction bits, values anywhere in the register
+    (its extremes included)."""
+    seed = p.get("offsets_seed")
+    if seed is None:
+        return None
+    rng = np.random.default_rng(seed)
+    bits = int(rng.choice([2, 3, 8, 12]))
+    frac = int(rng.choice([0, 4, 8]))
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    style = seed % 3          # 0: anywhere, 1: the register's extremes, 2: small
+    draw = (lambda: rng.integers(lo, hi + 1, size=p["columns"])) if style == 0 else (
+        (lambda: rng.choice([lo, hi], size=p["columns"])) if style == 1 else
+        (lambda: rng.integers(max(lo, -2), min(hi, 2) + 1, size=p["columns"])))
+    return {"code_offset_bits": bits, "code_offset_frac_bits": frac,
+            "code_offsets_lossless": tuple(int(v) for v in draw()),
+            "code_offsets_lossy": tuple(int(v) for v in draw())}
+
+
 def make_config(p):
     return MacroConfig(
         rows=p["rows"], columns=p["columns"], adc_bits=p["adc_bits"], vdd=0.8,
@@ -40,7 +60,8 @@ def make_config(p):
                       half_lsb_reconstruction=p["half_lsb_reconstruction"],
                       out_frac_bits=p["out_frac_bits"], out_bits=p["out_bits"],
                       out_rounding=Rounding(p["out_rounding"]),
-                      out_scale_frac_bits=p.get("out_scale_frac_bits", 16)),
+                      out_scale_frac_bits=p.get("out_scale_frac_bits", 16),
+                      **(code_offsets_of(p) or {})),
         nonideal=NonIdealityConfig(**p["nonideal"]),
         input_bits=p.get("input_bits", 1),
         chip_seed=p["chip_seed"])
@@ -71,6 +92,8 @@ def run_twin(X, W, p, out_scale=None, out_offset=None, extra=None):
     kw["adc_rounding"] = p.get("adc_rounding", "floor")
     kw["skip_masked_cycles"] = p.get("skip_masked_cycles", False)
     kw["dual_per_column"] = p.get("dual_per_column", False)
+    kw.update(code_offsets_of(p) or {})
+    kw.pop("code_offset_bits", None)
     return ref.reference_mvm(X.tolist(), W.tolist(), p["x_kind"], p["Kx"], p["Kw"], **kw,
                              out_scale=None if out_scale is None else list(out_scale),
                              out_offset=None if out_offset is None else list(out_offset))
@@ -130,7 +153,13 @@ def fit_registers(p, top_level=1):
     rejects wider ones with ValueError; the twin has no such limit)."""
     pw_x = 4 ** (p["Kx"] - 2) if p["x_kind"] == "radix4" else 2 ** (p["Kx"] - 2)
     pw_w = 2 ** (p["Kw"] - 2)
-    max_term = (2 * p["rows"] * top_level << p["scale_frac_bits"]) * pw_x * pw_w
+    # NMC code offsets move a code by up to `extra` codes (of L) past its range
+    offsets, L = code_offsets_of(p), 2 ** p["adc_bits"] - 1
+    extra = 0 if offsets is None else -(-max(map(abs, offsets["code_offsets_lossless"]
+                                                 + offsets["code_offsets_lossy"]))
+                                        // 2 ** offsets["code_offset_frac_bits"]) + 1
+    max_term = ((2 * p["rows"] * top_level * (L + extra) // L + 2) << p["scale_frac_bits"]) \
+        * pw_x * pw_w
     while max_term + (1 << (p["acc_bits"] - 1)) >= (1 << 63):
         p["acc_bits"] -= 1
     den_bits = p["Kx"] - 2 if p["x_kind"] == "radix4" else (0 if p.get("x_digit_bits") else 1)
@@ -213,6 +242,7 @@ def mvm_cases(draw):
         acc_bits=draw(st.integers(8, 26)) if small_acc else draw(st.sampled_from([32, 48, 62])),
         overflow=draw(st.sampled_from(["saturate", "wrap"])),
         half_lsb_reconstruction=draw(st.booleans()),
+        offsets_seed=draw(st.sampled_from([None, None, 0, 1, 2, 3, 4, 5])),
         adc_rounding=draw(st.sampled_from(["floor", "floor", "half_up"])),
         out_frac_bits=draw(st.integers(0, 24)),
         out_bits=draw(st.sampled_from([48, 48, 8, 12, 16, 24, 62])),
@@ -290,6 +320,7 @@ def scenario(seed):
         acc_bits=int(rng.integers(8, 27)) if rng.random() < 0.3 else ch([48, 62, 32]),
         overflow=ch(["saturate", "wrap"]),
         half_lsb_reconstruction=bool(rng.random() < 0.3),
+        offsets_seed=int(rng.integers(2**32)) if rng.random() < 0.3 else None,
         adc_rounding=ch(["floor", "floor", "half_up"]),
         out_frac_bits=int(rng.integers(0, 30)),
         out_bits=int(rng.integers(8, 30)) if rng.random() < 0.3 else 48,

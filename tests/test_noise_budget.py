@@ -55,6 +55,35 @@ def test_noise_scale_scales_the_preset_it_names():
             train_config({"preset": "paper-nonideal", **bad})
 
 
+def test_the_calibrated_chip_loads_measured_code_offsets_per_scale():
+    """--calibrate-offsets (train key calibrate_offsets): the run's chip, at its noise scale,
+    gets its NMC code offsets measured: the floor law's half code on F > L, and at scale 0
+    nothing on F = L (an ideal integer count reads exactly)."""
+    from imcsim.training.backends import scheme_by_name
+    regs = {}
+    for scale in (0.0, 1.0):
+        t = Trainer.__new__(Trainer)
+        t.config = train_config({"preset": "paper-nonideal", "imc": "all", "noise_scale": scale,
+                                 "adc_rounding": "floor", "calibrate_offsets": True})
+        t.scheme = scheme_by_name("radix4")
+        regs[scale] = t.macro_config().nmc
+    assert set(regs[0.0].code_offsets_lossy) == {-8}              # -1/2 code, 4 fraction bits
+    assert set(regs[0.0].code_offsets_lossless) == {0}
+    lossless = regs[1.0].code_offsets_lossless
+    assert len(set(lossless)) > 3 and -12 < sum(lossless) / len(lossless) < -4
+    with pytest.raises(ValueError, match="calibrate_offsets"):
+        train_config({"calibrate_offsets": "yes"})
+
+
+def test_a_calibrated_ladder_runs(tmp_path):
+    result = CliRunner().invoke(main, ["noise-budget", "--scales", "1", "--adc-rounding",
+                                       "floor", "--calibrate-offsets", "--out",
+                                       str(tmp_path / "c"), *SMALL])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "c" / "budget.json").read_text())["spec"]
+    assert spec["base"]["calibrate_offsets"] is True
+
+
 def _rec(config, scaled, scale, acc, seed=0):
     return {"name": f"{config}-seed{seed}", "config": config, "status": "ok",
             "params": {"noise_scaled": scaled, "noise_scale": scale},

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import MacroConfig, VrefConfig, load_preset
+from imcsim.calibration.offsets import calibrate_code_offsets
 from imcsim.config import Rounding
 from imcsim.optional import MissingDependency
 from imcsim.progress import Progress
@@ -111,6 +112,10 @@ class TrainConfig:
       per cycle, binary activations as signed 3-bit digits).  docs/training.md.
     - adc_rounding : the ADC law of the run's macro, 'floor' or 'half_up', over the preset's;
       None keeps the preset's (docs/hardware-model.md 4.5).
+    - calibrate_offsets : measure the run's chip's mean ADC code error per column (ramps at
+      F = L and F = rows, ``imcsim.calibration.offsets``) and load it into the NMC's
+      code-offset registers, which subtract it from every code: the calibrated chip of
+      docs/training.md, Noise budgets.
     - diagnostic_steps : training steps per epoch (chosen by the seed) whose emulator MVMs are
       compared with the exact product (``training.diagnostics``); 0: off.  They observe
       only: weights and metrics are the same with any value.
@@ -144,6 +149,7 @@ class TrainConfig:
     update_threshold: int = 1
     input_mapping: str = "one-hot"
     adc_rounding: str | None = None
+    calibrate_offsets: bool = False
     diagnostic_steps: int = 2
     noise_scale: float = 1.0
     noise_scaled: str = "all"
@@ -205,6 +211,9 @@ class TrainConfig:
             raise ValueError(f"adc_rounding: expected one of {', '.join(ADC_ROUNDINGS)}, got "
                              f"{self.adc_rounding!r}")
         preset.nonideal.scaled(self.noise_scale, self.noise_scaled)        # checks both
+        if not isinstance(self.calibrate_offsets, bool):
+            raise ValueError(f"calibrate_offsets: expected true or false, got "
+                             f"{self.calibrate_offsets!r}")
         d = self.diagnostic_steps
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ValueError(f"diagnostic_steps: expected an integer >= 0, got {d!r}")
@@ -343,15 +352,21 @@ class Trainer:
     def macro_config(self) -> MacroConfig:
         """The macro every IMC backend of this run emulates: the preset, with the run's
         controller options (``skip_masked_cycles``), a row DAC for its input mapping, its ADC
-        law (``adc_rounding``) and its noise scale (``noise_scale``, ``noise_scaled``)."""
+        law (``adc_rounding``), its noise scale (``noise_scale``, ``noise_scaled``) and, with
+        ``calibrate_offsets``, its measured NMC code offsets."""
         preset = load_preset(self.config.preset)
         rounding = (preset.adc_rounding if self.config.adc_rounding is None
                     else Rounding(self.config.adc_rounding))
-        return replace(preset, skip_masked_cycles=self.config.skip_masked_cycles,
+        chip = replace(preset, skip_masked_cycles=self.config.skip_masked_cycles,
                        input_bits=max(preset.input_bits, input_bits_for(self.scheme)),
                        adc_rounding=rounding,
                        nonideal=preset.nonideal.scaled(self.config.noise_scale,
                                                        self.config.noise_scaled))
+        if self.config.calibrate_offsets:
+            # measured once per chip at test (noise seed 0), as silicon is: every seed of a
+            # run on this chip gets the same registers
+            chip = calibrate_code_offsets(chip, seed=0)
+        return chip
 
     def _assign_backends(self):
         cfg = self.config

@@ -83,6 +83,10 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
                    "formula) or half_up (a rounding quantizer: thresholds half an LSB lower). "
                    "See docs/hardware-model.md, the ADC law.  [default: the preset's; the "
                    "shipped presets: half_up]")
+@click.option("--calibrate-offsets", is_flag=True,
+              help="Measure the chip's mean ADC code error per column (ramps at F = L and "
+                   "F = rows) and let the NMC subtract it from every code: the calibrated "
+                   "chip. See docs/training.md, Noise budgets.")
 @click.option("--diagnostic-steps", default=2, show_default=True, type=click.IntRange(min=0),
               help="Steps per epoch (chosen by the seed) whose emulator MVMs are compared "
                    "with the exact product (bias, RMS error, cosine, SNR, lossy and clipped "

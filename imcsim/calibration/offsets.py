@@ -1,0 +1,134 @@
+"""Per-column code offsets for the NMC: a chip's mean ADC code error, measured and subtracted.
+
+Where a SAR ADC's thresholds sit relative to the integer count levels of an SRAM IMC column
+is a design and calibration fact (docs/hardware-model.md 4.5, 4.6). Under the paper's floor
+law, a count that lands exactly on a threshold reads half a code low on average once any
+noise is present, and a count spread over a code bin (F > L) reads half a code low on
+average too. Each column's comparator offset adds its own shift. Silicon measures such
+errors at test and corrects them digitally. This module does the same with the calibration
+stimulus (``imcsim.calibration.stimulus``):
+
+1. Ramp blocks at full scale F = L (the lossless range: one count per code) and F = rows
+   (F > L) drive every column with known counts k.
+2. ``simulate_measurement`` (synthetic silicon), or any measured dump of the same blocks,
+   gives the codes.
+3. Per column and range, the mean code error is mean(code - k * L / F). It is taken over the
+   conversions whose ideal code lies in [1, L - 1], away from the clipping ends. The NMC
+   subtracts it from every code of that column in that range (``NmcConfig.code_offsets_*``,
+   ``hw.nmc_term``).
+
+The correction is digital and per column. It removes a mean error; it cannot remove the
+spread that noise adds around that mean.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from imcsim.config import MacroConfig
+
+#: ramp counts per range in the built-in measurement (evenly spaced over 0 .. 1.25 F)
+DEFAULT_RAMP_COUNTS = 96
+#: fresh row subsets per ramp count
+DEFAULT_RAMP_VECTORS = 2
+
+
+def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean code error in the lossless range (F <= L) and above it (F > L).
+
+    Parameters
+    ----------
+    measured : MeasuredCodes
+        Codes of a calibration stimulus whose ramp blocks include one at F = L and one or
+        more at F > L.
+
+    Returns
+    -------
+    (lossless, lossy) : float64 (C,) each
+        The mean of ``code - k * L / F`` [codes] over the ramp conversions whose ideal code
+        ``k * L / F`` lies in [1, L - 1]; C = the stimulus's covered columns.
+    """
+    stimulus = measured.stimulus
+    top = stimulus.config.top_code
+    sums = {False: 0.0, True: 0.0}
+    counts = {False: 0, True: 0}
+    for block in stimulus.blocks_of("ramp"):
+        codes = measured.block_codes(block.name).astype(np.float64)    # (B, P, C)
+        ideal = block.counts.astype(np.float64) * top / block.full_scale
+        keep = (ideal >= 1) & (ideal <= top - 1)
+        if not keep.any():
+            continue
+        error = codes[keep] - ideal[keep, None, None]
+        lossy = block.full_scale > top
+        sums[lossy] = sums[lossy] + error.sum(axis=(0, 1))
+        counts[lossy] += error.shape[0] * error.shape[1]
+    for lossy, name in ((False, "F = L"), (True, "F > L")):
+        if counts[lossy] == 0:
+            raise ValueError(f"measurement: no ramp block with {name} and interior codes "
+                             f"({measured.source}); the code offsets need both ranges")
+    return sums[False] / counts[False], sums[True] / counts[True]
+
+
+def code_offset_registers(errors, frac_bits: int, bits: int) -> tuple[int, ...]:
+    """Mean code errors [codes] as register values: rounded to ``frac_bits`` fraction bits
+    (half away from zero), saturated to a ``bits``-wide two's-complement register."""
+    scaled = np.asarray(errors, dtype=np.float64) * (1 << frac_bits)
+    rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return tuple(int(v) for v in np.clip(rounded, lo, hi))
+
+
+def with_code_offsets(config: MacroConfig, lossless, lossy) -> MacroConfig:
+    """``config`` with the NMC's code-offset registers loaded from mean code errors [codes]
+    (float (columns,) each, ``mean_code_errors``)."""
+    nmc = config.nmc
+    regs = [code_offset_registers(e, nmc.code_offset_frac_bits, nmc.code_offset_bits)
+            for e in (lossless, lossy)]
+    return replace(config, nmc=replace(nmc, code_offsets_lossless=regs[0],
+                                       code_offsets_lossy=regs[1]))
+
+
+def measure_code_offsets(chip: MacroConfig, *, seed: int = 0,
+                         ramp_counts: int = DEFAULT_RAMP_COUNTS,
+                         ramp_vectors: int = DEFAULT_RAMP_VECTORS,
+                         device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """Measure a chip's mean code errors with ramps at F = L and F = rows (synthetic silicon:
+    the emulator with every non-ideality and the ``chip_seed`` of ``chip``).
+
+    Parameters
+    ----------
+    chip : MacroConfig  the chip; its ADC law is the one measured.
+    seed : int  dynamic-noise seed of the measurement.
+    ramp_counts : int >= 2  counts per ramp, evenly spaced over 0 .. 1.25 F.
+    ramp_vectors : int >= 1  fresh row subsets per count.
+    device : "cpu" or "cuda".
+
+    Returns
+    -------
+    (lossless, lossy) : float64 (columns,) each, [codes]; columns the stimulus does not
+    cover (fewer than one weight-plane group) get the mean of the covered ones.
+    """
+    from imcsim.calibration.measured import simulate_measurement
+    from imcsim.calibration.stimulus import CalibrationStimulus, make_calibration_stimulus
+    full = make_calibration_stimulus(chip, full_scales=(chip.top_code, chip.rows),
+                                     ramp_vectors=ramp_vectors, max_ramp_counts=ramp_counts,
+                                     repeat_vectors=2, repeat_counts=1, pattern_subsets=2,
+                                     pattern_repeats=1, pattern_counts=1, seed=seed)
+    ramps = CalibrationStimulus(full.config, full.x_format, full.w_format, full.W,
+                                full.blocks_of("ramp"), full.design)
+    measured = simulate_measurement(ramps, chip, seed=seed, device=device)
+    covered = mean_code_errors(measured)
+    out = []
+    for errors in covered:
+        full_row = np.full(chip.columns, float(errors.mean()), dtype=np.float64)
+        full_row[:errors.shape[0]] = errors
+        out.append(full_row)
+    return out[0], out[1]
+
+
+def calibrate_code_offsets(chip: MacroConfig, *, seed: int = 0, **options) -> MacroConfig:
+    """The chip with its NMC code offsets measured and loaded (``measure_code_offsets``,
+    ``with_code_offsets``): the calibrated chip of docs/training.md, Noise budgets."""
+    lossless, lossy = measure_code_offsets(chip, seed=seed, **options)
+    return with_code_offsets(chip, lossless, lossy)
