@@ -25,7 +25,7 @@ def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
 
 
 def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
-              w_plane_weights, nmc: NmcConfig, code_offset=0):
+              w_plane_weights, nmc: NmcConfig, code_offset):
     """The NMC's work for one array cycle of one column group.
 
     acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes;

@@ -100,6 +100,16 @@ def column_scales(column_full_scale, full_scale, cycle_scale, scale_high, scale_
 
 
 @njit(cache=True)
+def charge_share_columns(rows, charged, total, values_out):
+    """``hw.charge_share`` of many columns: charged int64 (B, C) capacitance of the XNOR=1
+    cells, total int64 (C,) each column's capacitance; values_out int64 (B, C) [analog
+    fixed point].  For the NumPy-level models (the calibration's chip model)."""
+    for b in range(charged.shape[0]):
+        for c in range(charged.shape[1]):
+            values_out[b, c] = hw.charge_share(rows, charged[b, c], total[c])
+
+
+@njit(cache=True)
 def column_code_offsets(column_full_scale, top_code, code_offsets, offset_out):
     """Each column's NMC code offset at its F (``hw.column_code_offset``): int64 (C,) into
     ``offset_out``; code_offsets int64 (2, >= C)."""

@@ -106,3 +106,18 @@ def test_calibrated_chip_removes_the_floor_laws_bias_from_the_products():
         y = Macro(cfg).mvm(X, W, *fmt, seed=1).y
         bias[name] = abs(np.mean(y - exact)) / np.sqrt(np.mean(exact ** 2))
     assert bias["calibrated"] < bias["floor"] / 5, bias
+
+
+def test_the_statistical_checks_nmc_replay_applies_the_code_offsets():
+    """check_nmc replays the NMC on measured codes: with code offsets (and half-LSB
+    reconstruction) in the chip's config, the replay must apply them as the chip did."""
+    from imcsim.calibration.measured import simulate_measurement
+    from imcsim.calibration.statistical import check_nmc
+    from imcsim.calibration.stimulus import make_calibration_stimulus
+    chip = calibrate_code_offsets(replace(SMALL, nonideal=NOISY))
+    chip = replace(chip, nmc=replace(chip.nmc, half_lsb_reconstruction=True))
+    stimulus = make_calibration_stimulus(chip, ramp_vectors=1, max_ramp_counts=8,
+                                         repeat_vectors=2, repeat_counts=2, pattern_subsets=2,
+                                         pattern_repeats=1)
+    report = check_nmc(simulate_measurement(stimulus, chip, seed=2))
+    assert report and all(r["compared"] > 0 and r["mismatches"] == 0 for r in report.values())

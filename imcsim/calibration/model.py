@@ -27,7 +27,8 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr
 
 from imcsim.config import MacroConfig
-from imcsim.kernels.hw import ANALOG_FRAC_BITS, CAP_UNIT
+from imcsim.kernels.cycle import charge_share_columns
+from imcsim.kernels.hw import ANALOG_FRAC_BITS, CAP_UNIT, CDAC_UNIT, SIGMA_FRAC_BITS
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 #: probabilities are floored here so that one glitched code cannot dominate a likelihood
@@ -323,10 +324,10 @@ class ChipModel:
         ni = c.nonideal
         return cls(c, gain.astype(np.float64),
                    macro.comparator_offsets.astype(np.float64) / (1 << ANALOG_FRAC_BITS),
-                   macro.cdac_weights.astype(np.float64) / 4096.0,
-                   float(macro.fx["sigma_cmp_fx"]) / 65536.0,
-                   float(macro.fx["sigma_sample_fx"]) / 65536.0,
-                   float(macro.fx["sigma_cell_fx"]) / 65536.0,
+                   macro.cdac_weights.astype(np.float64) / CDAC_UNIT,
+                   float(macro.fx["sigma_cmp_fx"]) / (1 << SIGMA_FRAC_BITS),
+                   float(macro.fx["sigma_sample_fx"]) / (1 << SIGMA_FRAC_BITS),
+                   float(macro.fx["sigma_cell_fx"]) / (1 << SIGMA_FRAC_BITS),
                    cell_caps=caps, column_caps=col,
                    source=f"emulator config (chip_seed {c.chip_seed}, cell {ni.cell_cap_sigma}, "
                           f"parasitic {ni.parasitic_ratio}, cdac {ni.cdac_unit_sigma}, offset "
@@ -377,7 +378,9 @@ class ChipModel:
         C = self.columns
         if self.cell_caps is not None:
             q = rows_on.astype(np.int64) @ self.cell_caps[:, :C]              # (B, C)
-            v = (self.config.rows * q << ANALOG_FRAC_BITS) // self.column_caps[None, :C]
+            v = np.empty(q.shape, dtype=np.int64)
+            charge_share_columns(self.config.rows, np.ascontiguousarray(q, dtype=np.int64),
+                                 np.ascontiguousarray(self.column_caps[:C], dtype=np.int64), v)
             u = v.astype(np.float64) / (1 << ANALOG_FRAC_BITS) + self.offset[None, :]
             return u, np.zeros_like(u)
         u = counts[:, None] * self.gain[None, :] + self.offset[None, :]
@@ -433,7 +436,7 @@ class ChipModel:
         R = self.config.rows
         cdac_total = self.cdac / self.cdac.sum(axis=1, keepdims=True) * self.config.top_code
         return {"column_capacitance": np.round(R * CAP_UNIT / self.gain).astype(np.int64),
-                "cdac_weights": np.round(cdac_total * 4096.0).astype(np.int64),
+                "cdac_weights": np.round(cdac_total * CDAC_UNIT).astype(np.int64),
                 "comparator_offsets": np.round(self.offset * (1 << ANALOG_FRAC_BITS)).astype(np.int64)}
 
 

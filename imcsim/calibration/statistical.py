@@ -43,6 +43,8 @@ from imcsim.calibration.model import CATEGORIES, ChipModel, block_predictions, n
 from imcsim.calibration.result import REPORT_FORMAT, CalibrationResult, load_calibrated_model
 from imcsim.calibration.stimulus import KIND_BLOCK
 from imcsim.config import MacroConfig
+from imcsim.kernels.cycle import column_code_offsets
+from imcsim.kernels.targets import CPU as hw
 from imcsim.verify.dumps import check_measurement
 
 
@@ -347,7 +349,11 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
         block = st.block(name)
         codes = measured.codes[name]
         B, P, C = codes.shape
-        scale = ((block.full_scale << (S + 1)) + L) // (2 * L)
+        scale = int(hw.nmc_scale(block.full_scale, L, S))
+        # every column of a block converts at the block's F: its code-offset register for it
+        offsets = np.empty(C, dtype=np.int64)
+        column_code_offsets(np.full(C, block.full_scale, dtype=np.int64), L,
+                            cfg.nmc.code_offset_table(cfg.columns), offsets)
         acc_all = np.zeros((B, y.shape[1]), dtype=np.int64)
         ok = np.ones(B, dtype=bool)
         for b in range(B):
@@ -357,7 +363,7 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
             acc = np.zeros(y.shape[1], dtype=np.int64)
             for p in range(P):
                 acc, _ = nmc_cycle(acc, codes[b, p], cfg.rows, scale, int(xf.plane_weights[p]),
-                                   wf.plane_weights, nmc)
+                                   wf.plane_weights, nmc, offsets)
             acc_all[b] = acc
         y_exp = output_stage(acc_all, nmc, accumulator_fraction_bits(nmc, xf, wf))
         diff = (y_exp != y) & ok[:, None]
