@@ -292,3 +292,39 @@ def test_debug_program_exits_2(tmp_path):
         assert proc.returncode == EXIT_USAGE, (debug, proc.stderr)
         assert ("Traceback" in proc.stderr) == bool(debug)
         assert err_lines(proc.stderr)[-1] == "Error: --x: no such file missing.npy"
+
+
+def test_noise_budget_results_page_from_ladders_and_its_bad_input(tmp_path, capsys):
+    """scripts/noise_budget_results.py: a ladder folder named <model>-<mapping>-<placement>
+    becomes a table row with its budgets; missing folders are one line and exit 2."""
+    nb = load("scripts/noise_budget_results.py")
+    ladders, snr = tmp_path / "ladders", tmp_path / "snr"
+    snr.mkdir()
+    folder = ladders / "mlp-one-hot-calibrated"
+    folder.mkdir(parents=True)
+    points = [{"scale": s, "mean": a, "sd": None, "n": 1, "accuracies": [a]}
+              for s, a in ((0.0, 95.0), (1.0, 90.0), (4.0, 40.0))]
+    budget = {"fp32": {"mean": 96.0, "sd": None, "n": 1, "accuracies": [96.0]},
+              "ladders": {"all": {"points": points, "budgets": {"2": 0.0, "10": 1.0}}},
+              "missing": [], "tolerances": [2.0, 10.0]}
+    spec = {"base": {"model": "mlp", "dataset": "digits", "imc": "all",
+                     "preset": "paper-nonideal", "epochs": 1, "batch": 32, "lr": 0.05},
+            "grid": {"seed": [0]}}
+    (folder / "budget.json").write_text(json.dumps({"spec": spec, "budget": budget}))
+    out = tmp_path / "page.md"
+    assert nb.main(["--ladders", str(ladders), "--snr", str(snr), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "| one-hot | calibrated chip" in page and "| x 0 | x 1 |" in page
+    assert nb.ladder_name(ladders / "vgg-lite-multi-level-half_up-skip") == (
+        "vgg-lite", "multi-level", "half_up", True)
+    capsys.readouterr()
+    assert nb.main(["--ladders", str(tmp_path / "none"), "--snr", str(snr),
+                    "--out", str(out)]) == 2
+    assert len(err_lines(capsys.readouterr().err)) == 1 and out.read_text() == page
+
+
+def test_multilevel_snr_refuses_bad_options_in_one_line(capsys):
+    ml = load("scripts/multilevel_snr.py")
+    for argv in (["--scales", "x"], ["--scaled", "colour"], ["--vectors", "1"]):
+        assert ml.main(argv) == 2
+        assert len(err_lines(capsys.readouterr().err)) == 1
