@@ -313,6 +313,8 @@ class NmcConfig:
     code_offsets_lossless: tuple = ()
     #: the same for conversions with F > L [2**-code_offset_frac_bits code]; () = none
     code_offsets_lossy: tuple = ()
+    #: the same for code 0, in either range [2**-code_offset_frac_bits code]; () = none
+    code_offsets_zero: tuple = ()
 
     def __post_init__(self):
         _check_int("nmc.scale_frac_bits", self.scale_frac_bits, 0, 24)
@@ -328,7 +330,7 @@ class NmcConfig:
                    CODE_OFFSET_FRAC_BITS)
         _check_int("nmc.code_offset_bits", self.code_offset_bits, 2, 12)
         lo, hi = -(1 << (self.code_offset_bits - 1)), (1 << (self.code_offset_bits - 1)) - 1
-        for name in ("code_offsets_lossless", "code_offsets_lossy"):
+        for name in ("code_offsets_lossless", "code_offsets_lossy", "code_offsets_zero"):
             value = getattr(self, name)
             if isinstance(value, (list, np.ndarray)):        # JSON lists, measured arrays
                 value = tuple(value)
@@ -342,26 +344,31 @@ class NmcConfig:
                 if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                     raise ValueError(f"nmc.{name}: each offset must be an int in [{lo}, {hi}] "
                                      f"(a {self.code_offset_bits}-bit register), got {v!r}")
-        if len(self.code_offsets_lossless) != len(self.code_offsets_lossy):
-            raise ValueError(f"nmc.code_offsets_lossless and code_offsets_lossy: expected one "
-                             f"offset per column in each, got {len(self.code_offsets_lossless)} "
-                             f"and {len(self.code_offsets_lossy)}")
+        lengths = {len(self.code_offsets_lossless), len(self.code_offsets_lossy),
+                   len(self.code_offsets_zero)}
+        if len(lengths) > 1:
+            raise ValueError(f"nmc.code_offsets_lossless, code_offsets_lossy and "
+                             f"code_offsets_zero: expected one offset per column in each, got "
+                             f"{len(self.code_offsets_lossless)}, {len(self.code_offsets_lossy)} "
+                             f"and {len(self.code_offsets_zero)}")
 
     @property
     def has_code_offsets(self) -> bool:
         """Does the NMC correct any code (per-column offsets or half-LSB reconstruction)?"""
         return self.half_lsb_reconstruction or any(self.code_offsets_lossless) or any(
-            self.code_offsets_lossy)
+            self.code_offsets_lossy) or any(self.code_offsets_zero)
 
     def code_offset_table(self, columns: int) -> np.ndarray:
-        """The offsets the kernels subtract, int64 (2, columns) in 2**-CODE_OFFSET_FRAC_BITS
-        code: row 0 for F <= L, row 1 for F > L; half-LSB reconstruction is an offset of
-        -1/2 code on every column."""
-        table = np.zeros((2, columns), dtype=np.int64)
+        """The offsets the kernels subtract, int64 (3, columns) in 2**-CODE_OFFSET_FRAC_BITS
+        code: row 0 for a non-zero code at F <= L, row 1 at F > L, row 2 for code 0
+        (``hw.column_code_offset``); half-LSB reconstruction is an offset of -1/2 code on
+        every column and code."""
+        table = np.zeros((3, columns), dtype=np.int64)
         if self.code_offsets_lossless:
             up = CODE_OFFSET_FRAC_BITS - self.code_offset_frac_bits
             table[0] = np.asarray(self.code_offsets_lossless, dtype=np.int64) << up
             table[1] = np.asarray(self.code_offsets_lossy, dtype=np.int64) << up
+            table[2] = np.asarray(self.code_offsets_zero, dtype=np.int64) << up
         if self.half_lsb_reconstruction:
             table -= 1 << (CODE_OFFSET_FRAC_BITS - 1)
         return table

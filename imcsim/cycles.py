@@ -134,7 +134,9 @@ class CycleStepper:
                             column_scale = np.empty(column_fs.shape[0], dtype=np.int64)
                             column_scales(column_fs, fs, scale, high_scale, column_scale)
                             column_offset = np.empty_like(column_scale)
-                            column_code_offsets(column_fs, top, code_offsets, column_offset)
+                            column_code_offsets(column_fs,
+                                                np.ascontiguousarray(out.code, dtype=np.int64),
+                                                top, code_offsets, column_offset)
                             self.acc[b, g0:g1], steps = nmc_cycle(
                                 self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
                                 pw_w, nmc, column_offset)

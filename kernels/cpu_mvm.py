@@ -328,7 +328,8 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                         if per_column:      # a column at its own level has its own scale
                             sc = column_scale[p, c]
                             f_p = column_fs[p, c]
-                        offset = hw.column_code_offset(f_p, top, nmc.code_offsets, c)
+                        offset = hw.column_code_offset(f_p, codes[p, c], top, nmc.code_offsets,
+                                                       c)
                         term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits, offset,
                                            nmc.pw_x[p], nmc.pw_w[q])
                         if exact_sum:

@@ -300,7 +300,7 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                     n_high += 1
                 if keep_codes:
                     codes[t, b, p, n * kw + q] = code
-                off = hw.column_code_offset(f_c, top_code, code_offsets, c)
+                off = hw.column_code_offset(f_c, code, top_code, code_offsets, c)
                 term = hw.nmc_term(code, sc_c, a, scale_frac_bits, off, pw_x[p], pw_w[q])
                 a_out = hw.accumulate(a_out, term, acc_bits, saturate)
         if n_clipped:

@@ -110,11 +110,12 @@ def charge_share_columns(rows, charged, total, values_out):
 
 
 @njit(cache=True)
-def column_code_offsets(column_full_scale, top_code, code_offsets, offset_out):
-    """Each column's NMC code offset at its F (``hw.column_code_offset``): int64 (C,) into
-    ``offset_out``; code_offsets int64 (2, >= C)."""
+def column_code_offsets(column_full_scale, codes, top_code, code_offsets, offset_out):
+    """Each column's NMC offset for its code at its F (``hw.column_code_offset``): int64 (C,)
+    into ``offset_out``; codes int64 (C,); code_offsets int64 (3, >= C)."""
     for c in range(column_full_scale.shape[0]):
-        offset_out[c] = hw.column_code_offset(column_full_scale[c], top_code, code_offsets, c)
+        offset_out[c] = hw.column_code_offset(column_full_scale[c], codes[c], top_code,
+                                              code_offsets, c)
 
 
 @njit(cache=True)

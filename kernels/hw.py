@@ -433,12 +433,16 @@ def nmc_scale(full_scale, top_code, scale_frac_bits):
     return ((np.int64(full_scale) << np.int64(scale_frac_bits + 1)) + top_code) // (2 * top_code)
 
 
-def column_code_offset(f_c, top_code, code_offsets, c):
-    """The NMC's code offset of column ``c`` at the column's full scale ``f_c`` (int64).
+def column_code_offset(f_c, code, top_code, code_offsets, c):
+    """The NMC's offset for ``code`` of column ``c`` at the column's full scale ``f_c`` (int64).
 
-    code_offsets : int64 (2, C) in units of 2**-CODE_OFFSET_FRAC_BITS code: row 0 for the
-    lossless range (F <= L: one count per code), row 1 for F > L (docs/hardware-model.md 4.6).
+    code_offsets : int64 (3, C) in units of 2**-CODE_OFFSET_FRAC_BITS code: row 0 for a
+    non-zero code in the lossless range (F <= L: one count per code), row 1 for a non-zero
+    code at F > L, row 2 for code 0 (whose bin is open below: under the floor law a count 0
+    reads exactly whatever the sign of the noise; docs/hardware-model.md 4.6).
     """
+    if code == 0:
+        return code_offsets[2, c]
     if f_c <= top_code:
         return code_offsets[0, c]
     return code_offsets[1, c]

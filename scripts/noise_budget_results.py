@@ -5,7 +5,7 @@ Usage::
     imcsim noise-budget --model small-cnn --imc all --preset paper-nonideal \\
         --adc-rounding floor|half_up [--calibrate-offsets] --input-mapping one-hot|multi-level \\
         --scales 0,0.25,1,4 --seeds 0,1 --epochs 4 --out docs/results/noise-budget/LADDER
-    python scripts/multilevel_snr.py ...      # the MVM-level SNR files (docs/results/multilevel-snr)
+    python scripts/mvm_snr.py ...             # the MVM-level SNR files (docs/results/mvm-snr)
     python scripts/noise_budget_results.py
 
 A ladder folder is named ``<model>-<mapping>-<placement>``: its mapping is ``one-hot`` or
@@ -14,7 +14,7 @@ thresholds) or ``calibrated`` (floor law, with the measured code offsets subtrac
 NMC). The page holds, per ladder, the final test accuracy at every scale (mean over the
 finished seeds), the 2- and 10-point budgets (``imcsim.training.budget``), and the per-MVM
 compute SNR that training recorded (median over layers, last epoch, first seed). It also
-holds the MVM-level SNR tables of ``scripts/multilevel_snr.py``. A ladder still running
+holds the MVM-level SNR tables of ``scripts/mvm_snr.py``. A ladder still running
 shows what it has.
 """
 from __future__ import annotations
@@ -25,9 +25,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from imcsim.training.budget import format_point
+
 ROOT = Path(__file__).resolve().parents[1]
 LADDERS = ROOT / "docs" / "results" / "noise-budget"
-SNR = ROOT / "docs" / "results" / "multilevel-snr"
+SNR = ROOT / "docs" / "results" / "mvm-snr"
 PLACEMENTS = ("floor", "half_up", "calibrated")
 PLACEMENT_TEXT = {"floor": "paper's floor law", "half_up": "centred thresholds (half_up)",
                   "calibrated": "calibrated chip (floor law + NMC code offsets)"}
@@ -101,8 +103,7 @@ def placement_text(lad: dict, short: bool = False) -> str:
 
 
 def fmt_acc(p) -> str:
-    sd = f" ± {p['sd']:.2f}" if p.get("sd") is not None else ""
-    return f"{p['mean']:.2f}{sd} (n={p['n']})"
+    return f"{format_point({'diverged': 0, **p})} (n={p['n']})"
 
 
 def budget_text(value) -> str:
@@ -150,25 +151,33 @@ def ladder_section(ladders: list[dict]) -> list[str]:
 
 
 def snr_section(root: Path) -> list[str]:
+    """One table per ``scripts/mvm_snr.py`` file: a column per (mapping, placement, schedule)
+    it measured, a row per (MVM, scale); cells SNR [dB] / bias."""
     lines = []
     for path in sorted(root.glob("*.json")):
         doc = json.loads(path.read_text())
-        scaled = doc.get("scaled", "all")
-        others = doc.get("others", "the preset's")
-        lines += ["", f"**{path.stem}**: `{scaled}` scaled, the other non-idealities at "
-                  f"{others}; {doc['vectors']} vectors of {doc['inner']} rows x "
-                  f"{doc['outputs']} outputs (`{path.relative_to(ROOT)}`).", "",
-                  "| MVM | scale | one-hot | multi-level | one-hot, skip | multi-level, skip |",
-                  "|---|---|---|---|---|---|"]
         rows = doc["rows"]
+        columns = sorted({(r["mapping"], r.get("placement", "half_up"), r["skip_masked_cycles"])
+                          for r in rows},
+                         key=lambda c: (MAPPINGS.index(c[0]), PLACEMENTS.index(c[1]), c[2]))
+        head = [f"{m}, {p}{', skip' if k else ''}" for m, p, k in columns]
+        lines += ["", f"**{path.stem}**: `{doc.get('scaled', 'all')}` scaled, the other "
+                  f"non-idealities at {doc.get('others', 'the preset' + chr(39) + 's')}; "
+                  f"{doc['vectors']} vectors of {doc['inner']} rows x {doc['outputs']} outputs "
+                  f"(`{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`).", "",
+                  "| MVM | scale | " + " | ".join(head) + " |",
+                  "|---|---|" + "---|" * len(columns)]
         keys = sorted({(r["kind"], r["scale"]) for r in rows},
                       key=lambda k: (KINDS.index(k[0]), k[1]))
         for kind, scale in keys:
-            cell = {(r["mapping"], r["skip_masked_cycles"]): r["snr_db"] for r in rows
-                    if r["kind"] == kind and r["scale"] == scale}
-            vals = [cell.get((m, s)) for s in (False, True) for m in MAPPINGS]
-            lines.append(f"| {kind} | x {scale:g} | "
-                         + " | ".join("—" if v is None else f"{v:.1f}" for v in vals) + " |")
+            cell = {(r["mapping"], r.get("placement", "half_up"), r["skip_masked_cycles"]): r
+                    for r in rows if r["kind"] == kind and r["scale"] == scale}
+            vals = []
+            for c in columns:
+                r = cell.get(c)
+                vals.append("—" if r is None else f"{r['snr_db']:.1f}" + (
+                    f" / {r['bias']:+.3f}" if "bias" in r else ""))
+            lines.append(f"| {kind} | x {scale:g} | " + " | ".join(vals) + " |")
     return lines
 
 
@@ -187,10 +196,14 @@ def plot(ladders: list[dict], png: Path) -> bool:
         for lad in ladders:
             if lad["mapping"] != mapping or not lad["points"]:
                 continue
-            xs = [max(p["scale"], 1 / 16) for p in lad["points"]]     # 0 drawn at 1/16
-            ax.semilogx(xs, [p["mean"] for p in lad["points"]],
+            shown = [p for p in lad["points"] if p["mean"] is not None]
+            xs = [max(p["scale"], 1 / 16) for p in shown]                # 0 drawn at 1/16
+            ax.semilogx(xs, [p["mean"] for p in shown],
                         styles[lad["placement"]] + (":" if lad["skip"] else "-"),
                         label=placement_text(lad))
+            gone = [max(p["scale"], 1 / 16) for p in lad["points"] if p.get("diverged")]
+            if gone:                                       # diverged runs: crosses at 0
+                ax.plot(gone, [0] * len(gone), "x", color=ax.lines[-1].get_color(), ms=9)
         if fp:
             base = statistics.mean(fp)
             for tol, alpha in ((2, 0.25), (10, 0.1)):
@@ -239,10 +252,10 @@ def main(argv=None) -> int:
     lines += ladder_section(ladders)
     if plot(ladders, png):
         lines += ["", f"![accuracy against noise scale]({png.name})"]
-    lines += ["", "## MVM-level compute SNR, one-hot against multi-level rows",
-              "`python scripts/multilevel_snr.py` (SNR [dB] of one MVM at VGG-lite's L4 size "
-              "against the exact product of the same quantized operands; half_up law; "
-              "`skip`: the controller skips all-masked cycles, docs/hardware-model.md 4.7):"]
+    lines += ["", "## MVM-level compute SNR and bias at VGG-lite's L4 size",
+              "`python scripts/mvm_snr.py` (SNR [dB] / bias of one MVM against the exact "
+              "product of the same quantized operands; `skip`: the controller skips "
+              "all-masked cycles, docs/hardware-model.md 4.7):"]
     lines += snr_section(snr_root)
     tmp = out.with_name(out.name + ".partial")
     tmp.write_text("\n".join(lines) + "\n")

@@ -329,7 +329,8 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                   dual_per_column: bool = False,
                   scale_frac_bits: int = 16, acc_bits: int = 48, overflow: str = "saturate",
                   half_lsb_reconstruction: bool = False, code_offsets_lossless=None,
-                  code_offsets_lossy=None, code_offset_frac_bits: int = 4,
+                  code_offsets_lossy=None, code_offsets_zero=None,
+                  code_offset_frac_bits: int = 4,
                   out_frac_bits: int = 12,
                   out_bits: int = 48, out_rounding: str = "half_even",
                   sigma_cell_fx: int = 0, parasitic_fx: int = 0, sigma_cdac_fx: int = 0,
@@ -567,13 +568,19 @@ def reference_mvm(X, W, x_kind: str, Kx: int, Kw: int, *,
                         sc = scale_fx(F_c, L, S)
                         code = codes[t][b][p][n][q]
                         # Sec. 4.6: the column's measured mean code error (its register,
-                        # 2**-code_offset_frac_bits code, for F <= L or F > L) is subtracted
-                        # from the code; half-LSB reconstruction subtracts another -1/2 code.
-                        # Exact rational arithmetic, floored once (8 fraction bits inside).
+                        # 2**-code_offset_frac_bits code: for code 0, else for F <= L or
+                        # F > L) is subtracted from the code; half-LSB reconstruction
+                        # subtracts another -1/2 code. Exact rational arithmetic, floored once
+                        # (8 fraction bits inside).
                         c = (n % G) * Kw + q
                         mu = Fraction(0)
                         if code_offsets_lossless is not None:
-                            reg = (code_offsets_lossless if F_c <= L else code_offsets_lossy)[c]
+                            if code == 0:
+                                reg = code_offsets_zero[c]
+                            elif F_c <= L:
+                                reg = code_offsets_lossless[c]
+                            else:
+                                reg = code_offsets_lossy[c]
                             mu = Fraction(reg, 2**code_offset_frac_bits)
                         if half_lsb_reconstruction:
                             mu -= Fraction(1, 2)

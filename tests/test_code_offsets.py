@@ -27,9 +27,12 @@ NOISY = NonIdealityConfig(comparator_noise_sigma=0.3, comparator_offset_sigma=0.
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"code_offsets_lossless": (1, 2), "code_offsets_lossy": (1,)}, "one offset per column"),
-    ({"code_offsets_lossless": (128,), "code_offsets_lossy": (0,)}, "8-bit register"),
-    ({"code_offsets_lossless": (1.5,), "code_offsets_lossy": (0,)}, "must be an int"),
+    ({"code_offsets_lossless": (1, 2), "code_offsets_lossy": (1,), "code_offsets_zero": (1,)},
+     "one offset per column"),
+    ({"code_offsets_lossless": (128,), "code_offsets_lossy": (0,), "code_offsets_zero": (0,)},
+     "8-bit register"),
+    ({"code_offsets_lossless": (1.5,), "code_offsets_lossy": (0,), "code_offsets_zero": (0,)},
+     "must be an int"),
     ({"code_offset_frac_bits": 9}, "code_offset_frac_bits"),
     ({"code_offset_bits": 1}, "code_offset_bits"),
 ])
@@ -40,9 +43,10 @@ def test_bad_registers_are_refused_in_one_line(kwargs, message):
 
 def test_registers_must_cover_every_column_and_round_trip_through_json():
     with pytest.raises(ValueError, match="one offset per column"):
-        replace(SMALL, nmc=NmcConfig(code_offsets_lossless=(0,) * 3, code_offsets_lossy=(0,) * 3))
+        replace(SMALL, nmc=NmcConfig(code_offsets_lossless=(0,) * 3, code_offsets_lossy=(0,) * 3,
+                                     code_offsets_zero=(0,) * 3))
     cfg = replace(SMALL, nmc=NmcConfig(code_offsets_lossless=tuple(range(-20, 20)),
-                                       code_offsets_lossy=(5,) * 40))
+                                       code_offsets_lossy=(5,) * 40, code_offsets_zero=(1,) * 40))
     back = MacroConfig.from_json(cfg.to_json())
     assert back == cfg and isinstance(back.nmc.code_offsets_lossless, tuple)
 
@@ -61,7 +65,8 @@ def test_half_code_offsets_equal_half_lsb_reconstruction_bit_for_bit():
     for base in (SMALL, replace(SMALL, nonideal=NOISY)):
         half = replace(base, nmc=NmcConfig(half_lsb_reconstruction=True))
         regs = replace(base, nmc=NmcConfig(code_offsets_lossless=(-8,) * 40,
-                                           code_offsets_lossy=(-8,) * 40))
+                                           code_offsets_lossy=(-8,) * 40,
+                                           code_offsets_zero=(-8,) * 40))
         fmt = (BinaryFormat(8), BinaryFormat(5))
         a = Macro(half).mvm(X, W, *fmt, seed=4)
         b = Macro(regs).mvm(X, W, *fmt, seed=4)
@@ -74,22 +79,25 @@ def test_measured_offsets_are_the_floor_laws_half_code_and_nothing_under_half_up
     """The ideal chip: the floor law reads a spread count half a code low (F > L) and an
     integer count exactly (F = L); half_up is unbiased in both ranges."""
     floor = replace(SMALL, adc_rounding=Rounding.FLOOR)
-    lossless, lossy = measure_code_offsets(floor)
+    lossless, lossy, zero = measure_code_offsets(floor)
     assert np.allclose(lossless, 0.0) and np.allclose(lossy, -0.5, atol=0.02)
-    lossless, lossy = measure_code_offsets(replace(floor, adc_rounding=Rounding.HALF_UP))
+    assert np.allclose(zero, 0.0)
+    lossless, lossy, zero = measure_code_offsets(replace(floor, adc_rounding=Rounding.HALF_UP))
     assert np.allclose(lossless, 0.0) and np.allclose(lossy, 0.0, atol=0.02)
+    assert np.allclose(zero, 0.0)
 
 
 def test_noise_makes_the_lossless_range_read_half_a_code_low_and_offsets_spread_columns():
     chip = replace(SMALL, adc_rounding=Rounding.FLOOR, nonideal=NOISY)
-    lossless, lossy = measure_code_offsets(chip)
+    lossless, lossy, zero = measure_code_offsets(chip)
     assert -0.75 < lossless.mean() < -0.25        # noise-free, it would read exactly (0)
+    assert 0 <= zero.mean() < 0.25                # a count 0 cannot read below code 0
     # each column's comparator offset shows: a column whose comparator reads high errs less
     offsets = Macro(chip).comparator_offsets_in_levels(1)[:40]
     assert np.corrcoef(offsets, lossless)[0, 1] > 0.8
     regs = calibrate_code_offsets(chip).nmc
     assert len(regs.code_offsets_lossless) == 40
-    assert regs == with_code_offsets(chip, lossless, lossy).nmc
+    assert regs == with_code_offsets(chip, lossless, lossy, zero).nmc
 
 
 def test_calibrated_chip_removes_the_floor_laws_bias_from_the_products():

@@ -43,7 +43,8 @@ def code_offsets_of(p):
         (lambda: rng.integers(max(lo, -2), min(hi, 2) + 1, size=p["columns"])))
     return {"code_offset_bits": bits, "code_offset_frac_bits": frac,
             "code_offsets_lossless": tuple(int(v) for v in draw()),
-            "code_offsets_lossy": tuple(int(v) for v in draw())}
+            "code_offsets_lossy": tuple(int(v) for v in draw()),
+            "code_offsets_zero": tuple(int(v) for v in draw())}
 
 
 def make_config(p):
@@ -156,7 +157,8 @@ def fit_registers(p, top_level=1):
     # NMC code offsets move a code by up to `extra` codes (of L) past its range
     offsets, L = code_offsets_of(p), 2 ** p["adc_bits"] - 1
     extra = 0 if offsets is None else -(-max(map(abs, offsets["code_offsets_lossless"]
-                                                 + offsets["code_offsets_lossy"]))
+                                                 + offsets["code_offsets_lossy"]
+                                                 + offsets["code_offsets_zero"]))
                                         // 2 ** offsets["code_offset_frac_bits"]) + 1
     max_term = ((2 * p["rows"] * top_level * (L + extra) // L + 2) << p["scale_frac_bits"]) \
         * pw_x * pw_w

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from imcsim.cli import main
 from imcsim.config import load_preset
-from imcsim.training.budget import budget_spec, budget_table
+from imcsim.training.budget import budget_spec, budget_table, format_budget
 from imcsim.training.engine import Trainer
 from imcsim.training.options import train_config
 
@@ -69,6 +69,7 @@ def test_the_calibrated_chip_loads_measured_code_offsets_per_scale():
         regs[scale] = t.macro_config().nmc
     assert set(regs[0.0].code_offsets_lossy) == {-8}              # -1/2 code, 4 fraction bits
     assert set(regs[0.0].code_offsets_lossless) == {0}
+    assert set(regs[0.0].code_offsets_zero) == {0}
     lossless = regs[1.0].code_offsets_lossless
     assert len(set(lossless)) > 3 and -12 < sum(lossless) / len(lossless) < -4
     with pytest.raises(ValueError, match="calibrate_offsets"):
@@ -82,6 +83,24 @@ def test_a_calibrated_ladder_runs(tmp_path):
     assert result.exit_code == 0, result.output
     spec = json.loads((tmp_path / "c" / "budget.json").read_text())["spec"]
     assert spec["base"]["calibrate_offsets"] is True
+
+
+def test_a_diverged_run_is_a_result_outside_every_tolerance():
+    records = [_rec("fp32", None, 1.0, 97.0), _rec("all-x0", "all", 0.0, 96.5),
+               _rec("all-x1", "all", 1.0, 96.0),
+               {"name": "all-x2-seed0", "config": "all-x2", "status": "failed",
+                "params": {"noise_scaled": "all", "noise_scale": 2.0},
+                "error": "TrainingDiverged: training diverged: conv3.alpha"},
+               _rec("all-x4", "all", 4.0, 96.9),
+               {"name": "all-x8-seed0", "config": "all-x8", "status": "failed",
+                "params": {"noise_scaled": "all", "noise_scale": 8.0},
+                "error": "MemoryError"}]
+    table = budget_table(records, ["all"])
+    points = {p["scale"]: p for p in table["ladders"]["all"]["points"]}
+    assert points[2.0]["diverged"] == 1 and points[2.0]["mean"] is None
+    assert table["ladders"]["all"]["budgets"] == {"2": 1.0, "10": 1.0}
+    assert table["missing"] == ["all-x8-seed0"]           # an error is no result
+    assert "diverged in 1 of 1" in format_budget(table)
 
 
 def _rec(config, scaled, scale, acc, seed=0):

@@ -323,8 +323,9 @@ def test_noise_budget_results_page_from_ladders_and_its_bad_input(tmp_path, caps
     assert len(err_lines(capsys.readouterr().err)) == 1 and out.read_text() == page
 
 
-def test_multilevel_snr_refuses_bad_options_in_one_line(capsys):
-    ml = load("scripts/multilevel_snr.py")
-    for argv in (["--scales", "x"], ["--scaled", "colour"], ["--vectors", "1"]):
+def test_mvm_snr_refuses_bad_options_in_one_line(capsys):
+    ml = load("scripts/mvm_snr.py")
+    for argv in (["--scales", "x"], ["--scaled", "colour"], ["--vectors", "1"],
+                 ["--placements", "round"], ["--mappings", ""]):
         assert ml.main(argv) == 2
         assert len(err_lines(capsys.readouterr().err)) == 1

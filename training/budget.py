@@ -9,7 +9,8 @@ percentage points of FP32 (the follow-up paper's two figures).
 
 Budget of a ladder: the largest scale s such that s and every smaller scale of the ladder are
 within the tolerance (mean over seeds), so that a lucky run above a failing scale does not
-extend it; None when even the smallest scale is outside.
+extend it; None when even the smallest scale is outside. A run that diverged
+(``TrainingDiverged``) is a result, not a missing run: its scale is outside every tolerance.
 """
 from __future__ import annotations
 
@@ -99,43 +100,67 @@ def budget_table(records: Sequence[Mapping], scaled: Sequence[str],
     -------
     dict
         ``fp32``: {mean, sd, n} [%]; ``ladders``: {scaled: {points: [{scale, mean, sd, n,
-        accuracies}], budgets: {"2": scale or None, ...}}}; ``missing``: runs not finished.
+        accuracies, diverged}], budgets: {"2": scale or None, ...}}} (``mean`` over the
+        finished runs, None when every run diverged; ``diverged``: runs that did);
+        ``missing``: runs not finished.
     """
     by_config: dict[str, list[float]] = {}
+    diverged: dict[str, int] = {}
     missing = []
     scale_of = {}
     for doc in records:
-        if doc.get("status") != "ok" or not isinstance(doc.get("result"), Mapping) \
-                or "test_acc" not in doc["result"]:
+        ok = doc.get("status") == "ok" and isinstance(doc.get("result"), Mapping) \
+            and "test_acc" in doc["result"]
+        failed_by_divergence = doc.get("status") == "failed" and str(
+            doc.get("error", "")).startswith("TrainingDiverged")
+        if not (ok or failed_by_divergence):
             missing.append(doc.get("name"))
             continue
-        by_config.setdefault(doc["config"], []).append(100.0 * float(doc["result"]["test_acc"]))
+        if ok:
+            by_config.setdefault(doc["config"], []).append(
+                100.0 * float(doc["result"]["test_acc"]))
+        else:
+            by_config.setdefault(doc["config"], [])
+            diverged[doc["config"]] = diverged.get(doc["config"], 0) + 1
         scale_of[doc["config"]] = (doc["params"].get("noise_scaled"),
                                    float(doc["params"].get("noise_scale", 1.0)))
 
-    def stats(values):
-        return {"mean": statistics.mean(values),
+    def stats(values, n_diverged=0):
+        return {"mean": statistics.mean(values) if values else None,
                 "sd": statistics.stdev(values) if len(values) > 1 else None,
-                "n": len(values), "accuracies": values}
+                "n": len(values) + n_diverged, "accuracies": values, "diverged": n_diverged}
 
-    base = by_config.get("fp32")
+    base = by_config.get("fp32") or None
     out = {"fp32": stats(base) if base else None, "ladders": {}, "missing": missing,
            "tolerances": list(tolerances)}
     for which in scaled:
-        points = sorted((scale, stats(by_config[c])) for c, (w, scale) in scale_of.items()
-                        if c != "fp32" and w == which)
+        points = sorted(((scale, stats(by_config[c], diverged.get(c, 0)))
+                         for c, (w, scale) in scale_of.items() if c != "fp32" and w == which),
+                        key=lambda item: item[0])
         budgets = {}
         for tol in tolerances:
             best = None
             if base:
                 for scale, st in points:
-                    if st["mean"] < out["fp32"]["mean"] - tol:
+                    if st["diverged"] or st["mean"] < out["fp32"]["mean"] - tol:
                         break
                     best = scale
             budgets[f"{tol:g}"] = best
         out["ladders"][which] = {"points": [{"scale": s, **st} for s, st in points],
                                  "budgets": budgets}
     return out
+
+
+def format_point(point: Mapping) -> str:
+    """A ladder point's accuracy as text: mean ± sd [%] over the finished runs, and how many
+    runs diverged."""
+    text = ""
+    if point["mean"] is not None:
+        sd = f" ± {point['sd']:.2f}" if point["sd"] is not None else ""
+        text = f"{point['mean']:.2f}{sd}"
+    if point.get("diverged"):
+        text += (", " if text else "") + f"diverged in {point['diverged']} of {point['n']}"
+    return text
 
 
 def format_budget(table: Mapping) -> str:
@@ -151,8 +176,7 @@ def format_budget(table: Mapping) -> str:
     for which, ladder in table["ladders"].items():
         lines += ["", f"{which}:", "", "| scale | test accuracy [%] | n |", "|---|---|---|"]
         for p in ladder["points"]:
-            sd = f" ± {p['sd']:.2f}" if p["sd"] is not None else ""
-            lines.append(f"| {p['scale']:g} | {p['mean']:.2f}{sd} | {p['n']} |")
+            lines.append(f"| {p['scale']:g} | {format_point(p)} | {p['n']} |")
         budget = ", ".join(
             f"within {t} points: " + ("none" if ladder["budgets"][t] is None
                                       else f"x {ladder['budgets'][t]:g}") for t in tols)
@@ -172,10 +196,13 @@ def plot_budget(table: Mapping, path, title: str = "") -> None:
     from imcsim.plotting import save_figure
     fig, ax = plt.subplots(figsize=(7, 4))
     for which, ladder in table["ladders"].items():
-        pts = ladder["points"]
+        pts = [p for p in ladder["points"] if p["mean"] is not None]
         xs = [p["scale"] for p in pts]
-        ax.errorbar(xs, [p["mean"] for p in pts], yerr=[p["sd"] or 0 for p in pts],
-                    marker="o", capsize=3, label=which)
+        line = ax.errorbar(xs, [p["mean"] for p in pts], yerr=[p["sd"] or 0 for p in pts],
+                           marker="o", capsize=3, label=which)
+        gone = [p["scale"] for p in ladder["points"] if p.get("diverged")]
+        if gone:                                 # diverged runs: a cross at the bottom
+            ax.plot(gone, [0] * len(gone), "x", color=line[0].get_color(), ms=9)
     fp = table["fp32"]
     if fp:
         ax.axhline(fp["mean"], color="k", lw=1, label="FP32")
@@ -191,4 +218,4 @@ def plot_budget(table: Mapping, path, title: str = "") -> None:
 
 
 __all__ = ["DEFAULT_SCALES", "TOLERANCES", "MAX_RUNS", "budget_spec", "budget_table",
-           "format_budget", "plot_budget"]
+           "format_budget", "format_point", "plot_budget"]

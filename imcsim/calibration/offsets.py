@@ -14,8 +14,13 @@ stimulus (``imcsim.calibration.stimulus``):
    gives the codes.
 3. Per column and range, the mean code error is mean(code - k * L / F). It is taken over the
    conversions whose ideal code lies in [1, L - 1], away from the clipping ends. The NMC
-   subtracts it from every code of that column in that range (``NmcConfig.code_offsets_*``,
-   ``hw.nmc_term``).
+   subtracts it from every non-zero code of that column in that range
+   (``NmcConfig.code_offsets_*``, ``hw.nmc_term``).
+4. Code 0 has a register of its own: its bin is open below, so under the floor law a count 0
+   reads 0 whatever the sign of the noise, while a count n >= 1 reads n - 1 half the time.
+   Its offset is the mean code at count 0 (``k = 0``, every ramp), about 0. One offset for
+   every code would correct the many all-masked and nearly empty cycles of sparse radix-4
+   operands by half a code they never lost.
 
 The correction is digital and per column. It removes a mean error; it cannot remove the
 spread that noise adds around that mean.
@@ -34,8 +39,9 @@ DEFAULT_RAMP_COUNTS = 96
 DEFAULT_RAMP_VECTORS = 2
 
 
-def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray]:
-    """Each column's mean code error in the lossless range (F <= L) and above it (F > L).
+def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each column's mean code error in the lossless range (F <= L), above it (F > L), and at
+    count 0.
 
     Parameters
     ----------
@@ -45,17 +51,22 @@ def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    (lossless, lossy) : float64 (C,) each
+    (lossless, lossy, zero) : float64 (C,) each
         The mean of ``code - k * L / F`` [codes] over the ramp conversions whose ideal code
-        ``k * L / F`` lies in [1, L - 1]; C = the stimulus's covered columns.
+        ``k * L / F`` lies in [1, L - 1], and the mean code of those with k = 0; C = the
+        stimulus's covered columns.
     """
     stimulus = measured.stimulus
     top = stimulus.config.top_code
-    sums = {False: 0.0, True: 0.0}
-    counts = {False: 0, True: 0}
+    sums = {False: 0.0, True: 0.0, "zero": 0.0}
+    counts = {False: 0, True: 0, "zero": 0}
     for block in stimulus.blocks_of("ramp"):
         codes = measured.block_codes(block.name).astype(np.float64)    # (B, P, C)
         ideal = block.counts.astype(np.float64) * top / block.full_scale
+        at_zero = block.counts == 0
+        if at_zero.any():
+            sums["zero"] = sums["zero"] + codes[at_zero].sum(axis=(0, 1))
+            counts["zero"] += int(at_zero.sum()) * codes.shape[1]
         keep = (ideal >= 1) & (ideal <= top - 1)
         if not keep.any():
             continue
@@ -63,11 +74,13 @@ def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray]:
         lossy = block.full_scale > top
         sums[lossy] = sums[lossy] + error.sum(axis=(0, 1))
         counts[lossy] += error.shape[0] * error.shape[1]
-    for lossy, name in ((False, "F = L"), (True, "F > L")):
-        if counts[lossy] == 0:
-            raise ValueError(f"measurement: no ramp block with {name} and interior codes "
-                             f"({measured.source}); the code offsets need both ranges")
-    return sums[False] / counts[False], sums[True] / counts[True]
+    for key, name in ((False, "F = L and interior codes"), (True, "F > L and interior codes"),
+                      ("zero", "count 0")):
+        if counts[key] == 0:
+            raise ValueError(f"measurement: no ramp conversions with {name} "
+                             f"({measured.source}); the code offsets need them all")
+    return (sums[False] / counts[False], sums[True] / counts[True],
+            sums["zero"] / counts["zero"])
 
 
 def code_offset_registers(errors, frac_bits: int, bits: int) -> tuple[int, ...]:
@@ -79,20 +92,20 @@ def code_offset_registers(errors, frac_bits: int, bits: int) -> tuple[int, ...]:
     return tuple(int(v) for v in np.clip(rounded, lo, hi))
 
 
-def with_code_offsets(config: MacroConfig, lossless, lossy) -> MacroConfig:
+def with_code_offsets(config: MacroConfig, lossless, lossy, zero) -> MacroConfig:
     """``config`` with the NMC's code-offset registers loaded from mean code errors [codes]
     (float (columns,) each, ``mean_code_errors``)."""
     nmc = config.nmc
     regs = [code_offset_registers(e, nmc.code_offset_frac_bits, nmc.code_offset_bits)
-            for e in (lossless, lossy)]
+            for e in (lossless, lossy, zero)]
     return replace(config, nmc=replace(nmc, code_offsets_lossless=regs[0],
-                                       code_offsets_lossy=regs[1]))
+                                       code_offsets_lossy=regs[1], code_offsets_zero=regs[2]))
 
 
 def measure_code_offsets(chip: MacroConfig, *, seed: int = 0,
                          ramp_counts: int = DEFAULT_RAMP_COUNTS,
                          ramp_vectors: int = DEFAULT_RAMP_VECTORS,
-                         device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+                         device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Measure a chip's mean code errors with ramps at F = L and F = rows (synthetic silicon:
     the emulator with every non-ideality and the ``chip_seed`` of ``chip``).
 
@@ -106,8 +119,8 @@ def measure_code_offsets(chip: MacroConfig, *, seed: int = 0,
 
     Returns
     -------
-    (lossless, lossy) : float64 (columns,) each, [codes]; columns the stimulus does not
-    cover (fewer than one weight-plane group) get the mean of the covered ones.
+    (lossless, lossy, zero) : float64 (columns,) each, [codes]; columns the stimulus does
+    not cover (fewer than one weight-plane group) get the mean of the covered ones.
     """
     from imcsim.calibration.measured import simulate_measurement
     from imcsim.calibration.stimulus import CalibrationStimulus, make_calibration_stimulus
@@ -124,11 +137,10 @@ def measure_code_offsets(chip: MacroConfig, *, seed: int = 0,
         full_row = np.full(chip.columns, float(errors.mean()), dtype=np.float64)
         full_row[:errors.shape[0]] = errors
         out.append(full_row)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 def calibrate_code_offsets(chip: MacroConfig, *, seed: int = 0, **options) -> MacroConfig:
     """The chip with its NMC code offsets measured and loaded (``measure_code_offsets``,
     ``with_code_offsets``): the calibrated chip of docs/training.md, Noise budgets."""
-    lossless, lossy = measure_code_offsets(chip, seed=seed, **options)
-    return with_code_offsets(chip, lossless, lossy)
+    return with_code_offsets(chip, *measure_code_offsets(chip, seed=seed, **options))

@@ -350,10 +350,10 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
         codes = measured.codes[name]
         B, P, C = codes.shape
         scale = int(hw.nmc_scale(block.full_scale, L, S))
-        # every column of a block converts at the block's F: its code-offset register for it
+        # every column of a block converts at the block's F; its offset register for a code
+        table = cfg.nmc.code_offset_table(cfg.columns)
+        block_fs = np.full(C, block.full_scale, dtype=np.int64)
         offsets = np.empty(C, dtype=np.int64)
-        column_code_offsets(np.full(C, block.full_scale, dtype=np.int64), L,
-                            cfg.nmc.code_offset_table(cfg.columns), offsets)
         acc_all = np.zeros((B, y.shape[1]), dtype=np.int64)
         ok = np.ones(B, dtype=bool)
         for b in range(B):
@@ -362,6 +362,8 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
                 continue
             acc = np.zeros(y.shape[1], dtype=np.int64)
             for p in range(P):
+                column_code_offsets(block_fs, np.ascontiguousarray(codes[b, p], dtype=np.int64),
+                                    L, table, offsets)
                 acc, _ = nmc_cycle(acc, codes[b, p], cfg.rows, scale, int(xf.plane_weights[p]),
                                    wf.plane_weights, nmc, offsets)
             acc_all[b] = acc

@@ -1,11 +1,15 @@
-"""Compute SNR of one-hot and multi-level row inputs at a VGG-lite layer size (issue 20).
+"""Compute SNR and bias of the training MVMs at a VGG-lite layer size, per row mapping and ADC
+threshold placement (issue 20).
 
 The follow-up work claims its mapping of radix-4 operands to multi-level row inputs improves
-robustness to analog noise. This script measures the compute SNR (var(exact) / var(error),
-the diagnostics' ``snr_db``) of the three training MVMs' streamed operands. Each is streamed
-as one-hot binary rows and as the multi-level mapping of ``imcsim train --input-mapping
-multi-level``, against the same stored operand, on the paper-nonideal preset at a ladder of
-noise scales.
+robustness to analog noise, and the threshold placement decides what a small noise costs.
+This script measures the compute SNR (var(exact) / var(error), the diagnostics' ``snr_db``)
+and the bias (mean error over the rms of the exact product) of the three training MVMs'
+streamed operands, against the same stored operand, on the paper-nonideal preset at a ladder
+of noise scales. Each operand is streamed as one-hot binary rows and as the multi-level mapping
+of ``imcsim train --input-mapping multi-level`` (``--mappings``). The ADC thresholds are
+placed by the floor law, centred (half_up), or by the floor law on the calibrated chip
+(``--placements``).
 
 Beside each measurement it prints the analytic output-referred noise gain of the mapping.
 The NMC weights cycle p's code by its cycle weight pw_p, and under the row DAC's reference
@@ -15,8 +19,9 @@ sqrt(sum_p (D * pw_p)**2), relative to the format's value unit. The printed gain
 over the one-hot format's, in dB. It is weighted by which cycles the operand actually uses
 (a cycle no element drives is skipped in the sum).
 
-    python scripts/multilevel_snr.py [--vectors 64] [--scales 0,0.25,1,4] [--scaled all]
-                                     [--out FILE]
+    python scripts/mvm_snr.py [--vectors 64] [--scales 0,0.25,1,4] [--scaled all] [--alone]
+                              [--mappings one-hot,multi-level] [--placements half_up]
+                              [--out FILE]
 
 Writes JSON (default docs/results/multilevel-snr.json) and a PNG beside it.
 """
@@ -32,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from imcsim import Macro
+from imcsim.calibration.offsets import calibrate_code_offsets
 from imcsim.config import Rounding, load_preset, nonideality_names
 from imcsim.formats import BinaryFormat, Radix4Format, mapped_format
 from imcsim.training.quant import pact_quantize, radix4_two_phase, sawb_quantize
@@ -79,6 +85,34 @@ def snr_db(y, exact) -> float:
     return float(10 * np.log10(np.var(exact) / np.var(d))) if np.var(d) > 0 else float("inf")
 
 
+def measure(preset, args, kind, X, W, fmt, w_fmt, exact, scale, mapping, placement, skip,
+            gain) -> dict:
+    """One MVM on the chip of (scale, placement, skip): its SNR, bias and conversions."""
+    nonideal = preset.nonideal.scaled(scale, args.scaled)
+    if args.alone:
+        nonideal = replace(nonideal, **{f: 0.0 for f in nonideality_names("all")
+                                        if f not in nonideality_names(args.scaled)})
+    law = Rounding.HALF_UP if placement == "half_up" else Rounding.FLOOR
+    chip = replace(preset, adc_rounding=law, skip_masked_cycles=skip, nonideal=nonideal,
+                   input_bits=max(1, int(fmt.top_level).bit_length()))
+    if placement == "calibrated":
+        chip = calibrate_code_offsets(chip)
+    t0 = time.perf_counter()
+    res = Macro(chip).mvm(X, W, fmt, w_fmt, seed=1)
+    y = np.asarray(res.y)
+    r = {"kind": kind, "mapping": mapping, "format": fmt.spec(), "placement": placement,
+         "skip_masked_cycles": skip, "scale": scale, "snr_db": snr_db(y, exact),
+         "bias": float(np.mean(y - exact) / np.sqrt(np.mean(exact ** 2))),
+         "conversions": int(res.events.total()["adc_conversions"]),
+         "noise_gain_db": gain if mapping == "multi-level" else 0.0}
+    print(f"{kind:8s} {mapping:11s} {fmt.spec():12s} {placement:10s} "
+          f"{'skip ' if skip else 'every'} x{scale:<6g} SNR {r['snr_db']:6.2f} dB  "
+          f"bias {r['bias']:+.4f}  conversions {r['conversions']:>8d}  "
+          f"analytic gain {r['noise_gain_db']:+.1f} dB  ({time.perf_counter() - t0:.1f} s)",
+          flush=True)
+    return r
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vectors", type=int, default=64)
@@ -88,7 +122,11 @@ def main(argv=None) -> int:
                          "--noise-scaled): all, noise, mismatch or one field")
     ap.add_argument("--alone", action="store_true",
                     help="the other non-idealities at 0 (default: at the preset's values)")
-    ap.add_argument("--out", default="docs/results/multilevel-snr.json")
+    ap.add_argument("--mappings", default="one-hot,multi-level")
+    ap.add_argument("--placements", default="half_up",
+                    help="comma-separated: floor, half_up, calibrated (floor law with the "
+                         "measured code offsets in the NMC)")
+    ap.add_argument("--out", default="docs/results/multilevel-snr/all.json")
     args = ap.parse_args(argv)
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
@@ -97,6 +135,13 @@ def main(argv=None) -> int:
         return 2
     if args.vectors < 2 or not scales or min(scales) < 0:
         print("--vectors: at least 2; --scales: factors >= 0", file=sys.stderr)
+        return 2
+    mappings = [m for m in args.mappings.split(",") if m]
+    placements = [p for p in args.placements.split(",") if p]
+    bad = [m for m in mappings if m not in ("one-hot", "multi-level")] + [
+        p for p in placements if p not in ("floor", "half_up", "calibrated")]
+    if bad or not mappings or not placements:
+        print(f"--mappings / --placements: unknown or none: {bad}", file=sys.stderr)
         return 2
     preset = load_preset("paper-nonideal")
     try:
@@ -111,30 +156,12 @@ def main(argv=None) -> int:
         ml = mapped_format(x_fmt, "multi-level")
         gain = noise_gain_db(ml, X, x_fmt)
         for scale in scales:
-            for mapping, fmt in (("one-hot", x_fmt), ("multi-level", ml)):
-                for skip in (False, True):
-                    nonideal = preset.nonideal.scaled(scale, args.scaled)
-                    if args.alone:
-                        nonideal = replace(nonideal, **{
-                            f: 0.0 for f in nonideality_names("all")
-                            if f not in nonideality_names(args.scaled)})
-                    chip = replace(preset, adc_rounding=Rounding.HALF_UP,
-                                   input_bits=max(1, int(fmt.top_level).bit_length()),
-                                   skip_masked_cycles=skip,
-                                   nonideal=nonideal)
-                    t0 = time.perf_counter()
-                    res = Macro(chip).mvm(X, W, fmt, w_fmt, seed=1)
-                    rows.append({"kind": kind, "mapping": mapping, "format": fmt.spec(),
-                                 "skip_masked_cycles": skip, "scale": scale,
-                                 "snr_db": snr_db(np.asarray(res.y), exact),
-                                 "conversions": int(res.events.total()["adc_conversions"]),
-                                 "noise_gain_db": gain if mapping == "multi-level" else 0.0})
-                    r = rows[-1]
-                    print(f"{kind:8s} {mapping:11s} {fmt.spec():12s} "
-                          f"{'skip ' if skip else 'every'} x{scale:<6g} "
-                          f"SNR {r['snr_db']:6.2f} dB  conversions {r['conversions']:>9d}  "
-                          f"analytic gain {r['noise_gain_db']:+.1f} dB  "
-                          f"({time.perf_counter() - t0:.1f} s)", flush=True)
+            for mapping in mappings:
+                fmt = x_fmt if mapping == "one-hot" else ml
+                for placement in placements:
+                    for skip in (False, True):
+                        rows.append(measure(preset, args, kind, X, W, fmt, w_fmt, exact, scale,
+                                            mapping, placement, skip, gain))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     doc = {"description": __doc__.splitlines()[0], "inner": INNER, "outputs": OUTPUTS,
@@ -155,12 +182,15 @@ def main(argv=None) -> int:
     for ax, kind in zip(axes, ops):
         for mapping, skip, style in (("one-hot", False, "o-"), ("multi-level", False, "s-"),
                                      ("one-hot", True, "o--"), ("multi-level", True, "s--")):
-            pts = [(r["scale"], r["snr_db"]) for r in rows
-                   if r["kind"] == kind and r["mapping"] == mapping
-                   and r["skip_masked_cycles"] == skip and r["scale"] > 0]
-            if pts:
-                ax.semilogx(*zip(*pts), style,
-                            label=f"{mapping}{', skip all-masked cycles' if skip else ''}")
+            for placement in placements:
+                pts = [(r["scale"], r["snr_db"]) for r in rows
+                       if r["kind"] == kind and r["mapping"] == mapping
+                       and r["placement"] == placement
+                       and r["skip_masked_cycles"] == skip and r["scale"] > 0]
+                if pts:
+                    ax.semilogx(*zip(*pts), style,
+                                label=f"{mapping}, {placement}"
+                                      f"{', skip all-masked cycles' if skip else ''}")
         ax.set_title(kind)
         ax.set_xlabel(f"scale of {args.scaled} (x paper-nonideal)")
         ax.grid(True, alpha=0.3)
