@@ -7,13 +7,21 @@ columns), batch 128, ideal analog, variable Vref:
 A "column conversion" is one (vector, plane, column) binary inner product, ADC conversion and
 NMC accumulation.  Run:  python benchmarks/bench_fast_path.py [--repeat 50]   (best and median of N, workloads
 interleaved in blocks of 5)
+
+Beside the plain NumPy reference, every workload is timed against the popcount limit: a bare
+kernel of the kind a hand-written C yardstick is (``popcount_limit``: XNOR + popcount over the
+same packed words, 2 vectors x 4 columns per register block, the ideal ADC law, codes only, no
+masks, no NMC), measured in the same run on the same packed operands; the full path's rate over
+it is the "limit ratio" (issue 21's target: 0.6 on dense layer-sized MVMs).
 """
 import argparse
 import time
 
 import numpy as np
+from numba import njit, prange
 
 from imcsim import BinaryFormat, Macro, MacroConfig, Radix4Format, VrefConfig, VrefMode
+from imcsim.kernels.targets import CPU as hw
 from imcsim.mapping import cycle_constants
 from imcsim.nmc import accumulator_fraction_bits, output_stage
 
@@ -36,6 +44,76 @@ def numpy_reference(X, W, x_format, w_format, config):
         acc += (est.reshape(X.shape[0], W.shape[1], -1) * w_format.plane_weights).sum(-1) \
             * x_format.plane_weights[p]
     return output_stage(acc, nmc, accumulator_fraction_bits(nmc, x_format, w_format))
+
+
+#: register block of the popcount limit: vectors x columns
+BLOCK_VECTORS, BLOCK_COLUMNS = 2, 4
+
+
+@njit(cache=True, parallel=True)
+def popcount_limit(xbits, wbits, rows, full_scale, top_code, codes):
+    """The bare limit: codes of every (vector, plane, column) from XNOR + popcount.
+
+    xbits uint64 (B, P, W); wbits uint64 (C, W) with C a multiple of 4; every row active;
+    ideal ADC law ``min(count * L // F, L)``; codes int64 (B, P, C).  A 2 x 4 register block
+    of counts per pass over the words: each loaded word serves four (or two) popcounts, and
+    each of the eight sums runs over contiguous words, so LLVM can vectorise it (VPOPCNTQ
+    where the CPU has it).
+    """
+    B, P, W = xbits.shape
+    C = wbits.shape[0]
+    pairs = (B + 1) // 2
+    for job in prange(pairs * P):
+        b0 = (job // P) * 2
+        p = job % P
+        b1 = b0 + 1 if b0 + 1 < B else b0
+        for c0 in range(0, C, BLOCK_COLUMNS):
+            m00 = m01 = m02 = m03 = np.int64(0)
+            m10 = m11 = m12 = m13 = np.int64(0)
+            for w in range(W):
+                x0 = xbits[b0, p, w]
+                x1 = xbits[b1, p, w]
+                w0 = wbits[c0, w]
+                w1 = wbits[c0 + 1, w]
+                w2 = wbits[c0 + 2, w]
+                w3 = wbits[c0 + 3, w]
+                m00 += hw.popcount64(x0 ^ w0)
+                m01 += hw.popcount64(x0 ^ w1)
+                m02 += hw.popcount64(x0 ^ w2)
+                m03 += hw.popcount64(x0 ^ w3)
+                m10 += hw.popcount64(x1 ^ w0)
+                m11 += hw.popcount64(x1 ^ w1)
+                m12 += hw.popcount64(x1 ^ w2)
+                m13 += hw.popcount64(x1 ^ w3)
+            for k, m0, m1 in ((0, m00, m10), (1, m01, m11), (2, m02, m12), (3, m03, m13)):
+                code0 = (rows - m0) * top_code // full_scale
+                code1 = (rows - m1) * top_code // full_scale
+                codes[b0, p, c0 + k] = code0 if code0 < top_code else top_code
+                codes[b1, p, c0 + k] = code1 if code1 < top_code else top_code
+
+
+def limit_rate(macro, X, W, xf, wf, repeat):
+    """Conversions per second of ``popcount_limit`` on the first row tile of the same operands
+    (the paper's 2304 rows are one tile), median of ``repeat``; and its codes."""
+    prep = macro.prepare(X, W, xf, wf)
+    packed = prep.pack_tile(0)
+    cols = prep.plan.used_columns(0)
+    wbits = prep.weights.tile(0, 0, columns=False)["packed"]          # (C, W)
+    padded = -(-cols // BLOCK_COLUMNS) * BLOCK_COLUMNS
+    wbits_padded = np.zeros((padded, wbits.shape[1]), dtype=np.uint64)
+    wbits_padded[:cols] = wbits[:cols]
+    codes = np.empty((packed.xbits.shape[0], packed.xbits.shape[1], padded), dtype=np.int64)
+    rows = macro.config.rows
+    run = lambda: popcount_limit(packed.xbits, wbits_padded, rows, rows,  # noqa: E731
+                                 macro.config.top_code, codes)
+    run()                                                          # compile / warm up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    rate = packed.xbits.shape[0] * packed.xbits.shape[1] * cols / float(np.median(times))
+    return rate, codes[:, :, :cols]
 
 
 def res_conv(X, wf):
@@ -94,6 +172,15 @@ def main():
               f"{conv / t_np / 1e6:9.1f} {t_np / t_fast:8.1f}x {str(np.array_equal(ref, res.y_int)):>5s}"
               f"   (median {conv / np.median(times[name]) / 1e6:.1f} Mconv/s)")
     print(f"radix4 / dense conversion rate: {rates['radix4'] / rates['dense']:.2f}x")
+    fixed = Macro(MacroConfig(vref=VrefConfig(mode=VrefMode.FIXED, full_scale=M)))
+    for name, X, xf in workloads:
+        limit, codes = limit_rate(macro, X, W, xf, wf, max(3, args.repeat // 5))
+        median = results[name].events.total()["adc_conversions"] / np.median(times[name])
+        # the limit's codes are the macro's at F = rows with every row active
+        same = name != "dense" or np.array_equal(
+            codes, fixed.mvm(X, W, xf, wf, return_codes=True).codes[0].reshape(codes.shape))
+        print(f"{name:10s} popcount limit {limit / 1e6:9.1f} Mconv/s (median); full path "
+              f"(median) / limit = {median / limit:.2f}   codes checked: {same}")
     t_store, _ = best_time(lambda: macro.mvm(X_dense, W, BinaryFormat(6), wf), args.repeat)
     print(f"dense with W re-encoded and re-packed in the call: {t_store:.4f} s "
           f"({res_conv(X_dense, wf) / t_store / 1e6:.1f} Mconv/s)")
