@@ -139,6 +139,175 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code, column_scale):
     return bound
 
 
+@njit(cache=True, inline="always")
+def _column_counts(cyc, tile, analog, tuning, b, sub_counts, counts, gathered, charged, dense):
+    """Step 1 of a vector: the XNOR count (or charged capacitance) of every sub-plane and
+    column into ``sub_counts``, and each cycle's level-weighted count into ``counts`` (the same
+    array when a cycle has one level bit)."""
+    xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active
+    level_bits = cyc.level_bits
+    n_sub = xbits.shape[1]
+    n_planes = n_sub // level_bits
+    n_cols = tile.wbits.shape[0]
+    if analog.charge_table:
+        for i in range(n_sub):
+            _gather_capacitance(xbits, xmask, b, i, tile.cap_table[i % level_bits],
+                                charged)
+            sub_counts[i, :] = charged
+    else:
+        for i in range(n_sub):
+            dense[i] = active[b, i] > tuning.gather_limit
+            if dense[i]:
+                continue
+            if active[b, i] > 0:
+                _gather_counts(xbits, xmask, b, i, tile.wcols, gathered)
+                sub_counts[i, :] = gathered
+            else:
+                sub_counts[i, :] = 0
+        i = 0
+        while i < n_sub:
+            if not dense[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n_sub and not dense[j]:
+                j += 1
+            if j >= n_sub:
+                j = i
+            masked = active[b, i] != tuning.tile_rows or active[b, j] != tuning.tile_rows
+            _count_dense(xbits, xmask, tile.wbits, b, i, j, active, sub_counts, masked)
+            i = j + 1 if j > i else i + 1
+    if level_bits > 1:
+        # a cycle's count: its level bits' counts, weighted (hardware-model.md 4.8)
+        for p in range(n_planes):
+            for c in range(n_cols):
+                total = np.int64(0)
+                for k in range(level_bits):
+                    total += hw.level_weighted(sub_counts[p * level_bits + k, c], k,
+                                               analog.charge_table)
+                counts[p, c] = total
+
+
+@njit(cache=True, inline="always")
+def _convert(cyc, tables, analog, b, gb, sample_prefix, noise_prefix, scale_high, magic_high,
+             magic_high_shift, addend_high, counts, codes, column_scale, column_fs, no_trials,
+             no_decisions):
+    """Step 2 of a vector: charge sharing and SAR conversion of every (cycle, column) into
+    ``codes``; under the per-column dual Vref also each column's F and NMC scale.  Returns
+    (clipped, high): the vector's clipped conversions and those at the high level."""
+    level_sum = cyc.level_sum
+    n_planes, n_cols = codes.shape
+    top = np.int64(analog.top_code)
+    per_column = analog.per_column
+    clipped = 0
+    high = 0
+    for p in range(n_planes):
+        fs = cyc.full_scale[b, p]
+        if hw.cycle_skipped(level_sum[b, p], analog.skip_masked):
+            codes[p, :] = 0
+            continue
+        if per_column:
+            column_scale[p, :] = cyc.scale[b, p]
+            column_fs[p, :] = fs
+        if analog.ideal:
+            multiplier, shift = hw.division_magic(fs)
+            addend = hw.ideal_rounding_addend(cyc.threshold_shift[b, p], top)
+            if level_sum[b, p] == 0:
+                # no driven row: every count is 0, one conversion stands for all
+                code0, f0, clip0, high0 = hw.ideal_column_conversion(
+                    0, fs, multiplier, shift, addend, per_column, analog.dual_low,
+                    analog.dual_high, magic_high, magic_high_shift, addend_high, top,
+                    analog.adc_bits)
+                codes[p, :] = code0
+                clipped += n_cols * clip0
+                high += n_cols * high0
+                continue
+            if not per_column:        # the common case, kept free of the branches
+                for c in range(n_cols):
+                    n = counts[p, c]
+                    codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top, addend)
+                    if n > fs:
+                        clipped += 1
+                continue
+            for c in range(n_cols):
+                code, f_c, clip, is_high = hw.ideal_column_conversion(
+                    counts[p, c], fs, multiplier, shift, addend, per_column,
+                    analog.dual_low, analog.dual_high, magic_high, magic_high_shift,
+                    addend_high, top, analog.adc_bits)
+                codes[p, c] = code
+                column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
+                                                         scale_high)
+                column_fs[p, c] = f_c
+                clipped += clip
+                high += is_high
+            continue
+        sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
+        noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
+        for c in range(n_cols):
+            charge = counts[p, c] if analog.charge_table else counts[p, c] * hw.CAP_UNIT
+            value = hw.sample_column(
+                hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
+                analog.sigma_sample_fx, hw.mix(sample_key, c))
+            code, f_c, clip, is_high = hw.column_conversion(
+                value, tables.cmp_offset[c], tables.cdac[c], tables.cdac_total[c], fs,
+                cyc.threshold_shift[b, p], per_column, analog.dual_low,
+                analog.dual_high, analog.half_up, top, analog.sigma_cmp_fx,
+                hw.mix(noise_key, c), no_trials, no_decisions, False)
+            codes[p, c] = code
+            if per_column:
+                column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
+                                                         scale_high)
+                column_fs[p, c] = f_c
+            clipped += clip
+            high += is_high
+    return clipped, high
+
+
+@njit(cache=True, inline="always")
+def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale_high, acc):
+    """Step 3 of a vector: the NMC terms of every (cycle, column) into its outputs'
+    accumulators ``acc[b]``."""
+    level_sum = cyc.level_sum
+    n_planes = codes.shape[0]
+    kw = nmc.pw_w.shape[0]
+    top = np.int64(analog.top_code)
+    _, acc_hi = hw.register_limits(nmc.acc_bits)
+    per_column = analog.per_column
+    # 3. NMC: canonical order plane p, then weight plane q, overflow rule after every
+    # add.  When no partial sum can reach the register's limits the order cannot
+    # matter, so those outputs sum their terms without per-add checks.
+    bound = _no_overflow_bound(cyc, b, n_planes, nmc, top, scale_high)
+    for p in range(n_planes):
+        # planes that add nothing: all codes 0 with no code offset (ideal, no active
+        # row), or a cycle the controller did not run
+        adds[p] = not ((analog.ideal and level_sum[b, p] == 0
+                        and not nmc.has_code_offsets)
+                       or hw.cycle_skipped(level_sum[b, p], analog.skip_masked))
+    for g in range(nmc.n_outputs):
+        a = acc[b, g]
+        exact_sum = abs(a) <= acc_hi - bound
+        for p in range(n_planes):
+            if not adds[p]:
+                continue
+            act = level_sum[b, p]
+            sc = cyc.scale[b, p]
+            f_p = cyc.full_scale[b, p]
+            for q in range(kw):
+                c = g * kw + q
+                if per_column:      # a column at its own level has its own scale
+                    sc = column_scale[p, c]
+                    f_p = column_fs[p, c]
+                offset = hw.column_code_offset(f_p, codes[p, c], top, nmc.code_offsets,
+                                               c)
+                term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits, offset,
+                                   nmc.pw_x[p], nmc.pw_w[q])
+                if exact_sum:
+                    a += term
+                else:
+                    a = hw.accumulate(a, term, nmc.acc_bits, nmc.saturate)
+        acc[b, g] = a
+
+
 @njit(cache=True, parallel=True)
 def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out,
              high_out):
@@ -158,16 +327,12 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     high_out : int64 (B,)  conversions whose column chose the high level (per-column dual
         Vref), per vector.
     """
-    xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active     # active: per sub-plane
-    level_sum = cyc.level_sum                                     # A of each cycle
     level_bits = cyc.level_bits
-    n_vec = xbits.shape[0]
-    n_sub = xbits.shape[1]
+    n_vec = cyc.xbits.shape[0]
+    n_sub = cyc.xbits.shape[1]
     n_planes = n_sub // level_bits
     n_cols = tile.wbits.shape[0]
-    kw = nmc.pw_w.shape[0]
     top = np.int64(analog.top_code)
-    acc_lo, acc_hi = hw.register_limits(nmc.acc_bits)
     keep_codes = codes_out.shape[0] > 0
     per_column = analog.per_column
     # per-column dual Vref: a column that exceeds the low level converts at the high one
@@ -197,143 +362,17 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
         no_trials = np.zeros(analog.adc_bits, dtype=np.int64)
         no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
-            clipped = 0
-            high = 0
-            # 1. column counts (or charged capacitance) of every sub-plane
-            if analog.charge_table:
-                for i in range(n_sub):
-                    _gather_capacitance(xbits, xmask, b, i, tile.cap_table[i % level_bits],
-                                        charged)
-                    sub_counts[i, :] = charged
-            else:
-                for i in range(n_sub):
-                    dense[i] = active[b, i] > tuning.gather_limit
-                    if dense[i]:
-                        continue
-                    if active[b, i] > 0:
-                        _gather_counts(xbits, xmask, b, i, tile.wcols, gathered)
-                        sub_counts[i, :] = gathered
-                    else:
-                        sub_counts[i, :] = 0
-                i = 0
-                while i < n_sub:
-                    if not dense[i]:
-                        i += 1
-                        continue
-                    j = i + 1
-                    while j < n_sub and not dense[j]:
-                        j += 1
-                    if j >= n_sub:
-                        j = i
-                    masked = active[b, i] != tuning.tile_rows or active[b, j] != tuning.tile_rows
-                    _count_dense(xbits, xmask, tile.wbits, b, i, j, active, sub_counts, masked)
-                    i = j + 1 if j > i else i + 1
-            if level_bits > 1:
-                # a cycle's count: its level bits' counts, weighted (hardware-model.md 4.8)
-                for p in range(n_planes):
-                    for c in range(n_cols):
-                        total = np.int64(0)
-                        for k in range(level_bits):
-                            total += hw.level_weighted(sub_counts[p * level_bits + k, c], k,
-                                                       analog.charge_table)
-                        counts[p, c] = total
-            # 2. charge sharing and SAR conversion of every (plane, column)
-            gb = key.vector_offset + b
-            for p in range(n_planes):
-                fs = cyc.full_scale[b, p]
-                if hw.cycle_skipped(level_sum[b, p], analog.skip_masked):
-                    codes[p, :] = 0
-                    continue
-                if per_column:
-                    column_scale[p, :] = cyc.scale[b, p]
-                    column_fs[p, :] = fs
-                if analog.ideal:
-                    multiplier, shift = hw.division_magic(fs)
-                    addend = hw.ideal_rounding_addend(cyc.threshold_shift[b, p], top)
-                    if level_sum[b, p] == 0:
-                        # no driven row: every count is 0, one conversion stands for all
-                        code0, f0, clip0, high0 = hw.ideal_column_conversion(
-                            0, fs, multiplier, shift, addend, per_column, analog.dual_low,
-                            analog.dual_high, magic_high, magic_high_shift, addend_high, top,
-                            analog.adc_bits)
-                        codes[p, :] = code0
-                        clipped += n_cols * clip0
-                        high += n_cols * high0
-                        continue
-                    if not per_column:        # the common case, kept free of the branches
-                        for c in range(n_cols):
-                            n = counts[p, c]
-                            codes[p, c] = hw.ideal_adc_code(n, multiplier, shift, top, addend)
-                            if n > fs:
-                                clipped += 1
-                        continue
-                    for c in range(n_cols):
-                        code, f_c, clip, is_high = hw.ideal_column_conversion(
-                            counts[p, c], fs, multiplier, shift, addend, per_column,
-                            analog.dual_low, analog.dual_high, magic_high, magic_high_shift,
-                            addend_high, top, analog.adc_bits)
-                        codes[p, c] = code
-                        column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
-                                                                 scale_high)
-                        column_fs[p, c] = f_c
-                        clipped += clip
-                        high += is_high
-                    continue
-                sample_key = hw.mix(hw.mix(sample_prefix, gb), p)
-                noise_key = hw.mix(hw.mix(noise_prefix, gb), p)
-                for c in range(n_cols):
-                    charge = counts[p, c] if analog.charge_table else counts[p, c] * hw.CAP_UNIT
-                    value = hw.sample_column(
-                        hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
-                        analog.sigma_sample_fx, hw.mix(sample_key, c))
-                    code, f_c, clip, is_high = hw.column_conversion(
-                        value, tables.cmp_offset[c], tables.cdac[c], tables.cdac_total[c], fs,
-                        cyc.threshold_shift[b, p], per_column, analog.dual_low,
-                        analog.dual_high, analog.half_up, top, analog.sigma_cmp_fx,
-                        hw.mix(noise_key, c), no_trials, no_decisions, False)
-                    codes[p, c] = code
-                    if per_column:
-                        column_scale[p, c] = hw.column_nmc_scale(f_c, fs, cyc.scale[b, p],
-                                                                 scale_high)
-                        column_fs[p, c] = f_c
-                    clipped += clip
-                    high += is_high
+            _column_counts(cyc, tile, analog, tuning, b, sub_counts, counts, gathered, charged,
+                           dense)
+            clipped, high = _convert(cyc, tables, analog, b, key.vector_offset + b,
+                                     sample_prefix, noise_prefix, scale_high, magic_high,
+                                     magic_high_shift, addend_high, counts, codes, column_scale,
+                                     column_fs, no_trials, no_decisions)
             clipped_out[b] = clipped
             high_out[b] = high
             if keep_codes:
                 for p in range(n_planes):
                     for c in range(n_cols):
                         codes_out[b, p, c] = codes[p, c]
-            # 3. NMC: canonical order plane p, then weight plane q, overflow rule after every
-            # add.  When no partial sum can reach the register's limits the order cannot
-            # matter, so those outputs sum their terms without per-add checks.
-            bound = _no_overflow_bound(cyc, b, n_planes, nmc, top, scale_high)
-            for p in range(n_planes):
-                # planes that add nothing: all codes 0 with no code offset (ideal, no active
-                # row), or a cycle the controller did not run
-                adds[p] = not ((analog.ideal and level_sum[b, p] == 0
-                                and not nmc.has_code_offsets)
-                               or hw.cycle_skipped(level_sum[b, p], analog.skip_masked))
-            for g in range(nmc.n_outputs):
-                a = acc[b, g]
-                exact_sum = abs(a) <= acc_hi - bound
-                for p in range(n_planes):
-                    if not adds[p]:
-                        continue
-                    act = level_sum[b, p]
-                    sc = cyc.scale[b, p]
-                    f_p = cyc.full_scale[b, p]
-                    for q in range(kw):
-                        c = g * kw + q
-                        if per_column:      # a column at its own level has its own scale
-                            sc = column_scale[p, c]
-                            f_p = column_fs[p, c]
-                        offset = hw.column_code_offset(f_p, codes[p, c], top, nmc.code_offsets,
-                                                       c)
-                        term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits, offset,
-                                           nmc.pw_x[p], nmc.pw_w[q])
-                        if exact_sum:
-                            a += term
-                        else:
-                            a = hw.accumulate(a, term, nmc.acc_bits, nmc.saturate)
-                acc[b, g] = a
+            _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale_high,
+                        acc)
