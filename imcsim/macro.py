@@ -413,7 +413,7 @@ class Macro:
     @property
     def code_offsets(self) -> tuple[np.ndarray, int]:
         """The NMC's per-column code offsets, int64 (3, columns) in 2**-CODE_OFFSET_FRAC_BITS
-        code (``NmcConfig.code_offset_table``), and an int >= every |offset| in codes."""
+        code (``NmcConfig.code_offset_table``), and an int >= the magnitude of every offset, in codes."""
         if self._code_offsets is None:
             table = self.config.nmc.code_offset_table(self.config.columns)
             step = 1 << CODE_OFFSET_FRAC_BITS

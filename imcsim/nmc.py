@@ -29,11 +29,10 @@ def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
     """The NMC's work for one array cycle of one column group.
 
     acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes;
-    scale_fx : int or int64 (G * Kw,) the NMC scale F / L of the cycle or of each column.
+    scale_fx : int or int64 (G * Kw,) the NMC scale F / L of the cycle or of each column;
     code_offset : int or int64 (G * Kw,) each column's offset for its code in
-        2**-CODE_OFFSET_FRAC_BITS code (the ``NmcConfig.code_offset_table`` row for the code
-        and the column's F: ``kernels.cycle.column_code_offsets``); half-LSB reconstruction
-        is in it.
+    2**-CODE_OFFSET_FRAC_BITS code (the ``NmcConfig.code_offset_table`` row for the code and
+    the column's F: ``kernels.cycle.column_code_offsets``); half-LSB reconstruction is in it.
     Returns the new accumulators int64 (G,) and the accumulator after each weight plane,
     int64 (G, Kw).
     """
