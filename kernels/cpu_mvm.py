@@ -297,8 +297,9 @@ def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale
                 if per_column:      # a column at its own level has its own scale
                     sc = column_scale[p, c]
                     f_p = column_fs[p, c]
-                offset = hw.column_code_offset(f_p, codes[p, c], top, nmc.code_offsets,
-                                               c)
+                offset = np.int64(0)
+                if nmc.has_code_offsets:           # the paper's NMC: no lookup per term
+                    offset = hw.column_code_offset(f_p, codes[p, c], top, nmc.code_offsets, c)
                 term = hw.nmc_term(codes[p, c], sc, act, nmc.scale_frac_bits, offset,
                                    nmc.pw_x[p], nmc.pw_w[q])
                 if exact_sum:

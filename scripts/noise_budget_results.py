@@ -190,6 +190,7 @@ def plot(ladders: list[dict], png: Path) -> bool:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     styles = {"floor": "o", "half_up": "s", "calibrated": "^"}
+    colours = {"floor": "tab:orange", "half_up": "tab:green", "calibrated": "tab:blue"}
     for ax, mapping in zip(axes, MAPPINGS):
         fp = [a for lad in ladders if lad["mapping"] == mapping and lad["fp32"]
               for a in lad["fp32"]["accuracies"]]
@@ -200,20 +201,22 @@ def plot(ladders: list[dict], png: Path) -> bool:
             xs = [max(p["scale"], 1 / 16) for p in shown]                # 0 drawn at 1/16
             ax.semilogx(xs, [p["mean"] for p in shown],
                         styles[lad["placement"]] + (":" if lad["skip"] else "-"),
+                        color=colours[lad["placement"]], mfc="white" if lad["skip"] else None,
                         label=placement_text(lad))
             gone = [max(p["scale"], 1 / 16) for p in lad["points"] if p.get("diverged")]
             if gone:                                       # diverged runs: crosses at 0
-                ax.plot(gone, [0] * len(gone), "x", color=ax.lines[-1].get_color(), ms=9)
+                ax.plot(gone, [0] * len(gone), "x", color=colours[lad["placement"]], ms=9)
         if fp:
             base = statistics.mean(fp)
             for tol, alpha in ((2, 0.25), (10, 0.1)):
                 ax.axhspan(base - tol, base, color="green", alpha=alpha)
             ax.axhline(base, color="green", lw=1, label="FP32 (bands: -2, -10 points)")
         ax.set_title(f"{mapping} rows")
-        ax.set_xlabel("scale of paper-nonideal's non-idealities (0 drawn at 1/16)")
+        ax.set_xlabel("scale of paper-nonideal's non-idealities (0 drawn at 1/16; x: diverged)")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("final test accuracy [%]")
-    axes[0].legend(fontsize=8, loc="lower left")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
