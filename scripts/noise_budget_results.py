@@ -10,10 +10,11 @@ Usage::
 
 A ladder folder is named ``<model>-<mapping>-<placement>``: its mapping is ``one-hot`` or
 ``multi-level``, its threshold placement ``floor`` (the paper's law), ``half_up`` (centred
-thresholds) or ``calibrated`` (floor law, with the measured code offsets subtracted in the
-NMC). The page holds, per ladder, the final test accuracy at every scale (mean over the
-finished seeds), the 2- and 10-point budgets (``imcsim.training.budget``), and the per-MVM
-compute SNR that training recorded (median over layers, last epoch, first seed). It also
+thresholds), ``calibrated`` (floor law, with the measured code offsets subtracted in the
+NMC) or ``half_up-calibrated`` (both). The page holds, per ladder, the final test accuracy
+at every scale (mean over the finished seeds), the 2- and 10-point budgets
+(``imcsim.training.budget``), and the per-MVM compute SNR that training recorded (median over
+layers, last epoch, first seed). It also
 holds the MVM-level SNR tables of ``scripts/mvm_snr.py``. A ladder still running
 shows what it has.
 """
@@ -30,9 +31,10 @@ from imcsim.training.budget import format_point
 ROOT = Path(__file__).resolve().parents[1]
 LADDERS = ROOT / "docs" / "results" / "noise-budget"
 SNR = ROOT / "docs" / "results" / "mvm-snr"
-PLACEMENTS = ("floor", "half_up", "calibrated")
+PLACEMENTS = ("floor", "half_up", "calibrated", "half_up-calibrated")
 PLACEMENT_TEXT = {"floor": "paper's floor law", "half_up": "centred thresholds (half_up)",
-                  "calibrated": "calibrated chip (floor law + NMC code offsets)"}
+                  "calibrated": "calibrated chip (floor law + NMC code offsets)",
+                  "half_up-calibrated": "centred thresholds + NMC code offsets"}
 MAPPINGS = ("one-hot", "multi-level")
 KINDS = ("forward", "backward", "update")
 
@@ -189,8 +191,9 @@ def plot(ladders: list[dict], png: Path) -> bool:
     except ImportError:
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    styles = {"floor": "o", "half_up": "s", "calibrated": "^"}
-    colours = {"floor": "tab:orange", "half_up": "tab:green", "calibrated": "tab:blue"}
+    styles = {"floor": "o", "half_up": "s", "calibrated": "^", "half_up-calibrated": "D"}
+    colours = {"floor": "tab:orange", "half_up": "tab:green", "calibrated": "tab:blue",
+               "half_up-calibrated": "tab:purple"}
     for ax, mapping in zip(axes, MAPPINGS):
         fp = [a for lad in ladders if lad["mapping"] == mapping and lad["fp32"]
               for a in lad["fp32"]["accuracies"]]
