@@ -10,6 +10,7 @@ Run:  python scripts/time_vgg_step.py [--batch 128] [--device cuda] [--steps 3]
 """
 import argparse
 import resource
+import sys
 import time
 from collections import defaultdict
 
@@ -46,18 +47,24 @@ class TimedImc(ImcBackend):
         return out
 
 
-def main():
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--steps", type=int, default=1, help="timed steps (the mean is printed)")
     ap.add_argument("--warmup", type=int, default=None,
                     help="untimed steps first (default: 1 on cuda, 0 on cpu)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    for name, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1),
+                             ("--warmup", args.warmup, 0)):
+        if value is not None and value < low:
+            print(f"{name}: expected an integer >= {low}, got {value}", file=sys.stderr)
+            return 2
     try:
         xp = array_module(args.device)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+    except ValueError as exc:              # no CuPy or no GPU: one line, exit 2
+        print(f"--device: {exc}", file=sys.stderr)
+        return 2
     warmup = args.warmup if args.warmup is not None else int(args.device == "cuda")
     rng = np.random.default_rng(0)
     model = build_model("vgg-lite", (32, 32, 3), 10, seed=0).to_device(xp)
@@ -102,7 +109,8 @@ def main():
         st = imc.stats[(layer, kind)]
         print(f"  {layer:4s} {kind:8s} {sec / args.steps:7.2f} s  "
               f"{st.adc_conversions / args.steps / 1e6:9.1f} M conversions")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
