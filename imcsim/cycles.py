@@ -20,7 +20,7 @@ import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
 from imcsim.counters import MvmCounters
-from imcsim.kernels.cycle import column_code_offsets, column_scales
+from imcsim.kernels.cycle import column_scales
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
 
@@ -133,13 +133,9 @@ class CycleStepper:
                             column_fs = np.ascontiguousarray(out.full_scale, dtype=np.int64)
                             column_scale = np.empty(column_fs.shape[0], dtype=np.int64)
                             column_scales(column_fs, fs, scale, high_scale, column_scale)
-                            column_offset = np.empty_like(column_scale)
-                            column_code_offsets(column_fs,
-                                                np.ascontiguousarray(out.code, dtype=np.int64),
-                                                top, code_offsets, column_offset)
                             self.acc[b, g0:g1], steps = nmc_cycle(
-                                self.acc[b, g0:g1], out.code, a, column_scale, int(pw_x[p]),
-                                pw_w, nmc, column_offset)
+                                self.acc[b, g0:g1], out.code, a, column_scale, column_fs,
+                                int(pw_x[p]), pw_w, nmc, top, code_offsets)
                         counters.clipped[t, u] += out.clipped
                         counters.high_columns[t, u] += out.high
                         counters.codes[t, b, p, g0:g1, :] = out.code.reshape(-1, Kw)

@@ -195,7 +195,6 @@ class Macro:
         self.config = config
         self.device = device
         self.fx = config.nonideal.fixed_point()
-        self._code_offsets = None
         self._gpu = None
         if device == "cuda":
             from imcsim.gpu import GpuMacro
@@ -410,16 +409,14 @@ class Macro:
                          table, nmc.has_code_offsets, bound, prep.x_format.plane_weights,
                          prep.w_format.plane_weights, n_outputs)
 
-    @property
+    @cached_property
     def code_offsets(self) -> tuple[np.ndarray, int]:
         """The NMC's per-column code offsets, int64 (3, columns) in 2**-CODE_OFFSET_FRAC_BITS
-        code (``NmcConfig.code_offset_table``), and an int >= the magnitude of every offset, in codes."""
-        if self._code_offsets is None:
-            table = self.config.nmc.code_offset_table(self.config.columns)
-            step = 1 << CODE_OFFSET_FRAC_BITS
-            bound = int((np.abs(table).max(initial=0) + step - 1) // step)
-            self._code_offsets = (table, bound)
-        return self._code_offsets
+        code (``NmcConfig.code_offset_table``), and an int >= the magnitude of every offset,
+        in codes."""
+        table = self.config.nmc.code_offset_table(self.config.columns)
+        step = 1 << CODE_OFFSET_FRAC_BITS
+        return table, int((np.abs(table).max(initial=0) + step - 1) // step)
 
     # --- the fast path --------------------------------------------------------------------
     def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,

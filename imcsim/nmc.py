@@ -24,15 +24,15 @@ def accumulator_fraction_bits(nmc: NmcConfig, x_format, w_format) -> int:
             + int(w_format.denominator).bit_length() - 1)
 
 
-def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
-              w_plane_weights, nmc: NmcConfig, code_offset):
+def nmc_cycle(acc, codes, active_rows: int, scale_fx, full_scale, x_plane_weight: int,
+              w_plane_weights, nmc: NmcConfig, top_code: int, code_offsets):
     """The NMC's work for one array cycle of one column group.
 
     acc : int64 (G,) accumulators of the group's outputs; codes : (G * Kw,) ADC codes;
-    scale_fx : int or int64 (G * Kw,) the NMC scale F / L of the cycle or of each column;
-    code_offset : int or int64 (G * Kw,) each column's offset for its code in
-    2**-CODE_OFFSET_FRAC_BITS code (the ``NmcConfig.code_offset_table`` row for the code and
-    the column's F: ``kernels.cycle.column_code_offsets``); half-LSB reconstruction is in it.
+    scale_fx, full_scale : int or int64 (G * Kw,) the NMC scale F / L and F of the cycle or
+    of each column; top_code : L; code_offsets : int64 (3, >= G * Kw) the NMC's code-offset
+    registers of the group's columns (``Macro.code_offsets``: half-LSB reconstruction is in
+    them).
     Returns the new accumulators int64 (G,) and the accumulator after each weight plane,
     int64 (G, Kw).
     """
@@ -41,9 +41,10 @@ def nmc_cycle(acc, codes, active_rows: int, scale_fx, x_plane_weight: int,
     steps = np.empty((acc.shape[0], pw_w.shape[0]), dtype=np.int64)
     codes = np.ascontiguousarray(codes, dtype=np.int64)
     scales = np.broadcast_to(np.asarray(scale_fx, dtype=np.int64), codes.shape).copy()
-    offsets = np.broadcast_to(np.asarray(code_offset, dtype=np.int64), codes.shape).copy()
-    _nmc_cycle_kernel(acc, codes, int(active_rows), scales, int(x_plane_weight), pw_w,
-                      nmc.scale_frac_bits, offsets, nmc.acc_bits,
+    full_scales = np.broadcast_to(np.asarray(full_scale, dtype=np.int64), codes.shape).copy()
+    _nmc_cycle_kernel(acc, codes, int(active_rows), scales, full_scales, int(top_code),
+                      np.ascontiguousarray(code_offsets, dtype=np.int64),
+                      int(x_plane_weight), pw_w, nmc.scale_frac_bits, nmc.acc_bits,
                       nmc.overflow is Overflow.SATURATE, steps)
     return acc, steps
 

@@ -110,31 +110,25 @@ def charge_share_columns(rows, charged, total, values_out):
 
 
 @njit(cache=True)
-def column_code_offsets(column_full_scale, codes, top_code, code_offsets, offset_out):
-    """Each column's NMC offset for its code at its F (``hw.column_code_offset``): int64 (C,)
-    into ``offset_out``; codes int64 (C,); code_offsets int64 (3, >= C)."""
-    for c in range(column_full_scale.shape[0]):
-        offset_out[c] = hw.column_code_offset(column_full_scale[c], codes[c], top_code,
-                                              code_offsets, c)
-
-
-@njit(cache=True)
-def nmc_cycle(acc, codes, active, scale_fx, x_plane_weight, w_plane_weights, scale_frac_bits,
-              code_offset, acc_bits, saturate, steps_out):
+def nmc_cycle(acc, codes, active, scale_fx, column_full_scale, top_code, code_offsets,
+              x_plane_weight, w_plane_weights, scale_frac_bits, acc_bits, saturate, steps_out):
     """The NMC's work for one array cycle of one column group, in the canonical order.
 
     acc : int64 (G,) accumulators (updated in place); codes : int64 (G * Kw,) ADC codes;
-    scale_fx : int64 (G * Kw,) each column's F / L (they differ under the per-column dual
-    Vref choice); code_offset : int64 (G * Kw,) each column's code offset
-    (``column_code_offsets``).
+    scale_fx, column_full_scale : int64 (G * Kw,) each column's F / L and F (they differ
+    under the per-column dual Vref choice); code_offsets : int64 (3, >= G * Kw) the NMC's
+    code-offset registers (``hw.column_code_offset`` picks each code's).
     steps_out : int64 (G, Kw) the accumulator after each weight plane.
     """
     kw = w_plane_weights.shape[0]
     for g in range(acc.shape[0]):
         a = acc[g]
         for q in range(kw):
-            term = hw.nmc_term(codes[g * kw + q], scale_fx[g * kw + q], active, scale_frac_bits,
-                               code_offset[g * kw + q], x_plane_weight, w_plane_weights[q])
+            c = g * kw + q
+            offset = hw.column_code_offset(column_full_scale[c], codes[c], top_code,
+                                           code_offsets, c)
+            term = hw.nmc_term(codes[c], scale_fx[c], active, scale_frac_bits, offset,
+                               x_plane_weight, w_plane_weights[q])
             a = hw.accumulate(a, term, acc_bits, saturate)
             steps_out[g, q] = a
         acc[g] = a

@@ -39,9 +39,9 @@ AnalogParams = namedtuple("AnalogParams", "rows adc_bits top_code ideal charge_t
 #: NMC settings: scale_frac_bits, acc_bits, saturate (else wrap); code_offsets int64 (3, C)
 #: each column's offset for a non-zero code at F <= L (row 0) and F > L (row 1) and for code 0
 #: (row 2), 2**-CODE_OFFSET_FRAC_BITS code (``hw.column_code_offset``; half-LSB
-#: reconstruction included), has_code_offsets (any
-#: non-zero), offset_codes (an int >= the magnitude of every offset, in codes); pw_x int64 (P,) and pw_w
-#: int64 (Kw,) plane weights; n_outputs (outputs of this column tile).
+#: reconstruction included), has_code_offsets (any non-zero), offset_codes (an int >= the
+#: magnitude of every offset, in codes); pw_x int64 (P,) and pw_w int64 (Kw,) plane weights;
+#: n_outputs (outputs of this column tile).
 NmcParams = namedtuple("NmcParams", "scale_frac_bits acc_bits saturate code_offsets "
                        "has_code_offsets offset_codes pw_x pw_w n_outputs")
 

@@ -104,7 +104,7 @@ tail -q -n 1 "$WORK"/vgg_*.log >> "$OUT/summary.txt" 2>/dev/null
 # the macro, the paper-nonideal preset's non-idealities scaled by a ladder, one ladder per row
 # mapping in BUDGET_MAPPINGS and threshold placement in BUDGET_PLACEMENTS (floor: the paper's
 # law; half_up: centred thresholds; calibrated: floor with the measured code offsets in the
-# NMC), BUDGET_PROCESSES runs at a time sharing the GPU (imcsim noise-budget --processes: no
+# NMC; half_up-calibrated: both), BUDGET_PROCESSES runs at a time sharing the GPU (imcsim noise-budget --processes: no
 # Dask on that machine).  A ladder is (scales + 1) x seeds runs of about 4 minutes each in
 # waves of BUDGET_PROCESSES: all six ladders need about 25 minutes, more than one session's
 # device time, so name a subset per session.  Folders vgg-lite-<mapping>-<placement> come
@@ -116,6 +116,7 @@ for mapping in $BUDGET_MAPPINGS; do
     for placement in $BUDGET_PLACEMENTS; do
         case $placement in
             calibrated) law=(--adc-rounding floor --calibrate-offsets) ;;
+            half_up-calibrated) law=(--adc-rounding half_up --calibrate-offsets) ;;
             *) law=(--adc-rounding "$placement") ;;
         esac
         # shellcheck disable=SC2086  # BUDGET_ARGS is a list of options

@@ -40,6 +40,7 @@ from imcsim import Macro
 from imcsim.calibration.offsets import calibrate_code_offsets
 from imcsim.config import Rounding, load_preset, nonideality_names
 from imcsim.formats import BinaryFormat, Radix4Format, mapped_format
+from imcsim.training.diagnostics import MvmErrorSums
 from imcsim.training.quant import pact_quantize, radix4_two_phase, sawb_quantize
 
 #: VGG-lite's L4 (3x3x128 inputs): rows of one MVM
@@ -80,11 +81,6 @@ def noise_gain_db(fmt, X, one_hot) -> float:
     return 10 * np.log10(power(fmt) / power(one_hot))
 
 
-def snr_db(y, exact) -> float:
-    d = y - exact
-    return float(10 * np.log10(np.var(exact) / np.var(d))) if np.var(d) > 0 else float("inf")
-
-
 def measure(preset, args, kind, X, W, fmt, w_fmt, exact, scale, mapping, placement, skip,
             gain) -> dict:
     """One MVM on the chip of (scale, placement, skip): its SNR, bias and conversions."""
@@ -99,14 +95,17 @@ def measure(preset, args, kind, X, W, fmt, w_fmt, exact, scale, mapping, placeme
         chip = calibrate_code_offsets(chip)
     t0 = time.perf_counter()
     res = Macro(chip).mvm(X, W, fmt, w_fmt, seed=1)
-    y = np.asarray(res.y)
+    # the training diagnostics' statistics (imcsim report, metrics.json's mvm_error)
+    errors = MvmErrorSums()
+    errors.add_outputs(exact, res.y)
+    stats = errors.summary()                 # snr_db None: the exact product everywhere
     r = {"kind": kind, "mapping": mapping, "format": fmt.spec(), "placement": placement,
-         "skip_masked_cycles": skip, "scale": scale, "snr_db": snr_db(y, exact),
-         "bias": float(np.mean(y - exact) / np.sqrt(np.mean(exact ** 2))),
-         "conversions": int(res.events.total()["adc_conversions"]),
+         "skip_masked_cycles": skip, "scale": scale, "snr_db": stats["snr_db"],
+         "bias": stats["bias"], "conversions": int(res.events.total()["adc_conversions"]),
          "noise_gain_db": gain if mapping == "multi-level" else 0.0}
+    snr = "  exact" if r["snr_db"] is None else f"{r['snr_db']:6.2f} dB"
     print(f"{kind:8s} {mapping:11s} {fmt.spec():12s} {placement:10s} "
-          f"{'skip ' if skip else 'every'} x{scale:<6g} SNR {r['snr_db']:6.2f} dB  "
+          f"{'skip ' if skip else 'every'} x{scale:<6g} SNR {snr}  "
           f"bias {r['bias']:+.4f}  conversions {r['conversions']:>8d}  "
           f"analytic gain {r['noise_gain_db']:+.1f} dB  ({time.perf_counter() - t0:.1f} s)",
           flush=True)
@@ -186,7 +185,8 @@ def main(argv=None) -> int:
                 pts = [(r["scale"], r["snr_db"]) for r in rows
                        if r["kind"] == kind and r["mapping"] == mapping
                        and r["placement"] == placement
-                       and r["skip_masked_cycles"] == skip and r["scale"] > 0]
+                       and r["skip_masked_cycles"] == skip and r["scale"] > 0
+                       and r["snr_db"] is not None]
                 if pts:
                     ax.semilogx(*zip(*pts), style,
                                 label=f"{mapping}, {placement}"

@@ -177,8 +177,11 @@ def snr_section(root: Path) -> list[str]:
             vals = []
             for c in columns:
                 r = cell.get(c)
-                vals.append("—" if r is None else f"{r['snr_db']:.1f}" + (
-                    f" / {r['bias']:+.3f}" if "bias" in r else ""))
+                if r is None:
+                    vals.append("—")
+                    continue
+                snr = "exact" if r["snr_db"] is None else f"{r['snr_db']:.1f}"
+                vals.append(snr + (f" / {r['bias']:+.3f}" if r.get("bias") is not None else ""))
             lines.append(f"| {kind} | x {scale:g} | " + " | ".join(vals) + " |")
     return lines
 

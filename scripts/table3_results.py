@@ -314,9 +314,9 @@ def main():
             "is the distance of each row from its baselines, not the absolute accuracy.", ""]
     if gpu:
         page += [f"## The table (GPU: {gpu_machine}, `--device cuda`)", ""]
-        page += table(gpu, spec, epochs)
-        write_results_section(results_section(table(gpu, spec, epochs),
-                                              f"on one {gpu_machine}"),
+        gpu_table = table(gpu, spec, epochs)
+        page += gpu_table
+        write_results_section(results_section(gpu_table, f"on one {gpu_machine}"),
                               ROOT / "docs" / "results.md")
         page += ["", "The macro's MVMs are the same bits on the GPU as on the CPU (tested); the "
                  "FP32 layers, the loss and the optimizer run in CuPy and round differently "

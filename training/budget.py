@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from imcsim.config import nonideality_names
+from imcsim.training.engine import TrainingDiverged
 
 #: the default ladder of factors on the preset's non-idealities
 DEFAULT_SCALES = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0)
@@ -111,8 +112,9 @@ def budget_table(records: Sequence[Mapping], scaled: Sequence[str],
     for doc in records:
         ok = doc.get("status") == "ok" and isinstance(doc.get("result"), Mapping) \
             and "test_acc" in doc["result"]
+        # a sweep records a failure as "<exception class>: <message>"
         failed_by_divergence = doc.get("status") == "failed" and str(
-            doc.get("error", "")).startswith("TrainingDiverged")
+            doc.get("error", "")).startswith(f"{TrainingDiverged.__name__}:")
         if not (ok or failed_by_divergence):
             missing.append(doc.get("name"))
             continue
@@ -130,7 +132,7 @@ def budget_table(records: Sequence[Mapping], scaled: Sequence[str],
                 "sd": statistics.stdev(values) if len(values) > 1 else None,
                 "n": len(values) + n_diverged, "accuracies": values, "diverged": n_diverged}
 
-    base = by_config.get("fp32") or None
+    base = by_config.get("fp32")
     out = {"fp32": stats(base) if base else None, "ladders": {}, "missing": missing,
            "tolerances": list(tolerances)}
     for which in scaled:

@@ -58,8 +58,8 @@ def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     stimulus = measured.stimulus
     top = stimulus.config.top_code
-    sums = {False: 0.0, True: 0.0, "zero": 0.0}
-    counts = {False: 0, True: 0, "zero": 0}
+    sums = {"lossless": 0.0, "lossy": 0.0, "zero": 0.0}
+    counts = {"lossless": 0, "lossy": 0, "zero": 0}
     for block in stimulus.blocks_of("ramp"):
         codes = measured.block_codes(block.name).astype(np.float64)    # (B, P, C)
         ideal = block.counts.astype(np.float64) * top / block.full_scale
@@ -71,16 +71,16 @@ def mean_code_errors(measured) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if not keep.any():
             continue
         error = codes[keep] - ideal[keep, None, None]
-        lossy = block.full_scale > top
-        sums[lossy] = sums[lossy] + error.sum(axis=(0, 1))
-        counts[lossy] += error.shape[0] * error.shape[1]
-    for key, name in ((False, "F = L and interior codes"), (True, "F > L and interior codes"),
-                      ("zero", "count 0")):
+        key = "lossy" if block.full_scale > top else "lossless"
+        sums[key] = sums[key] + error.sum(axis=(0, 1))
+        counts[key] += error.shape[0] * error.shape[1]
+    names = {"lossless": "F = L and interior codes", "lossy": "F > L and interior codes",
+             "zero": "count 0"}
+    for key, name in names.items():
         if counts[key] == 0:
             raise ValueError(f"measurement: no ramp conversions with {name} "
                              f"({measured.source}); the code offsets need them all")
-    return (sums[False] / counts[False], sums[True] / counts[True],
-            sums["zero"] / counts["zero"])
+    return tuple(sums[key] / counts[key] for key in names)
 
 
 def code_offset_registers(errors, frac_bits: int, bits: int) -> tuple[int, ...]:

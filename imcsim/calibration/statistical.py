@@ -43,7 +43,6 @@ from imcsim.calibration.model import CATEGORIES, ChipModel, block_predictions, n
 from imcsim.calibration.result import REPORT_FORMAT, CalibrationResult, load_calibrated_model
 from imcsim.calibration.stimulus import KIND_BLOCK
 from imcsim.config import MacroConfig
-from imcsim.kernels.cycle import column_code_offsets
 from imcsim.kernels.targets import CPU as hw
 from imcsim.verify.dumps import check_measurement
 
@@ -350,10 +349,7 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
         codes = measured.codes[name]
         B, P, C = codes.shape
         scale = int(hw.nmc_scale(block.full_scale, L, S))
-        # every column of a block converts at the block's F; its offset register for a code
-        table = cfg.nmc.code_offset_table(cfg.columns)
-        block_fs = np.full(C, block.full_scale, dtype=np.int64)
-        offsets = np.empty(C, dtype=np.int64)
+        table = cfg.nmc.code_offset_table(cfg.columns)     # the chip's NMC registers
         acc_all = np.zeros((B, y.shape[1]), dtype=np.int64)
         ok = np.ones(B, dtype=bool)
         for b in range(B):
@@ -362,10 +358,8 @@ def check_nmc(measured: MeasuredCodes) -> dict | None:
                 continue
             acc = np.zeros(y.shape[1], dtype=np.int64)
             for p in range(P):
-                column_code_offsets(block_fs, np.ascontiguousarray(codes[b, p], dtype=np.int64),
-                                    L, table, offsets)
-                acc, _ = nmc_cycle(acc, codes[b, p], cfg.rows, scale, int(xf.plane_weights[p]),
-                                   wf.plane_weights, nmc, offsets)
+                acc, _ = nmc_cycle(acc, codes[b, p], cfg.rows, scale, block.full_scale,
+                                   int(xf.plane_weights[p]), wf.plane_weights, nmc, L, table)
             acc_all[b] = acc
         y_exp = output_stage(acc_all, nmc, accumulator_fraction_bits(nmc, xf, wf))
         diff = (y_exp != y) & ok[:, None]
