@@ -18,6 +18,14 @@ import numpy as np
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.counters import MvmCounters
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format
+from imcsim.kernels.params import (
+    AnalogTables,
+    CycleInputs,
+    LaunchSpan,
+    MvmOutputs,
+    NmcParams,
+    StoredTile,
+)
 from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
 from imcsim.tuning import CUDA_THREADS_PER_BLOCK
 
@@ -281,17 +289,21 @@ class GpuMacro:
         high_dev = cuda.to_device(np.zeros((T, U), dtype=np.int64))
         no_caps = cuda.to_device(np.zeros((S, 2, 1, 1), dtype=np.int64))
 
+        # the CPU kernel's named tuples, holding device arrays (docs/architecture.md)
+        cyc = CycleInputs(xbits, xmask, active, level_sum, fs, scale, shift, S)
+        tables = AnalogTables(col_total_cap, cdac, cdac_total, cmp_offset)
+        nmc_params = NmcParams(nmc.scale_frac_bits, nmc.acc_bits,
+                               nmc.overflow.value == "saturate", code_offsets,
+                               nmc.has_code_offsets, macro.code_offsets[1], pw_x, pw_w,
+                               plan.outputs_per_tile)
+        outputs = MvmOutputs(return_codes, codes, clipped_dev, high_dev, acc)
+        no_wcols = self.to_device(np.zeros((0, 0), dtype=np.uint8))
+
         def launch(t_lo, t_hi, n_lo, n_hi, caps):
+            span = LaunchSpan(np.uint64(prep.seed), prep.vector_offset, t_lo, t_hi, n_lo, n_hi)
             k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
-                xbits, xmask, active, level_sum, S, fs, scale, shift, wbits, caps,
-                col_total_cap, cdac, cdac_total, cmp_offset, c.rows, c.top_code, analog.ideal,
-                analog.charge_table,
-                analog.sigma_sample_fx, analog.sigma_cmp_fx, analog.skip_masked,
-                analog.per_column, analog.dual_low, analog.dual_high, analog.half_up,
-                np.uint64(prep.seed), t_lo, t_hi,
-                n_lo, n_hi, plan.outputs_per_tile, prep.vector_offset, pw_x, pw_w,
-                nmc.scale_frac_bits, code_offsets, nmc.acc_bits,
-                nmc.overflow.value == "saturate", return_codes, codes, clipped_dev, high_dev, acc)
+                cyc, StoredTile(wbits, no_wcols, caps), tables, analog, nmc_params, span,
+                outputs)
 
         if not analog.charge_table:
             launch(0, T, 0, N, no_caps)            # the whole MVM in one launch

@@ -176,87 +176,89 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 
 
 @cuda.jit
-def tile_mvm(xbits, xmask, active, level_sum, level_bits, full_scale, scale, threshold_shift,
-             wbits, cap_table,
-             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
-             sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
-             half_up, seed, t_lo, t_hi, n_lo, n_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets, acc_bits,
-             saturate, keep_codes, codes, clipped, high_count, acc):
+def tile_mvm(cyc, stored, tables, analog, nmc, span, out):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
+
+    The CPU kernel's named tuples of ``kernels.params``, with the GPU's layouts:
+
+    - cyc : ``CycleInputs`` of every row tile at once: xbits, xmask uint64 (B, P * S, T * WT)
+      (word w of row tile t at t * WT + w); active int64 (T, B, P * S); level_sum,
+      full_scale, scale, threshold_shift int64 (T, B, P); level_bits S.
+    - stored : ``StoredTile``: wbits uint64 (T, WT, Kw, N) so that a warp (consecutive n)
+      reads consecutive words; wcols unused (the GPU has no row gather); cap_table int64
+      (S, 2, R, C) of the launched tile when ``analog.charge_table``.
+    - tables, analog : ``AnalogTables`` (every column of the chip), ``AnalogParams``.
+    - nmc : ``NmcParams`` (n_outputs: outputs of a full column tile).
+    - span : ``LaunchSpan``: seed, vector_offset and the tiles and outputs of this launch.
+    - out : ``MvmOutputs``: keep_codes; codes int64 (T, B, P, N * Kw), written only when
+      keep_codes; clipped, high_count int64 (T, U) counts; acc int64 (B, N) accumulators.
 
     One thread per (output n, vector b).  For every row tile t in order, every input cycle
     p (its S level-bit sub-planes p * S + k in ``xbits``/``xmask``/``active``, A in
     ``level_sum``), then every weight plane q (the canonical NMC order), the count of column
-    c = g * Kw + q of column tile u = n // outputs_per_tile (g = n - u * outputs_per_tile),
-    its code, and the accumulator update; the accumulator stays in a register across tiles.
-    wbits : uint64 (T, WT, Kw, N) so that a warp (consecutive n) reads consecutive words.
-    codes (T, B, P, N * Kw) is written only when ``keep_codes``; clipped (T, U) counts.
+    c = g * Kw + q of column tile u = n // n_outputs (g = n - u * n_outputs), its code, and
+    the accumulator update; the accumulator stays in a register across tiles.
     Without cell or row-DAC mismatch one launch covers the whole MVM; with it, the host
-    launches one (t, u) tile at a time with that tile's charge table (S, 2, R, C).
+    launches one (t, u) tile at a time with that tile's charge table.
     """
     i, first_b = cuda.grid(2)
-    n = n_lo + i
-    if n >= n_hi:
+    n = span.n_lo + i
+    if n >= span.n_hi:
         return
     # grid-stride over vectors: the grid's y dimension is capped at 65535 blocks
-    for b in range(first_b, xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
-        _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale,
-                 threshold_shift, wbits, cap_table,
-                 col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal,
-                 charge_table, sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column,
-                 dual_low, dual_high, half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets,
-                 acc_bits, saturate, keep_codes, codes, clipped, high_count, acc, n, b)
+    for b in range(first_b, cyc.xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
+        _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b)
 
 
 @cuda.jit(device=True)
-def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, threshold_shift,
-             wbits, cap_table,
-             col_total_cap, cdac, cdac_total, cmp_offset, rows, top_code, ideal, charge_table,
-             sigma_sample_fx, sigma_cmp_fx, skip_masked, per_column, dual_low, dual_high,
-             half_up, seed, t_lo, t_hi, outputs_per_tile, vector_offset, pw_x, pw_w, scale_frac_bits, code_offsets, acc_bits, saturate,
-             keep_codes, codes, clipped, high_count, acc, n, b):
+def _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b):
     """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
+    xbits, xmask, active, level_sum = cyc.xbits, cyc.xmask, cyc.active, cyc.level_sum
+    level_bits = cyc.level_bits
+    wbits, cap_table = stored.wbits, stored.cap_table
+    top_code, scale_frac_bits = analog.top_code, nmc.scale_frac_bits
+    per_column, dual_low, dual_high = analog.per_column, analog.dual_low, analog.dual_high
+    ideal, charge_table, keep_codes = analog.ideal, analog.charge_table, out.keep_codes
     words_per_tile = wbits.shape[1]
     kw = wbits.shape[2]
-    u = n // outputs_per_tile
-    g = n - u * outputs_per_tile
+    u = n // nmc.n_outputs
+    g = n - u * nmc.n_outputs
     no_trials = cuda.local.array(MAX_ADC_BITS, np.int64)
     no_decisions = cuda.local.array(MAX_ADC_BITS, np.uint8)
-    adc_bits = cdac.shape[1]
-    gb = vector_offset + b
-    a_out = acc[b, n]
+    gb = span.vector_offset + b
+    a_out = out.acc[b, n]
     # per-column dual Vref: a column that exceeds the low level converts at the high one
     scale_high, shift_high = np.int64(0), np.int64(0)
     magic_high, magic_high_shift = np.int64(0), np.int64(0)
     if per_column:
         scale_high = hw.nmc_scale(dual_high, top_code, scale_frac_bits)
-        shift_high = hw.adc_threshold_shift(dual_high, top_code, half_up)
+        shift_high = hw.adc_threshold_shift(dual_high, top_code, analog.half_up)
         magic_high, magic_high_shift = hw.division_magic(dual_high)
     addend_high = hw.ideal_rounding_addend(shift_high, top_code)
-    for t in range(t_lo, t_hi):
+    for t in range(span.t_lo, span.t_hi):
         w0 = t * words_per_tile
         n_clipped = 0
         n_high = 0
         for p in range(level_sum.shape[2]):
             a = level_sum[t, b, p]
-            if hw.cycle_skipped(a, skip_masked):
+            if hw.cycle_skipped(a, analog.skip_masked):
                 if keep_codes:
                     for q in range(kw):
-                        codes[t, b, p, n * kw + q] = 0
+                        out.codes[t, b, p, n * kw + q] = 0
                 continue                  # not run: no conversion, no NMC term
-            fs = full_scale[t, b, p]
-            sc = scale[t, b, p]
+            fs = cyc.full_scale[t, b, p]
+            sc = cyc.scale[t, b, p]
             addend = np.int64(0)
             multiplier, shift = np.int64(0), np.int64(0)
             if ideal:
                 multiplier, shift = hw.division_magic(fs)
-                addend = hw.ideal_rounding_addend(threshold_shift[t, b, p], top_code)
+                addend = hw.ideal_rounding_addend(cyc.threshold_shift[t, b, p], top_code)
             sample_key = np.uint64(0)
             noise_key = np.uint64(0)
             if not ideal:
-                sample_key = hw.cycle_key(seed, hw.STREAM_SAMPLE, t, u, gb, p)
-                noise_key = hw.cycle_key(seed, hw.STREAM_CMP_NOISE, t, u, gb, p)
+                sample_key = hw.cycle_key(span.seed, hw.STREAM_SAMPLE, t, u, gb, p)
+                noise_key = hw.cycle_key(span.seed, hw.STREAM_CMP_NOISE, t, u, gb, p)
             for q in range(kw):
                 c = g * kw + q
                 count = np.int64(0)
@@ -275,7 +277,7 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                     # no driven row (a == 0): every count is 0, and so is every code
                     code, f_c, clip, is_high = hw.ideal_column_conversion(
                         count, fs, multiplier, shift, addend, per_column, dual_low, dual_high,
-                        magic_high, magic_high_shift, addend_high, top_code, adc_bits)
+                        magic_high, magic_high_shift, addend_high, top_code, analog.adc_bits)
                 else:
                     if charge_table:
                         charge = np.int64(0)
@@ -287,27 +289,29 @@ def _mvm_one(xbits, xmask, active, level_sum, level_bits, full_scale, scale, thr
                                                  cap_table[k], c), k, True)
                     else:
                         charge = count * hw.CAP_UNIT
-                    value = hw.sample_column(hw.charge_share(rows, charge, col_total_cap[c]),
-                                             sigma_sample_fx, hw.mix(sample_key, c))
+                    value = hw.sample_column(
+                        hw.charge_share(analog.rows, charge, tables.col_total_cap[c]),
+                        analog.sigma_sample_fx, hw.mix(sample_key, c))
                     code, f_c, clip, is_high = hw.column_conversion(
-                        value, cmp_offset[c], cdac[c], cdac_total[c], fs, threshold_shift[t, b, p],
-                        per_column, dual_low, dual_high, half_up, top_code, sigma_cmp_fx,
-                        hw.mix(noise_key, c), no_trials, no_decisions, False)
+                        value, tables.cmp_offset[c], tables.cdac[c], tables.cdac_total[c], fs,
+                        cyc.threshold_shift[t, b, p], per_column, dual_low, dual_high,
+                        analog.half_up, top_code, analog.sigma_cmp_fx, hw.mix(noise_key, c),
+                        no_trials, no_decisions, False)
                 sc_c = hw.column_nmc_scale(f_c, fs, sc, scale_high)
                 if clip:
                     n_clipped += 1
                 if is_high:
                     n_high += 1
                 if keep_codes:
-                    codes[t, b, p, n * kw + q] = code
-                off = hw.column_code_offset(f_c, code, top_code, code_offsets, c)
-                term = hw.nmc_term(code, sc_c, a, scale_frac_bits, off, pw_x[p], pw_w[q])
-                a_out = hw.accumulate(a_out, term, acc_bits, saturate)
+                    out.codes[t, b, p, n * kw + q] = code
+                off = hw.column_code_offset(f_c, code, top_code, nmc.code_offsets, c)
+                term = hw.nmc_term(code, sc_c, a, scale_frac_bits, off, nmc.pw_x[p], nmc.pw_w[q])
+                a_out = hw.accumulate(a_out, term, nmc.acc_bits, nmc.saturate)
         if n_clipped:
-            cuda.atomic.add(clipped, (t, u), n_clipped)
+            cuda.atomic.add(out.clipped, (t, u), n_clipped)
         if n_high:
-            cuda.atomic.add(high_count, (t, u), n_high)
-    acc[b, n] = a_out
+            cuda.atomic.add(out.high_count, (t, u), n_high)
+    out.acc[b, n] = a_out
 
 
 @cuda.jit

@@ -110,6 +110,18 @@ def charge_share_columns(rows, charged, total, values_out):
 
 
 @njit(cache=True)
+def sar_paths(codes, adc_bits, trials_out, keep_out):
+    """The SAR path that ends in each code (``hw.sar_path_trial``), for the NumPy-level models
+    (the calibration's likelihoods): codes int64 (n,); trials_out int64 (n, Nb) the trial code
+    of step s (s = 0 decides the MSB); keep_out bool (n, Nb) whether step s kept its bit."""
+    for i in range(codes.shape[0]):
+        for s in range(adc_bits):
+            k = adc_bits - 1 - s
+            trials_out[i, s] = hw.sar_path_trial(codes[i], k)
+            keep_out[i, s] = ((codes[i] >> k) & 1) == 1
+
+
+@njit(cache=True)
 def nmc_cycle(acc, codes, active, scale_fx, column_full_scale, top_code, code_offsets,
               x_plane_weight, w_plane_weights, scale_frac_bits, acc_bits, saturate, steps_out):
     """The NMC's work for one array cycle of one column group, in the canonical order.

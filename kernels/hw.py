@@ -303,6 +303,14 @@ def sar_trial(held, cdac_total, full_scale_fx, trial_weight):
     return held * cdac_total >= full_scale_fx * trial_weight
 
 
+def sar_path_trial(code, k):
+    """The trial code of the SAR step that decides bit ``k``, on the path whose bits above
+    ``k`` are those of ``code`` (the bits decided so far, or the final code: its bits at and
+    below ``k`` are ignored): those bits, then bit ``k`` set."""
+    above = np.int64(k) + np.int64(1)
+    return ((np.int64(code) >> above) << above) | (np.int64(1) << np.int64(k))
+
+
 def sar_convert(value, offset, cdac_weights, cdac_total, full_scale, adc_bits, sigma_cmp_fx,
                 noise_key, threshold_shift, trials, decisions, record):
     """Successive approximation of one held column value, MSB first; returns the code.
@@ -325,7 +333,7 @@ def sar_convert(value, offset, cdac_weights, cdac_total, full_scale, adc_bits, s
         trial_weight = weight_sum + cdac_weights[k]
         keep = sar_trial(held, cdac_total, full_scale_fx, trial_weight)
         if record:
-            trials[s] = code | (np.int64(1) << np.int64(k))
+            trials[s] = sar_path_trial(code, k)
             decisions[s] = 1 if keep else 0
         if keep:
             code |= np.int64(1) << np.int64(k)
@@ -532,6 +540,7 @@ HARDWARE_FUNCTIONS = (
     "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
     "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
+    "sar_path_trial",
     "sar_convert", "column_conversion", "ideal_column_conversion", "column_nmc_scale",
     "division_magic", "ideal_rounding_addend", "ideal_adc_code", "nmc_scale",
     "column_code_offset", "nmc_term",

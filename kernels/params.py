@@ -53,3 +53,11 @@ NoiseKey = namedtuple("NoiseKey", "seed tile_row tile_col vector_offset")
 #: tile_rows is the row tile's height (a plane with that many active rows needs no mask);
 #: chunks is how many parallel chunks the batch is split into (speed only, never results).
 Tuning = namedtuple("Tuning", "gather_limit tile_rows chunks")
+
+#: What one launch of the CUDA kernel covers: the noise seed (uint64), the global index of the
+#: batch's first vector, row tiles [t_lo, t_hi) and outputs [n_lo, n_hi).
+LaunchSpan = namedtuple("LaunchSpan", "seed vector_offset t_lo t_hi n_lo n_hi")
+
+#: Where the CUDA kernel writes: keep_codes (whether codes are written); codes int64
+#: (T, B, P, N * Kw); clipped, high_count int64 (T, U) per-tile counts; acc int64 (B, N).
+MvmOutputs = namedtuple("MvmOutputs", "keep_codes codes clipped high_count acc")

@@ -8,6 +8,7 @@ the radix-4 value check, the range check, the static mismatch tables and the eve
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -212,3 +213,23 @@ def test_stored_tiles_match_twin_encoding(K, rows, outputs, data_seed):
                     column = [planes[r][q] for r in range(r1 - r0)]
                     assert tile["packed"][g * K + q].tolist() == naive_pack(column)
                     assert tile["columns"][:, g * K + q].tolist() == column
+
+
+@pytest.mark.parametrize("adc_bits", [1, 2, 8, 11, 16])
+def test_sar_paths_match_the_twins_successive_approximation(adc_bits):
+    """``cycle.sar_paths`` (``hw.sar_path_trial``, the calibration's SAR paths) against the
+    twin's SAR loop driven by each code's own bits, over every code at the extremes."""
+    from imcsim.calibration.model import path_trials
+    top = (1 << adc_bits) - 1
+    codes = np.unique(np.r_[0, 1, top - 1, top, np.random.default_rng(adc_bits).integers(
+        0, top + 1, 200)]).clip(0, top)
+    trials, keep = path_trials(codes, adc_bits)
+    for i, code in enumerate(codes.tolist()):
+        decided = 0
+        for s in range(adc_bits):
+            trial = decided | (1 << (adc_bits - 1 - s))     # tests/reference_model.sar_convert
+            kept = trial <= code                             # the comparator, as the code says
+            assert trials[i, s] == trial and keep[i, s] == kept, (code, s)
+            if kept:
+                decided = trial
+        assert decided == code

@@ -27,7 +27,7 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp, ndtr
 
 from imcsim.config import MacroConfig
-from imcsim.kernels.cycle import charge_share_columns
+from imcsim.kernels.cycle import charge_share_columns, sar_paths
 from imcsim.kernels.hw import ANALOG_FRAC_BITS, CAP_UNIT, CDAC_UNIT, SIGMA_FRAC_BITS
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
@@ -57,10 +57,10 @@ def path_trials(codes, adc_bits: int) -> tuple[np.ndarray, np.ndarray]:
     trials : int64 (n, Nb)  trial code of step s (s = 0 is the MSB trial).
     keep : bool (n, Nb)  whether step s kept its bit (the code's bit Nb-1-s).
     """
-    d = np.asarray(codes, dtype=np.int64)[:, None]
-    k = (adc_bits - 1 - np.arange(adc_bits, dtype=np.int64))[None, :]
-    trials = ((d >> (k + 1)) << (k + 1)) | (np.int64(1) << k)
-    keep = ((d >> k) & 1).astype(bool)
+    flat = np.ascontiguousarray(codes, dtype=np.int64).reshape(-1)
+    trials = np.empty((flat.shape[0], adc_bits), dtype=np.int64)
+    keep = np.empty((flat.shape[0], adc_bits), dtype=np.bool_)
+    sar_paths(flat, adc_bits, trials, keep)       # hw.sar_path_trial, as the SAR records it
     return trials, keep
 
 
