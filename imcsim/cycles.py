@@ -20,7 +20,8 @@ import numpy as np
 
 from imcsim.cima import ColumnGroup, CycleOutcome
 from imcsim.counters import MvmCounters
-from imcsim.kernels.cycle import column_scales
+from imcsim.kernels.cycle import column_scales, tile_cycles
+from imcsim.kernels.params import NoiseKey, TraceRecords
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
 
@@ -172,19 +173,160 @@ class CycleSink(Protocol):
         """The MVM failed or was interrupted: leave no partial output."""
 
 
+@dataclass
+class CycleBlock:
+    """The recorded cycles of tile operation (t, u) for vectors [b0, b1) of the call, from
+    the compiled cycle-level kernel, in the macro's order (vector, then plane).
+
+    vectors, planes : int64 (n,) each record's vector (within the call) and plane.
+    records : ``kernels.params.TraceRecords`` (rows n, the sink's widths).
+    row_input, row_level : uint8 (n, R); row_mask : bool (n, R) (``PreparedMvm.row_signals``).
+    active_rows, level_sum, full_scale : int64 (n,).
+    n_columns : used columns of the tile; output_range : its outputs (g0, g1).
+    """
+
+    t: int
+    u: int
+    vectors: np.ndarray
+    planes: np.ndarray
+    records: TraceRecords
+    row_input: np.ndarray
+    row_mask: np.ndarray
+    row_level: np.ndarray
+    active_rows: np.ndarray
+    level_sum: np.ndarray
+    full_scale: np.ndarray
+    n_columns: int
+    output_range: tuple
+
+
+class BlockSink(CycleSink, Protocol):
+    """A sink that takes whole blocks of cycles from the compiled path (the HDF5 trace)."""
+
+    def block_slots(self, t: int, u: int, b0: int, b1: int, n_planes: int) -> np.ndarray:
+        """bool (b1 - b0, P): which cycles of vectors [b0, b1) of tile (t, u) it records."""
+
+    def new_records(self, n: int) -> TraceRecords:
+        """Zeroed record arrays for n cycles, in the sink's widths and dtypes."""
+
+    def add_block(self, block: CycleBlock) -> None:
+        """Record one block."""
+
+
+class NoRecords:
+    """The block sink of a cycle-level run that records nothing (``mvm_traced`` without a
+    trace): the compiled path's results and counters only."""
+
+    def __init__(self, macro, prep) -> None:
+        plan = prep.plan
+        outputs = min(plan.outputs_per_tile, plan.outputs)
+        self.widths = (outputs * plan.weight_planes, macro.config.adc_bits, outputs,
+                       plan.weight_planes)
+
+    def block_slots(self, t, u, b0, b1, n_planes):
+        return np.zeros((b1 - b0, n_planes), dtype=bool)
+
+    def new_records(self, n):
+        return new_trace_records(n, *self.widths)
+
+    def add_block(self, block):
+        raise AssertionError("NoRecords selects no cycle")
+
+
+def new_trace_records(n: int, columns: int, adc_bits: int, outputs: int,
+                      weight_planes: int) -> TraceRecords:
+    """Zeroed ``TraceRecords`` for n cycles of tiles with ``columns`` columns and ``outputs``
+    outputs (dtypes of docs/trace-format.md)."""
+    return TraceRecords(np.zeros((n, columns), np.int32), np.zeros((n, columns), np.int64),
+                        np.zeros((n, columns, adc_bits), np.uint16),
+                        np.zeros((n, columns, adc_bits), np.uint8),
+                        np.zeros((n, columns), np.uint16),
+                        np.zeros((n, outputs, weight_planes), np.int64))
+
+
+#: the compiled path's vector blocks hold about this many bytes of records (memory bound)
+BLOCK_RECORD_BYTES = 32 << 20
+
+
+def _record_bytes(records: TraceRecords) -> int:
+    return sum(a[:1].nbytes for a in records)
+
+
+def run_cycle_blocks(macro, prep, sink: BlockSink):
+    """The cycle-level path at compiled speed: every tile operation's cycles run in vector
+    blocks through ``kernels.cycle.tile_cycles`` (the per-cycle stepper's functions, in
+    parallel over vectors), and only the cycles the sink selects are materialised.  Memory
+    stays bounded by ``BLOCK_RECORD_BYTES`` of records plus the row tile's packed operand.
+
+    Returns the ``MvmResult``, bit-identical to ``CycleStepper``'s and the fast path's.
+    """
+    plan = prep.plan
+    B, P, S = prep.batch, prep.n_planes, prep.level_bits
+    vref = prep.vref
+    acc = np.zeros((B, plan.outputs), dtype=np.int64)
+    counters = MvmCounters.zeros(plan, B, P, codes=True)
+    nmc = macro.nmc_params(prep, plan.outputs_per_tile)
+    per_record = max(1, _record_bytes(sink.new_records(1)))
+    block = max(1, BLOCK_RECORD_BYTES // (per_record * P))
+    for t in range(plan.row_tiles):
+        packed = prep.pack_tile(t)
+        cyc = packed.cycle_inputs(S)
+        counters.active_rows[t] = packed.active_rows
+        counters.full_scale[t] = packed.full_scale
+        counters.level_sum[t] = packed.level_sum
+        for u in range(plan.col_tiles):
+            group = ColumnGroup(macro, prep.weights, t, u, S, prep.x_format.top_level)
+            # the call's Vref in the per-column fields (the group's constants hold the config's)
+            analog = group.analog._replace(per_column=vref.per_column, dual_low=vref.dual_low,
+                                           dual_high=vref.dual_high)
+            key = NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset)
+            for b0 in range(0, B, block):
+                b1 = min(B, b0 + block)
+                selected = sink.block_slots(t, u, b0, b1, P)
+                n = int(selected.sum())
+                slot = np.full(selected.shape, -1, dtype=np.int64)
+                slot[selected] = np.arange(n)
+                records = sink.new_records(n)
+                clipped = np.zeros(b1 - b0, dtype=np.int64)
+                high = np.zeros(b1 - b0, dtype=np.int64)
+                tile_cycles(cyc, group.stored, group.tables, analog, nmc, key, b0, b1, slot,
+                            acc, group.n0, counters.codes[t], records, clipped, high)
+                counters.clipped[t, u] += int(clipped.sum())
+                counters.high_columns[t, u] += int(high.sum())
+                if n:
+                    rows, planes = np.nonzero(selected)
+                    bits, active, levels = prep.row_signals(t, slice(b0, b1))
+                    sink.add_block(CycleBlock(
+                        t, u, rows + b0, planes, records, bits[rows, planes],
+                        active[rows, planes], levels[rows, planes],
+                        packed.active_rows[rows + b0, planes],
+                        packed.level_sum[rows + b0, planes],
+                        packed.full_scale[rows + b0, planes], group.n_columns,
+                        (group.n0, group.n1)))
+    return macro.finish(prep, acc, counters, "cycle")
+
+
 def run_cycle_level(macro, prep, sink: CycleSink | None = None):
     """Evaluate a prepared MVM cycle by cycle; every cycle the sink selects goes to it.
 
-    Returns the ``MvmResult`` (bit-identical to the fast path's).  The sink is closed with the
-    result, or aborted if anything fails on the way (an interrupt included).
+    Without a sink, or with one that has ``add_block`` (``BlockSink``: the HDF5 trace), the
+    compiled path runs (``run_cycle_blocks``); any other sink gets one ``CycleRecord`` per cycle from the
+    ``CycleStepper``.  Returns the ``MvmResult`` (bit-identical to the fast path's).  The
+    sink is closed with the result, or aborted if anything fails on the way (an interrupt
+    included).
     """
     P = prep.n_planes
     try:
-        stepper = CycleStepper(macro, prep)
-        for rec in stepper.cycles():
-            if sink is not None and sink.selects(rec, P):
-                sink.add(rec)
-        result = stepper.result()
+        if sink is None:
+            result = run_cycle_blocks(macro, prep, NoRecords(macro, prep))
+        elif hasattr(sink, "add_block"):
+            result = run_cycle_blocks(macro, prep, sink)
+        else:
+            stepper = CycleStepper(macro, prep)
+            for rec in stepper.cycles():
+                if sink is not None and sink.selects(rec, P):
+                    sink.add(rec)
+            result = stepper.result()
         if sink is not None:
             sink.close(result)
     except BaseException:

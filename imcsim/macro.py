@@ -149,29 +149,32 @@ class PreparedMvm:
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 
-    def row_levels(self, t: int) -> np.ndarray:
-        """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked)."""
+    def row_levels(self, t: int, vectors: slice = slice(None)) -> np.ndarray:
+        """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked); only the
+        vectors of ``vectors`` when given."""
         r0, r1 = self.plan.row_range(t)
         S = self.level_bits
-        gates = self.gate_lut[self.x_units[:, r0:r1] + self.lut_offset]        # (B, R)
-        levels = np.zeros((self.batch, self.n_planes, r1 - r0), dtype=np.uint8)
+        gates = self.gate_lut[self.x_units[vectors, r0:r1] + self.lut_offset]  # (B, R)
+        levels = np.zeros((gates.shape[0], self.n_planes, r1 - r0), dtype=np.uint8)
         for p in range(self.n_planes):
             for k in range(S):
                 levels[:, p, :] |= (((gates >> np.uint32(p * S + k)) & 1) << k).astype(np.uint8)
         return levels
 
-    def row_signals(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def row_signals(self, t: int, vectors: slice = slice(None)
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the row drivers of tile t apply, each (B, P, R): row inputs uint8, active
-        flags bool and levels uint8 (``row_levels``; the active flag is level > 0).
+        flags bool and levels uint8 (``row_levels``; the active flag is level > 0); only the
+        vectors of ``vectors`` when given.
 
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
         where the mask disconnects the cell; the packed words used for computing are gated.
         """
         r0, r1 = self.plan.row_range(t)
-        idx = self.x_units[:, r0:r1] + self.lut_offset
+        idx = self.x_units[vectors, r0:r1] + self.lut_offset
         shifts = (self.level_bits * np.arange(self.n_planes, dtype=np.uint32))[None, :, None]
         bits = ((self.pattern_lut[idx][:, None, :] >> shifts) & 1).astype(np.uint8)
-        levels = self.row_levels(t)
+        levels = self.row_levels(t, vectors)
         return bits, levels > 0, levels
 
 

@@ -169,3 +169,90 @@ def sar_columns(values, offsets, cdac, cdac_total, full_scale, threshold_shift, 
         codes_out[i] = hw.sar_convert(values[i], offsets[i], cdac[i], cdac_total[i], full_scale,
                                       cdac.shape[1], sigma_cmp_fx, noise_keys[i],
                                       threshold_shift, trials_out[i], decisions_out[i], True)
+
+
+@njit(cache=True, parallel=True)
+def tile_cycles(cyc, tile, tables, analog, nmc, key, b0, b1, slot, acc, g0, codes_out, records,
+                clipped_out, high_out):
+    """Every array cycle of tile operation (t, u) for vectors [b0, b1), recording the cycles
+    a trace selects: the cycle-level path at compiled speed (``imcsim.cycles``).
+
+    Runs ``array_cycle``, ``column_scales`` and ``nmc_cycle`` per cycle, as the per-cycle
+    stepper does, in parallel over vectors (each vector's planes in order; vectors are
+    independent within one tile operation, so results never depend on the thread count).
+
+    cyc : CycleInputs of the row tile (B, ...); tile, tables, analog : as ``array_cycle`` (the
+    call's Vref in ``analog``); nmc : NmcParams; key : NoiseKey (seed, t, u, vector offset).
+    slot : int64 (b1 - b0, P) the record row of each cycle, -1 where not recorded.
+    acc : int64 (B, N) accumulators (outputs g0 .. g0 + G updated); codes_out : int64
+    (B, P, N, Kw) the row tile's codes.  records : TraceRecords, rows (n, C_full) etc.,
+    zero on entry; a recorded cycle fills its first C columns and G outputs.
+    clipped_out, high_out : int64 (b1 - b0,) per-vector counts.
+    """
+    n_cols = tile.wbits.shape[0]
+    kw = nmc.pw_w.shape[0]
+    n_groups = n_cols // kw
+    n_planes = cyc.level_sum.shape[1]
+    s_bits = cyc.level_bits
+    nb = analog.adc_bits
+    scale_high = hw.nmc_scale(analog.dual_high, analog.top_code, nmc.scale_frac_bits)
+    # unpacked before the parallel loop: a store through a named tuple's array inside a
+    # prange body is lost (Numba 0.68's parfor lowering; reads and calls are unaffected)
+    rec_count, rec_value, rec_trial, rec_decision, rec_code, rec_acc = records
+    for i in prange(b1 - b0):
+        b = b0 + i
+        count = np.empty(n_cols, dtype=np.int64)
+        value = np.empty(n_cols, dtype=np.int64)
+        code = np.empty(n_cols, dtype=np.int64)
+        column_fs = np.empty(n_cols, dtype=np.int64)
+        column_scale = np.empty(n_cols, dtype=np.int64)
+        trials = np.zeros((n_cols, nb), dtype=np.int64)
+        decisions = np.zeros((n_cols, nb), dtype=np.uint8)
+        steps = np.empty((n_groups, kw), dtype=np.int64)
+        group_acc = acc[b, g0:g0 + n_groups]
+        gb = key.vector_offset + b
+        clipped = 0
+        high = 0
+        for p in range(n_planes):
+            a = cyc.level_sum[b, p]
+            r = slot[i, p]
+            if hw.cycle_skipped(a, analog.skip_masked):      # not run: the NMC holds
+                for g in range(n_groups):
+                    for q in range(kw):
+                        codes_out[b, p, g0 + g, q] = 0
+                        if r >= 0:
+                            rec_acc[r, g, q] = group_acc[g]
+                continue
+            sample_key = hw.cycle_key(key.seed, hw.STREAM_SAMPLE, key.tile_row, key.tile_col,
+                                      gb, p)
+            noise_key = hw.cycle_key(key.seed, hw.STREAM_CMP_NOISE, key.tile_row,
+                                     key.tile_col, gb, p)
+            subs = slice(p * s_bits, (p + 1) * s_bits)
+            n_clip, n_high = array_cycle(cyc.xbits[b, subs], cyc.xmask[b, subs],
+                                         cyc.active[b, subs], tile, tables, analog,
+                                         cyc.full_scale[b, p], cyc.threshold_shift[b, p],
+                                         sample_key, noise_key, count, value, trials,
+                                         decisions, code, column_fs)
+            clipped += n_clip
+            high += n_high
+            column_scales(column_fs, cyc.full_scale[b, p], cyc.scale[b, p], scale_high,
+                          column_scale)
+            nmc_cycle(group_acc, code, a, column_scale, column_fs, analog.top_code,
+                      nmc.code_offsets, nmc.pw_x[p], nmc.pw_w, nmc.scale_frac_bits,
+                      nmc.acc_bits, nmc.saturate, steps)
+            for g in range(n_groups):
+                for q in range(kw):
+                    codes_out[b, p, g0 + g, q] = code[g * kw + q]
+            if r >= 0:
+                for c in range(n_cols):
+                    rec_count[r, c] = count[c]
+                    rec_value[r, c] = value[c]
+                    rec_code[r, c] = code[c]
+                    for s in range(nb):
+                        rec_trial[r, c, s] = trials[c, s]
+                        rec_decision[r, c, s] = decisions[c, s]
+                for g in range(n_groups):
+                    for q in range(kw):
+                        rec_acc[r, g, q] = steps[g, q]
+        clipped_out[i] = clipped
+        high_out[i] = high

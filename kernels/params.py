@@ -61,3 +61,9 @@ LaunchSpan = namedtuple("LaunchSpan", "seed vector_offset t_lo t_hi n_lo n_hi")
 #: Where the CUDA kernel writes: keep_codes (whether codes are written); codes int64
 #: (T, B, P, N * Kw); clipped, high_count int64 (T, U) per-tile counts; acc int64 (B, N).
 MvmOutputs = namedtuple("MvmOutputs", "keep_codes codes clipped high_count acc")
+
+#: The recorded cycles of a trace block (docs/trace-format.md's /cycles datasets), row r of
+#: each: column_count int32 (n, C), column_value int64 (n, C), sar_trial uint16 (n, C, Nb),
+#: sar_decision uint8 (n, C, Nb), code uint16 (n, C), nmc_acc int64 (n, G, Kw).
+TraceRecords = namedtuple("TraceRecords", "column_count column_value sar_trial sar_decision "
+                          "code nmc_acc")

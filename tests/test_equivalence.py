@@ -146,7 +146,27 @@ def check_case(X, W, p, out_scale=None, out_offset=None):
     assert_same(res, twin, "mvm (fast)")
     res2 = macro.mvm_traced(X, W, **kwargs)
     assert_same(res2, twin, "mvm_traced")
+    res3 = macro.mvm_traced(X, W, sink=PerCycleOnly(), **kwargs)
+    assert_same(res3, twin, "mvm_traced (per-cycle stepper)")
     return twin
+
+
+class PerCycleOnly:
+    """A sink without ``add_block``, which records nothing: the cycle-level path then runs
+    the per-cycle stepper (``CycleStepper``, the golden model's) instead of the compiled
+    blocks (``run_cycle_blocks``), so both are checked against the twin."""
+
+    def selects(self, rec, n_planes):
+        return False
+
+    def add(self, rec):
+        raise AssertionError("selects nothing")
+
+    def close(self, result):
+        pass
+
+    def abort(self):
+        pass
 
 
 def fit_registers(p, top_level=1):

@@ -4,10 +4,15 @@ import json
 import h5py
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imcsim import BinaryFormat, Macro, MacroConfig, NonIdealityConfig, Radix4Format
-from imcsim.verify.trace import SCHEMA_VERSION, TraceFile, TraceSelection
+from imcsim.cycles import run_cycle_level
+from imcsim.verify.trace import SCHEMA_VERSION, TraceFile, TraceSelection, TraceSink
 from imcsim.verify.vcd import read_vcd
+
+from test_equivalence import make_config, mvm_cases, x_format  # noqa: E402
 
 NONIDEAL = NonIdealityConfig(cell_cap_sigma=0.01, parasitic_ratio=0.02, cdac_unit_sigma=0.01,
                              comparator_offset_sigma=0.3, comparator_noise_sigma=0.2,
@@ -80,14 +85,18 @@ def test_selection_limits_what_is_recorded(tmp_path, operands):
 def test_failed_run_leaves_no_partial_trace(tmp_path, operands, monkeypatch):
     X, W = operands
     path = tmp_path / "boom.h5"
-    import imcsim.cima as cima
+    import imcsim.cycles as cycles
+    kernel, calls = cycles.tile_cycles, []
 
-    def explode(*a, **k):
-        raise RuntimeError("simulated failure")
-    monkeypatch.setattr(cima, "_array_cycle_kernel", explode)
+    def explode_on_the_third_block(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:            # after two blocks went to the file
+            raise RuntimeError("simulated failure")
+        return kernel(*a, **k)
+    monkeypatch.setattr(cycles, "tile_cycles", explode_on_the_third_block)
     with pytest.raises(RuntimeError):
         small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=path)
-    assert list(tmp_path.iterdir()) == []
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
 
 
 def test_unwritable_trace_path_is_rejected_before_running(tmp_path, operands):
@@ -220,3 +229,79 @@ def test_the_cycle_path_feeds_any_sink_and_aborts_it_on_failure(tmp_path, operan
         m.mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), trace=tmp_path / "x.h5",
                      sink=RecordingSink())
     assert not (tmp_path / "x.h5").exists()
+
+
+class PerCycleTrace:
+    """The HDF5 trace sink without its block methods: the per-cycle stepper feeds it."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def selects(self, rec, n_planes):
+        return self.sink.selects(rec, n_planes)
+
+    def add(self, rec):
+        self.sink.add(rec)
+
+    def close(self, result):
+        self.sink.close(result)
+
+    def abort(self):
+        self.sink.abort()
+
+
+def _selection(draw_seed: int, B: int, P: int, T: int, U: int):
+    rng = np.random.default_rng(draw_seed)
+    kind = draw_seed % 5
+    if kind == 0:
+        return None
+    if kind == 1:
+        lo = int(rng.integers(0, B))
+        return TraceSelection(vectors=(lo, int(rng.integers(lo + 1, B + 1))))
+    if kind == 2:
+        return TraceSelection(planes=tuple(sorted({int(v) for v in rng.integers(0, P, 2)})))
+    if kind == 3:
+        lo = int(rng.integers(0, B * P))
+        return TraceSelection(cycles=(lo, int(rng.integers(lo + 1, B * P + 1))))
+    return TraceSelection(tiles=((int(rng.integers(0, T)), int(rng.integers(0, U))),))
+
+
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mvm_cases(), st.integers(0, 2**16), st.sampled_from([0, 5, 2**40]))
+def test_compiled_trace_equals_the_per_cycle_trace(tmp_path_factory, case, select_seed,
+                                                   vector_offset):
+    """The compiled cycle-level path (``run_cycle_blocks``) writes the same trace, dataset
+    for dataset, as the per-cycle stepper, at every config extreme the twin's cases reach,
+    under every kind of selection; and the same result."""
+    X, W, p = case
+    macro = Macro(make_config(p))
+    fmt = x_format(p)
+    prep = macro.prepare(X, W, fmt, BinaryFormat(p["Kw"]), seed=p["seed"],
+                         vector_offset=vector_offset)
+    plan = prep.plan
+    sel = _selection(select_seed, prep.batch, prep.n_planes, plan.row_tiles, plan.col_tiles)
+    folder = tmp_path_factory.mktemp("traces")
+    results = {}
+    for name in ("compiled", "per_cycle"):
+        prep = macro.prepare(X, W, fmt, BinaryFormat(p["Kw"]), seed=p["seed"],
+                             vector_offset=vector_offset)
+        sink = TraceSink(folder / f"{name}.h5", macro, prep, sel)
+        try:
+            results[name] = run_cycle_level(macro, prep,
+                                            sink if name == "compiled" else PerCycleTrace(sink))
+        except ValueError as exc:           # a selection of no cycle: refused by both
+            assert "recorded no cycle" in str(exc)
+            results[name] = None
+    if results["compiled"] is None:
+        assert results["per_cycle"] is None
+        return
+    a, b = results["compiled"], results["per_cycle"]
+    assert np.array_equal(a.y_int, b.y_int) and np.array_equal(a.codes, b.codes)
+    with h5py.File(folder / "compiled.h5") as fa, h5py.File(folder / "per_cycle.h5") as fb:
+        assert set(fa["cycles"]) == set(fb["cycles"])
+        for name in fb["cycles"]:
+            assert np.array_equal(fa["cycles"][name][()], fb["cycles"][name][()]), name
+        for group in ("result", "events"):
+            for name in fb[group]:
+                assert np.array_equal(fa[group][name][()], fb[group][name][()]), name

@@ -21,7 +21,9 @@ from imcsim.atomic import (
     check_schema_version,
     temporary_target,
 )
+from imcsim.cycles import new_trace_records
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
+from imcsim.verify.h5chunks import DEFLATE_LEVEL, ChunkAppender
 from imcsim.verify.vcd import write_trace_vcd
 from imcsim.version import __version__
 
@@ -124,6 +126,23 @@ class TraceSelection:
         cyc = b * n_planes + p
         return self.cycles is None or self.cycles[0] <= cyc < self.cycles[1]
 
+    def block_mask(self, t: int, u: int, b0: int, b1: int, n_planes: int) -> np.ndarray:
+        """``selects`` of every cycle of vectors [b0, b1) of tile (t, u) at once: bool
+        (b1 - b0, n_planes)."""
+        b = np.arange(b0, b1, dtype=np.int64)[:, None]
+        p = np.arange(n_planes, dtype=np.int64)[None, :]
+        mask = np.ones((b1 - b0, n_planes), dtype=bool)
+        if self.tiles is not None and (t, u) not in self.tiles:
+            mask[:] = False
+        if self.vectors is not None:
+            mask &= (self.vectors[0] <= b) & (b < self.vectors[1])
+        if self.planes is not None:
+            mask &= np.isin(p, self.planes)
+        if self.cycles is not None:
+            cyc = b * n_planes + p
+            mask &= (self.cycles[0] <= cyc) & (cyc < self.cycles[1])
+        return mask
+
 
 class TraceWriter:
     """Buffers recorded cycles and appends them to chunked, compressed datasets.
@@ -151,8 +170,11 @@ class TraceWriter:
         self.outputs = min(plan.outputs_per_tile, plan.outputs)
         self.kw = plan.weight_planes
         self.adc_bits = c.adc_bits
+        self.n_planes = prep.n_planes
+        self.vector_offset = prep.vector_offset
         self.buffer = []
         self.count = 0
+        self.appender: ChunkAppender | None = None
         self.h5: H5Writer | None = None
         self.file = None
         try:
@@ -192,8 +214,9 @@ class TraceWriter:
                                                                    * np.dtype(dtype).itemsize)))
             g.create_dataset(name, shape=(0,) + shape, maxshape=(None,) + shape, dtype=dtype,
                              chunks=(chunk_rows,) + shape, compression="gzip",
-                             compression_opts=4, shuffle=True)
+                             compression_opts=DEFLATE_LEVEL, shuffle=True)
         g["column_value"].attrs["unit"] = f"rows * 2**-{ANALOG_FRAC_BITS}"
+        self.appender = ChunkAppender(g, list(self.spec))
 
     def _check_written(self) -> None:
         """Raise the first failed write as an OSError naming the target."""
@@ -211,7 +234,7 @@ class TraceWriter:
         if not self.buffer:
             return
         n = len(self.buffer)
-        g = self.file["cycles"]
+        rows = {}
         for name, (shape, dtype) in self.spec.items():
             data = np.zeros((n,) + shape, dtype=dtype)
             if name == "output_index":
@@ -234,11 +257,16 @@ class TraceWriter:
                 else:
                     value = np.asarray(rec[name])
                     data[i][tuple(slice(0, s) for s in value.shape)] = value
-            ds = g[name]
-            ds.resize(self.count + n, axis=0)
-            ds[self.count:] = data
-        self.count += n
+            rows[name] = data
         self.buffer = []
+        self.append(rows)
+
+    def append(self, rows: dict[str, np.ndarray]) -> None:
+        """Append whole datasets' worth of cycles at once (the compiled path's blocks):
+        ``rows`` maps every /cycles dataset to an array of its dtype, (n,) + its row shape."""
+        self.flush()
+        self.appender.append(rows)
+        self.count += len(rows["tile_row"])
         self._check_written()
 
     def close(self, result) -> Path:
@@ -250,6 +278,7 @@ class TraceWriter:
         if not self.count:
             raise ValueError(f"trace: the selection recorded no cycle of this MVM; "
                              f"{self.path} was not written")
+        self.appender.close()
         f = self.file
         r = f.create_group("result")
         r["y_int"] = result.y_int
@@ -270,6 +299,8 @@ class TraceWriter:
         """Close and delete the unfinished file; ``path`` stays as it was."""
         try:
             self.file = None
+            if getattr(self, "appender", None) is not None:
+                self.appender.abort()
             if self.h5 is not None:
                 self.h5.abort()
         finally:
@@ -305,6 +336,45 @@ class TraceSink:
                               column_value=out.column_value, sar_trial=out.sar_trial,
                               sar_decision=out.sar_decision, code=out.code,
                               nmc_acc=rec.nmc_steps, output_index=np.arange(*rec.output_range))
+
+    # the compiled path's blocks (imcsim.cycles.BlockSink)
+    def block_slots(self, t, u, b0, b1, n_planes):
+        return self.selection.block_mask(t, u, b0, b1, n_planes)
+
+    def new_records(self, n):
+        w = self.writer
+        return new_trace_records(n, w.cols, w.adc_bits, w.outputs, w.kw)
+
+    def add_block(self, block) -> None:
+        w = self.writer
+        n = len(block.vectors)
+        g0, g1 = block.output_range
+        packed = -(-w.rows // 8)
+
+        def pack(bits):
+            out = np.zeros((n, packed * 8), dtype=np.uint8)
+            out[:, :bits.shape[1]] = bits
+            return np.packbits(out, axis=1, bitorder="little")
+
+        levels = np.zeros((n, packed * 8), dtype=np.uint8)
+        levels[:, :block.row_level.shape[1]] = block.row_level
+        index = np.full((n, w.outputs), -1, dtype=np.int32)
+        index[:, :g1 - g0] = np.arange(g0, g1, dtype=np.int32)
+        r = block.records
+        n_planes = self.writer.n_planes
+        w.append({"tile_row": np.full(n, block.t, np.int32),
+                  "tile_col": np.full(n, block.u, np.int32),
+                  "vector": block.vectors + self.writer.vector_offset,
+                  "plane": block.planes.astype(np.int32),
+                  "cycle": block.vectors * n_planes + block.planes,
+                  "row_input": pack(block.row_input), "row_mask": pack(block.row_mask),
+                  "row_level": levels, "active_rows": block.active_rows.astype(np.int32),
+                  "level_sum": block.level_sum.astype(np.int32),
+                  "full_scale": block.full_scale.astype(np.int32),
+                  "n_columns": np.full(n, block.n_columns, np.int32),
+                  "column_count": r.column_count, "column_value": r.column_value,
+                  "sar_trial": r.sar_trial, "sar_decision": r.sar_decision, "code": r.code,
+                  "nmc_acc": r.nmc_acc, "output_index": index})
 
     def close(self, result) -> None:
         self.writer.close(result)
