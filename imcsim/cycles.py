@@ -236,7 +236,9 @@ class NoRecords:
 def new_trace_records(n: int, columns: int, adc_bits: int, outputs: int,
                       weight_planes: int) -> TraceRecords:
     """Zeroed ``TraceRecords`` for n cycles of tiles with ``columns`` columns and ``outputs``
-    outputs (dtypes of docs/trace-format.md)."""
+    outputs, in the HDF5 trace's dtypes (docs/trace-format.md), so that a run without a
+    trace uses the compiled kernel a traced run does (``tests/test_trace.py`` checks them
+    against the trace's datasets)."""
     return TraceRecords(np.zeros((n, columns), np.int32), np.zeros((n, columns), np.int64),
                         np.zeros((n, columns, adc_bits), np.uint16),
                         np.zeros((n, columns, adc_bits), np.uint8),

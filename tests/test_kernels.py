@@ -233,3 +233,51 @@ def test_sar_paths_match_the_twins_successive_approximation(adc_bits):
             if kept:
                 decided = trial
         assert decided == code
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.integers(1, 12), st.sampled_from([1, 7, 6554, 65536, 1 << 20, 1 << 24]),
+       st.integers(0, 2**64 - 1), st.integers(-3, 3), st.integers(0, 2**32 - 1),
+       st.sampled_from([0, 1 << 19]))
+def test_sar_with_bounded_noise_matches_the_twins_sar(adc_bits, sigma_cmp_fx, key, near,
+                                                      data_seed, threshold_shift):
+    """``hw.sar_convert`` draws a step's comparator noise only where it can change the
+    decision; the codes, trials and decisions stay those of the twin's SAR, which adds the
+    noise at every step.  Held values sit on and around the DAC's trial levels, where the
+    noise decides, at every width and noise level (the noise samples themselves are checked
+    against the twin's keys above)."""
+    from imcsim.kernels.hw import ANALOG_FRAC_BITS
+    rng = np.random.default_rng(data_seed)
+    weights = [int(CDAC_UNIT * 2**k * (1 + rng.normal(0, 0.01))) for k in range(adc_bits)]
+    total = sum(weights)
+    full_scale = int(rng.integers(2**adc_bits - 1, 4 * 2**adc_bits))
+    trial = int(rng.integers(1, 2**adc_bits))
+    level = ((full_scale * sum(w for k, w in enumerate(weights) if trial >> k & 1))
+             << ANALOG_FRAC_BITS) // total
+    noise_rms = (sigma_cmp_fx << ANALOG_FRAC_BITS) >> 16
+    value = level + near * max(1, noise_rms) + int(rng.integers(-2, 3))
+    offset = int(rng.integers(-3, 4)) * max(1, noise_rms // 4)
+    noise = [int(CPU.scaled_normal(sigma_cmp_fx, np.uint64(CPU.mix(np.uint64(key), s)),
+                                   NOISE_SHIFT))
+             for s in range(adc_bits)]
+    want = ref.sar_convert(value, offset, noise, full_scale, weights, threshold_shift)
+    trials = np.zeros(adc_bits, dtype=np.int64)
+    decisions = np.zeros(adc_bits, dtype=np.uint8)
+    got = CPU.sar_convert(value, offset, np.array(weights, dtype=np.int64), total, full_scale,
+                          adc_bits, sigma_cmp_fx, np.uint64(key), threshold_shift, trials,
+                          decisions, True)
+    assert got == want
+    path_trials, keep = ref_path(want, adc_bits)
+    assert trials.tolist() == path_trials and decisions.tolist() == keep
+
+
+def ref_path(code: int, adc_bits: int):
+    """The twin's SAR path that ends in ``code``: trial codes and decisions, MSB first."""
+    trials, keep, decided = [], [], 0
+    for s in range(adc_bits):
+        trial = decided | (1 << (adc_bits - 1 - s))
+        trials.append(trial)
+        keep.append(int(trial <= code))
+        if trial <= code:
+            decided = trial
+    return trials, keep

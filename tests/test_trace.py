@@ -305,3 +305,20 @@ def test_compiled_trace_equals_the_per_cycle_trace(tmp_path_factory, case, selec
         for group in ("result", "events"):
             for name in fb[group]:
                 assert np.array_equal(fa[group][name][()], fb[group][name][()]), name
+
+
+def test_records_without_a_trace_have_the_trace_datasets_dtypes(tmp_path, operands):
+    """A run without a trace allocates its (empty) records in the trace's dtypes, so both
+    use one compiled specialisation of ``kernels.cycle.tile_cycles``."""
+    from imcsim.cycles import NoRecords
+    X, W = operands
+    m = small_macro()
+    prep = m.prepare(X, W, BinaryFormat(6), BinaryFormat(5))
+    sink = TraceSink(tmp_path / "t.h5", m, prep)
+    traced = sink.new_records(2)
+    sink.abort()
+    assert list(tmp_path.iterdir()) == []
+    untraced = NoRecords(m, prep).new_records(2)
+    for name in traced._fields:
+        got, want = getattr(untraced, name), getattr(traced, name)
+        assert got.dtype == want.dtype and got.shape == want.shape, name
