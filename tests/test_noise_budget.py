@@ -129,6 +129,7 @@ def test_the_budget_is_the_largest_scale_with_every_smaller_one_inside():
     (["--set", "seed=3"], "--set"),
     (["--set", "noise_scale=3"], "--set"),
     (["--imc", "sideways"], "imc"),
+    (["--chip-pool", "2", "--calibrate-offsets"], "chip_pool"),
 ])
 def test_bad_ladders_get_one_line(tmp_path, args, message):
     out = tmp_path / "b"
@@ -144,3 +145,33 @@ def test_the_spec_has_one_baseline_and_a_ladder_per_name():
     assert spec["grid"] == {"seed": [0, 1]} and spec["order"] == "grid"
     with pytest.raises(ValueError, match="too many|more than"):
         budget_spec({}, list(range(500)), ["all", "noise", "mismatch"], [0, 1])
+
+
+def test_a_hardware_aware_ladder_hops_chips(tmp_path):
+    """--chip-pool N: every run of the ladder trains each step on another of N chips of its
+    own (scaled) macro, every IMC MVM kind; the FP32 baseline has no chip to hop."""
+    from imcsim.calibration.montecarlo import ChipHoppingBackend, trainer_for
+    from imcsim.training.backends import MvmKind
+    result = CliRunner().invoke(main, ["noise-budget", "--scales", "0.5", "--chip-pool", "2",
+                                       "--out", str(tmp_path / "h"), *SMALL])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "h" / "budget.json").read_text())["spec"]
+    assert spec["base"]["chip_pool"] == 2 and spec["configs"]["fp32"]["chip_pool"] == 0
+    config = train_config({"model": "mlp", "imc": "forward,update", "chip_pool": 3,
+                           "noise_scale": 0.5, "preset": "paper-nonideal"})
+    trainer = trainer_for(config, tmp_path / "t", progress=False)
+    layers = [la for la in trainer.model.compute_layers()
+              if isinstance(la.policy[MvmKind.FORWARD], ChipHoppingBackend)]
+    assert layers
+    for la in layers:
+        assert isinstance(la.policy[MvmKind.UPDATE], ChipHoppingBackend)
+        assert not isinstance(la.policy[MvmKind.BACKWARD], ChipHoppingBackend)
+        chips = la.policy[MvmKind.FORWARD].pool
+        assert len(chips) == 3 and len({b.macro.config.chip_seed for b in chips}) == 3
+        # the run's own macro: its noise scale, on every chip
+        assert all(b.macro.config.nonideal == trainer.macro_config().nonideal for b in chips)
+    plain = trainer_for(train_config({"model": "mlp", "imc": "forward"}), tmp_path / "p",
+                        progress=False)
+    assert type(plain) is Trainer and not any(
+        isinstance(la.policy[MvmKind.FORWARD], ChipHoppingBackend)
+        for la in plain.model.compute_layers())

@@ -78,6 +78,8 @@ def budget_spec(base: Mapping, scales: Sequence[float], scaled: Sequence[str],
         raise ValueError(f"the ladder has {n_runs} runs (more than {MAX_RUNS}); give fewer "
                          "scales, non-idealities or seeds")
     configs = {"fp32": {"label": "FP32 baseline", "imc": "", "other": "fp32"}}
+    if base.get("chip_pool"):
+        configs["fp32"]["chip_pool"] = 0            # no chip to hop without an IMC MVM
     for which in scaled:
         for s in sorted(scales):
             configs[f"{which}-x{_slug(s)}"] = {"label": f"{which} x {s:g}",

@@ -119,6 +119,11 @@ class TrainConfig:
     - diagnostic_steps : training steps per epoch (chosen by the seed) whose emulator MVMs are
       compared with the exact product (``training.diagnostics``); 0: off.  They observe
       only: weights and metrics are the same with any value.
+    - chip_pool : hardware-aware training: 0 trains on the run's one chip; N > 0 runs every
+      MVM kind on 'imc' on another of N chips of the run's macro at each step, with fresh
+      noise (``imcsim.calibration.montecarlo.trainer_for``, which the CLI and sweeps use;
+      the trainer's own test accuracy is measured on the pool's first chip).  Needs an
+      'imc' backend; not with ``calibrate_offsets`` (registers belong to one chip).
     - noise_scale, noise_scaled : the preset's non-idealities of the group or field
       ``noise_scaled`` ('all', 'noise', 'mismatch' or one NonIdealityConfig field) multiplied
       by ``noise_scale`` (``NonIdealityConfig.scaled``; ``imcsim noise-budget``).
@@ -150,6 +155,7 @@ class TrainConfig:
     input_mapping: str = "one-hot"
     adc_rounding: str | None = None
     calibrate_offsets: bool = False
+    chip_pool: int = 0
     diagnostic_steps: int = 2
     noise_scale: float = 1.0
     noise_scaled: str = "all"
@@ -214,6 +220,15 @@ class TrainConfig:
         if not isinstance(self.calibrate_offsets, bool):
             raise ValueError(f"calibrate_offsets: expected true or false, got "
                              f"{self.calibrate_offsets!r}")
+        pool = self.chip_pool
+        if isinstance(pool, bool) or not isinstance(pool, int) or pool < 0:
+            raise ValueError(f"chip_pool: expected an integer >= 0, got {pool!r}")
+        if pool and self.calibrate_offsets:
+            raise ValueError("chip_pool: hardware-aware training hops chips, and calibrated "
+                             "code offsets belong to one chip: give one of chip_pool and "
+                             "calibrate_offsets")
+        if pool and "imc" not in dict(self.backends).values():
+            raise ValueError("chip_pool: hardware-aware training needs an MVM kind on 'imc'")
         d = self.diagnostic_steps
         if isinstance(d, bool) or not isinstance(d, int) or d < 0:
             raise ValueError(f"diagnostic_steps: expected an integer >= 0, got {d!r}")

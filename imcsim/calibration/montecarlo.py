@@ -392,13 +392,27 @@ class ChipHoppingBackend:
                                       step=step)
 
 
-def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, pool: int = 64,
-                           kinds=(MvmKind.FORWARD,), progress: bool = True):
+def trainer_for(train_config, out_dir, *, progress: bool = True):
+    """The Trainer of a run: hardware-aware (``hardware_aware_trainer`` over
+    ``train_config.chip_pool`` chips of the run's own macro, every MVM kind on 'imc') when
+    ``chip_pool`` > 0, else the plain ``Trainer``.  ``imcsim train`` and sweeps (and so
+    ``imcsim noise-budget``) build their trainers here."""
+    from imcsim.training.engine import Trainer
+    if not train_config.chip_pool:
+        return Trainer(train_config, out_dir, progress=progress)
+    kinds = tuple(MvmKind(k) for k, b in train_config.backends if b == "imc")
+    return hardware_aware_trainer(train_config, out_dir, None, pool=train_config.chip_pool,
+                                  kinds=kinds, progress=progress)
+
+
+def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig | None, *,
+                           pool: int = 64, kinds=(MvmKind.FORWARD,), progress: bool = True):
     """A Trainer whose hidden layers run ``kinds`` on a different chip every step.
 
     - train_config : TrainConfig  its backends of ``kinds`` must be 'imc' (the engine then
       quantizes those MVMs' operands); they are replaced by a ``ChipHoppingBackend`` over
-      ``pool`` chips of ``chip_config`` (a preset or a calibrated chip's preset).
+      ``pool`` chips of ``chip_config`` (a preset or a calibrated chip's preset; None: the
+      run's own macro, ``Trainer.macro_config``, with its noise scale and ADC law).
 
     Returns the Trainer (call ``.run()``).  Its checkpoints record train_config, whose preset
     names the macro of the ordinary IMC backend; the chip pool is this function's.
@@ -409,9 +423,11 @@ def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, p
             raise ValueError(f"train_config: the {k.value} MVM must be on 'imc' for "
                              "hardware-aware training")
     trainer = Trainer(train_config, out_dir, progress=progress)
+    run_chip = trainer.macro_config()
+    chip_config = run_chip if chip_config is None else chip_config
     # the chips get the row DAC the run's input mapping needs (docs/training.md)
     chip_config = replace(chip_config, input_bits=max(chip_config.input_bits,
-                                                      trainer.macro_config().input_bits))
+                                                      run_chip.input_bits))
     for k in kinds:
         hop = ChipHoppingBackend(chip_config, train_config.vref_of(k), train_config.seed, pool,
                                  device=train_config.device)
@@ -423,5 +439,5 @@ def hardware_aware_trainer(train_config, out_dir, chip_config: MacroConfig, *, p
 
 
 __all__ = ["CalibratedMacro", "ChipAccuracies", "ChipHoppingBackend", "MonteCarloResult",
-           "evaluate_chips", "hardware_aware_trainer", "load_trained", "plot_chips",
+           "evaluate_chips", "hardware_aware_trainer", "load_trained", "trainer_for", "plot_chips",
            "save_results", "scaled_config"]

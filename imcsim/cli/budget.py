@@ -40,6 +40,9 @@ def _ints(text: str, name: str) -> list[int]:
               help="The macro whose non-idealities the ladder scales.")
 @click.option("--adc-rounding", type=click.Choice(["floor", "half_up"]),
               help="ADC law over the preset's (as imcsim train).")
+@click.option("--chip-pool", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Training method: 0 plain (one chip); N > 0 hardware-aware, each step on "
+                   "another of N chips of the ladder's macro (as imcsim train --chip-pool).")
 @click.option("--calibrate-offsets", is_flag=True,
               help="Every run on the calibrated chip: its measured mean code error per "
                    "column subtracted in the NMC (as imcsim train --calibrate-offsets).")
@@ -67,8 +70,8 @@ def _ints(text: str, name: str) -> list[int]:
 @processes_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @cli_errors
-def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, calibrate_offsets,
-                   input_mapping,
+def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, chip_pool,
+                   calibrate_offsets, input_mapping,
                    scales, scaled, seeds, epochs, batch, lr, max_steps, assignments, out_dir,
                    scheduler, workers, sequential, processes, quiet):
     """Train at a ladder of noise scales of a preset and report the noise budget.
@@ -86,6 +89,8 @@ def budget_command(model, dataset, data_folder, imc, preset, adc_rounding, calib
             "input_mapping": input_mapping, "epochs": epochs, "batch": batch, "lr": lr}
     if calibrate_offsets:
         base["calibrate_offsets"] = True
+    if chip_pool:
+        base["chip_pool"] = chip_pool
     for key, value in (("data_folder", data_folder), ("adc_rounding", adc_rounding),
                        ("max_steps", max_steps)):
         if value is not None:

@@ -87,6 +87,10 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
               help="Measure the chip's mean ADC code error per column (ramps at F = L and "
                    "F = rows) and let the NMC subtract it from every code: the calibrated "
                    "chip. See docs/training.md, Noise budgets.")
+@click.option("--chip-pool", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Hardware-aware training: run each step's IMC MVMs on another of N chips "
+                   "of the macro (fresh mismatch per chip, fresh noise per step); 0: the one "
+                   "chip. Not with --calibrate-offsets. See docs/training.md, Noise budgets.")
 @click.option("--diagnostic-steps", default=2, show_default=True, type=click.IntRange(min=0),
               help="Steps per epoch (chosen by the seed) whose emulator MVMs are compared "
                    "with the exact product (bias, RMS error, cosine, SNR, lossy and clipped "
@@ -106,8 +110,8 @@ _BACKEND = click.Choice(["fp32", "exact", "imc"])
 def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, force, quiet,
                   update_threshold, **kw):
     """Train a model; chosen MVMs run on the emulated IMC macro (CPU or CUDA GPU)."""
+    from imcsim.calibration.montecarlo import trainer_for
     from imcsim.training.backends import scheme_by_name
-    from imcsim.training.engine import Trainer
     from imcsim.training.options import backends_for, train_config
     from imcsim.training.rundir import CHECKPOINT_NAME, METRICS_NAME
     from imcsim.training.xp import array_module
@@ -142,7 +146,7 @@ def train_command(imc_kinds, other, vref_specs, trace_spec, out_dir, resume, for
     if held and not (resume or force):
         raise ValueError(f"--out: {out_dir} already holds a run ({', '.join(held)}); continue "
                          "it with --resume, or replace it with --force")
-    trainer = Trainer(config, Path(out_dir), progress=not quiet)
+    trainer = trainer_for(config, Path(out_dir), progress=not quiet)   # plain or hardware-aware
     history = trainer.run(resume=resume)
     last = history[-1] if history else {}
     click.echo(json.dumps({"final": {k: v for k, v in last.items()

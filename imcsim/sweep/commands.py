@@ -65,10 +65,11 @@ PER_LAYER_METRICS = ("mvm_stats", "cima_write_words_by_layer", "mvm_error")
 def _train_run(params: dict, folder: Path) -> dict:
     """Train one run in ``folder``; a checkpoint left there by an interrupted run of the same
     parameters is resumed (the run then equals an uninterrupted one, docs/training.md)."""
-    from imcsim.training.engine import TrainConfig, Trainer
+    from imcsim.calibration.montecarlo import trainer_for
+    from imcsim.training.engine import TrainConfig
     from imcsim.training.rundir import resumable_checkpoint
     config = TrainConfig.from_json(json.dumps(params))
-    trainer = Trainer(config, folder, progress=False)
+    trainer = trainer_for(config, folder, progress=False)      # plain or hardware-aware
     history = trainer.run(resume=resumable_checkpoint(folder, config))
     out = dict(history[-1]) if history else {}       # the last epoch's metrics
     # per-layer detail stays in the run's metrics.json: as table columns it would add ~170
