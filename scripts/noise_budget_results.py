@@ -11,7 +11,8 @@ Usage::
 A ladder folder is named ``<model>-<mapping>-<placement>``: its mapping is ``one-hot`` or
 ``multi-level``, its threshold placement ``floor`` (the paper's law), ``half_up`` (centred
 thresholds), ``calibrated`` (floor law, with the measured code offsets subtracted in the
-NMC) or ``half_up-calibrated`` (both). The page holds, per ladder, the final test accuracy
+NMC) or ``half_up-calibrated`` (both); a suffix ``-skip`` marks a controller that skips
+all-masked cycles, ``-aware`` hardware-aware training (``--chip-pool``). The page holds, per ladder, the final test accuracy
 at every scale (mean over the finished seeds), the 2- and 10-point budgets
 (``imcsim.training.budget``), and the per-MVM compute SNR that training recorded (median over
 layers, last epoch, first seed). It also
@@ -39,11 +40,15 @@ MAPPINGS = ("one-hot", "multi-level")
 KINDS = ("forward", "backward", "update")
 
 
-def ladder_name(folder: Path) -> tuple[str, str, str, bool] | None:
-    """(model, mapping, placement, skip) of a ladder folder, or None when it is not one; a
-    folder name ending in ``-skip`` is a ladder whose controller skips all-masked cycles
-    (``skip_masked_cycles``, docs/hardware-model.md 4.7)."""
+def ladder_name(folder: Path) -> tuple[str, str, str, bool, bool] | None:
+    """(model, mapping, placement, skip, aware) of a ladder folder, or None when it is not
+    one; a folder name ending in ``-aware`` is a hardware-aware ladder (``--chip-pool``), one
+    ending in ``-skip`` (before any ``-aware``) a ladder whose controller skips all-masked
+    cycles (``skip_masked_cycles``, docs/hardware-model.md 4.7)."""
     name = folder.name
+    aware = name.endswith("-aware")
+    if aware:
+        name = name[: -len("-aware")]
     skip = name.endswith("-skip")
     if skip:
         name = name[: -len("-skip")]
@@ -51,7 +56,7 @@ def ladder_name(folder: Path) -> tuple[str, str, str, bool] | None:
         for placement in PLACEMENTS:
             tail = f"-{mapping}-{placement}"
             if name.endswith(tail):
-                return name[: -len(tail)], mapping, placement, skip
+                return name[: -len(tail)], mapping, placement, skip, aware
     return None
 
 
@@ -89,6 +94,7 @@ def load_ladders(root: Path) -> list[dict]:
             slug = f"{p['scale']:g}".replace(".", "p")
             p["snr"] = median_snr(folder, f"all-x{slug}")
         ladders.append({"model": key[0], "mapping": key[1], "placement": key[2], "skip": key[3],
+                        "aware": doc["spec"]["base"].get("chip_pool", 0) if key[4] else 0,
                         "fp32": table["fp32"], "points": points,
                         "budgets": table["ladders"].get("all", {}).get("budgets", {}),
                         "missing": table.get("missing", []), "spec": doc["spec"]})
@@ -96,12 +102,14 @@ def load_ladders(root: Path) -> list[dict]:
 
 
 def order(lad: dict) -> tuple:
-    return MAPPINGS.index(lad["mapping"]), lad["skip"], PLACEMENTS.index(lad["placement"])
+    return (MAPPINGS.index(lad["mapping"]), lad["skip"], bool(lad["aware"]),
+            PLACEMENTS.index(lad["placement"]))
 
 
 def placement_text(lad: dict, short: bool = False) -> str:
     text = lad["placement"] if short else PLACEMENT_TEXT[lad["placement"]]
-    return text + (", all-masked cycles skipped" if lad["skip"] else "")
+    return (text + (", all-masked cycles skipped" if lad["skip"] else "")
+            + (f", hardware-aware ({lad['aware']} chips)" if lad["aware"] else ""))
 
 
 def fmt_acc(p) -> str:
@@ -205,8 +213,8 @@ def plot(ladders: list[dict], png: Path) -> bool:
                 continue
             shown = [p for p in lad["points"] if p["mean"] is not None]
             xs = [max(p["scale"], 1 / 16) for p in shown]                # 0 drawn at 1/16
-            ax.semilogx(xs, [p["mean"] for p in shown],
-                        styles[lad["placement"]] + (":" if lad["skip"] else "-"),
+            line = ":" if lad["skip"] else "--" if lad["aware"] else "-"
+            ax.semilogx(xs, [p["mean"] for p in shown], styles[lad["placement"]] + line,
                         color=colours[lad["placement"]], mfc="white" if lad["skip"] else None,
                         label=placement_text(lad))
             gone = [max(p["scale"], 1 / 16) for p in lad["points"] if p.get("diverged")]

@@ -316,7 +316,9 @@ def test_noise_budget_results_page_from_ladders_and_its_bad_input(tmp_path, caps
     page = out.read_text()
     assert "| one-hot | calibrated chip" in page and "| x 0 | x 1 |" in page
     assert nb.ladder_name(ladders / "vgg-lite-multi-level-half_up-skip") == (
-        "vgg-lite", "multi-level", "half_up", True)
+        "vgg-lite", "multi-level", "half_up", True, False)
+    assert nb.ladder_name(ladders / "small-cnn-one-hot-half_up-aware") == (
+        "small-cnn", "one-hot", "half_up", False, True)
     capsys.readouterr()
     assert nb.main(["--ladders", str(tmp_path / "none"), "--snr", str(snr),
                     "--out", str(out)]) == 2
