@@ -312,8 +312,8 @@ def run_cycle_level(macro, prep, sink: CycleSink | None = None):
     """Evaluate a prepared MVM cycle by cycle; every cycle the sink selects goes to it.
 
     Without a sink, or with one that has ``add_block`` (``BlockSink``: the HDF5 trace), the
-    compiled path runs (``run_cycle_blocks``); any other sink gets one ``CycleRecord`` per cycle from the
-    ``CycleStepper``.  Returns the ``MvmResult`` (bit-identical to the fast path's).  The
+    compiled path runs (``run_cycle_blocks``); any other sink gets one ``CycleRecord`` per
+    cycle from the ``CycleStepper``.  Returns the ``MvmResult`` (bit-identical to the fast path's).  The
     sink is closed with the result, or aborted if anything fails on the way (an interrupt
     included).
     """
@@ -326,7 +326,7 @@ def run_cycle_level(macro, prep, sink: CycleSink | None = None):
         else:
             stepper = CycleStepper(macro, prep)
             for rec in stepper.cycles():
-                if sink is not None and sink.selects(rec, P):
+                if sink.selects(rec, P):
                     sink.add(rec)
             result = stepper.result()
         if sink is not None:

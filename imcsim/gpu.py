@@ -23,7 +23,6 @@ from imcsim.kernels.params import (
     CycleInputs,
     LaunchSpan,
     MvmOutputs,
-    NmcParams,
     StoredTile,
 )
 from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
@@ -292,10 +291,8 @@ class GpuMacro:
         # the CPU kernel's named tuples, holding device arrays (docs/architecture.md)
         cyc = CycleInputs(xbits, xmask, active, level_sum, fs, scale, shift, S)
         tables = AnalogTables(col_total_cap, cdac, cdac_total, cmp_offset)
-        nmc_params = NmcParams(nmc.scale_frac_bits, nmc.acc_bits,
-                               nmc.overflow.value == "saturate", code_offsets,
-                               nmc.has_code_offsets, macro.code_offsets[1], pw_x, pw_w,
-                               plan.outputs_per_tile)
+        nmc_params = macro.nmc_params(prep, plan.outputs_per_tile)._replace(
+            code_offsets=code_offsets, pw_x=pw_x, pw_w=pw_w)        # their device copies
         outputs = MvmOutputs(return_codes, codes, clipped_dev, high_dev, acc)
         no_wcols = self.to_device(np.zeros((0, 0), dtype=np.uint8))
 
