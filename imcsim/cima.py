@@ -166,6 +166,12 @@ class ColumnGroup:
         # the kernel's grouped stored operand (its unpacked columns are not needed here)
         self.stored = StoredTile(self.wbits, np.zeros((0, 0), dtype=np.uint8), self.cap_table)
 
+    def analog_at(self, vref):
+        """The group's AnalogParams with the call's Vref (a VrefConfig) in the per-column
+        fields (``hw.column_conversion``); the group's own constants hold the config's."""
+        return self.analog._replace(per_column=vref.per_column, dual_low=vref.dual_low,
+                                    dual_high=vref.dual_high)
+
     @property
     def n_columns(self) -> int:
         return self.wbits.shape[0]
@@ -192,9 +198,7 @@ class ColumnGroup:
         noise_key = hw_key(seed, hw.STREAM_CMP_NOISE, self.t, self.u, vector, plane)
         vref = c.vref if vref is None else vref
         column_fs = np.empty(cols, dtype=np.int64)
-        # the call's Vref in the per-column fields (the group's constants hold the config's)
-        analog = self.analog._replace(per_column=vref.per_column, dual_low=vref.dual_low,
-                                      dual_high=vref.dual_high)
+        analog = self.analog_at(vref)
         note_first_compile(_array_cycle_kernel, "the cycle-level kernels")
         clipped, high = _array_cycle_kernel(
             np.ascontiguousarray(xbits), np.ascontiguousarray(xmask),

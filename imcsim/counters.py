@@ -31,6 +31,12 @@ class MvmCounters:
     high_columns: np.ndarray
     codes: np.ndarray | None = None
 
+    def note_row_tile(self, t: int, packed) -> None:
+        """Row tile t's per-cycle rows driven, A and F (a ``macro.PackedTile``)."""
+        self.active_rows[t] = packed.active_rows
+        self.full_scale[t] = packed.full_scale
+        self.level_sum[t] = packed.level_sum
+
     @classmethod
     def zeros(cls, plan, batch: int, n_planes: int, codes: bool) -> MvmCounters:
         cycles = (plan.row_tiles, batch, n_planes)

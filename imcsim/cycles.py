@@ -107,9 +107,7 @@ class CycleStepper:
             packed = prep.pack_tile(t)
             row_bits, row_active, row_levels = prep.row_signals(t)
             counters = self.counters
-            counters.active_rows[t] = packed.active_rows
-            counters.full_scale[t] = packed.full_scale
-            counters.level_sum[t] = packed.level_sum
+            counters.note_row_tile(t, packed)
             for u in range(plan.col_tiles):
                 group = self.group(t, u)
                 g0, g1 = group.n0, group.n1
@@ -273,14 +271,10 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
     for t in range(plan.row_tiles):
         packed = prep.pack_tile(t)
         cyc = packed.cycle_inputs(S)
-        counters.active_rows[t] = packed.active_rows
-        counters.full_scale[t] = packed.full_scale
-        counters.level_sum[t] = packed.level_sum
+        counters.note_row_tile(t, packed)
         for u in range(plan.col_tiles):
             group = ColumnGroup(macro, prep.weights, t, u, S, prep.x_format.top_level)
-            # the call's Vref in the per-column fields (the group's constants hold the config's)
-            analog = group.analog._replace(per_column=vref.per_column, dual_low=vref.dual_low,
-                                           dual_high=vref.dual_high)
+            analog = group.analog_at(vref)
             key = NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset)
             for b0 in range(0, B, block):
                 b1 = min(B, b0 + block)
@@ -297,10 +291,12 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
                 counters.high_columns[t, u] += int(high.sum())
                 if n:
                     rows, planes = np.nonzero(selected)
-                    bits, active, levels = prep.row_signals(t, slice(b0, b1))
+                    # the row drivers of the selected vectors only
+                    vectors, which = np.unique(rows + b0, return_inverse=True)
+                    bits, active, levels = prep.row_signals(t, vectors)
                     sink.add_block(CycleBlock(
-                        t, u, rows + b0, planes, records, bits[rows, planes],
-                        active[rows, planes], levels[rows, planes],
+                        t, u, rows + b0, planes, records, bits[which, planes],
+                        active[which, planes], levels[which, planes],
                         packed.active_rows[rows + b0, planes],
                         packed.level_sum[rows + b0, planes],
                         packed.full_scale[rows + b0, planes], group.n_columns,

@@ -149,9 +149,9 @@ class PreparedMvm:
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 
-    def row_levels(self, t: int, vectors: slice = slice(None)) -> np.ndarray:
+    def row_levels(self, t: int, vectors=slice(None)) -> np.ndarray:
         """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked); only the
-        vectors of ``vectors`` when given."""
+        vectors of ``vectors`` (a slice or int64 indices) when given."""
         r0, r1 = self.plan.row_range(t)
         S = self.level_bits
         gates = self.gate_lut[self.x_units[vectors, r0:r1] + self.lut_offset]  # (B, R)
@@ -161,11 +161,11 @@ class PreparedMvm:
                 levels[:, p, :] |= (((gates >> np.uint32(p * S + k)) & 1) << k).astype(np.uint8)
         return levels
 
-    def row_signals(self, t: int, vectors: slice = slice(None)
+    def row_signals(self, t: int, vectors=slice(None)
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """What the row drivers of tile t apply, each (B, P, R): row inputs uint8, active
         flags bool and levels uint8 (``row_levels``; the active flag is level > 0); only the
-        vectors of ``vectors`` when given.
+        vectors of ``vectors`` (a slice or int64 indices) when given.
 
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
         where the mask disconnects the cell; the packed words used for computing are gated.
@@ -456,9 +456,7 @@ class Macro:
         for t in range(plan.row_tiles):
             r0, r1 = plan.row_range(t)
             packed = prep.pack_tile(t)
-            counters.active_rows[t] = packed.active_rows
-            counters.full_scale[t] = packed.full_scale
-            counters.level_sum[t] = packed.level_sum
+            counters.note_row_tile(t, packed)
             cyc = packed.cycle_inputs(prep.level_bits)
             tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0, parallel_chunks())
             needs_gather = bool((packed.sub_active <= tuning.gather_limit).any())
