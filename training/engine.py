@@ -48,8 +48,10 @@ from imcsim.training.optim import (
     make_schedule,
 )
 from imcsim.training.rundir import (
+    flatten_state,
     restore_wall_times,
     same_run,
+    unflatten_state,
     without_wall_times,
     write_checkpoint,
 )
@@ -461,7 +463,7 @@ class Trainer:
         arrays = {f"param/{k}": to_host(v) for k, v in self.model.params.items()}
         arrays.update({f"buffer/{k}": to_host(v) for k, v in self.model.buffers.items()})
         opt = self.optimizer.state_dict()
-        arrays.update({f"opt/{k}": np.asarray(v) for k, v in _flatten(opt).items()})
+        arrays.update({f"opt/{k}": np.asarray(v) for k, v in flatten_state(opt).items()})
         for layer in self._threshold_layers():
             state = layer.threshold_weights.state_dict()
             arrays.update({f"threshold/{layer.name}/{k}": np.asarray(v)
@@ -519,7 +521,7 @@ class Trainer:
             restored.append((tw, fresh))
         opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
         try:
-            self.optimizer.load_state_dict(_unflatten(opt))
+            self.optimizer.load_state_dict(unflatten_state(opt))
         except ValueError as exc:
             raise ValueError(f"resume: {path}: optimizer {_first_line(exc)}") from None
         for tw, fresh in restored:
@@ -776,28 +778,6 @@ def _first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return ""
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
-    return out
-
-
-def _unflatten(d):
-    out: dict = {}
-    for key, v in d.items():
-        parts = key.split("/")
-        cur = out
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {})
-        cur[parts[-1]] = v[()] if np.ndim(v) == 0 else v
-    return out
 
 
 __all__ = ["TrainConfig", "Trainer", "LayerMvmStats", "ShapeRecordingImcBackend", "parse_vref",

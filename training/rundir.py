@@ -42,6 +42,30 @@ def write_checkpoint(fh, arrays: dict) -> None:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
+def flatten_state(state: dict, prefix: str = "") -> dict:
+    """A nested state dict (an optimizer's) as the flat ``a/b/c`` keys of a checkpoint."""
+    out = {}
+    for k, v in state.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_state(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten_state(flat: dict) -> dict:
+    """``flatten_state`` undone: 0-d arrays read back as scalars."""
+    out: dict = {}
+    for key, v in flat.items():
+        parts = key.split("/")
+        cur = out
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = v[()] if np.ndim(v) == 0 else v
+    return out
+
+
 def restore_wall_times(history: list, folder) -> list:
     """``history`` (from a checkpoint) with the wall times ``metrics.json`` in ``folder``
     recorded for the same epochs, where it has them."""
@@ -166,6 +190,7 @@ def diagnostics_table(doc: dict, epoch: int | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "WALL_TIME_KEYS", "without_wall_times",
+__all__ = ["CHECKPOINT_NAME", "METRICS_NAME", "WALL_TIME_KEYS", "flatten_state",
+           "unflatten_state", "without_wall_times",
            "write_checkpoint", "restore_wall_times", "checkpoint_meta", "same_run",
            "resumable_checkpoint", "read_metrics", "diagnostics_table"]
