@@ -229,6 +229,13 @@ class TraceWriter:
         if len(self.buffer) >= _FLUSH_EVERY:
             self.flush()
 
+    def packed_rows(self, bits: np.ndarray) -> np.ndarray:
+        """Row bits (n, R) of one tile, R <= the trace's rows, as the datasets' bytes:
+        uint8 (n, ceil(rows / 8)), little-endian, padded with 0."""
+        padded = np.zeros((bits.shape[0], -(-self.rows // 8) * 8), dtype=np.uint8)
+        padded[:, :bits.shape[1]] = bits
+        return np.packbits(padded, axis=1, bitorder="little")
+
     def flush(self) -> None:
         """Append the buffered cycles to the file."""
         if not self.buffer:
@@ -241,9 +248,7 @@ class TraceWriter:
                 data[...] = -1
             for i, rec in enumerate(self.buffer):
                 if name in ("row_input", "row_mask"):
-                    bits = np.zeros(self.rows, dtype=np.uint8)
-                    bits[: len(rec[name])] = rec[name]
-                    data[i] = np.packbits(bits, bitorder="little")
+                    data[i] = self.packed_rows(np.asarray(rec[name])[None])[0]
                 elif name == "row_level":
                     data[i, : len(rec[name])] = rec[name]
                 elif name == "tile_row":
@@ -350,25 +355,18 @@ class TraceSink:
         w = self.writer
         n = len(block.vectors)
         g0, g1 = block.output_range
-        packed = -(-w.rows // 8)
-
-        def pack(bits):
-            out = np.zeros((n, packed * 8), dtype=np.uint8)
-            out[:, :bits.shape[1]] = bits
-            return np.packbits(out, axis=1, bitorder="little")
-
-        levels = np.zeros((n, packed * 8), dtype=np.uint8)
+        levels = np.zeros((n,) + w.spec["row_level"][0], dtype=np.uint8)
         levels[:, :block.row_level.shape[1]] = block.row_level
         index = np.full((n, w.outputs), -1, dtype=np.int32)
         index[:, :g1 - g0] = np.arange(g0, g1, dtype=np.int32)
         r = block.records
-        n_planes = self.writer.n_planes
         w.append({"tile_row": np.full(n, block.t, np.int32),
                   "tile_col": np.full(n, block.u, np.int32),
-                  "vector": block.vectors + self.writer.vector_offset,
+                  "vector": block.vectors + w.vector_offset,
                   "plane": block.planes.astype(np.int32),
-                  "cycle": block.vectors * n_planes + block.planes,
-                  "row_input": pack(block.row_input), "row_mask": pack(block.row_mask),
+                  "cycle": block.vectors * w.n_planes + block.planes,
+                  "row_input": w.packed_rows(block.row_input),
+                  "row_mask": w.packed_rows(block.row_mask),
                   "row_level": levels, "active_rows": block.active_rows.astype(np.int32),
                   "level_sum": block.level_sum.astype(np.int32),
                   "full_scale": block.full_scale.astype(np.int32),
