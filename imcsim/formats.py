@@ -22,6 +22,15 @@ def _as_float_array(values, name):
     return arr
 
 
+def unit_dtype(max_unit: int) -> np.dtype:
+    """The narrowest signed integer dtype holding every unit in [-max_unit, max_unit]: a
+    validated operand is held at that width, so a layer-sized one costs 1-2 bytes a value."""
+    for dtype in (np.int8, np.int16, np.int32):
+        if max_unit <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
 def _check_count(name, value, lo, hi, what):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
@@ -98,14 +107,20 @@ class BinaryFormat:
     def spec(self) -> str:
         return f"binary:{self.bits}/{self.digit_bits}" if self.digit_bits else f"binary:{self.bits}"
 
-    def validate(self, values, name="values") -> np.ndarray:
-        """Check that every value is an integer in range; returns them as int64."""
+    @property
+    def unit_dtype(self) -> np.dtype:
+        """The narrowest integer dtype of this format's units (``unit_dtype``)."""
+        return unit_dtype(self.max_value)
+
+    def validate(self, values, name="values", dtype=np.int64) -> np.ndarray:
+        """Check that every value is an integer in range; returns them as ``dtype`` (int64
+        by default; any integer dtype holding ``unit_dtype``)."""
         arr = _as_float_array(values, name)
         lim = self.max_value
         if arr.dtype.kind == "f" and arr.size:
             # one fused pass (a training step validates hundreds of MB of float operands;
             # the NumPy expression made five passes and as many temporaries)
-            units = np.empty(arr.shape, dtype=np.int64)
+            units = np.empty(arr.shape, dtype=dtype)
             not_integer, outside = float_integers(np.ascontiguousarray(arr), -lim, lim, units)
             if not_integer:
                 raise ValueError(f"{name}: {self.spec()} holds integers only")
@@ -118,7 +133,7 @@ class BinaryFormat:
         if outside:
             raise ValueError(f"{name}: {self.spec()} values must lie in [{-lim}, {lim}], "
                              f"got [{arr.min()}, {arr.max()}]")
-        return arr.astype(np.int64, copy=False)
+        return arr.astype(dtype, copy=False)
 
     def encode(self, values, name: str = "values") -> tuple[np.ndarray, np.ndarray]:
         """Canonical encoding.
@@ -254,10 +269,20 @@ class Radix4Format:
     def spec(self) -> str:
         return f"radix4:{self.bits}/{self.per_cycle}" if self.per_cycle > 1 else f"radix4:{self.bits}"
 
-    def validate(self, values, name="values") -> np.ndarray:
-        """Check representability; returns the values in units of 1/denominator (int64)."""
-        arr = np.ascontiguousarray(_as_float_array(values, name), dtype=np.float64)
-        units = np.empty(arr.shape, dtype=np.int64)
+    @property
+    def unit_dtype(self) -> np.dtype:
+        """The narrowest integer dtype of this format's units: up to 4**(K - 2) units of
+        1/denominator (``unit_dtype``)."""
+        return unit_dtype(4 ** (2 * self.exponent_bias))
+
+    def validate(self, values, name="values", dtype=np.int64) -> np.ndarray:
+        """Check representability; returns the values in units of 1/denominator as ``dtype``
+        (int64 by default; any integer dtype holding ``unit_dtype``)."""
+        arr = _as_float_array(values, name)
+        # float32 and float64 are read as they are (each value is widened exactly in the
+        # kernel); a copy to float64 cost a training step's backward MVM a tenth of its time
+        arr = np.ascontiguousarray(arr, dtype=None if arr.dtype.kind == "f" else np.float64)
+        units = np.empty(arr.shape, dtype=dtype)
         bad = radix4_units(arr, float(self.denominator), 2 * (self.exponent_planes - 1), units)
         if bad:
             flat = arr.ravel()

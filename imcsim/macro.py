@@ -98,7 +98,7 @@ class PreparedMvm:
     plan: TilePlan
     x_format: BinaryFormat | Radix4Format
     w_format: BinaryFormat
-    x_units: np.ndarray      # int64 (B, M): X in the format's integer units
+    x_units: np.ndarray      # (B, M) X in the format's integer units, x_format.unit_dtype
     lut_offset: int
     pattern_lut: np.ndarray  # uint16 (uint32 past 16 sub-planes): row-input bits per sub-plane
     gate_lut: np.ndarray     # the same dtype: per-value active flags of every sub-plane
@@ -149,12 +149,18 @@ class PreparedMvm:
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 
+    def lut_index(self, t: int, vectors=slice(None)) -> np.ndarray:
+        """int64 (B, R): the lookup-table index of every row of tile t (widened before the
+        offset is added: the units may be int8)."""
+        r0, r1 = self.plan.row_range(t)
+        return self.x_units[vectors, r0:r1].astype(np.int64) + self.lut_offset
+
     def row_levels(self, t: int, vectors=slice(None)) -> np.ndarray:
         """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked); only the
         vectors of ``vectors`` (a slice or int64 indices) when given."""
         r0, r1 = self.plan.row_range(t)
         S = self.level_bits
-        gates = self.gate_lut[self.x_units[vectors, r0:r1] + self.lut_offset]  # (B, R)
+        gates = self.gate_lut[self.lut_index(t, vectors)]                       # (B, R)
         levels = np.zeros((gates.shape[0], self.n_planes, r1 - r0), dtype=np.uint8)
         for p in range(self.n_planes):
             for k in range(S):
@@ -170,8 +176,7 @@ class PreparedMvm:
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
         where the mask disconnects the cell; the packed words used for computing are gated.
         """
-        r0, r1 = self.plan.row_range(t)
-        idx = self.x_units[vectors, r0:r1] + self.lut_offset
+        idx = self.lut_index(t, vectors)
         shifts = (self.level_bits * np.arange(self.n_planes, dtype=np.uint32))[None, :, None]
         bits = ((self.pattern_lut[idx][:, None, :] >> shifts) & 1).astype(np.uint8)
         levels = self.row_levels(t, vectors)
@@ -306,7 +311,8 @@ class Macro:
         if not isinstance(vref, VrefConfig):
             raise TypeError(f"vref: expected VrefConfig, got {type(vref).__name__}")
         vref.check_against(c.rows, c.top_code, x_format.top_level)
-        x_units = np.ascontiguousarray(x_format.validate(X, "X"), dtype=np.int64)
+        # at the format's narrowest width: a layer's operand is streamed once per row tile
+        x_units = np.ascontiguousarray(x_format.validate(X, "X", dtype=x_format.unit_dtype))
         offset, pattern, gate, all_active, uniform = format_lookup_tables(x_format, c.mask_zero_inputs)
         nmc = c.nmc
         # Register sizes must keep every intermediate inside int64.
