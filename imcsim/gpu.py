@@ -31,6 +31,25 @@ from imcsim.tuning import CUDA_THREADS_PER_BLOCK
 GPU_INSTALL_HINT = "pip install 'imcsim[gpu]'"
 #: CUDA caps a grid's y dimension at 65535 blocks; kernels loop over the rest (grid-stride)
 MAX_GRID_Y = 65535
+#: how the CUDA path counts XNOR matches where counts alone set the codes (no cell or row-DAC
+#: mismatch): "popcount" (the fused kernel) or "gemm" (signed +/-1 operands multiplied by the
+#: array library's GEMM, then the same kernel from the counts); see docs/gpu.md
+COUNT_PATHS = ("popcount", "gemm")
+#: the environment variable that picks the count path (default "popcount")
+COUNT_PATH_VARIABLE = "IMCSIM_CUDA_COUNT_PATH"
+#: the most bytes each GEMM operand (signed inputs, dot products) of the GEMM count path holds:
+#: the batch is taken in chunks of vectors that fit
+GEMM_CHUNK_BYTES = 1 << 29
+
+
+def count_path_from_environment() -> str:
+    """The CUDA count path named by ``IMCSIM_CUDA_COUNT_PATH`` (ValueError, one line, for a
+    name that is not one of ``COUNT_PATHS``)."""
+    path = os.environ.get(COUNT_PATH_VARIABLE, "popcount").strip().lower()
+    if path not in COUNT_PATHS:
+        raise ValueError(f"{COUNT_PATH_VARIABLE}: expected one of {', '.join(COUNT_PATHS)}, "
+                         f"got {path!r}")
+    return path
 
 
 def simulator_enabled() -> bool:
@@ -137,6 +156,8 @@ class GpuMacro:
         from imcsim.kernels.cuda_mvm import KERNELS
         self.k = KERNELS
         self.macro = macro
+        #: "popcount" or "gemm" (``COUNT_PATHS``); speed only, the results are the same
+        self.count_path = count_path_from_environment()
         self._tables: dict = {}
         # packed device copies of host StoredWeights, dropped with them
         self._packed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -218,6 +239,45 @@ class GpuMacro:
                 self._packed[weights] = cached
         return cached
 
+    # --- the GEMM count path ----------------------------------------------------------------
+    @staticmethod
+    def gemm_chunks(batch: int, sub_planes: int, rows: int, columns: int):
+        """[b_lo, b_hi) chunks of the batch whose signed inputs (rows floats per sub-plane)
+        and dot products (columns floats per sub-plane) each fit ``GEMM_CHUNK_BYTES``."""
+        per_vector = 4 * sub_planes * max(rows, columns)
+        step = max(1, GEMM_CHUNK_BYTES // per_vector)
+        return [(b, min(batch, b + step)) for b in range(0, batch, step)]
+
+    def signed_stored(self, wbits, t: int, rows: int, columns: int):
+        """Row tile t of the stored operand as +/-1 float32 (rows, columns) on the device."""
+        out = self.cuda.device_array((rows, columns), dtype=np.float32)
+        self.k["signed_stored"][(_blocks(rows // 64, 1), _blocks(columns, 64)), (1, 64)](
+            wbits, t, out)
+        return out
+
+    def signed_dots(self, xbits, xmask, word_lo: int, b_lo: int, b_hi: int, signed_w):
+        """float32 (B' * P * S, N * Kw): the signed dot products of vectors [b_lo, b_hi) of
+        the row tile whose words start at ``word_lo``, by the array library's GEMM.
+
+        Exact: the operands are +1, -1 and 0, and every partial sum is an integer of
+        magnitude at most the tile's rows (< 2**24), so float32 (and TF32, whose 10-bit
+        mantissa holds +/-1 exactly) sums them without rounding in any order.  On a GPU the
+        product is CuPy's (cuBLAS, with TF32 tensor cores when CuPy allows them:
+        ``CUPY_TF32=1``); under Numba's CUDA simulator NumPy's stands in.
+        """
+        sub_planes = xbits.shape[1]
+        rows = signed_w.shape[0]
+        signed_x = self.cuda.device_array(((b_hi - b_lo) * sub_planes, rows), dtype=np.float32)
+        self.k["signed_inputs"][(_blocks(signed_x.shape[0], 32), _blocks(rows // 64, 1)),
+                                (32, 1)](xbits, xmask, word_lo, b_lo, signed_x)
+        if simulator_enabled():
+            return self.cuda.to_device(signed_x.copy_to_host() @ signed_w.copy_to_host())
+        import cupy
+        self.cuda.synchronize()          # Numba's launches before CuPy's stream reads them
+        dots = cupy.asarray(signed_x) @ cupy.asarray(signed_w)
+        cupy.cuda.get_current_stream().synchronize()     # ... and before Numba's next launch
+        return self.cuda.as_cuda_array(dots)
+
     # --- the MVM ---------------------------------------------------------------------------
     def mvm(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,
             return_codes=False, out_scale=None, out_offset=None):
@@ -296,13 +356,26 @@ class GpuMacro:
         outputs = MvmOutputs(return_codes, codes, clipped_dev, high_dev, acc)
         no_wcols = self.to_device(np.zeros((0, 0), dtype=np.uint8))
 
-        def launch(t_lo, t_hi, n_lo, n_hi, caps):
-            span = LaunchSpan(np.uint64(prep.seed), prep.vector_offset, t_lo, t_hi, n_lo, n_hi)
-            k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(B, MAX_GRID_Y)), (tpb, 1)](
-                cyc, StoredTile(wbits, no_wcols, caps), tables, analog, nmc_params, span,
-                outputs)
+        no_dots = cuda.device_array((0, 0, 0), dtype=np.float32)
 
-        if not analog.charge_table:
+        def launch(t_lo, t_hi, n_lo, n_hi, caps, b_lo=0, b_hi=B, dots=no_dots):
+            span = LaunchSpan(np.uint64(prep.seed), prep.vector_offset, t_lo, t_hi, n_lo, n_hi,
+                              b_lo, b_hi)
+            k["tile_mvm"][(_blocks(n_hi - n_lo, tpb), min(b_hi - b_lo, MAX_GRID_Y)), (tpb, 1)](
+                cyc, StoredTile(wbits, no_wcols, caps), tables, analog, nmc_params, span,
+                outputs, dots)
+
+        if not analog.charge_table and self.count_path == "gemm":
+            # row tiles in order (the accumulators carry over), each in chunks of vectors
+            words_per_tile = -(-plan.rows // 64)
+            for t in range(T):
+                signed_w = self.signed_stored(wbits, t, words_per_tile * 64, N * Kw)
+                for b_lo, b_hi in self.gemm_chunks(B, P * S, words_per_tile * 64, N * Kw):
+                    dots = self.signed_dots(xbits, xmask, t * words_per_tile, b_lo, b_hi,
+                                            signed_w)
+                    launch(t, t + 1, 0, N, no_caps, b_lo, b_hi, dots.reshape(
+                        (b_hi - b_lo, P * S, N * Kw)))
+        elif not analog.charge_table:
             launch(0, T, 0, N, no_caps)            # the whole MVM in one launch
         else:
             # each tile has its own charge table; row tiles stay in order per output

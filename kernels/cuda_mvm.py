@@ -18,6 +18,11 @@ runs, compiled with ``numba.cuda.jit(device=True)``.  Loop orders are chosen for
   are skipped, so a sparse radix-4 plane costs in proportion to the words its active rows
   touch), charge sharing, sampling, SAR or the ideal law, and the NMC accumulation in the
   canonical order; codes reach device memory only when asked for;
+- ``signed_inputs`` / ``signed_stored``: one thread per (row, word) / (word, column): a row
+  tile's sub-planes as +1 / -1 / 0 (masked) float32 rows and its stored columns as +/-1, the
+  operands of the GEMM count path (``imcsim.gpu``): their product is each column's signed dot
+  product, exact in float32 (and TF32: +/-1 and 0 are exact, sums stay below 2**24), and
+  ``tile_mvm`` turns it into the count (``hw.count_from_signed_dot``) instead of popcounting;
 - ``output_stage``: one thread per (vector, output).
 The kernels are private to ``imcsim.gpu``, which validates every argument first.  This module
 imports ``numba.cuda`` (``cuda`` must be a module global for Numba's CUDA simulator), so only
@@ -176,7 +181,53 @@ def cycle_constants(active, vref_mode, fixed_full_scale, dual_low, dual_high, to
 
 
 @cuda.jit
-def tile_mvm(cyc, stored, tables, analog, nmc, span, out):
+def signed_inputs(xbits, xmask, word_lo, b_lo, out):
+    """Vectors [b_lo, b_lo + out.shape[0] // (P * S)) of one row tile as signed rows:
+    out float32 (B' * P * S, WT * 64), row (b - b_lo) * P * S + i, column w * 64 + r: +1
+    where row r of word w is active with input 1, -1 active with input 0, 0 masked (and on
+    the padding rows past the tile).  The tile's words are xbits[:, :, word_lo + w].
+
+    One thread per (row of ``out``, word w).
+    """
+    row, w = cuda.grid(2)
+    n_sub = xbits.shape[1]
+    words = out.shape[1] // 64
+    if row >= out.shape[0] or w >= words:
+        return
+    b = b_lo + row // n_sub
+    i = row - (row // n_sub) * n_sub
+    x = xbits[b, i, word_lo + w]
+    m = xmask[b, i, word_lo + w]
+    for r in range(64):
+        bit = np.uint64(1) << np.uint64(r)
+        value = np.float32(0.0)
+        if m & bit:
+            value = np.float32(1.0) if x & bit else np.float32(-1.0)
+        out[row, w * 64 + r] = value
+
+
+@cuda.jit
+def signed_stored(wbits, t, out):
+    """Row tile t of the stored operand as +/-1 float32 (WT * 64, N * Kw): row w * 64 + r,
+    column n * Kw + q, from wbits uint64 (T, WT, Kw, N).  Padding rows get -1 too: the
+    signed inputs are 0 there, so they add nothing.
+
+    One thread per (word w, column c).
+    """
+    w, c = cuda.grid(2)
+    kw = wbits.shape[2]
+    if w >= wbits.shape[1] or c >= out.shape[1]:
+        return
+    n = c // kw
+    q = c - n * kw
+    word = wbits[t, w, q, n]
+    for r in range(64):
+        value = np.float32(1.0) if word & (np.uint64(1) << np.uint64(r)) else np.float32(-1.0)
+        out[w * 64 + r, c] = value
+
+
+@cuda.jit
+def tile_mvm(cyc, stored, tables, analog, nmc, span, out, dots):
     """Row tiles [t_lo, t_hi) of outputs [n_lo, n_hi), fused: XNOR counts, charge sharing,
     ADC and NMC, in one launch.
 
@@ -190,7 +241,11 @@ def tile_mvm(cyc, stored, tables, analog, nmc, span, out):
       (S, 2, R, C) of the launched tile when ``analog.charge_table``.
     - tables, analog : ``AnalogTables`` (every column of the chip), ``AnalogParams``.
     - nmc : ``NmcParams`` (n_outputs: outputs of a full column tile).
-    - span : ``LaunchSpan``: seed, vector_offset and the tiles and outputs of this launch.
+    - span : ``LaunchSpan``: seed, vector_offset and the tiles, outputs and vectors of this
+      launch.
+    - dots : float32 (b_hi - b_lo, P * S, N * Kw): the signed dot products of the launch's
+      one row tile (the GEMM count path: ``signed_inputs`` @ ``signed_stored``), whose counts
+      replace the popcounts; (0, 0, 0) to popcount.
     - out : ``MvmOutputs``: keep_codes; codes int64 (T, B, P, N * Kw), written only when
       keep_codes; clipped, high_count int64 (T, U) counts; acc int64 (B, N) accumulators.
 
@@ -207,12 +262,12 @@ def tile_mvm(cyc, stored, tables, analog, nmc, span, out):
     if n >= span.n_hi:
         return
     # grid-stride over vectors: the grid's y dimension is capped at 65535 blocks
-    for b in range(first_b, cyc.xbits.shape[0], cuda.gridDim.y * cuda.blockDim.y):
-        _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b)
+    for b in range(span.b_lo + first_b, span.b_hi, cuda.gridDim.y * cuda.blockDim.y):
+        _mvm_one(cyc, stored, tables, analog, nmc, span, out, dots, n, b)
 
 
 @cuda.jit(device=True)
-def _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b):
+def _mvm_one(cyc, stored, tables, analog, nmc, span, out, dots, n, b):
     """Output n of vector b over row tiles [t_lo, t_hi): the body of ``tile_mvm``."""
     xbits, xmask, active, level_sum = cyc.xbits, cyc.xmask, cyc.active, cyc.level_sum
     level_bits = cyc.level_bits
@@ -220,6 +275,7 @@ def _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b):
     top_code, scale_frac_bits = analog.top_code, nmc.scale_frac_bits
     per_column, dual_low, dual_high = analog.per_column, analog.dual_low, analog.dual_high
     ideal, charge_table, keep_codes = analog.ideal, analog.charge_table, out.keep_codes
+    from_dots = dots.shape[0] > 0
     words_per_tile = wbits.shape[1]
     kw = wbits.shape[2]
     u = n // nmc.n_outputs
@@ -266,13 +322,18 @@ def _mvm_one(cyc, stored, tables, analog, nmc, span, out, n, b):
                     # hw.column_xnor_count over the (T, WT, Kw, N) layout, per level bit
                     for k in range(level_bits):
                         i = p * level_bits + k
-                        mismatches = np.int64(0)
-                        for w in range(words_per_tile):
-                            m = xmask[b, i, w0 + w]
-                            if m != 0:
-                                mismatches += hw.word_mismatches(xbits[b, i, w0 + w],
-                                                                 wbits[t, w, q, n], m)
-                        count += hw.level_weighted(active[t, b, i] - mismatches, k, False)
+                        if from_dots:
+                            sub = hw.count_from_signed_dot(dots[b - span.b_lo, i, n * kw + q],
+                                                           active[t, b, i])
+                        else:
+                            mismatches = np.int64(0)
+                            for w in range(words_per_tile):
+                                m = xmask[b, i, w0 + w]
+                                if m != 0:
+                                    mismatches += hw.word_mismatches(xbits[b, i, w0 + w],
+                                                                     wbits[t, w, q, n], m)
+                            sub = active[t, b, i] - mismatches
+                        count += hw.level_weighted(sub, k, False)
                 if ideal:
                     # no driven row (a == 0): every count is 0, and so is every code
                     code, f_c, clip, is_high = hw.ideal_column_conversion(
@@ -330,5 +391,5 @@ def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_fra
 #: every kernel by name, for imcsim.gpu
 KERNELS = {"encode_units": encode_units, "pack_inputs": pack_inputs, "level_sums": level_sums,
         "pack_stored": pack_stored, "cycle_constants": cycle_constants,
-        "tile_mvm": tile_mvm,
+        "tile_mvm": tile_mvm, "signed_inputs": signed_inputs, "signed_stored": signed_stored,
         "output_stage": output_stage}

@@ -179,6 +179,16 @@ def word_mismatches(x_word, w_word, mask_word):
     return np.int64(popcount64((x_word ^ w_word) & mask_word))
 
 
+def count_from_signed_dot(dot, active):
+    """A column's XNOR count from the dot product of its +/-1 operands over the active rows.
+
+    With input and stored bits mapped to +1 / -1 (0 on masked rows), each active row adds
+    +1 where XNOR = 1 and -1 where it is 0, so dot = 2 * count - active: the count that
+    ``column_xnor_count`` gives, for a GEMM that computes the dot product exactly.
+    """
+    return (np.int64(dot) + np.int64(active)) >> np.int64(1)
+
+
 def lowest_set_row(mask_word):
     """(row within the word, the word with that bit cleared) of a non-zero mask word."""
     low = mask_word & (np.uint64(0) - mask_word)
@@ -548,7 +558,8 @@ def output_value(acc, shift, rounding, out_bits, has_scale, scale, scale_frac_bi
 #: the functions ``kernels.targets`` compiles for every target, in dependency order
 HARDWARE_FUNCTIONS = (
     "splitmix64", "mix", "seed_hash", "cycle_key", "normal_fx_from_hash", "scaled_normal",
-    "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches", "lowest_set_row",
+    "mismatched_capacitor", "radix4_unit", "binary_unit", "word_mismatches",
+    "count_from_signed_dot", "lowest_set_row",
     "column_xnor_count", "column_charge", "driven_cell_charge", "level_weighted", "charge_share", "sample_column", "cycle_skipped",
     "cycle_full_scale", "column_full_scale", "adc_threshold_shift", "sar_trial",
     "sar_path_trial",

@@ -55,8 +55,8 @@ NoiseKey = namedtuple("NoiseKey", "seed tile_row tile_col vector_offset")
 Tuning = namedtuple("Tuning", "gather_limit tile_rows chunks")
 
 #: What one launch of the CUDA kernel covers: the noise seed (uint64), the global index of the
-#: batch's first vector, row tiles [t_lo, t_hi) and outputs [n_lo, n_hi).
-LaunchSpan = namedtuple("LaunchSpan", "seed vector_offset t_lo t_hi n_lo n_hi")
+#: batch's first vector, row tiles [t_lo, t_hi), outputs [n_lo, n_hi) and vectors [b_lo, b_hi).
+LaunchSpan = namedtuple("LaunchSpan", "seed vector_offset t_lo t_hi n_lo n_hi b_lo b_hi")
 
 #: Where the CUDA kernel writes: keep_codes (whether codes are written); codes int64
 #: (T, B, P, N * Kw); clipped, high_count int64 (T, U) per-tile counts; acc int64 (B, N).

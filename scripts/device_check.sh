@@ -8,7 +8,8 @@
 #      GPU training-engine tests;
 #   4. noise budgets of VGG-lite at the paper's sizes (BUDGET_MAPPINGS x BUDGET_PLACEMENTS,
 #      issue 20);
-#   5. then, on a quiet machine: one VGG-lite training step at batch 128 on the GPU, the layer
+#   5. then, on a quiet machine: one VGG-lite training step at batch 128 on the GPU (with the
+#      popcount and with the GEMM count path, IMCSIM_CUDA_COUNT_PATH=gemm), the layer
 #      benchmark (GPU and CPU in one run, and with GPU-resident operands) and the CPU thread
 #      scaling.
 # Every step has its own time limit and can be left out (SKIP="table3 bench_threads ...");
@@ -130,6 +131,11 @@ for mapping in $BUDGET_MAPPINGS; do
 done
 # timings last, on a GPU and a host that the training runs no longer share
 step vgg_step_gpu 75 $PY scripts/time_vgg_step.py --device cuda --steps 3
+# the GEMM count path (issue 21), TF32 tensor cores allowed (exact on +/-1 operands)
+IMCSIM_CUDA_COUNT_PATH=gemm CUPY_TF32=1 \
+    step vgg_step_gpu_gemm 75 $PY scripts/time_vgg_step.py --device cuda --steps 3
+IMCSIM_CUDA_COUNT_PATH=gemm CUPY_TF32=1 IMCSIM_TEST_REAL_GPU=1 IMCSIM_CUDA_EXAMPLES=30 \
+    step cuda_tests_gemm 120 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k gemm
 step bench_layers 90 $PY benchmarks/bench_layers.py --device cuda,cpu --batch 32 \
     --layers L2,L4,L6,L7 --repeat 3 --json "$WORK/bench_layers.json"
 step bench_layers_resident 60 $PY benchmarks/bench_layers.py --device cuda --resident \
