@@ -322,3 +322,30 @@ def test_records_without_a_trace_have_the_trace_datasets_dtypes(tmp_path, operan
     for name in traced._fields:
         got, want = getattr(untraced, name), getattr(traced, name)
         assert got.dtype == want.dtype and got.shape == want.shape, name
+
+
+def test_both_deflate_encoders_write_the_same_trace_data(tmp_path, operands, monkeypatch):
+    """ISA-L (extra ``trace``) and zlib write different bytes but the same datasets, which
+    HDF5's own deflate filter reads back; a chunk either encoder wrote is a zlib stream."""
+    import zlib
+
+    import imcsim.verify.h5chunks as h5chunks
+    pytest.importorskip("isal")
+    X, W = operands
+    data = {}
+    for encoder in ("isal", "zlib"):
+        if encoder == "zlib":
+            monkeypatch.setattr(h5chunks, "deflate_encoder", lambda: ("zlib", zlib.compress))
+        path = tmp_path / f"{encoder}.h5"
+        small_macro().mvm_traced(X, W, BinaryFormat(6), BinaryFormat(5), seed=2, trace=path)
+        with h5py.File(path) as f:
+            data[encoder] = {name: f["cycles"][name][()] for name in f["cycles"]}
+            ds = f["cycles"]["sar_trial"]
+            _, chunk = ds.id.read_direct_chunk((0,) * ds.ndim)
+            assert len(zlib.decompress(chunk)) == np.prod(ds.chunks) * ds.dtype.itemsize
+    assert data["isal"].keys() == data["zlib"].keys()
+    for name in data["zlib"]:
+        assert np.array_equal(data["isal"][name], data["zlib"][name]), name
+    assert h5chunks.deflate_encoder()[0] == "zlib"
+    monkeypatch.undo()
+    assert h5chunks.deflate_encoder()[0] == "isal"

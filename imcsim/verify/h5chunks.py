@@ -3,9 +3,15 @@
 HDF5 compresses a dataset's chunks one at a time in the writing thread, which made the deflate
 filter most of a trace's writing time (about 25 MB/s of raw records on the 2-core VM).  Here
 each full chunk goes through the same two filters the datasets declare (shuffle, then
-deflate) in a thread pool (``zlib`` releases the GIL) and is stored with
+deflate) in a thread pool (the compressors release the GIL) and is stored with
 ``write_direct_chunk``, so readers see ordinary shuffled, deflated datasets.  Each chunk is
 encoded on its own, so the file's bytes do not depend on the number of threads.
+
+The deflate stream comes from ISA-L (``isal.isal_zlib``, extra ``trace``) when it is installed:
+it writes the same zlib format (any zlib, and so HDF5's deflate filter, reads it) about five
+times faster than zlib at level 1 for the same size (traces of the 2-core VM: 610-630 against
+119 MB/s of shuffled records, 5.3 times smaller either way).  Without it, ``zlib`` encodes.
+The bytes differ between the two encoders; the data read back does not.
 """
 from __future__ import annotations
 
@@ -20,6 +26,19 @@ import numpy as np
 DEFLATE_LEVEL = 1
 #: most compression threads (beyond this the writer, not compression, limits)
 MAX_THREADS = 16
+#: ISA-L's level for the same job: its level 2 is as fast as its level 1 here and as small
+#: as zlib's level 1 (5.31 against 5.34 times smaller on the VM's traces)
+ISAL_LEVEL = 2
+
+
+def deflate_encoder():
+    """(name, compress(data, level)) of the fastest deflate encoder installed: ISA-L's
+    ``isal_zlib`` (extra ``trace``), else the standard library's ``zlib``."""
+    try:
+        from isal import isal_zlib
+    except ImportError:
+        return "zlib", zlib.compress
+    return "isal", lambda data, _level: isal_zlib.compress(data, ISAL_LEVEL)
 
 
 def shuffle_bytes(chunk: np.ndarray) -> bytes:
@@ -32,9 +51,10 @@ def shuffle_bytes(chunk: np.ndarray) -> bytes:
     return np.ascontiguousarray(raw.reshape(-1, size).T).tobytes()
 
 
-def encode_chunk(chunk: np.ndarray, level: int = DEFLATE_LEVEL) -> bytes:
-    """One chunk through the datasets' filter pipeline: shuffle, then deflate (zlib)."""
-    return zlib.compress(shuffle_bytes(chunk), level)
+def encode_chunk(chunk: np.ndarray, level: int = DEFLATE_LEVEL, compress=zlib.compress) -> bytes:
+    """One chunk through the datasets' filter pipeline: shuffle, then deflate (``compress``,
+    a zlib-format encoder: ``deflate_encoder``)."""
+    return compress(shuffle_bytes(chunk), level)
 
 
 def default_threads() -> int:
@@ -57,6 +77,7 @@ class ChunkAppender:
             if ds.chunks is None or ds.chunks[1:] != ds.shape[1:]:
                 raise ValueError(f"{name}: expected chunks of whole rows, got {ds.chunks}")
         self.level = level
+        self.encoder, self.compress = deflate_encoder()
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
         self.pending_rows = dict.fromkeys(names, 0)
         self.written = dict.fromkeys(names, 0)
@@ -84,7 +105,7 @@ class ChunkAppender:
         self._write(jobs)
 
     def _write(self, jobs) -> None:
-        encoded = self.pool.map(lambda job: encode_chunk(job[2], self.level), jobs)
+        encoded = self.pool.map(lambda job: encode_chunk(job[2], self.level, self.compress), jobs)
         for (ds, offset, chunk), data in zip(jobs, encoded):
             ds.id.write_direct_chunk((offset,) + (0,) * (chunk.ndim - 1), data)
 
