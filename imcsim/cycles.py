@@ -178,7 +178,8 @@ class CycleBlock:
 
     vectors, planes : int64 (n,) each record's vector (within the call) and plane.
     records : ``kernels.params.TraceRecords`` (rows n, the sink's widths).
-    row_input, row_level : uint8 (n, R); row_mask : bool (n, R) (``PreparedMvm.row_signals``).
+    row_input, row_level : uint8 (n, R); row_mask : bool (n, R)
+    (``PreparedMvm.record_row_signals``).
     active_rows, level_sum, full_scale : int64 (n,).
     n_columns : used columns of the tile; output_range : its outputs (g0, g1).
     """
@@ -291,12 +292,10 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
                 counters.high_columns[t, u] += int(high.sum())
                 if n:
                     rows, planes = np.nonzero(selected)
-                    # the row drivers of the selected vectors only
-                    vectors, which = np.unique(rows + b0, return_inverse=True)
-                    bits, active, levels = prep.row_signals(t, vectors)
+                    # the row drivers of the selected cycles only
+                    bits, active, levels = prep.record_row_signals(t, rows + b0, planes)
                     sink.add_block(CycleBlock(
-                        t, u, rows + b0, planes, records, bits[which, planes],
-                        active[which, planes], levels[which, planes],
+                        t, u, rows + b0, planes, records, bits, active, levels,
                         packed.active_rows[rows + b0, planes],
                         packed.level_sum[rows + b0, planes],
                         packed.full_scale[rows + b0, planes], group.n_columns,

@@ -23,7 +23,7 @@ from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, form
 from imcsim.kernels.cpu_mvm import tile_mvm
 from imcsim.kernels.cycle import level_sums
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, CODE_OFFSET_FRAC_BITS, DAC_UNIT
-from imcsim.kernels.pack import driven_rows, pack_input_planes
+from imcsim.kernels.pack import driven_rows, pack_input_planes, record_row_signals
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
 from imcsim.kernels.tables import cdac_weight_table, cell_capacitor_table, comparator_offset_table, row_dac_gain_table
 from imcsim.mapping import TilePlan, cycle_constants
@@ -149,38 +149,31 @@ class PreparedMvm:
         fs, scale, shift = cycle_constants(level_sum, self.vref, self.config)
         return PackedTile(xbits, xmask, sub_active, active_rows, level_sum, fs, scale, shift)
 
-    def lut_index(self, t: int, vectors=slice(None)) -> np.ndarray:
-        """int64 (B, R): the lookup-table index of every row of tile t (widened before the
-        offset is added: the units may be int8)."""
-        r0, r1 = self.plan.row_range(t)
-        return self.x_units[vectors, r0:r1].astype(np.int64) + self.lut_offset
-
-    def row_levels(self, t: int, vectors=slice(None)) -> np.ndarray:
-        """Each row's level in every cycle of tile t, uint8 (B, P, R) (0 = masked); only the
-        vectors of ``vectors`` (a slice or int64 indices) when given."""
-        r0, r1 = self.plan.row_range(t)
-        S = self.level_bits
-        gates = self.gate_lut[self.lut_index(t, vectors)]                       # (B, R)
-        levels = np.zeros((gates.shape[0], self.n_planes, r1 - r0), dtype=np.uint8)
-        for p in range(self.n_planes):
-            for k in range(S):
-                levels[:, p, :] |= (((gates >> np.uint32(p * S + k)) & 1) << k).astype(np.uint8)
-        return levels
-
-    def row_signals(self, t: int, vectors=slice(None)
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What the row drivers of tile t apply, each (B, P, R): row inputs uint8, active
-        flags bool and levels uint8 (``row_levels``; the active flag is level > 0); only the
-        vectors of ``vectors`` (a slice or int64 indices) when given.
+    def record_row_signals(self, t: int, vectors: np.ndarray, planes: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the row drivers of tile t apply in n cycles (``vectors[i]``, ``planes[i]``):
+        row inputs uint8, active flags bool and levels uint8 (0 = masked), each (n, R).
 
         The input bit is the encoder's (``formats.plane_lookup_tables``) even on masked rows,
         where the mask disconnects the cell; the packed words used for computing are gated.
         """
-        idx = self.lut_index(t, vectors)
-        shifts = (self.level_bits * np.arange(self.n_planes, dtype=np.uint32))[None, :, None]
-        bits = ((self.pattern_lut[idx][:, None, :] >> shifts) & 1).astype(np.uint8)
-        levels = self.row_levels(t, vectors)
-        return bits, levels > 0, levels
+        r0, r1 = self.plan.row_range(t)
+        n = len(vectors)
+        bits = np.empty((n, r1 - r0), dtype=np.uint8)
+        levels = np.empty((n, r1 - r0), dtype=np.uint8)
+        active = np.empty((n, r1 - r0), dtype=np.bool_)
+        record_row_signals(self.x_units, np.ascontiguousarray(vectors, dtype=np.int64),
+                           np.ascontiguousarray(planes, dtype=np.int64), r0, r1,
+                           self.lut_offset, self.pattern_lut, self.gate_lut, self.level_bits,
+                           bits, active, levels)
+        return bits, active, levels
+
+    def row_signals(self, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``record_row_signals`` of every cycle of tile t, each (B, P, R)."""
+        B, P = self.batch, self.n_planes
+        vectors = np.repeat(np.arange(B, dtype=np.int64), P)
+        planes = np.tile(np.arange(P, dtype=np.int64), B)
+        return tuple(a.reshape(B, P, -1) for a in self.record_row_signals(t, vectors, planes))
 
 
 class Macro:

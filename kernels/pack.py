@@ -266,3 +266,30 @@ def transpose_to_int16(values, lo, hi, out):
                         v = lo if v < lo else hi
                     out[c, r] = np.int16(v)
     return bad
+
+
+@njit(cache=True, parallel=True)
+def record_row_signals(values, vectors, planes, r0, r1, lut_offset, pattern_lut, gate_lut,
+                       level_bits, bits, active, levels):
+    """What the row drivers apply in each of n recorded cycles (vector, plane), rows [r0, r1).
+
+    values : integer (B, M) units of the streamed operand (validated); vectors, planes : int64
+    (n,) each record's vector and cycle; pattern_lut, gate_lut : the format's lookup tables
+    (bit p * S + k: row input / active flag of level bit k of cycle p, S = ``level_bits``).
+    bits, levels : uint8 (n, R) and active : bool (n, R), written: the encoder's row input of
+    the cycle's first sub-plane (even on masked rows, where the mask disconnects the cell),
+    the row's level (its active level bits, bit k weighing 2**k; 0 = masked) and level > 0.
+    """
+    for i in prange(vectors.shape[0]):
+        b = vectors[i]
+        first = np.int64(planes[i] * level_bits)
+        for r in range(r1 - r0):
+            idx = np.int64(values[b, r0 + r]) + lut_offset
+            pattern = np.int64(pattern_lut[idx])
+            gate = np.int64(gate_lut[idx])
+            level = 0
+            for k in range(level_bits):
+                level |= ((gate >> (first + k)) & 1) << k
+            bits[i, r] = np.uint8((pattern >> first) & 1)
+            levels[i, r] = np.uint8(level)
+            active[i, r] = level > 0

@@ -13,6 +13,7 @@ from imcsim.verify.golden import GoldenModel
 
 import reference_model as ref  # noqa: E402
 from test_equivalence import SIGMAS, assert_same, fit_registers, make_config, run_twin, twin_fx
+from test_trace import reference_row_signals
 
 
 # ---------------------------------------------------------------- formats (Sec. 2.3)
@@ -353,7 +354,7 @@ def test_trace_records_row_levels_and_reads_schema_1_0(tmp_path):
     path = tmp_path / "t.h5"
     res = macro.mvm_traced(X, W, fmt, BinaryFormat(4), trace=path)
     prep = macro.prepare(X, W, fmt, BinaryFormat(4))
-    levels = prep.row_levels(0)                       # (B, P, R) of row tile 0
+    levels = reference_row_signals(prep, 0)[2]        # (B, P, R) of row tile 0
     with TraceFile(path) as tf:
         assert tf.attrs["top_level"] == 7
         rec = tf.cycle(1)                              # tile (0, 0), vector 0, cycle 1

@@ -349,3 +349,45 @@ def test_both_deflate_encoders_write_the_same_trace_data(tmp_path, operands, mon
     assert h5chunks.deflate_encoder()[0] == "zlib"
     monkeypatch.undo()
     assert h5chunks.deflate_encoder()[0] == "isal"
+
+
+def reference_row_signals(prep, t):
+    """Row inputs, active flags and levels of every cycle of tile t, (B, P, R) each, in plain
+    NumPy from the format's lookup tables: the reference of ``record_row_signals``."""
+    r0, r1 = prep.plan.row_range(t)
+    S, P = prep.level_bits, prep.n_planes
+    idx = prep.x_units[:, r0:r1].astype(np.int64) + prep.lut_offset
+    pattern = prep.pattern_lut[idx].astype(np.int64)[:, None, :]
+    gate = prep.gate_lut[idx].astype(np.int64)[:, None, :]
+    first = (S * np.arange(P))[None, :, None]
+    bits = ((pattern >> first) & 1).astype(np.uint8)
+    levels = sum(((gate >> (first + k)) & 1) << k for k in range(S)).astype(np.uint8)
+    return bits, levels > 0, levels
+
+
+@pytest.mark.parametrize("fmt", [BinaryFormat(6), BinaryFormat(9, 4), Radix4Format(8),
+                                 Radix4Format(8, 3), Radix4Format(12, 3)])
+def test_record_row_signals_equal_the_lookup_tables(fmt):
+    """The compiled row-driver signals of any set of cycles, against the plain NumPy
+    reference, for binary, multi-level and radix-4 rows (masked zeros included)."""
+    rng = np.random.default_rng(7)
+    from imcsim import VrefConfig
+    cfg = MacroConfig(rows=200, columns=20, adc_bits=6, input_bits=max(1, fmt.top_level.bit_length()),
+                      vref=VrefConfig(full_scale=200, dual_low=100, dual_high=200))
+    if isinstance(fmt, Radix4Format):
+        e = fmt.exponent_bias
+        X = np.where(rng.random((5, 450)) < 0.4,
+                     rng.choice([-1.0, 1.0], (5, 450)) * 4.0 ** rng.integers(-e, e + 1, (5, 450)),
+                     0.0)
+    else:
+        X = rng.integers(-fmt.max_value, fmt.max_value + 1, (5, 450))
+    prep = Macro(cfg).prepare(X, rng.integers(-8, 9, (450, 3)), fmt, BinaryFormat(5))
+    for t in range(prep.plan.row_tiles):
+        want = reference_row_signals(prep, t)
+        got = prep.row_signals(t)
+        for a, b in zip(want, got):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+        vectors = rng.integers(0, 5, 11)
+        planes = rng.integers(0, prep.n_planes, 11)
+        for a, b in zip(want, prep.record_row_signals(t, vectors, planes)):
+            assert np.array_equal(a[vectors, planes], b)

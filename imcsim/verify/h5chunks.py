@@ -94,12 +94,14 @@ class ChunkAppender:
             per_chunk = ds.chunks[0]
             if self.pending_rows[name] < per_chunk:
                 continue
-            data = np.concatenate(self.pending[name])
+            pending = self.pending[name]
+            # one pending block (the common case: blocks span many chunks) is not copied
+            data = pending[0] if len(pending) == 1 else np.concatenate(pending)
             full = data.shape[0] // per_chunk * per_chunk
             jobs += [(ds, self.written[name] + k, data[k:k + per_chunk])
                      for k in range(0, full, per_chunk)]
             self.written[name] += full
-            rest = data[full:]
+            rest = data[full:].copy()        # less than a chunk; the caller may reuse its rows
             self.pending[name] = [rest] if rest.shape[0] else []
             self.pending_rows[name] = rest.shape[0]
         self._write(jobs)
