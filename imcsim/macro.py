@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from imcsim.charges import cell_charges, charge_chunks, charges_by_gemm
 from imcsim.checks import check_matrix, check_memory, check_seed, mvm_memory_bytes
 from imcsim.cima import StoredOperand, StoredWeights
 from imcsim.config import MacroConfig, Overflow, Rounding, VrefConfig, VrefMode
@@ -85,10 +86,12 @@ class PackedTile:
     scale: np.ndarray
     threshold_shift: np.ndarray
 
-    def cycle_inputs(self, level_bits: int) -> CycleInputs:
-        """The kernels' view of this tile."""
-        return CycleInputs(self.xbits, self.xmask, self.sub_active, self.level_sum,
-                           self.full_scale, self.scale, self.threshold_shift, level_bits)
+    def cycle_inputs(self, level_bits: int, b0: int = 0, b1: int | None = None) -> CycleInputs:
+        """The kernels' view of this tile (of vectors [b0, b1) when given: views, no copy)."""
+        v = slice(b0, b1)
+        return CycleInputs(self.xbits[v], self.xmask[v], self.sub_active[v], self.level_sum[v],
+                           self.full_scale[v], self.scale[v], self.threshold_shift[v],
+                           level_bits)
 
 
 @dataclass
@@ -452,11 +455,11 @@ class Macro:
         no_wcols = np.zeros((0, 0), dtype=np.uint8)
         no_caps = np.zeros((1, 2, 0, 0), dtype=np.int64)
         no_codes = np.zeros((0, 0, 0), dtype=np.uint16)
+        no_charges = np.zeros((0, 0, 0), dtype=np.int64)
         for t in range(plan.row_tiles):
             r0, r1 = plan.row_range(t)
             packed = prep.pack_tile(t)
             counters.note_row_tile(t, packed)
-            cyc = packed.cycle_inputs(prep.level_bits)
             tuning = Tuning(int(GATHER_FRACTION * (r1 - r0)), r1 - r0, parallel_chunks())
             needs_gather = bool((packed.sub_active <= tuning.gather_limit).any())
             for u in range(plan.col_tiles):
@@ -473,9 +476,21 @@ class Macro:
                 clip_b = np.zeros(B, dtype=np.int64)
                 high_b = np.zeros(B, dtype=np.int64)
                 note_first_compile(tile_mvm)
-                tile_mvm(cyc, tile, tables, analog, self.nmc_params(prep, n1 - n0),
-                         NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset), tuning,
-                         tile_acc, tile_codes, clip_b, high_b)
+                nmc_params = self.nmc_params(prep, n1 - n0)
+                # dense planes with per-cell charges: exact matrix products, in vector chunks
+                by_gemm = analog.charge_table and charges_by_gemm(
+                    packed.sub_active, r1 - r0, tile.cap_table)
+                spans = charge_chunks(B, P * prep.level_bits, r1 - r0) if by_gemm else [(0, B)]
+                for b0, b1 in spans:
+                    charges = (cell_charges(packed.xbits[b0:b1], packed.xmask[b0:b1],
+                                            tile.cap_table, prep.level_bits)
+                               if by_gemm else no_charges)
+                    tile_mvm(packed.cycle_inputs(prep.level_bits, b0, b1), tile, tables, analog,
+                             nmc_params,
+                             NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset + b0),
+                             tuning, tile_acc[b0:b1],
+                             tile_codes[b0:b1] if return_codes else no_codes, clip_b[b0:b1],
+                             high_b[b0:b1], charges)
                 acc[:, n0:n1] = tile_acc
                 counters.clipped[t, u] = clip_b.sum()
                 counters.high_columns[t, u] = high_b.sum()

@@ -5,6 +5,12 @@
 #: vector adds, a 64-row word about 4 C scalar operations), not a tuned value.
 GATHER_FRACTION = 0.25
 
+#: CPU, cell or row-DAC mismatch: tile operations whose sub-planes have at least this fraction
+#: of the tile's rows active on average take their charges from exact float64 matrix products
+#: (``imcsim.charges``) instead of the row-by-row sum; below it the row gather, whose cost
+#: follows the active rows, is cheaper (see docs/performance.md).
+GEMM_CHARGE_FRACTION = 0.5
+
 #: CUDA: threads per block of the count/ADC kernel and of the NMC kernel.
 CUDA_THREADS_PER_BLOCK = 128
 

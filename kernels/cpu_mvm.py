@@ -140,16 +140,21 @@ def _no_overflow_bound(cyc, b, n_planes, nmc, top_code, column_scale):
 
 
 @njit(cache=True, inline="always")
-def _column_counts(cyc, tile, analog, tuning, b, sub_counts, counts, gathered, charged, dense):
+def _column_counts(cyc, tile, analog, tuning, b, sub_counts, counts, gathered, charged, dense,
+                   charges):
     """Step 1 of a vector: the XNOR count (or charged capacitance) of every sub-plane and
     column into ``sub_counts``, and each cycle's level-weighted count into ``counts`` (the same
-    array when a cycle has one level bit)."""
+    array when a cycle has one level bit).  Charges precomputed by the caller (``charges``
+    (B, P * S, C), when not empty) are taken as they are."""
     xbits, xmask, active = cyc.xbits, cyc.xmask, cyc.active
     level_bits = cyc.level_bits
     n_sub = xbits.shape[1]
     n_planes = n_sub // level_bits
     n_cols = tile.wbits.shape[0]
-    if analog.charge_table:
+    if analog.charge_table and charges.shape[0] > 0:
+        for i in range(n_sub):
+            sub_counts[i, :] = charges[b, i, :]
+    elif analog.charge_table:
         for i in range(n_sub):
             _gather_capacitance(xbits, xmask, b, i, tile.cap_table[i % level_bits],
                                 charged)
@@ -311,7 +316,7 @@ def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale
 
 @njit(cache=True, parallel=True)
 def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out,
-             high_out):
+             high_out, charges):
     """One tile operation for every vector of the batch; updates ``acc`` in place.
 
     Parameters (all validated by the caller; see ``kernels.params``)
@@ -327,6 +332,9 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
     high_out : int64 (B,)  conversions whose column chose the high level (per-column dual
         Vref), per vector.
+    charges : int64 (B, P * S, C)  with ``analog.charge_table``, every sub-plane's column
+        charges computed by the caller (``imcsim.charges.cell_charges``: exact matrix
+        products), or (0, 0, 0) to add them up here one active row at a time.
     """
     level_bits = cyc.level_bits
     n_vec = cyc.xbits.shape[0]
@@ -364,7 +372,7 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
         no_decisions = np.zeros(analog.adc_bits, dtype=np.uint8)
         for b in range(chunk * n_vec // n_chunks, (chunk + 1) * n_vec // n_chunks):
             _column_counts(cyc, tile, analog, tuning, b, sub_counts, counts, gathered, charged,
-                           dense)
+                           dense, charges)
             clipped, high = _convert(cyc, tables, analog, b, key.vector_offset + b,
                                      sample_prefix, noise_prefix, scale_high, magic_high,
                                      magic_high_shift, addend_high, counts, codes, column_scale,

@@ -290,6 +290,44 @@ def test_random_mvm_matches_twin(case):
     check_case(X, W, p)
 
 
+@settings(max_examples=20, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(mvm_cases(), st.sampled_from([0.01, 0.03, 0.2]), st.integers(1, 3))
+def test_cell_charges_by_products_and_by_rows_match_twin(case, cell_sigma, chunks):
+    """With cell mismatch the fast path's charges come from exact float64 matrix products
+    (``imcsim.charges``, dense planes) or from the row-by-row sum: both routes are forced on
+    every case (its other non-idealities kept, cell mismatch added), the products also in
+    several vector chunks."""
+    import imcsim.charges as charges
+    X, W, p = case
+    p = dict(p, nonideal=dict(p["nonideal"], cell_cap_sigma=cell_sigma))
+    macro = Macro(make_config(p))
+    kwargs = dict(x_format=x_format(p), w_format=BinaryFormat(p["Kw"]), seed=p["seed"])
+    twin = run_twin(X, W, p)
+    for route in ("gemm", "gather"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(charges, "GEMM_CHARGE_FRACTION", 0.0 if route == "gemm" else 2.0)
+            rows = min(p["rows"], X.shape[1])
+            mp.setattr(charges, "CHARGE_CHUNK_BYTES",
+                       max(1, 8 * rows * 64 * -(-X.shape[0] // chunks)))
+            res = macro.mvm(X, W, return_codes=True, **kwargs)
+        assert_same(res, twin, f"mvm (fast, charges by {route})")
+
+
+def test_cell_charges_refuse_inexact_tables_and_chunk_the_batch():
+    from imcsim.charges import FLOAT64_EXACT, charge_chunks, exact_in_float64
+    table = np.zeros((1, 2, 4, 3), dtype=np.int64)
+    table[0, 1, 0, 0] = FLOAT64_EXACT // 4 - 1
+    assert exact_in_float64(table)
+    table[0, 1, 0, 0] = FLOAT64_EXACT // 4
+    assert not exact_in_float64(table)
+    assert charge_chunks(10, 2, 64) == [(0, 10)]
+    import imcsim.charges as charges
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(charges, "CHARGE_CHUNK_BYTES", 8 * 2 * 64 * 4)
+        assert charges.charge_chunks(10, 2, 64) == [(0, 4), (4, 8), (8, 10)]
+
+
 def test_nmc_bound_near_int64_limit_matches_twin():
     """Regression: scale_frac_bits 24 with 16-bit weights overflowed the fast path's
     no-saturation bound (int64), so it skipped the 48-bit accumulator's saturation."""
