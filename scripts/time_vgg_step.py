@@ -7,6 +7,7 @@ With ``--device cuda`` the data, weights, activations and gradients stay on the 
 the macro runs its CUDA path; the clock is read after a device synchronisation, and one
 untimed warm-up step (kernel compilation) runs first unless ``--warmup 0``.
 Run:  python scripts/time_vgg_step.py [--batch 128] [--device cuda] [--steps 3]
+      [--preset paper-nonideal]
 """
 import argparse
 import resource
@@ -17,6 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 from imcsim import MacroConfig
+from imcsim.config import load_preset, preset_names
 from imcsim.training.backends import Fp32Backend, ImcBackend, MvmKind
 from imcsim.training.layers import softmax_cross_entropy
 from imcsim.training.models import build_model
@@ -54,7 +56,14 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1, help="timed steps (the mean is printed)")
     ap.add_argument("--warmup", type=int, default=None,
                     help="untimed steps first (default: 1 on cuda, 0 on cpu)")
+    ap.add_argument("--preset", default=None,
+                    help=f"the macro's preset, one of {', '.join(preset_names())} (default: "
+                         "MacroConfig(), the ideal macro with the library's defaults)")
     args = ap.parse_args(argv)
+    if args.preset is not None and args.preset not in preset_names():
+        print(f"--preset: unknown preset {args.preset!r}; choose from "
+              f"{', '.join(preset_names())}", file=sys.stderr)
+        return 2
     for name, value, low in (("--batch", args.batch, 1), ("--steps", args.steps, 1),
                              ("--warmup", args.warmup, 0)):
         if value is not None and value < low:
@@ -68,7 +77,8 @@ def main(argv=None) -> int:
     warmup = args.warmup if args.warmup is not None else int(args.device == "cuda")
     rng = np.random.default_rng(0)
     model = build_model("vgg-lite", (32, 32, 3), 10, seed=0).to_device(xp)
-    imc = TimedImc(MacroConfig(), device=args.device, xp=xp)
+    config = MacroConfig() if args.preset is None else load_preset(args.preset)
+    imc = TimedImc(config, device=args.device, xp=xp)
     fp32 = Fp32Backend()
     for layer in model.compute_layers():
         backend = imc if layer.role == "hidden" else fp32
@@ -97,8 +107,9 @@ def main(argv=None) -> int:
     emu = sum(imc.seconds.values()) / args.steps
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     conv = sum(s.adc_conversions for s in imc.stats.values()) / args.steps
-    print(f"VGG-lite, batch {args.batch}, layers 2-8 all three MVMs on IMC (variable Vref), "
-          f"device {args.device}, mean of {args.steps} step(s) after {warmup} warm-up")
+    print(f"VGG-lite, batch {args.batch}, layers 2-8 all three MVMs on IMC (preset "
+          f"{args.preset or 'none: MacroConfig()'}), device {args.device}, mean of {args.steps} step(s) after {warmup} "
+          "warm-up")
     gpu = ""
     if xp is not np:
         gpu = f"; GPU memory pool {xp.get_default_memory_pool().total_bytes() / 2**30:.2f} GiB"

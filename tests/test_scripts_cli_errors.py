@@ -337,7 +337,8 @@ def test_time_vgg_step_refuses_bad_options_in_one_line(capsys):
     """scripts/time_vgg_step.py: a bad count, or a device this machine cannot use, is one
     line and exit 2 (it exited 1 with SystemExit before)."""
     tv = load("scripts/time_vgg_step.py")
-    for argv in (["--batch", "0"], ["--steps", "0"], ["--warmup", "-1"], ["--device", "cuda"]):
+    for argv in (["--batch", "0"], ["--steps", "0"], ["--warmup", "-1"], ["--device", "cuda"],
+                 ["--preset", "paper-ideal"]):
         if argv[0] == "--device" and importlib.util.find_spec("cupy") is not None:
             continue                       # a machine with CuPy may well have a GPU
         assert tv.main(argv) == 2
