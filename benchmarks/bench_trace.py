@@ -25,7 +25,7 @@ import numpy as np
 
 from imcsim import BinaryFormat, Macro, MacroConfig
 from imcsim.cycles import run_cycle_level
-from imcsim.verify.h5chunks import default_threads
+from imcsim.verify.h5chunks import default_threads, deflate_encoder
 
 
 class StepperOnly:
@@ -96,7 +96,7 @@ def main():
     os.rmdir(folder)
     print(f"host: {cpu_name()}, {os.cpu_count()} cores; Numba threads "
           f"{os.environ.get('NUMBA_NUM_THREADS', 'default')}; compression threads "
-          f"{default_threads()}")
+          f"{default_threads()} ({deflate_encoder()[0]})")
     print(f"MVM {args.batch} x 2304 @ 2304 x 51 (binary:6 x binary:5): {conversions} "
           f"conversions; medians of {args.repeat}")
     rate = {name: conversions / statistics.median(t) for name, t in times.items()}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from imcsim.tuning import GEMM_CHARGE_FRACTION
+from imcsim.tuning import GEMM_CHARGE_FRACTION, vector_chunks
 
 #: float64 holds every integer up to 2**53 exactly
 FLOAT64_EXACT = 1 << 53
@@ -47,8 +47,7 @@ def charges_by_gemm(sub_active: np.ndarray, rows: int, cap_table: np.ndarray) ->
 
 def charge_chunks(batch: int, sub_planes: int, rows: int) -> list[tuple[int, int]]:
     """[b0, b1) chunks of the batch whose unpacked rows fit ``CHARGE_CHUNK_BYTES``."""
-    step = max(1, CHARGE_CHUNK_BYTES // (8 * sub_planes * max(1, rows)))
-    return [(b, min(batch, b + step)) for b in range(0, batch, step)]
+    return vector_chunks(batch, 8 * sub_planes * rows, CHARGE_CHUNK_BYTES)
 
 
 def unpack_rows(words: np.ndarray, rows: int) -> np.ndarray:

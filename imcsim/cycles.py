@@ -24,6 +24,7 @@ from imcsim.kernels.cycle import column_scales, tile_cycles
 from imcsim.kernels.params import NoiseKey, TraceRecords
 from imcsim.kernels.targets import CPU as hw
 from imcsim.nmc import nmc_cycle
+from imcsim.tuning import vector_chunks
 
 
 @dataclass
@@ -267,8 +268,7 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
     acc = np.zeros((B, plan.outputs), dtype=np.int64)
     counters = MvmCounters.zeros(plan, B, P, codes=True)
     nmc = macro.nmc_params(prep, plan.outputs_per_tile)
-    per_record = max(1, _record_bytes(sink.new_records(1)))
-    block = max(1, BLOCK_RECORD_BYTES // (per_record * P))
+    blocks = vector_chunks(B, _record_bytes(sink.new_records(1)) * P, BLOCK_RECORD_BYTES)
     for t in range(plan.row_tiles):
         packed = prep.pack_tile(t)
         cyc = packed.cycle_inputs(S)
@@ -277,8 +277,7 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
             group = ColumnGroup(macro, prep.weights, t, u, S, prep.x_format.top_level)
             analog = group.analog_at(vref)
             key = NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset)
-            for b0 in range(0, B, block):
-                b1 = min(B, b0 + block)
+            for b0, b1 in blocks:
                 selected = sink.block_slots(t, u, b0, b1, P)
                 n = int(selected.sum())
                 slot = np.full(selected.shape, -1, dtype=np.int64)

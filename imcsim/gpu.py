@@ -26,7 +26,7 @@ from imcsim.kernels.params import (
     StoredTile,
 )
 from imcsim.mapping import ROUNDING_CODES, plan_tiles, vref_arguments
-from imcsim.tuning import CUDA_THREADS_PER_BLOCK
+from imcsim.tuning import CUDA_THREADS_PER_BLOCK, vector_chunks
 
 GPU_INSTALL_HINT = "pip install 'imcsim[gpu]'"
 #: CUDA caps a grid's y dimension at 65535 blocks; kernels loop over the rest (grid-stride)
@@ -244,9 +244,7 @@ class GpuMacro:
     def gemm_chunks(batch: int, sub_planes: int, rows: int, columns: int):
         """[b_lo, b_hi) chunks of the batch whose signed inputs (rows floats per sub-plane)
         and dot products (columns floats per sub-plane) each fit ``GEMM_CHUNK_BYTES``."""
-        per_vector = 4 * sub_planes * max(rows, columns)
-        step = max(1, GEMM_CHUNK_BYTES // per_vector)
-        return [(b, min(batch, b + step)) for b in range(0, batch, step)]
+        return vector_chunks(batch, 4 * sub_planes * max(rows, columns), GEMM_CHUNK_BYTES)
 
     def signed_stored(self, wbits, t: int, rows: int, columns: int):
         """Row tile t of the stored operand as +/-1 float32 (rows, columns) on the device."""

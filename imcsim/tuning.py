@@ -27,3 +27,10 @@ def parallel_chunks() -> int:
     """How many chunks a parallel CPU kernel splits its batch into, for the current threads."""
     from numba import get_num_threads
     return max(MIN_PARALLEL_CHUNKS, CHUNKS_PER_THREAD * get_num_threads())
+
+
+def vector_chunks(batch: int, bytes_per_vector: int, budget: int) -> list[tuple[int, int]]:
+    """[b0, b1) chunks of a batch of ``batch`` vectors, in order, each holding at most
+    ``budget`` bytes of per-vector scratch (at least one vector a chunk)."""
+    step = max(1, budget // max(1, bytes_per_vector))
+    return [(b, min(batch, b + step)) for b in range(0, batch, step)]

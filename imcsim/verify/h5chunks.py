@@ -77,7 +77,7 @@ class ChunkAppender:
             if ds.chunks is None or ds.chunks[1:] != ds.shape[1:]:
                 raise ValueError(f"{name}: expected chunks of whole rows, got {ds.chunks}")
         self.level = level
-        self.encoder, self.compress = deflate_encoder()
+        _, self.compress = deflate_encoder()
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in names}
         self.pending_rows = dict.fromkeys(names, 0)
         self.written = dict.fromkeys(names, 0)

@@ -21,8 +21,8 @@ from imcsim.atomic import (
     check_schema_version,
     temporary_target,
 )
+from imcsim.cycles import new_trace_records
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
-from imcsim.kernels.params import TraceRecords
 from imcsim.verify.h5chunks import DEFLATE_LEVEL, ChunkAppender
 from imcsim.verify.vcd import write_trace_vcd
 from imcsim.version import __version__
@@ -347,9 +347,8 @@ class TraceSink:
         return self.selection.block_mask(t, u, b0, b1, n_planes)
 
     def new_records(self, n):
-        spec = self.writer.spec            # the datasets' row shapes and dtypes
-        return TraceRecords(*(np.zeros((n,) + spec[name][0], spec[name][1])
-                              for name in TraceRecords._fields))
+        w = self.writer
+        return new_trace_records(n, w.cols, w.adc_bits, w.outputs, w.kw)
 
     def add_block(self, block) -> None:
         w = self.writer
