@@ -11,7 +11,16 @@ import pytest
 from click.testing import CliRunner
 
 from imcsim.cli import main
-from imcsim.cli.common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_USAGE, MismatchFound, cli_errors
+from imcsim.cli.common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_MISMATCH,
+    EXIT_USAGE,
+    MismatchFound,
+    as_cli_error,
+    cli_errors,
+)
 
 cli_main = importlib.import_module("imcsim.cli.main")   # the module (imcsim.cli.main is the group)
 
@@ -80,6 +89,30 @@ def test_debug_shows_the_traceback(run, tmp_path):
                           env={k: v for k, v in os.environ.items() if k != "IMCSIM_DEBUG"})
     assert proc.returncode == EXIT_USAGE and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_closed_stdout_pipe_ends_silently_with_141(tmp_path):
+    """`imcsim ... | head` : the reader leaves before the output ends.  The read end is closed
+    before the command starts and stdout is unbuffered, so its first write fails."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {k: v for k, v in os.environ.items() if k != "IMCSIM_DEBUG"}
+    env["PYTHONUNBUFFERED"] = "1"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "imcsim", "config"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path, timeout=120,
+                              env=env)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == EXIT_BROKEN_PIPE, proc.stderr
+    assert proc.stderr == ""                            # no "Error: [Errno 32] Broken pipe"
+
+
+def test_broken_pipe_elsewhere_stays_an_error(capsys):
+    """A BrokenPipeError while stdout is fine (a socket's, say) is not the reader leaving."""
+    with capsys.disabled():                             # stdout: the terminal or pytest's file
+        error = as_cli_error(BrokenPipeError(32, "Broken pipe"))
+    assert error.exit_code == EXIT_USAGE and "Broken pipe" in error.message
 
 
 def test_internal_error_exits_3_and_interrupt_130(run, monkeypatch):

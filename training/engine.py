@@ -24,6 +24,7 @@ import numpy as np
 from imcsim import MacroConfig, VrefConfig, load_preset
 from imcsim.calibration.offsets import calibrate_code_offsets
 from imcsim.config import Rounding
+from imcsim.errors import first_line, typed_line
 from imcsim.optional import MissingDependency
 from imcsim.progress import Progress
 from imcsim.training.backends import (
@@ -496,7 +497,7 @@ class Trainer:
             epoch, history = int(meta["epoch"]), list(meta["history"])
         except Exception as exc:        # BadZipFile, EOFError, KeyError, JSON and zlib errors
             raise ValueError(f"resume: {path} is not a readable checkpoint (truncated or "
-                             f"corrupt: {type(exc).__name__}: {_first_line(exc)})") from None
+                             f"corrupt: {typed_line(exc)})") from None
         if not same_run(saved, self.config):
             raise ValueError(f"resume: {path} was written with another configuration")
         for prefix, target in (("param/", params), ("buffer/", buffers)):
@@ -517,13 +518,13 @@ class Trainer:
                 fresh = ThresholdWeights(tw.q, tw.acc, tw.scale, tw.rule)
                 fresh.load_state_dict(state, self.xp)
             except ValueError as exc:
-                raise ValueError(f"resume: {path}: {layer.name}: {_first_line(exc)}") from None
+                raise ValueError(f"resume: {path}: {layer.name}: {first_line(exc)}") from None
             restored.append((tw, fresh))
         opt = {k[4:]: v for k, v in arrays.items() if k.startswith("opt/")}
         try:
             self.optimizer.load_state_dict(unflatten_state(opt))
         except ValueError as exc:
-            raise ValueError(f"resume: {path}: optimizer {_first_line(exc)}") from None
+            raise ValueError(f"resume: {path}: optimizer {first_line(exc)}") from None
         for tw, fresh in restored:
             tw.q, tw.acc, tw.scale = fresh.q, fresh.acc, fresh.scale
         for k in params:
@@ -771,13 +772,6 @@ def plot_curves(history, path, title=""):
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
-
-
-def _first_line(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
 
 
 __all__ = ["TrainConfig", "Trainer", "LayerMvmStats", "ShapeRecordingImcBackend", "parse_vref",

@@ -30,7 +30,8 @@ import numpy as np
 from imcsim.atomic import AtomicOutputs, H5Writer
 from imcsim.calibration.stimulus import STIMULUS_NAME, CalibrationStimulus, load_calibration_stimulus
 from imcsim.config import MacroConfig
-from imcsim.verify.dumps import block_codes, first_line, read_dataset
+from imcsim.errors import first_line
+from imcsim.verify.dumps import block_codes, read_dataset
 
 SUFFIXES = (".h5", ".hdf5", ".csv", ".vcd")
 MEASUREMENT_FORMAT = "imcsim-calibration-measurement"

@@ -3,8 +3,9 @@
 - :func:`cli_errors` wraps a command: one error line on stderr and a fixed exit status
   (:data:`EXIT_OK` 0 success, :data:`EXIT_MISMATCH` 1 a check found mismatches,
   :data:`EXIT_USAGE` 2 bad input or usage, :data:`EXIT_INTERNAL` 3 internal error,
-  :data:`EXIT_INTERRUPTED` 130 interrupted); ``imcsim --debug`` shows the traceback too, with
-  the same status.
+  :data:`EXIT_INTERRUPTED` 130 interrupted, :data:`EXIT_BROKEN_PIPE` 141 silently, when the
+  reader of stdout went away, as in ``imcsim trace show T | head -3``); ``imcsim --debug``
+  shows the traceback too, with the same status.
   A SIGINT at any time until the process ends is ``interrupted`` and 130
   (:class:`CommandInterrupts`, :func:`end_process`).
 - :func:`macro_config_options` / :func:`macro_config_from_options`: the flags that build a
@@ -19,6 +20,7 @@ from __future__ import annotations
 import atexit
 import functools
 import os
+import select
 import signal
 import sys
 import threading
@@ -40,6 +42,7 @@ from imcsim.config import (
     preset_names,
     vref_level,
 )
+from imcsim.errors import first_line
 from imcsim.optional import MissingDependency
 
 EXIT_OK = 0
@@ -47,10 +50,14 @@ EXIT_MISMATCH = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
+#: the reader of stdout closed the pipe: no message (there is no one to read it), and the
+#: status of a program killed by SIGPIPE (128 + 13), which Python ignores in favour of an error
+EXIT_BROKEN_PIPE = 141
 
 #: the exit statuses, for the main group's help
 EXIT_CODES_HELP = ("Exit status: 0 success; 1 a check found mismatches; 2 bad input or usage; "
-                   "3 internal error (rerun with --debug for the traceback); 130 interrupted.")
+                   "3 internal error (rerun with --debug for the traceback); 130 interrupted; "
+                   "141 stdout's reader went away.")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,14 +81,6 @@ class CliError(click.ClickException):
     def show(self, file=None) -> None:
         if self.prefix or self.message:
             click.echo(f"{self.prefix}{self.format_message()}", file=file, err=file is None)
-
-
-def first_line(exc: BaseException | str) -> str:
-    """The first non-empty line of an exception's message (its type name if it has none)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return exc if isinstance(exc, str) else type(exc).__name__
 
 
 def debug_enabled() -> bool:
@@ -157,12 +156,37 @@ def as_cli_error(exc: BaseException, interrupted: bool = False) -> CliError | No
         return exc
     if not isinstance(exc, Exception):
         return None
+    if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+        silence_stdout()
+        return CliError("", EXIT_BROKEN_PIPE, prefix="")
     if isinstance(exc, click.ClickException):
         return CliError(first_line(exc.format_message()), EXIT_USAGE)
     if isinstance(exc, INPUT_ERRORS):
         return CliError(first_line(exc), EXIT_USAGE)
     return CliError(f"internal error: {type(exc).__name__}: {first_line(exc)} "
                     "(rerun with --debug for the traceback)", EXIT_INTERNAL, prefix="")
+
+
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe or socket whose reading end is closed (``poll`` reports an
+    error on it), so a BrokenPipeError came from stdout and not from, say, a cluster's socket."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):       # no poll (Windows), no file descriptor
+        return False
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device, so the bytes still buffered for the closed pipe are
+    dropped at exit instead of raising a second BrokenPipeError there."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 # --- interrupts ---------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def main(ctx: click.Context, debug: bool) -> None:
 
     \b
     Exit status: 0 success, 1 a check found mismatches, 2 bad input or usage,
-    3 internal error (rerun with --debug for the traceback, same status), 130 interrupted.
+    3 internal error (rerun with --debug for the traceback, same status), 130 interrupted,
+    141 (silent) stdout's reader went away, as in `imcsim ... | head`.
     """
     ctx.ensure_object(dict)["debug"] = debug
 

@@ -5,10 +5,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-
-def _one_line(exc: BaseException) -> str:
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+from imcsim.errors import typed_line as _one_line  # noqa: F401 - the sweep modules' name
 
 
 def _json_default(obj):

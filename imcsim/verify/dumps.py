@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from imcsim.errors import first_line
+
 #: conversions per (block, column) below which ``statistical_check`` refuses a block.  With n
 #: conversions the spread ratio's standard error is about sqrt(2 / n); below 50 it exceeds 0.2,
 #: and at the check's Bonferroni z (about 4.5 for the default stimulus and alpha) even a doubled
@@ -38,14 +40,6 @@ MIN_STATISTICAL_CONVERSIONS = 50
 MIN_REPEAT_CONVERSIONS = 8
 #: the key datasets that place a row of a dump (as ``imcsim.verify.check.KEYS``)
 _KEYS = ("tile_row", "tile_col", "vector", "plane")
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, else its type's name."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
 
 
 def read_dataset(dataset, source) -> np.ndarray:
@@ -272,4 +266,4 @@ def check_measurement(measured, purpose: str) -> None:
 
 __all__ = ["MIN_REPEAT_CONVERSIONS", "MIN_STATISTICAL_CONVERSIONS", "block_codes",
            "check_actual", "check_code_range", "check_index_range", "check_measurement",
-           "first_line", "read_dataset"]
+           "read_dataset"]

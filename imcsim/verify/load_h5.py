@@ -16,11 +16,11 @@ import numpy as np
 
 from imcsim.atomic import check_schema_version
 from imcsim.config import MacroConfig
+from imcsim.errors import first_line
 from imcsim.formats import parse_format
 from imcsim.verify.dumps import read_dataset
 from imcsim.verify.golden import SIGNALS, pack_decisions
 from imcsim.verify.table import KEYS, MALFORMED, SignalTable, as_int64, malformed
-from imcsim.verify.trace import first_message
 from imcsim.verify.vectors import VECTORS_FORMAT, VECTORS_VERSION, find_vectors_h5
 
 
@@ -112,7 +112,7 @@ def _table_from_imcsim_h5(f, source) -> SignalTable:
         config = MacroConfig.from_json(f.attrs["config_json"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{source}: attribute config_json is not a macro config "
-                         f"({first_message(exc)})") from None
+                         f"({first_line(exc)})") from None
 
     def read(name):
         return as_int64(read_dataset(g[name], source), f"{source}: /cycles/{name}")
@@ -195,7 +195,7 @@ def _read_h5(path, table) -> SignalTable:
     try:
         f = h5py.File(path, "r")
     except Exception as exc:                  # OSError, and whatever a damaged file raises
-        raise ValueError(f"{path}: not an HDF5 file ({first_message(exc)})") from None
+        raise ValueError(f"{path}: not an HDF5 file ({first_line(exc)})") from None
     with f:
         try:
             return table(f)
@@ -203,7 +203,7 @@ def _read_h5(path, table) -> SignalTable:
             raise malformed(path, exc) from None
         except (OSError, RuntimeError) as exc:    # h5py on a damaged object header or heap
             raise ValueError(f"{path}: cannot read it, the file is damaged "
-                             f"({first_message(exc)})") from None
+                             f"({first_line(exc)})") from None
 
 
 #: dimensions a signal dataset of a plain HDF5 dump may have (per cycle: scalar, per column)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from imcsim.errors import first_line
 from imcsim.verify.golden import SIGNALS
 from imcsim.verify.table import INT64_MAX, KEYS, MAX_INDEX, SignalTable, signal_kind
-from imcsim.verify.trace import first_message
 from imcsim.verify.vectors import MANIFEST_NAME, load_manifest, read_hex_fields
 
 
@@ -27,7 +27,7 @@ def load_csv_dump(path) -> SignalTable:
             rows = [{k.strip(): (v or "").strip() for k, v in r.items()
                      if k is not None and isinstance(v, (str, type(None)))} for r in reader]
     except (UnicodeError, csv.Error) as exc:
-        raise ValueError(f"{path}: not a readable CSV file ({first_message(exc)})") from None
+        raise ValueError(f"{path}: not a readable CSV file ({first_line(exc)})") from None
     if "cycle" not in header:
         raise ValueError(f"{path}: CSV needs a 'cycle' column, got {header}")
     entries = {}                                     # signal -> {(cycle, index): value}
@@ -146,7 +146,7 @@ def load_hex_dump(folder) -> SignalTable:
         man = load_manifest(folder)
     except (OSError, UnicodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{folder}/{MANIFEST_NAME}: cannot read it as JSON "
-                         f"({first_message(exc)})") from None
+                         f"({first_line(exc)})") from None
     _check_manifest(folder, man)
     names = {f["file"]: [x["name"] for x in f["fields"]] for f in man["files"]}
     n = int(man["n_cycles"])

@@ -22,6 +22,7 @@ from imcsim.atomic import (
     temporary_target,
 )
 from imcsim.cycles import new_trace_records
+from imcsim.errors import first_line
 from imcsim.kernels.hw import ANALOG_FRAC_BITS
 from imcsim.verify.h5chunks import DEFLATE_LEVEL, ChunkAppender
 from imcsim.verify.vcd import write_trace_vcd
@@ -400,13 +401,6 @@ def cycle_dataset_spec(packed: int, cols: int, adc_bits: int, outputs: int,
     }
 
 
-def first_message(exc: BaseException) -> str:
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
-
-
 def validate_trace(f: h5py.File, path) -> None:
     """Check every attribute and dataset a trace reader uses (ValueError naming the file and
     the attribute or dataset), so a damaged trace fails in one line, not in a KeyError later."""
@@ -508,7 +502,7 @@ class TraceFile:
         try:
             self.file = h5py.File(path, "r")
         except Exception as exc:                  # OSError, and whatever a damaged file raises
-            raise ValueError(f"{path}: not an HDF5 trace ({first_message(exc)})") from None
+            raise ValueError(f"{path}: not an HDF5 trace ({first_line(exc)})") from None
         self.path: Path = path
         try:
             if self.file.attrs.get("schema_version") is None or "cycles" not in self.file:
@@ -520,7 +514,7 @@ class TraceFile:
                 raise
             if isinstance(exc, Exception):
                 raise ValueError(f"{path}: unreadable trace ({type(exc).__name__}: "
-                                 f"{first_message(exc)})") from None
+                                 f"{first_line(exc)})") from None
             raise
 
     def _validate(self) -> None:
@@ -550,7 +544,7 @@ class TraceFile:
             return self.file[where][key]
         except Exception as exc:                  # OSError from the HDF5 filters, and others
             raise ValueError(f"{self.path}: cannot read /{where}, the file is damaged "
-                             f"({first_message(exc)})") from None
+                             f"({first_line(exc)})") from None
 
     def cycle(self, i: int) -> dict[str, Any]:
         """Every recorded field of the i-th recorded cycle, unpacked and trimmed."""
