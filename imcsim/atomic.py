@@ -346,6 +346,10 @@ def write_bytes_atomic(path, data: bytes, name: str = "output") -> Path:
 
 
 # --- HDF5 ------------------------------------------------------------------------------------
+#: positioned write (POSIX); elsewhere a seek, then a write
+_PWRITE = getattr(os, "pwrite", None)
+
+
 class GuardedFile:
     """A file for h5py's ``fileobj`` driver that never lets HDF5 see a failed write.
 
@@ -363,27 +367,34 @@ class GuardedFile:
         self.size = 0
 
     def _raw_write(self, data) -> None:
-        """Write all of ``data`` at the raw file's position (raises OSError)."""
+        """Write all of ``data`` at :attr:`pos` (raises OSError).  One positioned write per
+        call where the platform has ``pwrite`` (HDF5 writes a trace in hundreds of pieces)."""
         view = memoryview(data).cast("B")
+        offset = self.pos
         while view:
-            n = self.raw.write(view)
+            if _PWRITE is not None:
+                n = _PWRITE(self.raw.fileno(), view, offset)
+            else:
+                self.raw.seek(offset)
+                n = self.raw.write(view)
             if not n:
                 raise OSError(errno.EIO, "short write")
-            view = view[n:]
+            view, offset = view[n:], offset + n
 
     def write(self, data) -> int:
-        data = bytes(data)
+        # HDF5's buffer is only read during the call: it is copied only to keep it in memory
+        # after a failure, never on the way to the file
+        view = memoryview(data).cast("B")
         if self.error is None:
             try:
-                self.raw.seek(self.pos)
-                self._raw_write(data)
+                self._raw_write(view)
             except OSError as exc:
                 self.error = exc
         if self.error is not None:
-            self.overlay.append((self.pos, data))
-        self.pos += len(data)
+            self.overlay.append((self.pos, bytes(view)))
+        self.pos += len(view)
         self.size = max(self.size, self.pos)
-        return len(data)
+        return len(view)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
