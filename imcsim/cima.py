@@ -69,8 +69,9 @@ class StoredWeights(StoredOperand):
             if transpose_to_int16(W, -lim, lim, self.values_t):
                 w_format.validate(W, "W")          # raises the format's own message
         else:
-            self.values_t = np.ascontiguousarray(
-                w_format.validate(W, "W").astype(np.int16, copy=False).T)
+            # floats (a training engine's integer-valued operands): checked and narrowed to
+            # int16 in one pass, never widened to int64 first
+            self.values_t = np.ascontiguousarray(w_format.validate(W, "W", dtype=np.int16).T)
         self.cache = cache
         self._tiles = {}
 

@@ -299,7 +299,7 @@ def run_cycle_blocks(macro, prep, sink: BlockSink):
                         packed.level_sum[rows + b0, planes],
                         packed.full_scale[rows + b0, planes], group.n_columns,
                         (group.n0, group.n1)))
-    return macro.finish(prep, acc, counters, "cycle")
+    return macro.finish(prep, acc, counters, "cycle", overwrite_acc=True)
 
 
 def run_cycle_level(macro, prep, sink: CycleSink | None = None):

@@ -22,7 +22,7 @@ from imcsim.counters import MvmCounters
 from imcsim.events import EventCounts, tile_event_counts
 from imcsim.formats import BinaryFormat, Radix4Format, check_stored_format, format_lookup_tables
 from imcsim.kernels.cpu_mvm import tile_mvm
-from imcsim.kernels.cycle import level_sums
+from imcsim.kernels.cycle import level_sums, output_floats
 from imcsim.kernels.hw import CAP_UNIT, CDAC_UNIT, CODE_OFFSET_FRAC_BITS, DAC_UNIT
 from imcsim.kernels.pack import driven_rows, pack_input_planes, record_row_signals
 from imcsim.kernels.params import AnalogParams, AnalogTables, CycleInputs, NmcParams, NoiseKey, StoredTile, Tuning
@@ -370,11 +370,17 @@ class Macro:
                                  dac_drives=active_rows.sum(axis=(1, 2)) if multi_level else None,
                                  dac_levels=level_sum.sum(axis=(1, 2)) if multi_level else None)
 
-    def finish(self, prep: PreparedMvm, acc, counters: MvmCounters, path: str) -> MvmResult:
-        """Output stage and result assembly, shared by the CPU paths."""
+    def finish(self, prep: PreparedMvm, acc, counters: MvmCounters, path: str, *,
+               overwrite_acc: bool = False) -> MvmResult:
+        """Output stage and result assembly, shared by the CPU paths.  With
+        ``overwrite_acc`` the outputs are written over ``acc`` (int64 (B, N), C-contiguous),
+        for callers done with it: on layer-sized MVMs each new array of that size costs its
+        page faults."""
         nmc = self.config.nmc
-        y_int = output_stage(acc, nmc, prep.acc_frac_bits, prep.out_scale, prep.out_offset)
-        y = y_int.astype(np.float64) / float(1 << nmc.out_frac_bits)
+        y_int = output_stage(acc, nmc, prep.acc_frac_bits, prep.out_scale, prep.out_offset,
+                             out=acc if overwrite_acc else None)
+        y = np.empty(y_int.shape, dtype=np.float64)
+        output_floats(y_int, 2.0 ** -nmc.out_frac_bits, y)
         return self.result(prep, y, y_int, counters, path)
 
     def result(self, prep: PreparedMvm, y, y_int, counters: MvmCounters,
@@ -472,7 +478,6 @@ class Macro:
                                   prep.weights.capacitance_table(t, u, stored, prep.level_bits)
                                   if analog.charge_table else no_caps)
                 tile_codes = np.zeros((B, P, cols), dtype=np.uint16) if return_codes else no_codes
-                tile_acc = np.ascontiguousarray(acc[:, n0:n1])
                 clip_b = np.zeros(B, dtype=np.int64)
                 high_b = np.zeros(B, dtype=np.int64)
                 note_first_compile(tile_mvm)
@@ -488,15 +493,14 @@ class Macro:
                     tile_mvm(packed.cycle_inputs(prep.level_bits, b0, b1), tile, tables, analog,
                              nmc_params,
                              NoiseKey(np.uint64(prep.seed), t, u, prep.vector_offset + b0),
-                             tuning, tile_acc[b0:b1],
+                             tuning, acc[b0:b1], n0,
                              tile_codes[b0:b1] if return_codes else no_codes, clip_b[b0:b1],
                              high_b[b0:b1], charges)
-                acc[:, n0:n1] = tile_acc
                 counters.clipped[t, u] = clip_b.sum()
                 counters.high_columns[t, u] = high_b.sum()
                 if return_codes:
                     counters.codes[t, :, :, n0:n1, :] = tile_codes.reshape(B, P, n1 - n0, Kw)
-        return self.finish(prep, acc, counters, "fast")
+        return self.finish(prep, acc, counters, "fast", overwrite_acc=True)
 
     # --- the cycle-level path -------------------------------------------------------------
     def mvm_traced(self, X, W, x_format, w_format=None, *, seed=0, vref=None, vector_offset=0,

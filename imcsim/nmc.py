@@ -49,7 +49,8 @@ def nmc_cycle(acc, codes, active_rows: int, scale_fx, full_scale, x_plane_weight
     return acc, steps
 
 
-def output_stage(acc, nmc: NmcConfig, acc_frac_bits: int, out_scale=None, out_offset=None):
+def output_stage(acc, nmc: NmcConfig, acc_frac_bits: int, out_scale=None, out_offset=None,
+                 out=None):
     """Accumulator -> output register ``y_int`` (out_frac_bits, out_bits, rounding).
 
     Parameters
@@ -57,11 +58,20 @@ def output_stage(acc, nmc: NmcConfig, acc_frac_bits: int, out_scale=None, out_of
     acc : int64 (B, N)  accumulator after the last row tile.
     out_scale : int64 (N,) or None  per-output scale with ``out_scale_frac_bits``.
     out_offset : int64 (N,) or None  per-output offset in output LSBs.
+    out : int64 (B, N) C-contiguous, or None  where to write the outputs; ``acc`` itself is
+        allowed (each output reads only its own accumulator), which spares a new array the
+        size of the MVM's outputs when the accumulators are not needed afterwards.
 
-    Returns int64 (B, N).
+    Returns int64 (B, N) (``out`` when given).
     """
     acc = np.ascontiguousarray(acc, dtype=np.int64)
-    y = np.empty(acc.shape, dtype=np.int64)
+    if out is None:
+        y = np.empty(acc.shape, dtype=np.int64)
+    elif out.shape != acc.shape or out.dtype != np.int64 or not out.flags.c_contiguous:
+        raise ValueError(f"out: expected C-contiguous int64 {acc.shape}, got {out.dtype} "
+                         f"{out.shape}")
+    else:
+        y = out
     scale = _EMPTY if out_scale is None else np.ascontiguousarray(out_scale, dtype=np.int64)
     offset = _EMPTY if out_offset is None else np.ascontiguousarray(out_offset, dtype=np.int64)
     _output_stage_kernel(acc, acc_frac_bits - nmc.out_frac_bits, ROUNDING_CODES[nmc.out_rounding],

@@ -269,9 +269,10 @@ def _convert(cyc, tables, analog, b, gb, sample_prefix, noise_prefix, scale_high
 
 
 @njit(cache=True, inline="always")
-def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale_high, acc):
+def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale_high, acc,
+                g0):
     """Step 3 of a vector: the NMC terms of every (cycle, column) into its outputs'
-    accumulators ``acc[b]``."""
+    accumulators ``acc[b, g0:g0 + nmc.n_outputs]``."""
     level_sum = cyc.level_sum
     n_planes = codes.shape[0]
     kw = nmc.pw_w.shape[0]
@@ -289,7 +290,7 @@ def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale
                         and not nmc.has_code_offsets)
                        or hw.cycle_skipped(level_sum[b, p], analog.skip_masked))
     for g in range(nmc.n_outputs):
-        a = acc[b, g]
+        a = acc[b, g0 + g]
         exact_sum = abs(a) <= acc_hi - bound
         for p in range(n_planes):
             if not adds[p]:
@@ -311,11 +312,11 @@ def _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale
                     a += term
                 else:
                     a = hw.accumulate(a, term, nmc.acc_bits, nmc.saturate)
-        acc[b, g] = a
+        acc[b, g0 + g] = a
 
 
 @njit(cache=True, parallel=True)
-def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clipped_out,
+def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, g0, codes_out, clipped_out,
              high_out, charges):
     """One tile operation for every vector of the batch; updates ``acc`` in place.
 
@@ -327,7 +328,10 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
     tile : StoredTile  the stored bits of this tile.
     tables : AnalogTables  analog constants of the used columns.
     analog : AnalogParams;  nmc : NmcParams;  key : NoiseKey;  tuning : Tuning.
-    acc : int64 (B, n_outputs)  NMC accumulators, carried across row tiles.
+    acc : int64 (B, N)  the MVM's NMC accumulators, carried across row tiles; this tile's
+        outputs are columns g0 .. g0 + nmc.n_outputs - 1 (updated in place: no copy of a
+        column slice in and out for every tile).
+    g0 : int  the tile's first output.
     codes_out : uint16 (B, P, C) or (0, 0, 0) when codes are not wanted.
     clipped_out : int64 (B,)  clipped conversions of this tile, per vector.
     high_out : int64 (B,)  conversions whose column chose the high level (per-column dual
@@ -384,4 +388,4 @@ def tile_mvm(cyc, tile, tables, analog, nmc, key, tuning, acc, codes_out, clippe
                     for c in range(n_cols):
                         codes_out[b, p, c] = codes[p, c]
             _accumulate(cyc, analog, nmc, b, codes, column_scale, column_fs, adds, scale_high,
-                        acc)
+                        acc, g0)

@@ -157,6 +157,17 @@ def output_stage(acc, shift, rounding, out_bits, has_scale, out_scale, scale_fra
                                           has_offset, out_offset[n] if has_offset else 0)
 
 
+@njit(cache=True, parallel=True)
+def output_floats(y_int, scale, y_out):
+    """y_out = y_int * scale, float64 (B, N) from int64 (B, N), with ``scale`` a power of two
+    (2**-out_frac_bits): each value is the exact scaling of its rounded conversion, bit for
+    bit NumPy's ``y_int.astype(float64) / 2**out_frac_bits``.  In parallel, because on a
+    layer-sized MVM the new array's first touch (page faults) is most of its cost."""
+    for b in prange(y_int.shape[0]):
+        for n in range(y_int.shape[1]):
+            y_out[b, n] = np.float64(y_int[b, n]) * scale
+
+
 @njit(cache=True)
 def sar_columns(values, offsets, cdac, cdac_total, full_scale, threshold_shift, sigma_cmp_fx,
                 noise_keys, trials_out, decisions_out, codes_out):

@@ -281,3 +281,22 @@ def ref_path(code: int, adc_bits: int):
         if trial <= code:
             decided = trial
     return trials, keep
+
+
+# --- the output stage's float view -----------------------------------------------------------
+@settings(max_examples=120, deadline=None)
+@given(st.integers(0, 62),
+       st.lists(st.sampled_from([0, 1, -1, 2**53 + 1, -(2**53) - 1, 2**62 + 3, 2**63 - 1,
+                                 -(2**63)]) | st.integers(-(2**63), 2**63 - 1),
+                min_size=1, max_size=12),
+       st.integers(1, 3))
+def test_output_floats_equal_the_cast_and_division(frac_bits, values, rows):
+    """``y = y_int / 2**out_frac_bits`` in float64, bit for bit, including the int64 extremes
+    and integers that float64 cannot hold exactly (rounded once, by the conversion)."""
+    from imcsim.kernels.cycle import output_floats
+    y_int = np.array(values * rows, dtype=np.int64).reshape(rows, len(values))
+    expected = [[float(v) / float(2**frac_bits) for v in row] for row in y_int.tolist()]
+    got = np.empty(y_int.shape, dtype=np.float64)
+    output_floats(y_int, 2.0 ** -frac_bits, got)
+    assert got.tolist() == expected
+    assert np.array_equal(got.view(np.int64), np.array(expected).view(np.int64))

@@ -150,3 +150,19 @@ def test_register_widths_that_overflow_int64_are_refused():
     cfg = MacroConfig(nmc=NmcConfig(scale_frac_bits=24, acc_bits=62))
     with pytest.raises(ValueError, match="acc_bits"):
         Macro(cfg).mvm(np.zeros((1, 3)), np.zeros((3, 1), int), Radix4Format(12), BinaryFormat(16))
+
+
+def test_output_stage_over_its_accumulators_equals_a_new_array():
+    """The fast path writes the outputs over the accumulators (``finish(overwrite_acc=True)``);
+    each output reads only its own accumulator, so that equals the stage into a new array."""
+    from imcsim.nmc import output_stage
+    rng = np.random.default_rng(3)
+    nmc = NmcConfig(out_bits=12, out_frac_bits=3)
+    acc = rng.integers(-(2**40), 2**40, (5, 7))
+    scale, offset = rng.integers(1, 2**10, 7), rng.integers(-50, 50, 7)
+    expected = output_stage(acc, nmc, 20, scale, offset)
+    in_place = acc.copy()
+    assert output_stage(in_place, nmc, 20, scale, offset, out=in_place) is in_place
+    assert np.array_equal(in_place, expected) and not np.array_equal(acc, expected)
+    with pytest.raises(ValueError, match="out: expected C-contiguous int64"):
+        output_stage(acc, nmc, 20, out=np.zeros((7, 5), dtype=np.int64))

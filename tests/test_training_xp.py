@@ -367,6 +367,32 @@ def test_radix4_rounding_by_exponent_equals_the_logarithm_version():
     assert to_host(radix4_round(FAKE.asarray(x))).tobytes() == new.tobytes()
 
 
+def test_radix4_host_pass_equals_the_array_expression():
+    """The compiled host pass (NumPy arrays) against the array expression (CuPy's route):
+    bit for bit on the octave edges, both zeros, subnormals, +/-inf and NaN, for float64
+    and float32 inputs, and fused with GradScale and the halving of the two-phase rounding."""
+    from imcsim.training.quant import _radix4_round_xp, radix4_two_phase
+    rng = np.random.default_rng(1)
+    edges = [0.0, -0.0, 5e-324, -5e-324, np.inf, -np.inf, np.nan, 64.0, 160.0, 161.0]
+    for k in range(-14, 14):
+        for m in (1.0, 2.5, 1.25):
+            b = m * 2.0 ** k
+            edges += [b, -b, np.nextafter(b, 0), np.nextafter(b, np.inf)]
+    x = np.concatenate([edges, rng.standard_normal(20_000) * 10.0 ** rng.uniform(-5, 3, 20_000)])
+    for values in (x, x.astype(np.float32), x.reshape(2, -1)[:, ::3]):
+        got, want = radix4_round(values), _radix4_round_xp(values, np)
+        nan = np.isnan(want)
+        assert got.shape == want.shape and got.dtype == np.float64
+        assert np.array_equal(np.isnan(got), nan)
+        assert got[~nan].tobytes() == want[~nan].tobytes()
+    g = (rng.standard_normal((3, 5, 7)) * 1e-3).astype(np.float32)
+    phase1, phase2, scale = radix4_two_phase(g)
+    gs = g.astype(np.float64) * scale
+    assert phase1.tobytes() == _radix4_round_xp(gs, np).tobytes()
+    assert phase2.tobytes() == _radix4_round_xp(gs / 2.0, np).tobytes()
+    assert radix4_round(np.zeros((0, 3))).shape == (0, 3)
+
+
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [5, 6])
 def test_device_windows_equal_the_reshape_buffer(stride, size):
@@ -376,6 +402,22 @@ def test_device_windows_equal_the_reshape_buffer(stride, size):
     assert shape == ref.out_shape and vec.tobytes() == ref.vectors.tobytes()
     dvec, _ = _pad_windows(FAKE.asarray(x), 1, 1, stride)
     assert to_host(dvec).tobytes() == ref.vectors.tobytes()
+
+
+@pytest.mark.parametrize("pad_lo, pad_hi, stride", [(1, 1, 1), (1, 1, 2), (1, 2, 1), (1, 2, 2),
+                                                    (0, 0, 1), (2, 1, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int8])
+def test_host_windows_equal_the_array_expression(pad_lo, pad_hi, stride, dtype):
+    """The compiled host windows (NumPy) against the array expression (CuPy's route), bit for
+    bit: asymmetric padding (the backward MVM's dilated gradients), odd sizes, -0.0 kept."""
+    rng = np.random.default_rng(pad_lo + 3 * pad_hi + 7 * stride)
+    x = rng.integers(-20, 21, (2, 7, 5, 3)).astype(dtype)
+    if dtype is not np.int8:
+        x[0, 0, 0, 0] = -0.0
+    host, shape = _pad_windows(x, pad_lo, pad_hi, stride)
+    device, device_shape = _pad_windows(FAKE.asarray(x), pad_lo, pad_hi, stride)
+    assert shape == device_shape and host.dtype == x.dtype
+    assert host.tobytes() == to_host(device).tobytes()
 
 
 # --- the device namespace: same bits as NumPy, nothing back to the host -------------------

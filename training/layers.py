@@ -12,6 +12,7 @@ same namespace (``Sequential.to_device``).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from imcsim.reshape import conv_output_size
 from imcsim.training import repro
@@ -268,6 +269,27 @@ class QuantLinearCore(Layer):
         return phase1, phase2, 2.0, scale
 
 
+@njit(cache=True, parallel=True)
+def _windows_host(x, pad_lo, stride, out):
+    """``_pad_windows`` of a host array into ``out`` (B, Ho, Wo, 3, 3, C): window (oy, ox)
+    tap (ky, kx) is x[b, oy * stride + ky - pad_lo, ox * stride + kx - pad_lo], 0 outside."""
+    B, H, W, C = x.shape
+    ho, wo = out.shape[1], out.shape[2]
+    for i in prange(B * ho):
+        b, oy = i // ho, i % ho
+        for ox in range(wo):
+            for ky in range(3):
+                iy = oy * stride + ky - pad_lo
+                for kx in range(3):
+                    ix = ox * stride + kx - pad_lo
+                    if 0 <= iy < H and 0 <= ix < W:
+                        for c in range(C):
+                            out[b, oy, ox, ky, kx, c] = x[b, iy, ix, c]
+                    else:
+                        for c in range(C):
+                            out[b, oy, ox, ky, kx, c] = 0
+
+
 def _pad_windows(x, pad_lo, pad_hi, stride=1):
     """3x3 windows of x padded by (pad_lo, pad_hi), taken every ``stride`` pixels:
     (B*Ho*Wo, 9*C), element order (ky, kx, c), in the namespace of x.
@@ -277,6 +299,15 @@ def _pad_windows(x, pad_lo, pad_hi, stride=1):
     """
     xp = namespace_of(x)
     B, H, W, C = x.shape
+    if xp is np:
+        # one compiled, parallel pass: the windows of L2 are 1.2 GB of float64, which the
+        # padded copy and nine strided copies below wrote twice over in one thread
+        ho = (H + pad_lo + pad_hi - 3) // stride + 1
+        wo = (W + pad_lo + pad_hi - 3) // stride + 1
+        out = np.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
+        if out.size:
+            _windows_host(np.ascontiguousarray(x), pad_lo, stride, out)
+        return out.reshape(B * ho * wo, 9 * C), (B, ho, wo)
     p = xp.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
     p[:, pad_lo:pad_lo + H, pad_lo:pad_lo + W] = x
     ho, wo = (p.shape[1] - 3) // stride + 1, (p.shape[2] - 3) // stride + 1

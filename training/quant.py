@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
 from imcsim.training.xp import namespace_of, to_host
 
@@ -112,6 +113,42 @@ def sawb_quantize(w, levels: int = WEIGHT_LEVELS, reproducible: bool = False) ->
     return Quantized(q, step, xp.abs(w) <= alpha)
 
 
+@njit(cache=True, inline="always")
+def _radix4_value(x):
+    """``radix4_round`` of one float64, operation for operation the array expression below
+    (NumPy's ``sign``: 0.0 for both zeros; NaN stays NaN, +/-inf saturates at +/-64)."""
+    if x != x:
+        return x
+    mag = abs(x)
+    top = 4.0 ** RADIX4_MAX_EXP
+    if mag > top:
+        out = top
+    else:
+        _, k = math.frexp(mag)                                  # k = 0 for mag == 0
+        e = min(max((k - 1) // 2, RADIX4_MIN_EXP), RADIX4_MAX_EXP)
+        lo = math.ldexp(1.0, 2 * e)
+        out = min(4.0 * lo if mag > 2.5 * lo else lo, top)
+        if mag < 4.0 ** RADIX4_MIN_EXP / 2:
+            out = 0.0
+    if x > 0:
+        return out
+    if x < 0:
+        return -out
+    return 0.0 * out
+
+
+@njit(cache=True, parallel=True)
+def _radix4_host(values, scale, halve, out):
+    """out = radix4_round(values * scale), and ``halve``: of (values * scale) / 2, for a
+    host array (C-contiguous, any float dtype; out float64 of the same shape), in one
+    parallel pass without temporaries."""
+    src = values.ravel()
+    dst = out.ravel()
+    for i in prange(src.shape[0]):
+        v = np.float64(src[i]) * scale
+        dst[i] = _radix4_value(v / 2.0 if halve else v)
+
+
 def radix4_round(x):
     """Nearest radix-4 value: 0 or +/-4**e, e in [-3, 3] (float64, in the namespace of x).
 
@@ -122,8 +159,29 @@ def radix4_round(x):
     floor(log2 abs(x)) = k - 1), with no logarithm, so the result is the same bit for bit on any
     device.  (A logarithm can misplace floor(log2 abs(x)) only within an ulp of a power of two;
     there both candidate octaves give the same radix-4 value.)
+
+    A NumPy array goes through a compiled pass (``_radix4_value``, the same operations
+    element by element); other namespaces (CuPy) through the array expression.
     """
     xp = namespace_of(x)
+    if xp is np:
+        return _radix4_host_pass(x, 1.0, False)
+    return _radix4_round_xp(x, xp)
+
+
+def _radix4_host_pass(x, scale: float, halve: bool) -> np.ndarray:
+    x = np.ascontiguousarray(x)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    out = np.empty(x.shape, dtype=np.float64)
+    if x.size:
+        _radix4_host(x, float(scale), halve, out)
+    return out
+
+
+def _radix4_round_xp(x, xp):
+    """``radix4_round`` as array operations in namespace ``xp`` (CuPy; the compiled host
+    pass is tested against it)."""
     x = xp.asarray(x, dtype=xp.float64)
     mag = xp.abs(x)
     lo_val = 4.0 ** RADIX4_MIN_EXP
@@ -166,6 +224,8 @@ def radix4_two_phase(g):
     """
     scale = grad_scale(g)
     xp = namespace_of(g)
+    if xp is np:            # g * scale is exact (a power of two), so fused with the rounding
+        return _radix4_host_pass(g, scale, False), _radix4_host_pass(g, scale, True), scale
     gs = xp.asarray(g, dtype=xp.float64) * scale
     return radix4_round(gs), radix4_round(gs / 2.0), scale
 
