@@ -166,3 +166,24 @@ def test_exact_backend_equals_imc_backend_when_lossless():
             assert max(s.active_rows_per_plane.max() / s.cycles_per_plane for s in st.values()) <= 255
     for a, b in zip(grads["exact"], grads["imc"]):
         assert np.array_equal(a, b)
+
+
+def test_conv_activations_are_checked_int8_windows_on_the_host():
+    """The quantized forward holds its windows as int8 on the host (the same values every
+    backend reads), and activations that are not the format's integers (a diverged run's NaN)
+    stop with a message naming the layer instead of being cast in silence."""
+    from imcsim.training.layers import Conv2D
+    rng = np.random.default_rng(9)
+    layer = Conv2D("c", 3, 4, rng)
+    layer.policy = {k: ExactBackend() for k in MvmKind}
+    x = np.abs(rng.standard_normal((2, 5, 5, 3))).astype(np.float32)
+    y = layer.forward(x, train=True)
+    A = layer.cache[1]
+    assert A.dtype == np.int8 and A.shape == (2 * 5 * 5, 27)
+    float_windows = Conv2D("c", 3, 4, np.random.default_rng(9))
+    float_windows.policy = layer.policy
+    float_windows._host_int8 = lambda values: values              # the float64 windows
+    assert np.array_equal(float_windows.forward(x, train=True), y)
+    x[0, 1, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="c: activations: binary:6 holds integers only"):
+        layer.forward(x)
