@@ -1,11 +1,9 @@
-"""Small helpers of the sweep modules: one-line errors, JSON of NumPy scalars, flat dicts."""
+"""Small helpers of the sweep modules: JSON of NumPy scalars, flat dicts."""
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import numpy as np
-
-from imcsim.errors import typed_line as _one_line  # noqa: F401 - the sweep modules' name
 
 
 def _json_default(obj):

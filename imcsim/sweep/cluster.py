@@ -9,8 +9,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from imcsim.errors import typed_line
 from imcsim.optional import require
-from imcsim.sweep._util import _one_line
 
 
 # --- Dask ---------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def scheduler_address(scheduler: str) -> str:
                          "--scheduler-file FILE` writes it)") from None
     except (OSError, UnicodeError, ValueError) as exc:
         raise ValueError(f"--scheduler: {scheduler}: not a Dask scheduler file "
-                         f"({_one_line(exc)})") from None
+                         f"({typed_line(exc)})") from None
     address = doc.get("address") if isinstance(doc, dict) else None
     if not isinstance(address, str) or "://" not in address:
         raise ValueError(f"--scheduler: {scheduler}: not a Dask scheduler file (no 'address' "
@@ -86,7 +86,7 @@ def probe_scheduler(address: str, scheduler: str, timeout: float | None = None) 
         except OSError as exc:
             if time.monotonic() + 0.2 >= deadline:
                 raise ValueError(f"--scheduler: {scheduler}: nothing answers at {address} "
-                                 f"within {timeout:g} s ({_one_line(exc)})") from None
+                                 f"within {timeout:g} s ({typed_line(exc)})") from None
             time.sleep(0.2)
     with sock:
         sock.settimeout(max(0.5, deadline - time.monotonic()))
@@ -96,7 +96,7 @@ def probe_scheduler(address: str, scheduler: str, timeout: float | None = None) 
             raise ValueError(f"--scheduler: {scheduler}: {address} accepts connections but sent "
                              f"nothing in {timeout:g} s; a Dask scheduler greets at once") from None
         except OSError as exc:
-            greeting, why = b"", f" ({_one_line(exc)})"
+            greeting, why = b"", f" ({typed_line(exc)})"
         else:
             why = ""
     if not greeting:
@@ -138,7 +138,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             # frame length of exabytes (MemoryError), a short reply an assertion or a decoding
             # error; none of them names the address
             raise ValueError(f"--scheduler: {scheduler}: no Dask scheduler answered at {address} "
-                             f"({_one_line(exc)})") from None
+                             f"({typed_line(exc)})") from None
         with client:
             yield client
         return

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from imcsim.atomic import write_text_atomic
+from imcsim.errors import typed_line
 from imcsim.optional import require
-from imcsim.sweep._util import _json_default, _one_line
+from imcsim.sweep._util import _json_default
 from imcsim.sweep.cluster import task_slots, worker_threads
 from imcsim.sweep.commands import COMMANDS, Command
 from imcsim.sweep.spec import RESULT_NAME, SWEEP_FORMAT, SWEEP_VERSION, Run, SweepPlan
@@ -129,7 +130,7 @@ def execute_run(command: Command, run: Run, threads: int | Mapping | None = None
             result = command.run(run.params, run.folder)
         result = json.loads(json.dumps(result, default=_json_default))
     except Exception as exc:                      # the run failed: report it, lose nothing else
-        return _record(run, command.name, "failed", error=_one_line(exc),
+        return _record(run, command.name, "failed", error=typed_line(exc),
                        traceback=traceback.format_exc(), seconds=time.perf_counter() - t0,
                        worker=worker)
     return _record(run, command.name, "ok", result=result, seconds=time.perf_counter() - t0,
@@ -252,7 +253,7 @@ def run_sweep(plan: SweepPlan, *, client=None, processes: int | None = None,
                         exc = fut.exception()
                     except Exception as e:         # cancelled futures raise here
                         exc = e
-                    doc = _record(run, plan.command, "failed", error=_one_line(exc))
+                    doc = _record(run, plan.command, "failed", error=typed_line(exc))
                 fut.release()
                 finish(run, doc)
                 submit_more()
@@ -281,7 +282,7 @@ def _run_in_processes(command: Command, pending: list[Run], processes: int,
             try:
                 doc = fut.result()
             except Exception as exc:                # the process died (BrokenProcessPool)
-                doc = _record(run, command.name, "failed", error=_one_line(exc))
+                doc = _record(run, command.name, "failed", error=typed_line(exc))
             finish(run, doc)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imcsim.optional import require
-from imcsim.sweep._util import _flatten, _json_default, _one_line  # noqa: F401 - re-exported
+from imcsim.sweep._util import _flatten, _json_default  # noqa: F401 - re-exported
 from imcsim.sweep.commands import COMMANDS
 
 SWEEP_FORMAT = "imcsim-sweep"
