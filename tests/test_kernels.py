@@ -213,6 +213,15 @@ def test_stored_tiles_match_twin_encoding(K, rows, outputs, data_seed):
                     column = [planes[r][q] for r in range(r1 - r0)]
                     assert tile["packed"][g * K + q].tolist() == naive_pack(column)
                     assert tile["columns"][:, g * K + q].tolist() == column
+    # a transient operand (as Macro.mvm builds for an array) keeps only the last row tile's
+    # planes: tiles asked out of order are packed again, the same bits
+    from imcsim.cima import StoredWeights
+    transient = StoredWeights(stored.macro, values, BinaryFormat(K), cache=False)
+    for t in reversed(range(plan.row_tiles)):
+        for u in reversed(range(plan.col_tiles)):
+            again = transient.tile(t, u)
+            assert np.array_equal(again["packed"], stored.tile(t, u)["packed"])
+            assert np.array_equal(again["columns"], stored.tile(t, u)["columns"])
 
 
 @pytest.mark.parametrize("adc_bits", [1, 2, 8, 11, 16])
