@@ -299,23 +299,21 @@ def _pad_windows(x, pad_lo, pad_hi, stride=1):
     """
     xp = namespace_of(x)
     B, H, W, C = x.shape
+    ho = (H + pad_lo + pad_hi - 3) // stride + 1
+    wo = (W + pad_lo + pad_hi - 3) // stride + 1
+    out = xp.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
     if xp is np:
         # one compiled, parallel pass: the windows of L2 are 1.2 GB of float64, which the
         # padded copy and nine strided copies below wrote twice over in one thread
-        ho = (H + pad_lo + pad_hi - 3) // stride + 1
-        wo = (W + pad_lo + pad_hi - 3) // stride + 1
-        out = np.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
         if out.size:
             _windows_host(np.ascontiguousarray(x), pad_lo, stride, out)
-        return out.reshape(B * ho * wo, 9 * C), (B, ho, wo)
-    p = xp.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
-    p[:, pad_lo:pad_lo + H, pad_lo:pad_lo + W] = x
-    ho, wo = (p.shape[1] - 3) // stride + 1, (p.shape[2] - 3) // stride + 1
-    out = xp.empty((B, ho, wo, 3, 3, C), dtype=x.dtype)
-    for ky in range(3):
-        for kx in range(3):
-            out[:, :, :, ky, kx, :] = p[:, ky:ky + stride * (ho - 1) + 1:stride,
-                                        kx:kx + stride * (wo - 1) + 1:stride]
+    else:
+        p = xp.zeros((B, H + pad_lo + pad_hi, W + pad_lo + pad_hi, C), dtype=x.dtype)
+        p[:, pad_lo:pad_lo + H, pad_lo:pad_lo + W] = x
+        for ky in range(3):
+            for kx in range(3):
+                out[:, :, :, ky, kx, :] = p[:, ky:ky + stride * (ho - 1) + 1:stride,
+                                            kx:kx + stride * (wo - 1) + 1:stride]
     return out.reshape(B * ho * wo, 9 * C), (B, ho, wo)
 
 
